@@ -1,0 +1,94 @@
+// One backup run: capture every selected source into a new restore point, then commit its manifest.
+// Any failed source means no manifest: the run is failed and never listed as a restore point.
+import { BackupError, describeError, isAbort } from './errors.js';
+import type { Logger } from './log.js';
+import type { Manifest, SourceRecord } from './repository/manifest.js';
+import { FORMAT_VERSION, emptyCounts } from './repository/manifest.js';
+import type { Repository } from './repository/repository.js';
+import type { Source } from './sources/source.js';
+
+/** Name and version written into every manifest. */
+export const TOOL = 'deis-backup 0.1.0';
+
+/** A source that could not even be set up (e.g. etcd lacks its settings): it fails the run. */
+export interface UnavailableSource {
+  id: string;
+  kind: SourceRecord['kind'];
+  error: string;
+}
+
+/** How a run ended. */
+export interface BackupResult {
+  status: 'success' | 'partial' | 'failed' | 'aborted';
+  /** Set when a restore point was committed. */
+  id?: string;
+  startedAt: string;
+  finishedAt: string;
+  sources: SourceRecord[];
+}
+
+/** Runs every source, then commits the manifest if none failed. Never throws for a source failure. */
+export async function runBackup(
+  deps: { repository: Repository; log: Logger; now?: () => Date },
+  sources: readonly (Source | UnavailableSource)[],
+  opts: { signal: AbortSignal },
+): Promise<BackupResult> {
+  const now = deps.now ?? (() => new Date());
+  const started = now();
+  const log = deps.log;
+  // The newest restore point is both the target's health check and the base for incremental buckets.
+  const previous = (await deps.repository.listSnapshots(opts)).at(-1);
+  const writer = deps.repository.begin(started);
+  const runLog = log.child({ snapshot: writer.id });
+  runLog.info({ sources: sources.map((s) => s.id), previous: previous?.id }, 'backup started');
+  const records: SourceRecord[] = [];
+  for (const source of sources) {
+    opts.signal.throwIfAborted();
+    if (!('backup' in source)) {
+      records.push(failedRecord(source.id, source.kind, source.error));
+      runLog.error({ source: source.id, error: source.error }, 'source failed');
+      continue;
+    }
+    const sourceLog = runLog.child({ source: source.id });
+    try {
+      records.push(
+        await source.backup({ writer, repository: deps.repository, previous, signal: opts.signal, log: sourceLog }),
+      );
+    } catch (err) {
+      if (opts.signal.aborted || isAbort(err)) {
+        runLog.warn({ source: source.id }, 'backup aborted');
+        return { status: 'aborted', startedAt: started.toISOString(), finishedAt: now().toISOString(), sources: records };
+      }
+      const message = describeError(err);
+      records.push(failedRecord(source.id, source.kind, message));
+      sourceLog.error({ error: message }, 'source failed');
+    }
+  }
+  const finishedAt = now().toISOString();
+  if (records.some((r) => r.status === 'failed')) {
+    runLog.error('backup failed: no restore point written');
+    return { status: 'failed', startedAt: started.toISOString(), finishedAt, sources: records };
+  }
+  const manifest: Manifest = {
+    formatVersion: FORMAT_VERSION,
+    id: writer.id,
+    tool: TOOL,
+    startedAt: started.toISOString(),
+    finishedAt,
+    status: records.some((r) => r.status === 'partial') ? 'partial' : 'success',
+    sources: records,
+  };
+  opts.signal.throwIfAborted();
+  await writer.commit(manifest, opts);
+  runLog.info({ status: manifest.status }, 'restore point committed');
+  return { status: manifest.status, id: writer.id, startedAt: manifest.startedAt, finishedAt, sources: records };
+}
+
+function failedRecord(id: string, kind: SourceRecord['kind'], error: string): SourceRecord {
+  return { id, kind, status: 'failed', origin: '', counts: emptyCounts(), warnings: [], errors: [error], artifacts: [] };
+}
+
+/** Raised when the repository itself cannot be used; the run never started. */
+export function targetUnusable(err: unknown): BackupError {
+  return err instanceof BackupError ? err : new BackupError('ERR_TARGET', describeError(err), { cause: err });
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// The `deis-backup` executable: wires process signals and streams to the CLI. A first SIGINT or
+// SIGTERM aborts the run cleanly (no restore point is committed); a second one exits at once.
+import { main } from './cli.js';
+import { BackupError } from './errors.js';
+
+const controller = new AbortController();
+let signals = 0;
+const onSignal = (): void => {
+  signals++;
+  if (signals > 1) process.exit(130);
+  controller.abort(new BackupError('ERR_ABORTED', 'interrupted'));
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+
+process.exitCode = await main(
+  process.argv.slice(2),
+  process.env,
+  {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+  },
+  controller.signal,
+);

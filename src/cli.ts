@@ -1,0 +1,166 @@
+// CLI entry: backup | snapshots | config check. Exit codes: 0 success, 3 partial, 1 failed, 2 usage
+// or config error. Expected errors print one line, never a stack trace or a secret.
+import { parseArgs } from 'node:util';
+import { runBackup } from './backup.js';
+import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './cluster.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, redactedView, type Config } from './config.js';
+import { BackupError, describeError } from './errors.js';
+import { formatOutcome, formatSnapshots, formatSources } from './format.js';
+import { createLogger } from './log.js';
+import { createClusterEtcd, createRepository, createSources, parseOnly } from './wiring.js';
+
+const USAGE = `usage: deis-backup [--config FILE] [--verbose] <command>
+
+commands:
+  backup [--only buckets,volume,database] [--json]   take one restore point; prints its id
+  snapshots [--json]                                list restore points
+  config check                                      validate and print the resolved config (secrets redacted)
+
+--config defaults to $DEIS_BACKUP_CONFIG, then ${DEFAULT_CONFIG_PATH}.
+exit codes: 0 success, 3 partial, 1 failed, 2 usage or config error`;
+
+/** Exit codes of every command. */
+export const EXIT = { success: 0, failed: 1, usage: 2, partial: 3 } as const;
+
+/** Where the CLI writes: stdout for results, stderr for progress and errors. */
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+/** Runs the CLI with argv (without node and script) and returns the exit code. */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: Io, signal: AbortSignal): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        config: { type: 'string' },
+        verbose: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    io.err(`deis-backup: ${(err as Error).message}; see deis-backup --help`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parsed;
+  const [command, sub] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    (command === undefined && !values.help ? io.err : io.out)(USAGE);
+    return command === undefined && !values.help ? EXIT.usage : EXIT.success;
+  }
+  const configFile = values.config ?? env['DEIS_BACKUP_CONFIG'] ?? DEFAULT_CONFIG_PATH;
+  try {
+    switch (command) {
+      case 'backup':
+        return await backupCommand(load(configFile, env), values, io, signal);
+      case 'snapshots':
+        return await snapshotsCommand(load(configFile, env), values.json, io, signal);
+      case 'config':
+        if (sub !== 'check') throw new BackupError('ERR_USAGE', `config: unknown subcommand "${sub ?? ''}"; use deis-backup config check`);
+        return await configCheckCommand(configFile, env, io, signal);
+      default:
+        throw new BackupError('ERR_USAGE', `unknown command "${command}"; see deis-backup --help`);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.err(`deis-backup: ${err.message}`);
+      return EXIT.usage;
+    }
+    if (err instanceof BackupError) {
+      io.err(`deis-backup: ${err.message}`);
+      return err.code === 'ERR_CONFIG' || err.code === 'ERR_USAGE' ? EXIT.usage : EXIT.failed;
+    }
+    if (signal.aborted) {
+      io.err('deis-backup: interrupted');
+      return EXIT.failed;
+    }
+    io.err(`deis-backup: unexpected error: ${describeError(err)}`);
+    if (err instanceof Error && err.stack) io.err(err.stack);
+    return EXIT.failed;
+  }
+}
+
+function load(file: string, env: NodeJS.ProcessEnv): Config {
+  return loadConfig({ file, env });
+}
+
+async function backupCommand(
+  config: Config,
+  values: { json: boolean; only?: string | undefined; verbose: boolean },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const only = parseOnly(values.only);
+  const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
+  const repository = createRepository(config);
+  const etcd = createClusterEtcd(config);
+  const run = await createSources(config, etcd, only, { signal });
+  try {
+    const result = await runBackup({ repository, log }, run.sources, { signal });
+    if (values.json) io.out(JSON.stringify(result, null, 2));
+    else {
+      for (const line of formatSources(result.sources)) io.err(line);
+      io.err(formatOutcome(result, repository.target.name));
+      if (result.id) io.out(result.id);
+    }
+    return result.status === 'success' ? EXIT.success : result.status === 'partial' ? EXIT.partial : EXIT.failed;
+  } finally {
+    run.close();
+  }
+}
+
+async function snapshotsCommand(config: Config, json: boolean, io: Io, signal: AbortSignal): Promise<number> {
+  const manifests = await createRepository(config).listSnapshots({ signal });
+  if (json) {
+    io.out(
+      JSON.stringify(
+        manifests.map((m) => ({
+          id: m.id,
+          startedAt: m.startedAt,
+          finishedAt: m.finishedAt,
+          status: m.status,
+          bytesStored: m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0),
+          sources: m.sources.map((s) => ({ id: s.id, status: s.status, counts: s.counts })),
+        })),
+        null,
+        2,
+      ),
+    );
+  } else {
+    for (const line of formatSnapshots(manifests)) io.out(line);
+  }
+  return EXIT.success;
+}
+
+async function configCheckCommand(file: string, env: NodeJS.ProcessEnv, io: Io, signal: AbortSignal): Promise<number> {
+  const config = loadConfig({ file, env });
+  const etcd = createClusterEtcd(config);
+  const problems: string[] = [];
+  const cluster: Record<string, unknown> = {};
+  const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+    try {
+      cluster[what] = await fn();
+    } catch (err) {
+      problems.push(describeError(err));
+    }
+  };
+  if (config.sources.buckets.enabled) {
+    await attempt('gateway', () => resolveGateway(config, etcd, { signal }));
+    await attempt('buckets', () => resolveBucketNames(config, etcd, { signal }));
+  }
+  if (config.sources.database.enabled) await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
+  const view = { file, config: redactedView(config), resolved: redactedView(cluster) };
+  io.out(JSON.stringify(view, null, 2));
+  if (problems.length > 0) {
+    io.err(`deis-backup: config ${file}: ${problems.length} problem(s)`);
+    for (const p of problems) io.err(`  - ${p}`);
+    return EXIT.usage;
+  }
+  io.err(`config ${file}: ok`);
+  return EXIT.success;
+}

@@ -1,0 +1,266 @@
+// One schema for the JSON config file plus secret overrides from the environment; parsed once at
+// startup into a fully defaulted, deeply readonly Config. Cluster facts left out are found in etcd.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { BackupError } from './errors.js';
+import { Secret } from './secret.js';
+
+/** Where the config file is looked for when --config is not given. */
+export const DEFAULT_CONFIG_PATH = '/etc/deis-backup/config.json';
+
+/** The pg_dumpall command of the Deis docs, run on the database host. */
+export const DEFAULT_DUMP_COMMAND = 'docker exec deis-database sudo -u postgres pg_dumpall';
+
+const secretField = z.string().min(1, { error: 'must not be empty' });
+const url = (what: string) =>
+  z.string().refine((v) => /^https?:\/\/[^/\s]+/.test(v), {
+    error: `must be an http(s) URL such as ${what}`,
+  });
+
+const schema = z
+  .object({
+    etcd: z
+      .object({
+        endpoints: z
+          .array(url('"http://10.21.1.44:4001"'))
+          .min(1, { error: 'list at least one etcd endpoint' })
+          .default(['http://127.0.0.1:4001']),
+        timeoutMs: z.number().int().positive().default(5000),
+      })
+      .strict()
+      .prefault({}),
+    gateway: z
+      .object({
+        endpoint: url('"http://10.21.1.44:8888" (or leave it out to read /deis/store/gateway/host and port from etcd)').optional(),
+        accessKey: secretField.optional(),
+        secretKey: secretField.optional(),
+        signatureVersion: z.enum(['v2', 'v4'], { error: 'must be "v2" (Deis v1, Ceph hammer) or "v4"' }).default('v2'),
+        region: z.string().min(1).default('us-east-1'),
+        listVersion: z
+          .union([z.literal(1), z.literal(2)], { error: 'must be 1 (ListObjects, what hammer speaks) or 2' })
+          .default(1),
+      })
+      .strict()
+      .prefault({}),
+    ssh: z
+      .object({
+        user: z.string().min(1).default('core'),
+        port: z.number().int().min(1).max(65535).default(22),
+        privateKeyFile: z.string().min(1).default('/etc/deis-backup/id_ed25519'),
+        knownHostsFile: z.string().min(1).default('/etc/deis-backup/known_hosts'),
+        timeoutMs: z.number().int().positive().default(20000),
+      })
+      .strict()
+      .prefault({}),
+    sources: z
+      .object({
+        buckets: z
+          .object({
+            enabled: z.boolean().default(true),
+            names: z
+              .array(z.string().regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, { error: 'is not a bucket name' }))
+              .min(1, { error: 'list at least one bucket, or set enabled to false' })
+              .optional(),
+            concurrency: z.number().int().min(1).max(64, { error: 'must be at most 64' }).default(4),
+          })
+          .strict()
+          .prefault({}),
+        volume: z
+          .object({
+            enabled: z.boolean().default(true),
+            path: z.string().startsWith('/', { error: 'must be an absolute path' }).default('/var/lib/deis/store'),
+            host: z.string().min(1).optional(),
+          })
+          .strict()
+          .prefault({}),
+        database: z
+          .object({
+            enabled: z.boolean().default(true),
+            host: z.string().min(1).optional(),
+            command: z.string().min(1).default(DEFAULT_DUMP_COMMAND),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    target: z
+      .discriminatedUnion(
+        'type',
+        [
+          z
+            .object({
+              type: z.literal('s3'),
+              endpoint: url('"https://s3.eu-west-1.amazonaws.com"'),
+              region: z.string().min(1).default('us-east-1'),
+              bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, {
+                error: 'must be a DNS-style bucket name (lowercase letters, digits, "-" and ".")',
+              }),
+              prefix: z
+                .string()
+                .default('')
+                .refine((p) => !p.startsWith('/'), { error: 'must not start with "/"' }),
+              accessKey: secretField,
+              secretKey: secretField,
+              partSizeMiB: z.number().int().min(5).max(512).default(16),
+            })
+            .strict(),
+          z.object({ type: z.literal('dir'), path: z.string().startsWith('/', { error: 'must be an absolute path' }) }).strict(),
+        ],
+        { error: 'must have type "s3" or "dir"' },
+      )
+      .default({ type: 'dir', path: '/var/lib/deis-backup' }),
+    schedule: z.string().min(1).default('0 3 * * *'),
+    retention: z
+      .object({ keepLast: z.number().int().min(1, { error: 'must keep at least one restore point' }).default(7) })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        host: z.string().min(1).default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(9480),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+type Parsed = z.output<typeof schema>;
+type DeepReadonly<T> = T extends Secret
+  ? T
+  : T extends readonly (infer U)[]
+    ? readonly DeepReadonly<U>[]
+    : T extends object
+      ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+      : T;
+type WithSecrets<T> = {
+  [K in keyof T]: K extends 'accessKey' | 'secretKey'
+    ? T[K] extends string
+      ? Secret
+      : T[K] extends string | undefined
+        ? Secret | undefined
+        : T[K]
+    : T[K] extends object
+      ? WithSecrets<T[K]>
+      : T[K];
+};
+
+/** The resolved configuration: every default applied, credentials wrapped in Secret. */
+export type Config = DeepReadonly<Omit<WithSecrets<Parsed>, 'target'> & { target: TargetConfig }>;
+/** Where restore points are stored. */
+export type TargetConfig =
+  | (WithSecrets<Extract<Parsed['target'], { type: 's3' }>> & { type: 's3' })
+  | Extract<Parsed['target'], { type: 'dir' }>;
+
+/** Environment variables that override secrets; each also has a `<NAME>_FILE` form. */
+export const SECRET_ENV = {
+  DEIS_BACKUP_GATEWAY_ACCESS_KEY: ['gateway', 'accessKey'],
+  DEIS_BACKUP_GATEWAY_SECRET_KEY: ['gateway', 'secretKey'],
+  DEIS_BACKUP_TARGET_ACCESS_KEY: ['target', 'accessKey'],
+  DEIS_BACKUP_TARGET_SECRET_KEY: ['target', 'secretKey'],
+} as const;
+
+/** Reads the config file (if any) and the environment, validates, and returns the Config. */
+export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; required?: boolean }): Config {
+  const raw = readConfigFile(opts.file, opts.required ?? true);
+  const problems: string[] = [];
+  for (const [name, path] of Object.entries(SECRET_ENV)) {
+    const value = readSecretEnv(name, opts.env, problems);
+    if (value === undefined) continue;
+    const [section, field] = path;
+    const obj = (raw[section] ??= {}) as Record<string, unknown>;
+    if (typeof obj !== 'object') continue;
+    obj[field] = value;
+  }
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    for (const issue of result.error.issues) problems.push(formatIssue(issue));
+  }
+  if (problems.length > 0 || !result.success) {
+    throw new ConfigError(opts.file, problems);
+  }
+  return wrapSecrets(result.data) as unknown as Config;
+}
+
+/** A config with problems; `problems` holds one line per problem, each naming the path and the fix. */
+export class ConfigError extends BackupError {
+  readonly file: string;
+  readonly problems: readonly string[];
+  constructor(file: string, problems: readonly string[]) {
+    super('ERR_CONFIG', `config ${file}: ${problems.length} problem(s)\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+function readConfigFile(file: string, required: boolean): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !required) return {};
+    const why = code === 'ENOENT' ? 'not found' : `cannot be read (${code ?? 'error'})`;
+    throw new BackupError(
+      'ERR_CONFIG',
+      `config ${file}: ${why}; pass --config FILE or copy config.example.json to ${DEFAULT_CONFIG_PATH}`,
+    );
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new BackupError('ERR_CONFIG', `config ${file}: not valid JSON (${(err as Error).message}); fix the syntax`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new BackupError('ERR_CONFIG', `config ${file}: must hold a JSON object at the top level`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function readSecretEnv(name: string, env: NodeJS.ProcessEnv, problems: string[]): string | undefined {
+  const direct = env[name];
+  const file = env[`${name}_FILE`];
+  if (direct !== undefined && file !== undefined) {
+    problems.push(`${name} and ${name}_FILE are both set: keep one`);
+    return undefined;
+  }
+  if (direct !== undefined) return direct;
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    problems.push(`${name}_FILE: cannot read ${file} (${code}); point it at a readable file holding the secret`);
+    return undefined;
+  }
+}
+
+function formatIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.') || '(top level)';
+  if (issue.code === 'unrecognized_keys') {
+    return `${path === '(top level)' ? '' : `${path}: `}unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove them or check the spelling against config.example.json`;
+  }
+  if (issue.code === 'invalid_type' && issue.input === undefined) {
+    return `${path}: is required; add it (see config.example.json)`;
+  }
+  return `${path}: ${issue.message}`;
+}
+
+function wrapSecrets(value: unknown, key?: string): unknown {
+  if ((key === 'accessKey' || key === 'secretKey') && typeof value === 'string') return new Secret(value);
+  if (Array.isArray(value)) return value.map((v) => wrapSecrets(v));
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, wrapSecrets(v, k)]));
+  }
+  return value;
+}
+
+/** The config as printed by `config check`: secrets shown as **redacted**, set or not. */
+export function redactedView(value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value)) as unknown;
+}

@@ -1,0 +1,60 @@
+// Human-readable summaries for the CLI: sizes, run results and restore point tables.
+import type { BackupResult } from './backup.js';
+import type { Manifest, SourceRecord } from './repository/manifest.js';
+
+/** 1536 → "1.5 KiB". */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit] ?? 'B'}`;
+}
+
+/** One line per source, then its warnings and errors indented. */
+export function formatSources(sources: readonly SourceRecord[]): string[] {
+  const width = Math.max(8, ...sources.map((s) => s.id.length));
+  const lines: string[] = [];
+  for (const s of sources) {
+    const c = s.counts;
+    const parts = [`${c.objects} ${s.kind === 'bucket' ? 'objects' : s.kind === 'volume' ? 'entries' : 'dump'}`];
+    if (s.kind === 'bucket') parts.push(`${c.unchanged} unchanged`, `${c.vanished} vanished`);
+    if (c.failed > 0) parts.push(`${c.failed} failed`);
+    parts.push(`${formatBytes(c.bytesRead)} read`, `${formatBytes(c.bytesStored)} stored`);
+    if (c.warnings > 0) parts.push(`${c.warnings} warning(s)`);
+    lines.push(`${s.id.padEnd(width)}  ${s.status.padEnd(7)}  ${s.status === 'failed' ? '' : parts.join(', ')}`.trimEnd());
+    for (const w of s.warnings) lines.push(`  warning: ${w}`);
+    for (const e of s.errors) lines.push(`  error: ${e}`);
+  }
+  return lines;
+}
+
+/** The closing line of a backup run. */
+export function formatOutcome(result: BackupResult, targetName: string): string {
+  switch (result.status) {
+    case 'success':
+    case 'partial':
+      return `restore point ${result.id ?? ''} committed to ${targetName} (${result.status})`;
+    case 'failed':
+      return 'backup failed: no restore point written';
+    case 'aborted':
+      return 'backup aborted: no restore point written';
+  }
+}
+
+/** Table of restore points, oldest first. */
+export function formatSnapshots(manifests: readonly Manifest[]): string[] {
+  if (manifests.length === 0) return ['no restore points'];
+  const lines = [`${'ID'.padEnd(22)}  ${'FINISHED'.padEnd(20)}  ${'STATUS'.padEnd(7)}  ${'SOURCES'.padEnd(30)}  STORED`];
+  for (const m of manifests) {
+    const stored = m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0);
+    const sources = m.sources.map((s) => s.id).join(',');
+    lines.push(
+      `${m.id.padEnd(22)}  ${m.finishedAt.replace(/\.\d{3}Z$/, 'Z').padEnd(20)}  ${m.status.padEnd(7)}  ${sources.padEnd(30)}  ${formatBytes(stored)}`,
+    );
+  }
+  return lines;
+}

@@ -1,0 +1,151 @@
+// Restore points in a target: write artifacts and bodies (hashed while streaming), commit with the
+// manifest last, and list or read committed manifests. Keys without a manifest are not restore points.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { createInterface } from 'node:readline';
+import { BackupError } from '../errors.js';
+import type { Target } from '../targets/target.js';
+import { HashingStream } from './hashing.js';
+import { artifactKey, blobKey, isSnapshotId, manifestKey, newSnapshotId, SNAPSHOTS } from './layout.js';
+import { parseManifest, type ArtifactRecord, type IndexEntry, type Manifest } from './manifest.js';
+
+/** Stored bytes: key, size and sha256 as counted while they streamed to the target. */
+export interface Stored {
+  key: string;
+  size: number;
+  sha256: string;
+}
+
+/** Restore points in one target. */
+export class Repository {
+  readonly target: Target;
+
+  constructor(target: Target) {
+    this.target = target;
+  }
+
+  /** Starts a new restore point; nothing is visible until `commit`. */
+  begin(now: Date): SnapshotWriter {
+    return new SnapshotWriter(this.target, newSnapshotId(now));
+  }
+
+  /** Every committed restore point, oldest first. */
+  async listSnapshots(opts: { signal: AbortSignal }): Promise<Manifest[]> {
+    const ids: string[] = [];
+    for await (const info of this.target.list(SNAPSHOTS, opts)) {
+      const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
+      if (id !== undefined && name === 'manifest.json' && isSnapshotId(id)) ids.push(id);
+    }
+    ids.sort();
+    const manifests: Manifest[] = [];
+    for (const id of ids) manifests.push(await this.readManifest(id, opts));
+    return manifests;
+  }
+
+  /** The manifest of `id`, or of the newest restore point for "latest". Throws ERR_NOT_FOUND. */
+  async readManifest(id: string, opts: { signal: AbortSignal }): Promise<Manifest> {
+    if (id === 'latest') {
+      const all = await this.listSnapshots(opts);
+      const newest = all.at(-1);
+      if (!newest) throw new BackupError('ERR_NOT_FOUND', `no restore point in ${this.target.name}; run deis-backup backup first`);
+      return newest;
+    }
+    if (!isSnapshotId(id)) {
+      throw new BackupError('ERR_NOT_FOUND', `restore point ${JSON.stringify(id)} is not an id; list them with deis-backup snapshots`);
+    }
+    const key = manifestKey(id);
+    let text: string;
+    try {
+      text = await readAll(await this.target.get(key, opts));
+    } catch (err) {
+      if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND') {
+        throw new BackupError('ERR_NOT_FOUND', `restore point ${id} not found in ${this.target.name}; list them with deis-backup snapshots`);
+      }
+      throw err;
+    }
+    return parseManifest(text, key);
+  }
+
+  /** Streams the entries of a bucket index artifact, verifying its sha256 once read to the end. */
+  async *readIndex(artifact: ArtifactRecord, opts: { signal: AbortSignal }): AsyncIterable<IndexEntry> {
+    const hashing = new HashingStream();
+    const gunzip = createGunzip();
+    const body = await this.target.get(artifact.key, opts);
+    const piping = pipeline(body, hashing, gunzip, { signal: opts.signal }).catch((err: unknown) => {
+      gunzip.destroy(err as Error);
+    });
+    for await (const line of createInterface({ input: gunzip, crlfDelay: Infinity })) {
+      if (line !== '') yield JSON.parse(line) as IndexEntry;
+    }
+    await piping;
+    const sha256 = hashing.digest();
+    if (sha256 !== artifact.sha256) {
+      throw new BackupError('ERR_INTEGRITY', `${artifact.key} in ${this.target.name}: sha256 ${sha256} does not match the manifest`);
+    }
+  }
+}
+
+/** Writes one restore point. Artifacts first; `commit` writes the manifest last. */
+export class SnapshotWriter {
+  readonly id: string;
+  private readonly target: Target;
+
+  constructor(target: Target, id: string) {
+    this.target = target;
+    this.id = id;
+  }
+
+  /** Stores a named artifact of this restore point (e.g. "volume.tar.gz"). */
+  async putArtifact(name: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<Stored> {
+    return this.store(artifactKey(this.id, name), body, opts);
+  }
+
+  /**
+   * Stores a bucket object's body under its identity key. `size` is what the gateway announced:
+   * a body of any other length fails, so a truncated read is never stored as the object.
+   */
+  async putBlob(
+    identity: { bucket: string; key: string; size: number; etag: string },
+    body: Readable,
+    opts: { signal: AbortSignal },
+  ): Promise<Stored> {
+    const stored = await this.store(blobKey(identity), body, { signal: opts.signal, size: identity.size });
+    if (stored.size !== identity.size) {
+      await this.target.remove(stored.key, opts);
+      throw new BackupError('ERR_SOURCE', `${identity.bucket}/${identity.key}: read ${stored.size} of ${identity.size} bytes`);
+    }
+    return stored;
+  }
+
+  /** Removes an artifact a failed source left behind (best effort: the run has already failed). */
+  async discard(name: string, opts: { signal: AbortSignal }): Promise<void> {
+    await this.target.remove(artifactKey(this.id, name), opts).catch(() => undefined);
+  }
+
+  /** Makes the restore point visible: writes its manifest, the last write of a run. */
+  async commit(manifest: Manifest, opts: { signal: AbortSignal }): Promise<Stored> {
+    const text = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
+    return this.store(manifestKey(this.id), Readable.from([text]), { signal: opts.signal, size: text.length });
+  }
+
+  private async store(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<Stored> {
+    const hashing = new HashingStream();
+    const forwarding = pipeline(body, hashing, { signal: opts.signal });
+    const putting = this.target.put(key, hashing, opts);
+    const [forwarded, put] = await Promise.allSettled([forwarding, putting]);
+    // A failing source is the cause worth reporting; the target's error then only echoes it.
+    if (forwarded.status === 'rejected' && (forwarded.reason as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+      throw forwarded.reason;
+    }
+    if (put.status === 'rejected') throw put.reason;
+    if (forwarded.status === 'rejected') throw forwarded.reason;
+    return { key, size: hashing.bytes, sha256: hashing.digest() };
+  }
+}
+
+async function readAll(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,293 @@
+// A small path-style S3 client for the Deis store-gateway: signature V2 or V4, plain HTTP allowed,
+// bucket names with '_', streamed bodies, and an AbortSignal on every call.
+import http from 'node:http';
+import https from 'node:https';
+import { once } from 'node:events';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { XMLParser } from 'fast-xml-parser';
+import { authorizationV2 } from './sign-v2.js';
+import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
+
+/** How to reach and sign for one S3 endpoint. */
+export interface S3ClientOptions {
+  /** `http://host:port` (path-style addressing is always used). */
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  signatureVersion: 'v2' | 'v4';
+  region: string;
+  /** Upper bound on parallel connections to the endpoint. */
+  maxSockets?: number;
+}
+
+/** One entry of a bucket listing. `etag` has its quotes removed. */
+export interface ListedObject {
+  key: string;
+  size: number;
+  etag: string;
+  lastModified: string;
+}
+
+/** What a GET or HEAD tells about an object. */
+export interface ObjectHead {
+  size: number;
+  etag: string;
+  lastModified: string;
+  contentType: string | undefined;
+  /** User metadata, names lowercased without the `x-amz-meta-` prefix. */
+  metadata: Record<string, string>;
+}
+
+/** An S3 error answer (status > 0) or a connection failure (status 0, s3Code = the errno code). */
+export class S3Error extends Error {
+  override name = 'S3Error';
+  readonly status: number;
+  readonly s3Code: string;
+  constructor(status: number, s3Code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.status = status;
+    this.s3Code = s3Code;
+  }
+}
+
+const xml = new XMLParser({
+  ignoreAttributes: true,
+  parseTagValue: false,
+  trimValues: false,
+  isArray: (name) => name === 'Contents' || name === 'Bucket',
+});
+
+/** Encodes an object key for the request path: every byte but unreserved characters and '/'. */
+export function encodeKey(key: string): string {
+  return encodeRfc3986(key, true);
+}
+
+/** Path-style S3 client. Not-found is reported as `undefined` by get/head, never thrown. */
+export class S3Client {
+  readonly endpoint: URL;
+  private readonly agent: http.Agent;
+  private readonly transport: typeof http | typeof https;
+  private readonly options: S3ClientOptions;
+
+  constructor(options: S3ClientOptions) {
+    this.options = options;
+    this.endpoint = new URL(options.endpoint);
+    this.transport = this.endpoint.protocol === 'https:' ? https : http;
+    const AgentClass = this.endpoint.protocol === 'https:' ? https.Agent : http.Agent;
+    this.agent = new AgentClass({ keepAlive: true, maxSockets: options.maxSockets ?? 8 });
+  }
+
+  /** Closes idle keep-alive connections. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** Yields every object under prefix once, in key order, using ListObjects v1 (marker) or v2 (token). */
+  async *listObjects(
+    bucket: string,
+    opts: { signal: AbortSignal; prefix?: string; listVersion: 1 | 2; pageSize?: number },
+  ): AsyncIterable<ListedObject> {
+    let marker: string | undefined;
+    for (;;) {
+      const query = new URLSearchParams();
+      if (opts.listVersion === 2) query.set('list-type', '2');
+      if (opts.prefix) query.set('prefix', opts.prefix);
+      query.set('max-keys', String(opts.pageSize ?? 1000));
+      if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
+      const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
+      const parsed = xml.parse(await readText(res)) as { ListBucketResult?: Record<string, unknown> };
+      const page = parsed.ListBucketResult;
+      if (!page) throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: no ListBucketResult`);
+      const contents = (page['Contents'] ?? []) as Record<string, string>[];
+      let last: string | undefined;
+      for (const item of contents) {
+        last = item['Key'] ?? '';
+        yield {
+          key: last,
+          size: Number(item['Size']),
+          etag: unquote(item['ETag'] ?? ''),
+          lastModified: item['LastModified'] ?? '',
+        };
+      }
+      if (page['IsTruncated'] !== 'true') return;
+      const next =
+        opts.listVersion === 2 ? page['NextContinuationToken'] : (page['NextMarker'] ?? last);
+      if (typeof next !== 'string' || next === '' || next === marker) {
+        throw new S3Error(0, 'MalformedListing', `list ${bucket}: truncated page without a next marker`);
+      }
+      marker = next;
+    }
+  }
+
+  /** Starts a GET; resolves once headers arrive. undefined if the object does not exist. */
+  async getObject(
+    bucket: string,
+    key: string,
+    opts: { signal: AbortSignal },
+  ): Promise<{ head: ObjectHead; body: Readable } | undefined> {
+    try {
+      const res = await this.request('GET', bucket, key, { signal: opts.signal });
+      return { head: headFrom(res), body: res };
+    } catch (err) {
+      if (err instanceof S3Error && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** HEAD an object; undefined if it does not exist. */
+  async headObject(bucket: string, key: string, opts: { signal: AbortSignal }): Promise<ObjectHead | undefined> {
+    try {
+      const res = await this.request('HEAD', bucket, key, { signal: opts.signal });
+      res.resume();
+      return headFrom(res);
+    } catch (err) {
+      if (err instanceof S3Error && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** Stores body (exactly `size` bytes) under key with a single PUT; returns the new ETag. */
+  async putObject(
+    bucket: string,
+    key: string,
+    body: Readable | Buffer,
+    opts: { signal: AbortSignal; size: number; contentType?: string; metadata?: Readonly<Record<string, string>> },
+  ): Promise<string> {
+    const headers: Record<string, string> = { 'content-length': String(opts.size) };
+    if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
+    for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
+    const res = await this.request('PUT', bucket, key, { headers, body, signal: opts.signal });
+    res.resume();
+    return unquote(String(res.headers.etag ?? ''));
+  }
+
+  /** Deletes an object; deleting a missing key succeeds. */
+  async deleteObject(bucket: string, key: string, opts: { signal: AbortSignal }): Promise<void> {
+    (await this.request('DELETE', bucket, key, { signal: opts.signal })).resume();
+  }
+
+  /** True if the bucket exists and these credentials may read it. */
+  async bucketExists(bucket: string, opts: { signal: AbortSignal }): Promise<boolean> {
+    try {
+      (await this.request('HEAD', bucket, undefined, { signal: opts.signal })).resume();
+      return true;
+    } catch (err) {
+      if (err instanceof S3Error && err.status === 404) return false;
+      throw err;
+    }
+  }
+
+  /** Creates a bucket; an existing bucket owned by these credentials is not an error. */
+  async createBucket(bucket: string, opts: { signal: AbortSignal }): Promise<void> {
+    try {
+      (await this.request('PUT', bucket, undefined, { signal: opts.signal, headers: { 'content-length': '0' } })).resume();
+    } catch (err) {
+      if (err instanceof S3Error && err.s3Code === 'BucketAlreadyOwnedByYou') return;
+      throw err;
+    }
+  }
+
+  /** Sends one signed request; resolves with a 2xx response, rejects with S3Error otherwise. */
+  private async request(
+    method: string,
+    bucket: string,
+    key: string | undefined,
+    opts: {
+      signal: AbortSignal;
+      query?: URLSearchParams;
+      headers?: Record<string, string>;
+      body?: Readable | Buffer;
+    },
+  ): Promise<http.IncomingMessage> {
+    opts.signal.throwIfAborted();
+    const query = opts.query ?? new URLSearchParams();
+    const basePath = this.endpoint.pathname.replace(/\/$/, '');
+    const path = `${basePath}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodeKey(key)}`}`;
+    const queryString = [...query.entries()]
+      .map(([k, v]) => (v === '' ? encodeRfc3986(k) : `${encodeRfc3986(k)}=${encodeRfc3986(v)}`))
+      .join('&');
+    const headers: Record<string, string> = { host: this.endpoint.host, ...opts.headers };
+    const now = new Date();
+    if (this.options.signatureVersion === 'v2') {
+      headers['date'] = now.toUTCString();
+      headers['authorization'] = authorizationV2(
+        { method, path, query, headers },
+        this.options.accessKey,
+        this.options.secretKey,
+      );
+    } else {
+      headers['x-amz-date'] = amzDate(now);
+      headers['x-amz-content-sha256'] = opts.body === undefined ? EMPTY_SHA256 : 'UNSIGNED-PAYLOAD';
+      headers['authorization'] = authorizationV4(
+        { method, path, query, headers },
+        { accessKey: this.options.accessKey, secretKey: this.options.secretKey, region: this.options.region },
+      );
+    }
+    const req = this.transport.request({
+      protocol: this.endpoint.protocol,
+      hostname: this.endpoint.hostname,
+      port: this.endpoint.port,
+      method,
+      path: queryString ? `${path}?${queryString}` : path,
+      headers,
+      agent: this.agent,
+      signal: opts.signal,
+    });
+    const responded = once(req, 'response') as Promise<[http.IncomingMessage]>;
+    try {
+      if (opts.body === undefined) req.end();
+      else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
+      else await pipeline(opts.body, req, { signal: opts.signal });
+      const [res] = await responded;
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) return res;
+      const text = method === 'HEAD' ? '' : await readText(res, 64 * 1024);
+      res.resume();
+      throw errorFromResponse(status, text, `${method} /${bucket}${key === undefined ? '' : `/${key}`}`);
+    } catch (err) {
+      req.destroy();
+      if (err instanceof S3Error) throw err;
+      if (opts.signal.aborted) throw opts.signal.reason;
+      const code = (err as { code?: string }).code ?? 'NetworkError';
+      throw new S3Error(0, code, `${method} ${this.endpoint.host}: ${code}`, { cause: err });
+    }
+  }
+}
+
+function errorFromResponse(status: number, body: string, what: string): S3Error {
+  const parsed = body ? (xml.parse(body) as { Error?: Record<string, string> }) : {};
+  const fallback: Record<number, string> = { 403: 'AccessDenied', 404: 'NotFound', 411: 'MissingContentLength' };
+  const code = parsed.Error?.['Code'] ?? fallback[status] ?? `HTTP${status}`;
+  return new S3Error(status, code, `${what}: ${status} ${code}`);
+}
+
+function headFrom(res: http.IncomingMessage): ObjectHead {
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(res.headers)) {
+    if (name.startsWith('x-amz-meta-') && typeof value === 'string') metadata[name.slice(11)] = value;
+  }
+  return {
+    size: Number(res.headers['content-length'] ?? 0),
+    etag: unquote(String(res.headers.etag ?? '')),
+    lastModified: new Date(String(res.headers['last-modified'] ?? 0)).toISOString(),
+    contentType: res.headers['content-type'],
+    metadata,
+  };
+}
+
+function unquote(etag: string): string {
+  return etag.replace(/^"|"$/g, '').replace(/^&quot;|&quot;$/g, '');
+}
+
+async function readText(res: Readable, limit = 64 * 1024 * 1024): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of res) {
+    const buf = chunk as Buffer;
+    total += buf.length;
+    if (total > limit) break;
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

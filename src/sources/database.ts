@@ -1,0 +1,111 @@
+// The Deis database as a gzip-compressed pg_dumpall, run on the database host over SSH (by default
+// `docker exec deis-database sudo -u postgres pg_dumpall`) or locally. A dump counts only when the
+// command exits 0 and the stream ends with pg_dumpall's completion line.
+import { spawn } from 'node:child_process';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { createGzip } from 'node:zlib';
+import { BackupError } from '../errors.js';
+import { chain } from '../streams.js';
+import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
+import { runRemote, type SshTarget } from '../ssh.js';
+import type { Source, SourceRunContext } from './source.js';
+
+/** Artifact name of the dump. */
+export const DATABASE_ARTIFACT = 'database.sql.gz';
+
+/** The last line pg_dumpall (or pg_dump) writes; without it the dump was cut short. */
+const COMPLETE = /-- PostgreSQL database (cluster )?dump complete\s*(--\s*)?$/;
+
+/** Where the dump command runs. */
+export type DumpLocation = { command: string; ssh?: undefined } | { command: string; ssh: SshTarget };
+
+/** The database source. */
+export class DatabaseSource implements Source {
+  readonly id = 'database';
+  readonly kind = 'database' as const;
+  private readonly location: DumpLocation;
+
+  constructor(location: DumpLocation) {
+    this.location = location;
+  }
+
+  async backup(ctx: SourceRunContext): Promise<SourceRecord> {
+    const { command, ssh } = this.location;
+    const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${command}` : `local: ${command}`;
+    const running = ssh ? await runRemote(ssh, command, { signal: ctx.signal }) : runLocal(command, ctx.signal);
+    const tail = new TailKeeper(512);
+    let stored;
+    try {
+      stored = await ctx.writer.putArtifact(DATABASE_ARTIFACT, chain(running.stdout, tail, createGzip()), {
+        signal: ctx.signal,
+      });
+    } catch (err) {
+      await running.finished.catch(() => undefined);
+      throw err;
+    }
+    const { code, signal, stderr } = await running.finished;
+    const where = ssh ? `on ${ssh.host}` : 'locally';
+    const lastLine = stderr.split('\n').filter((l) => l.trim() !== '').at(-1);
+    let problem: string | undefined;
+    if (code !== 0) problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${lastLine ?? 'no message'}`;
+    else if (!COMPLETE.test(tail.text())) problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
+    if (problem !== undefined) {
+      await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });
+      throw new BackupError(
+        'ERR_SOURCE',
+        `database: dump command ${where} ${problem}; check sources.database.command and that deis-database runs`,
+      );
+    }
+    const counts = { ...emptyCounts(), objects: 1, bytesRead: tail.bytes, bytesStored: stored.size };
+    ctx.log.info({ origin, ...counts }, 'database dumped');
+    return {
+      id: this.id,
+      kind: 'database',
+      status: 'success',
+      origin,
+      counts,
+      warnings: [],
+      errors: [],
+      artifacts: [{ name: DATABASE_ARTIFACT, ...stored }],
+    };
+  }
+}
+
+function runLocal(command: string, signal: AbortSignal): { stdout: Readable; finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }> } {
+  const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], signal });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
+  });
+  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>((resolve, reject) => {
+    child.once('error', (err) => {
+      if (signal.aborted) reject(signal.reason as Error);
+      else resolve({ code: 127, signal: undefined, stderr: `${stderr}\n${err.message}` });
+    });
+    child.once('close', (code, sig) => {
+      if (signal.aborted) reject(signal.reason as Error);
+      else resolve({ code, signal: sig ?? undefined, stderr });
+    });
+  });
+  finished.catch(() => undefined);
+  return { stdout: child.stdout, finished };
+}
+
+/** Pass-through that counts bytes and keeps the last `size` bytes as text. */
+class TailKeeper extends Transform {
+  bytes = 0;
+  private last = Buffer.alloc(0);
+  private readonly size: number;
+  constructor(size: number) {
+    super();
+    this.size = size;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.last = Buffer.concat([this.last, chunk.subarray(-this.size)]).subarray(-this.size);
+    callback(null, chunk);
+  }
+  text(): string {
+    return this.last.toString('utf8');
+  }
+}

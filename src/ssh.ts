@@ -1,0 +1,137 @@
+// Runs one command on a CoreOS host over SSH (ssh2), with key auth and a strict known_hosts check;
+// stdout streams back, stderr is collected, and aborting the signal ends the connection.
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { Client, type ClientChannel } from 'ssh2';
+import { BackupError } from './errors.js';
+
+/** How to reach a host. */
+export interface SshTarget {
+  host: string;
+  port: number;
+  user: string;
+  privateKeyFile: string;
+  knownHostsFile: string;
+  timeoutMs: number;
+}
+
+/** A command running on a remote host. The caller must consume `stdout`. */
+export interface RemoteCommand {
+  stdout: Readable;
+  /** Resolves when the command ends: exit code (null if killed) and the last 64 KiB of stderr. */
+  finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }>;
+}
+
+/** Where a host's key is listed in known_hosts, as OpenSSH names it: `host` or `[host]:port`. */
+export function knownHostsName(host: string, port: number): string {
+  return port === 22 ? host : `[${host}]:${port}`;
+}
+
+/** The host keys known_hosts lists for a host (plain or hashed entries), as raw key blobs. */
+export function knownHostKeys(knownHosts: string, host: string, port: number): Buffer[] {
+  const name = knownHostsName(host, port);
+  const keys: Buffer[] = [];
+  for (const rawLine of knownHosts.split('\n')) {
+    const line = rawLine.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith('@')) continue;
+    const [hosts = '', , key = ''] = line.split(/\s+/);
+    const matches = hosts.split(',').some((pattern) => {
+      if (!pattern.startsWith('|1|')) return pattern === name;
+      const [, , salt = '', hash = ''] = pattern.split('|');
+      return createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest('base64') === hash;
+    });
+    if (matches && key) keys.push(Buffer.from(key, 'base64'));
+  }
+  return keys;
+}
+
+/** Opens a connection, runs `command`, and streams its stdout; the connection closes when it ends. */
+export async function runRemote(target: SshTarget, command: string, opts: { signal: AbortSignal }): Promise<RemoteCommand> {
+  opts.signal.throwIfAborted();
+  const where = `ssh ${target.user}@${knownHostsName(target.host, target.port)}`;
+  let privateKey: Buffer;
+  let knownHosts: string;
+  try {
+    privateKey = readFileSync(target.privateKeyFile);
+  } catch {
+    throw new BackupError('ERR_CONFIG', `${where}: cannot read ssh.privateKeyFile ${target.privateKeyFile}; point it at the private key of a user allowed on the host`);
+  }
+  try {
+    knownHosts = readFileSync(target.knownHostsFile, 'utf8');
+  } catch {
+    throw new BackupError('ERR_CONFIG', `${where}: cannot read ssh.knownHostsFile ${target.knownHostsFile}; create it with ssh-keyscan -p ${target.port} ${target.host}`);
+  }
+  const known = knownHostKeys(knownHosts, target.host, target.port);
+  if (known.length === 0) {
+    throw new BackupError('ERR_SSH', `${where}: host not listed in ${target.knownHostsFile}; add its key with ssh-keyscan -p ${target.port} ${target.host} >> ${target.knownHostsFile}`);
+  }
+  const conn = new Client();
+  let hostKeyRejected = false;
+  const onAbort = (): void => {
+    conn.end();
+  };
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  const channel = await new Promise<ClientChannel>((resolve, reject) => {
+    conn.on('error', (err) => {
+      reject(connectError(where, err, hostKeyRejected, target.knownHostsFile));
+    });
+    conn.on('close', () => {
+      reject(opts.signal.aborted ? opts.signal.reason : new BackupError('ERR_SSH', `${where}: connection closed`));
+    });
+    conn.on('ready', () => {
+      conn.exec(command, (err, stream) => {
+        if (err) reject(new BackupError('ERR_SSH', `${where}: cannot start command`, { cause: err }));
+        else resolve(stream);
+      });
+    });
+    conn.connect({
+      host: target.host,
+      port: target.port,
+      username: target.user,
+      privateKey,
+      readyTimeout: target.timeoutMs,
+      hostVerifier: (key: Buffer) => {
+        const ok = known.some((k) => k.equals(key));
+        hostKeyRejected = !ok;
+        return ok;
+      },
+    });
+  }).catch((err: unknown) => {
+    opts.signal.removeEventListener('abort', onAbort);
+    conn.end();
+    throw err;
+  });
+  let stderr = '';
+  channel.stderr.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
+  });
+  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>((resolve, reject) => {
+    let exit: { code: number | null; signal: string | undefined } | undefined;
+    channel.on('exit', (code: number | null, signal?: string) => {
+      exit = { code, signal };
+    });
+    channel.on('close', () => {
+      opts.signal.removeEventListener('abort', onAbort);
+      conn.end();
+      if (opts.signal.aborted) reject(opts.signal.reason);
+      else resolve({ code: exit?.code ?? null, signal: exit?.signal, stderr });
+    });
+  });
+  // The channel's close is awaited through `finished`; a stdout consumer must not see an unhandled rejection.
+  finished.catch(() => undefined);
+  return { stdout: channel, finished };
+}
+
+function connectError(where: string, err: Error & { level?: string; code?: string }, hostKeyRejected: boolean, knownHostsFile: string): BackupError {
+  if (hostKeyRejected) {
+    return new BackupError('ERR_SSH', `${where}: host key does not match ${knownHostsFile}; if the host was rebuilt, replace its line there`);
+  }
+  if (err.level === 'client-authentication') {
+    return new BackupError('ERR_SSH', `${where}: key authentication refused; add the public half of ssh.privateKeyFile to the user's authorized_keys`);
+  }
+  if (err.level === 'client-timeout') {
+    return new BackupError('ERR_SSH', `${where}: timed out connecting; check the host and ssh.port`);
+  }
+  return new BackupError('ERR_SSH', `${where}: cannot connect (${err.code ?? err.message}); check the host and ssh.port`, { cause: err });
+}

@@ -1,0 +1,136 @@
+// A target in an S3 bucket under a prefix, through the minio client (SigV4, any endpoint and region);
+// artifacts of unknown size go up as multipart uploads in parts of partSizeMiB.
+import type { Readable } from 'node:stream';
+import { Client, S3Error as MinioS3Error } from 'minio';
+import { BackupError } from '../errors.js';
+import type { Secret } from '../secret.js';
+import { checkKey, type ObjectInfo, type Target } from './target.js';
+
+/** Settings of an S3 target. */
+export interface S3TargetOptions {
+  endpoint: string;
+  region: string;
+  bucket: string;
+  prefix: string;
+  accessKey: Secret;
+  secretKey: Secret;
+  partSizeMiB: number;
+}
+
+/** S3-backed Target. */
+export class S3Target implements Target {
+  readonly name: string;
+  private readonly client: Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+
+  constructor(options: S3TargetOptions) {
+    const url = new URL(options.endpoint);
+    this.bucket = options.bucket;
+    this.prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
+    this.name = `s3://${options.bucket}/${this.prefix}`.replace(/\/$/, '');
+    this.client = new Client({
+      endPoint: url.hostname,
+      port: url.port ? Number(url.port) : undefined,
+      useSSL: url.protocol === 'https:',
+      pathStyle: true,
+      region: options.region,
+      accessKey: options.accessKey.reveal(),
+      secretKey: options.secretKey.reveal(),
+      partSize: options.partSizeMiB * 1024 * 1024,
+      // Retrying is the run's decision, and minio's own retries print to the console.
+      retryOptions: { disableRetry: true },
+    });
+  }
+
+  async put(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<void> {
+    const onAbort = (): void => {
+      body.destroy(opts.signal.reason as Error);
+    };
+    opts.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.client.putObject(this.bucket, this.key(key), body, opts.size);
+    } catch (err) {
+      body.destroy();
+      if (opts.signal.aborted) throw opts.signal.reason;
+      throw this.wrap('put', key, err);
+    } finally {
+      opts.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
+    let stream: Readable;
+    try {
+      stream = await this.client.getObject(this.bucket, this.key(key));
+    } catch (err) {
+      if (isNotFound(err)) throw new BackupError('ERR_NOT_FOUND', `${key} not found in ${this.name}`);
+      throw this.wrap('get', key, err);
+    }
+    const onAbort = (): void => {
+      stream.destroy(opts.signal.reason as Error);
+    };
+    opts.signal.addEventListener('abort', onAbort, { once: true });
+    stream.once('close', () => {
+      opts.signal.removeEventListener('abort', onAbort);
+    });
+    return stream;
+  }
+
+  async stat(key: string, _opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined> {
+    try {
+      const info = await this.client.statObject(this.bucket, this.key(key));
+      return { key, size: info.size };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw this.wrap('stat', key, err);
+    }
+  }
+
+  async *list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo> {
+    const stream = this.client.listObjectsV2(this.bucket, this.prefix + prefix, true);
+    try {
+      for await (const item of stream as AsyncIterable<{ name?: string; size: number }>) {
+        opts.signal.throwIfAborted();
+        if (item.name === undefined) continue;
+        yield { key: item.name.slice(this.prefix.length), size: item.size };
+      }
+    } catch (err) {
+      if (opts.signal.aborted) throw opts.signal.reason;
+      throw this.wrap('list', prefix, err);
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  async remove(key: string, _opts: { signal: AbortSignal }): Promise<void> {
+    try {
+      await this.client.removeObject(this.bucket, this.key(key));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw this.wrap('remove', key, err);
+    }
+  }
+
+  private key(key: string): string {
+    return this.prefix + checkKey(key);
+  }
+
+  private wrap(op: string, key: string, err: unknown): BackupError {
+    const code = (err as { code?: string }).code ?? (err as Error).message;
+    const fix =
+      code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH'
+        ? 'check target.endpoint'
+        : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
+          ? 'check target.accessKey and target.secretKey'
+          : code === 'NoSuchBucket'
+            ? `create bucket ${this.bucket} or fix target.bucket`
+            : 'check the target';
+    return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, { cause: err });
+  }
+}
+
+function isNotFound(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return (err instanceof MinioS3Error || typeof code === 'string') && (code === 'NoSuchKey' || code === 'NotFound');
+}

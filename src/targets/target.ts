@@ -1,0 +1,36 @@
+// Where restore points live: a flat key space of immutable objects, keys '/'-separated, relative to
+// the target's own prefix. Implementations classify not-found themselves.
+import type { Readable } from 'node:stream';
+
+/** What a stat or list tells about a stored object. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+}
+
+/** Storage for restore points. */
+export interface Target {
+  /** For logs and messages, e.g. "s3://backups/prod" or "dir:/var/lib/deis-backup". Never holds credentials. */
+  readonly name: string;
+  /**
+   * Stores body under key, replacing any object there. The object appears whole or not at all.
+   * Not retried: a stream cannot be rewound. The target consumes the stream.
+   */
+  put(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<void>;
+  /** Opens the object for reading. Throws BackupError('ERR_NOT_FOUND') if key does not exist. */
+  get(key: string, opts: { signal: AbortSignal }): Promise<Readable>;
+  /** undefined means "does not exist"; existence checks throw only when the target cannot answer. */
+  stat(key: string, opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined>;
+  /** Yields each object whose key starts with prefix exactly once, in no particular order. */
+  list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo>;
+  /** Idempotent: removing a missing key succeeds. */
+  remove(key: string, opts: { signal: AbortSignal }): Promise<void>;
+}
+
+/** Rejects keys that could leave the target's root; returns the key. */
+export function checkKey(key: string): string {
+  if (key === '' || key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
+    throw new Error(`invalid target key ${JSON.stringify(key)}`);
+  }
+  return key;
+}

@@ -1,0 +1,114 @@
+// The composition root shared by the CLI and the daemon: turns a Config into a repository and the
+// selected sources, reading from etcd what the config leaves to the cluster.
+import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './cluster.js';
+import type { Config } from './config.js';
+import { createEtcd, type Etcd } from './etcd.js';
+import { BackupError, describeError } from './errors.js';
+import { Repository } from './repository/repository.js';
+import { S3Client } from './s3/client.js';
+import type { SshTarget } from './ssh.js';
+import { BucketSource } from './sources/bucket.js';
+import { DatabaseSource } from './sources/database.js';
+import type { Source } from './sources/source.js';
+import { VolumeSource } from './sources/volume.js';
+import type { UnavailableSource } from './backup.js';
+import { DirTarget } from './targets/dir.js';
+import { S3Target } from './targets/s3.js';
+import type { Target } from './targets/target.js';
+
+/** The parts of a restore point a run can be limited to. */
+export const SOURCE_KINDS = ['buckets', 'volume', 'database'] as const;
+export type SourceKind = (typeof SOURCE_KINDS)[number];
+
+/** Parses `--only buckets,volume`; throws ERR_USAGE on an unknown name. */
+export function parseOnly(value: string | undefined): SourceKind[] | undefined {
+  if (value === undefined) return undefined;
+  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const name of names) {
+    if (!(SOURCE_KINDS as readonly string[]).includes(name)) {
+      throw new BackupError('ERR_USAGE', `--only: unknown source "${name}"; use a comma-separated list of ${SOURCE_KINDS.join(', ')}`);
+    }
+  }
+  return names as SourceKind[];
+}
+
+/** Builds the configured target. */
+export function createTarget(config: Config): Target {
+  const t = config.target;
+  return t.type === 'dir' ? new DirTarget(t.path) : new S3Target(t);
+}
+
+/** Builds the repository on the configured target. */
+export function createRepository(config: Config): Repository {
+  return new Repository(createTarget(config));
+}
+
+/** Builds the etcd reader. */
+export function createClusterEtcd(config: Config): Etcd {
+  return createEtcd(config.etcd.endpoints, config.etcd.timeoutMs);
+}
+
+/** SSH settings for a host. */
+export function sshTarget(config: Config, host: string): SshTarget {
+  return { host, ...config.ssh };
+}
+
+/** Sources of one run and what must be released after it. */
+export interface RunSources {
+  sources: (Source | UnavailableSource)[];
+  close(): void;
+}
+
+/** Builds the selected (default: enabled) sources; a source whose settings cannot be resolved comes back unavailable. */
+export async function createSources(
+  config: Config,
+  etcd: Etcd,
+  only: readonly SourceKind[] | undefined,
+  opts: { signal: AbortSignal },
+): Promise<RunSources> {
+  const wanted = (kind: SourceKind): boolean =>
+    only ? only.includes(kind) : config.sources[kind].enabled;
+  const sources: (Source | UnavailableSource)[] = [];
+  const clients: S3Client[] = [];
+  if (wanted('buckets')) {
+    try {
+      const gateway = await resolveGateway(config, etcd, opts);
+      const names = await resolveBucketNames(config, etcd, opts);
+      const client = new S3Client({
+        endpoint: gateway.endpoint,
+        accessKey: gateway.accessKey.reveal(),
+        secretKey: gateway.secretKey.reveal(),
+        signatureVersion: gateway.signatureVersion,
+        region: gateway.region,
+        maxSockets: config.sources.buckets.concurrency,
+      });
+      clients.push(client);
+      for (const bucket of names) {
+        sources.push(
+          new BucketSource({ bucket, client, listVersion: gateway.listVersion, concurrency: config.sources.buckets.concurrency }),
+        );
+      }
+    } catch (err) {
+      sources.push({ id: 'buckets', kind: 'bucket', error: describeError(err) });
+    }
+  }
+  if (wanted('volume')) {
+    const { path, host } = config.sources.volume;
+    sources.push(new VolumeSource(host === undefined || host === 'local' ? { path } : { path, ssh: sshTarget(config, host) }));
+  }
+  if (wanted('database')) {
+    try {
+      const host = await resolveDatabaseHost(config, etcd, opts);
+      const { command } = config.sources.database;
+      sources.push(new DatabaseSource(host === 'local' ? { command } : { command, ssh: sshTarget(config, host) }));
+    } catch (err) {
+      sources.push({ id: 'database', kind: 'database', error: describeError(err) });
+    }
+  }
+  return {
+    sources,
+    close() {
+      for (const client of clients) client.close();
+    },
+  };
+}

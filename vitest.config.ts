@@ -1,0 +1,20 @@
+// Two projects: unit (no network, pure logic) and integration (real radosgw, PostgreSQL, sshd, etcd).
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          // Files share one radosgw and PostgreSQL; each uses its own buckets, prefixes and databases.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
