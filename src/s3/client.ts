@@ -162,6 +162,60 @@ export class S3Client {
     return unquote(String(res.headers.etag ?? ''));
   }
 
+  /**
+   * Stores body with a multipart upload in parts of `partSize` bytes (the last may be shorter), so the
+   * object gets a `<md5>-<parts>` ETag as registry layers do. Holds one part in memory at a time.
+   */
+  async putObjectMultipart(
+    bucket: string,
+    key: string,
+    body: Readable,
+    opts: { signal: AbortSignal; partSize: number; contentType?: string; metadata?: Readonly<Record<string, string>> },
+  ): Promise<void> {
+    const headers: Record<string, string> = { 'content-length': '0' };
+    if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
+    for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
+    const initiated = await this.request('POST', bucket, key, {
+      query: new URLSearchParams({ uploads: '' }),
+      headers,
+      signal: opts.signal,
+    });
+    const parsed = xml.parse(await readText(initiated)) as { InitiateMultipartUploadResult?: { UploadId?: string } };
+    const uploadId = parsed.InitiateMultipartUploadResult?.UploadId;
+    if (!uploadId) throw new S3Error(0, 'MalformedResponse', `initiate upload of ${bucket}/${key}: no UploadId`);
+    try {
+      const etags: string[] = [];
+      for await (const part of chunked(body, opts.partSize)) {
+        const res = await this.request('PUT', bucket, key, {
+          query: new URLSearchParams({ partNumber: String(etags.length + 1), uploadId }),
+          headers: { 'content-length': String(part.length) },
+          body: part,
+          signal: opts.signal,
+        });
+        res.resume();
+        etags.push(String(res.headers.etag ?? ''));
+      }
+      const completion = Buffer.from(
+        `<CompleteMultipartUpload>${etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`).join('')}</CompleteMultipartUpload>`,
+      );
+      const done = await this.request('POST', bucket, key, {
+        query: new URLSearchParams({ uploadId }),
+        headers: { 'content-length': String(completion.length), 'content-type': 'application/xml' },
+        body: completion,
+        signal: opts.signal,
+      });
+      const text = await readText(done);
+      if (text.includes('<Error>')) throw errorFromResponse(200, text, `complete upload of ${bucket}/${key}`);
+    } catch (err) {
+      const abort = await this.request('DELETE', bucket, key, {
+        query: new URLSearchParams({ uploadId }),
+        signal: AbortSignal.timeout(10_000),
+      }).catch(() => undefined);
+      abort?.resume();
+      throw err;
+    }
+  }
+
   /** Deletes an object; deleting a missing key succeeds. */
   async deleteObject(bucket: string, key: string, opts: { signal: AbortSignal }): Promise<void> {
     (await this.request('DELETE', bucket, key, { signal: opts.signal })).resume();
@@ -274,6 +328,28 @@ function headFrom(res: http.IncomingMessage): ObjectHead {
     contentType: res.headers['content-type'],
     metadata,
   };
+}
+
+/** Re-cuts a stream into buffers of exactly `size` bytes (the last may be shorter). */
+async function* chunked(body: Readable, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of body) {
+    let buf = chunk as Buffer;
+    while (length + buf.length >= size) {
+      const take = size - length;
+      pending.push(buf.subarray(0, take));
+      yield Buffer.concat(pending);
+      buf = buf.subarray(take);
+      pending = [];
+      length = 0;
+    }
+    if (buf.length > 0) {
+      pending.push(buf);
+      length += buf.length;
+    }
+  }
+  if (length > 0) yield Buffer.concat(pending);
 }
 
 function unquote(etag: string): string {

@@ -1,0 +1,106 @@
+// Config parsing: defaults, every problem listed with its path and fix, secrets from env and files, never printed.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULT_DUMP_COMMAND, loadConfig, redactedView } from '../../src/config.js';
+import { BackupError } from '../../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'deis-backup-config-'));
+let n = 0;
+function file(value: unknown): string {
+  const path = join(dir, `config-${n++}.json`);
+  writeFileSync(path, typeof value === 'string' ? value : JSON.stringify(value));
+  return path;
+}
+function problems(value: unknown, env: NodeJS.ProcessEnv = {}): readonly string[] {
+  try {
+    loadConfig({ file: file(value), env });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('config was accepted');
+}
+
+describe('loadConfig', () => {
+  it('fills every default from an empty object', () => {
+    const config = loadConfig({ file: file({}), env: {} });
+    expect(config.etcd.endpoints).toEqual(['http://127.0.0.1:4001']);
+    expect(config.gateway.signatureVersion).toBe('v2');
+    expect(config.gateway.listVersion).toBe(1);
+    expect(config.sources.volume.path).toBe('/var/lib/deis/store');
+    expect(config.sources.database.command).toBe(DEFAULT_DUMP_COMMAND);
+    expect(config.sources.buckets.concurrency).toBe(4);
+    expect(config.target).toEqual({ type: 'dir', path: '/var/lib/deis-backup' });
+  });
+
+  it('lists every problem with its path and a fix', () => {
+    const found = problems({
+      gateway: { signatureVersion: 'v3', endpoint: 'deis-store:8888' },
+      sources: { buckets: { concurrency: 0 }, volume: { path: 'relative' } },
+      target: { type: 's3', bucket: 'Bad_Bucket', endpoint: 'http://x' },
+      surprise: true,
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^gateway\.signatureVersion: must be "v2" \(Deis v1, Ceph hammer\) or "v4"/),
+        expect.stringMatching(/^gateway\.endpoint: must be an http\(s\) URL/),
+        expect.stringMatching(/^sources\.buckets\.concurrency: /),
+        expect.stringMatching(/^sources\.volume\.path: must be an absolute path/),
+        expect.stringMatching(/^target\.bucket: must be a DNS-style bucket name/),
+        expect.stringMatching(/^target\.accessKey: is required; add it/),
+        expect.stringMatching(/^unknown key\(s\) "surprise"; remove them or check the spelling/),
+      ]),
+    );
+    expect(found.length).toBeGreaterThanOrEqual(8);
+  });
+
+  it('names a missing file and how to fix it', () => {
+    expect(() => loadConfig({ file: join(dir, 'nope.json'), env: {} })).toThrow(
+      /config .*nope\.json: not found; pass --config FILE or copy config\.example\.json/,
+    );
+  });
+
+  it('rejects broken JSON with the parser position', () => {
+    expect(() => loadConfig({ file: file('{"etcd": '), env: {} })).toThrow(BackupError);
+    expect(() => loadConfig({ file: file('{"etcd": '), env: {} })).toThrow(/not valid JSON/);
+  });
+
+  it('takes secrets from the environment and from _FILE variables', () => {
+    const secretFile = join(dir, 'secret');
+    writeFileSync(secretFile, 'from-file-secret\n');
+    const config = loadConfig({
+      file: file({ target: { type: 's3', endpoint: 'http://127.0.0.1:7480', bucket: 'backups', accessKey: 'a', secretKey: 'b' } }),
+      env: {
+        DEIS_BACKUP_GATEWAY_ACCESS_KEY: 'GWACCESS',
+        DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: secretFile,
+        DEIS_BACKUP_TARGET_SECRET_KEY: 'env-target-secret',
+      },
+    });
+    expect(config.gateway.accessKey?.reveal()).toBe('GWACCESS');
+    expect(config.gateway.secretKey?.reveal()).toBe('from-file-secret');
+    expect(config.target.type === 's3' && config.target.secretKey.reveal()).toBe('env-target-secret');
+  });
+
+  it('refuses a secret given both directly and as a file, and an unreadable file', () => {
+    expect(problems({}, { DEIS_BACKUP_GATEWAY_SECRET_KEY: 'x', DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: '/x' })).toEqual([
+      'DEIS_BACKUP_GATEWAY_SECRET_KEY and DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE are both set: keep one',
+    ]);
+    expect(problems({}, { DEIS_BACKUP_TARGET_ACCESS_KEY_FILE: join(dir, 'missing') })[0]).toMatch(
+      /^DEIS_BACKUP_TARGET_ACCESS_KEY_FILE: cannot read .*missing \(ENOENT\)/,
+    );
+  });
+
+  it('never shows a secret in JSON, strings or inspect output', () => {
+    const config = loadConfig({
+      file: file({ gateway: { accessKey: 'VISIBLEACCESSKEY0000', secretKey: 'supersecretvalue' } }),
+      env: {},
+    });
+    const shown = [JSON.stringify(redactedView(config)), inspect(config, { depth: 10 }), `${String(config.gateway.secretKey)}`].join('\n');
+    expect(shown).not.toContain('supersecretvalue');
+    expect(shown).not.toContain('VISIBLEACCESSKEY0000');
+    expect(shown).toContain('**redacted**');
+  });
+});
