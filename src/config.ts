@@ -245,7 +245,7 @@ function formatIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === 'unrecognized_keys') {
     return `${path === '(top level)' ? '' : `${path}: `}unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove them or check the spelling against config.example.json`;
   }
-  if (issue.code === 'invalid_type' && issue.input === undefined) {
+  if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined')) {
     return `${path}: is required; add it (see config.example.json)`;
   }
   return `${path}: ${issue.message}`;

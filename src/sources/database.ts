@@ -8,7 +8,7 @@ import { BackupError } from '../errors.js';
 import { chain } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
 import { runRemote, type SshTarget } from '../ssh.js';
-import type { Source, SourceRunContext } from './source.js';
+import { errorLine, type Source, type SourceRunContext } from './source.js';
 
 /** Artifact name of the dump. */
 export const DATABASE_ARTIFACT = 'database.sql.gz';
@@ -45,9 +45,8 @@ export class DatabaseSource implements Source {
     }
     const { code, signal, stderr } = await running.finished;
     const where = ssh ? `on ${ssh.host}` : 'locally';
-    const lastLine = stderr.split('\n').filter((l) => l.trim() !== '').at(-1);
     let problem: string | undefined;
-    if (code !== 0) problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${lastLine ?? 'no message'}`;
+    if (code !== 0) problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
     else if (!COMPLETE.test(tail.text())) problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
     if (problem !== undefined) {
       await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });

@@ -32,3 +32,9 @@ export const MAX_MESSAGES = 20;
 export function note(list: string[], message: string): void {
   if (list.length < MAX_MESSAGES) list.push(message);
 }
+
+/** The line of a command's stderr that says what went wrong: the first naming an error, else the last. */
+export function errorLine(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return lines.find((l) => /\b(error|fatal|denied|cannot|not found)\b/i.test(l)) ?? lines.at(-1) ?? 'no message';
+}

@@ -12,7 +12,7 @@ import { BackupError } from '../errors.js';
 import { chain } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
 import { runRemote, type SshTarget } from '../ssh.js';
-import { note, type Source, type SourceRunContext } from './source.js';
+import { errorLine, note, type Source, type SourceRunContext } from './source.js';
 
 /** Artifact name of the volume archive. */
 export const VOLUME_ARTIFACT = 'volume.tar.gz';
@@ -94,7 +94,7 @@ export class VolumeSource implements Source {
       return stored;
     }
     await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
-    throw new BackupError('ERR_SOURCE', `volume ${ssh.host}:${path}: tar exited ${String(code)}: ${lines.at(-1) ?? 'no message'}`);
+    throw new BackupError('ERR_SOURCE', `volume ${ssh.host}:${path}: tar exited ${String(code)}: ${errorLine(stderr)}`);
   }
 }
 

@@ -5,7 +5,7 @@ import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
 import { Repository } from '../../src/repository/repository.js';
@@ -24,17 +24,15 @@ import {
   gnuTarExtract,
   loadDump,
   resetScratch,
-  stackOrSkip,
+  describeWithStack,
   tempDir,
   unique,
   writeConfig,
 } from './helpers.js';
 
-const stack = stackOrSkip();
 const signal = AbortSignal.timeout(600_000);
 
-describe.skipIf(!stack)('backup', () => {
-  if (!stack) return;
+describeWithStack('backup', (stack) => {
   const walBucket = unique('wal');
   const registryBucket = unique('registry');
   const volume = tempDir('volume');

@@ -6,6 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describe } from 'vitest';
 import { main } from '../../src/cli.js';
 import { S3Client } from '../../src/s3/client.js';
 import { loadStack, type Stack } from '../fixtures/stack.js';
@@ -21,6 +22,14 @@ export function stackOrSkip(): Stack | undefined {
     throw new Error('the test stack is not running (required here): start it with npm run stack:start');
   }
   return stack;
+}
+
+/** A describe block that gets the running stack, or is skipped when it is not up and not required. */
+export function describeWithStack(name: string, body: (stack: Stack) => void): void {
+  const stack = stackOrSkip();
+  describe.skipIf(!stack)(name, () => {
+    if (stack) body(stack);
+  });
 }
 
 /** A name no other test uses; valid as an S3 bucket name and a target prefix, with '_' like db_wal. */

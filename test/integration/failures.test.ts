@@ -1,0 +1,181 @@
+// A run that cannot capture a source fails with one clear line, exit 1, and leaves no restore point;
+// object-level trouble is partial (exit 3) or counted as vanished; no secret ever reaches the output.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBackup } from '../../src/backup.js';
+import { createLogger } from '../../src/log.js';
+import { Repository } from '../../src/repository/repository.js';
+import { S3Client, type ListedObject } from '../../src/s3/client.js';
+import { BucketSource } from '../../src/sources/bucket.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { seedOddKeys } from '../fixtures/deis-sample.js';
+import { cli, gatewayClient, describeWithStack, tempDir, unique, writeConfig } from './helpers.js';
+import { readdir } from 'node:fs/promises';
+
+const signal = AbortSignal.timeout(300_000);
+const silent = createLogger({ level: 'silent' });
+
+describeWithStack('failed and partial runs', (stack) => {
+  const bucket = unique('fail');
+  const volume = tempDir('volume');
+  let gateway: S3Client;
+
+  const config = (target: unknown, patch: (c: Record<string, any>) => void = () => undefined) => {
+    const c: Record<string, any> = {
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh: { user: stack.sshUser, port: stack.sshPort, privateKeyFile: stack.sshKey, knownHostsFile: stack.sshKnownHosts },
+      sources: {
+        buckets: { names: [bucket] },
+        volume: { path: volume },
+        database: { host: 'local', command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}` },
+      },
+      target,
+    };
+    patch(c);
+    return writeConfig(c);
+  };
+  /** Restore points and leftover files in a dir target. */
+  const snapshotIds = async (dir: string) => (await new Repository(new DirTarget(dir)).listSnapshots({ signal })).map((m) => m.id);
+
+  beforeAll(async () => {
+    gateway = gatewayClient(stack);
+    await gateway.createBucket(bucket, { signal });
+    await seedOddKeys(gateway, bucket);
+  });
+  afterAll(() => {
+    gateway.close();
+  });
+
+  it('fails on a failing dump command, keeps older restore points, and leaves no dump behind', async () => {
+    const dir = tempDir('target');
+    expect((await cli(['backup', '--config', config({ type: 'dir', path: dir })])).code).toBe(0);
+    const before = await snapshotIds(dir);
+    const run = await cli([
+      'backup',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c['sources'].database.command = `pg_dumpall -h ${stack.pgHost} -p 1 -U ${stack.pgUser}`;
+      }),
+    ]);
+    expect(run.code).toBe(1);
+    expect(run.err).toMatch(/^database +failed\n  error: database: dump command locally exited 1: pg_dumpall: error: connection to server at "127\.0\.0\.1", port 1 failed: .*; check sources\.database\.command and that deis-database runs$/m);
+    expect(run.err).toMatch(/backup failed: no restore point written$/);
+    expect(run.out).toBe('');
+    expect(await snapshotIds(dir)).toEqual(before);
+    const runDirs = await readdir(`${dir}/snapshots`);
+    for (const id of runDirs.filter((d) => !before.includes(d))) {
+      expect(await readdir(`${dir}/snapshots/${id}`)).not.toContain('database.sql.gz');
+    }
+  });
+
+  it('fails on a dump that exits 0 but was cut short', async () => {
+    const dir = tempDir('target');
+    const run = await cli([
+      'backup',
+      '--only',
+      'database',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c['sources'].database.command = `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser} | head -c 2000`;
+      }),
+    ]);
+    expect(run.code).toBe(1);
+    expect(run.err).toContain('database: dump command locally output ended before pg_dumpall\'s "dump complete" line (truncated)');
+    expect(await snapshotIds(dir)).toEqual([]);
+  });
+
+  it('fails on a wrong gateway key without printing any key', async () => {
+    const dir = tempDir('target');
+    const run = await cli(['backup', '--config', config({ type: 'dir', path: dir }, (c) => {
+      c['gateway'] = { endpoint: stack.rgwEndpoint, accessKey: stack.gatewayAccessKey, secretKey: 'wrong-secret-key-0123456789' };
+    })]);
+    expect(run.code).toBe(1);
+    expect(run.err).toContain(
+      `bucket:${bucket}  failed\n  error: bucket ${bucket}: gateway ${stack.rgwEndpoint} refused the keys (SignatureDoesNotMatch); check gateway.accessKey and gateway.secretKey, or /deis/store/gateway/accessKey and secretKey in etcd`,
+    );
+    expect(run.err + run.out).not.toContain('wrong-secret-key');
+    expect(run.err + run.out).not.toContain(stack.gatewayAccessKey);
+    expect(await snapshotIds(dir)).toEqual([]);
+  });
+
+  it('fails on an unreachable gateway and names where it looked', async () => {
+    const dir = tempDir('target');
+    const run = await cli(['backup', '--only', 'buckets', '--config', config({ type: 'dir', path: dir }, (c) => {
+      c['gateway'] = { endpoint: 'http://127.0.0.1:1' };
+    })]);
+    expect(run.code).toBe(1);
+    expect(run.err).toContain(`bucket ${bucket}: cannot reach gateway http://127.0.0.1:1 (ECONNREFUSED); check gateway.endpoint or /deis/store/gateway/host and port in etcd`);
+  });
+
+  it('fails on an unreachable target with one line and exit 1', async () => {
+    const run = await cli(['backup', '--config', config({
+      type: 's3', endpoint: 'http://127.0.0.1:1', bucket: 'deis-backups', accessKey: 'AKIAEXAMPLE', secretKey: 'target-secret-not-shown',
+    })]);
+    expect(run.code).toBe(1);
+    expect(run.err).toBe('deis-backup: list snapshots/ in s3://deis-backups: ECONNREFUSED; check target.endpoint');
+    expect(run.out).toBe('');
+  });
+
+  it('fails on target keys the target refuses, and a missing target bucket', async () => {
+    const refused = await cli(['backup', '--config', config({
+      type: 's3', endpoint: stack.rgwEndpoint, bucket: stack.targetBucket, accessKey: stack.targetAccessKey, secretKey: 'nope-nope-nope',
+    })]);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toBe(`deis-backup: list snapshots/ in s3://${stack.targetBucket}: SignatureDoesNotMatch; check target.accessKey and target.secretKey`);
+    const missing = await cli(['backup', '--config', config({
+      type: 's3', endpoint: stack.rgwEndpoint, bucket: 'no-such-bucket-here', accessKey: stack.targetAccessKey, secretKey: stack.targetSecretKey,
+    })]);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toBe('deis-backup: list snapshots/ in s3://no-such-bucket-here: NoSuchBucket; create bucket no-such-bucket-here or fix target.bucket');
+  });
+
+  it('counts an object deleted between listing and reading as vanished, not a failure', async () => {
+    const victim = 'odd/empty';
+    // A real deletion on the real gateway, made right after the listing named the object.
+    class DeletingClient extends S3Client {
+      override async *listObjects(b: string, opts: Parameters<S3Client['listObjects']>[1]): AsyncIterable<ListedObject> {
+        for await (const item of super.listObjects(b, opts)) {
+          if (item.key === victim) await this.deleteObject(b, victim, { signal });
+          yield item;
+        }
+      }
+    }
+    const client = new DeletingClient({ endpoint: stack.rgwEndpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey, signatureVersion: 'v2', region: 'us-east-1' });
+    const repository = new Repository(new DirTarget(tempDir('target')));
+    const result = await runBackup({ repository, log: silent }, [new BucketSource({ bucket, client, listVersion: 1, concurrency: 2 })], { signal });
+    client.close();
+    expect(result.status).toBe('success');
+    expect(result.sources[0]?.counts.vanished).toBe(1);
+    expect(result.sources[0]?.counts.failed).toBe(0);
+    await gateway.putObject(bucket, victim, Buffer.alloc(0), { signal, size: 0, contentType: 'application/x-empty' });
+  });
+
+  it('reports objects it could not read as partial (exit 3 in the CLI sense), and still commits the rest', async () => {
+    // Fault injection around the real client: one key's GET fails as a broken connection would.
+    class FaultyClient extends S3Client {
+      override async getObject(b: string, key: string, opts: { signal: AbortSignal }) {
+        if (key.startsWith('odd/plus')) throw new Error('connection reset by peer');
+        return super.getObject(b, key, opts);
+      }
+    }
+    const client = new FaultyClient({ endpoint: stack.rgwEndpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey, signatureVersion: 'v2', region: 'us-east-1' });
+    const repository = new Repository(new DirTarget(tempDir('target')));
+    const result = await runBackup({ repository, log: silent }, [new BucketSource({ bucket, client, listVersion: 2, concurrency: 3 })], { signal });
+    client.close();
+    expect(result.status).toBe('partial');
+    expect(result.sources[0]?.status).toBe('partial');
+    expect(result.sources[0]?.counts.failed).toBe(1);
+    expect(result.sources[0]?.errors).toEqual(['odd/plus+sign+.txt: connection reset by peer']);
+    const manifests = await repository.listSnapshots({ signal });
+    expect(manifests.map((m) => m.status)).toEqual(['partial']);
+  });
+
+  it('refuses a bad config with every problem and exit 2', async () => {
+    const run = await cli(['backup', '--config', writeConfig({ sources: { buckets: { concurrency: 'lots' } }, target: { type: 'ftp' } })]);
+    expect(run.code).toBe(2);
+    expect(run.err.split('\n')).toEqual([
+      expect.stringMatching(/^deis-backup: config .*config\.json: 2 problem\(s\)$/),
+      '  - sources.buckets.concurrency: Invalid input: expected number, received string',
+      '  - target.type: must have type "s3" or "dir"',
+    ]);
+  });
+});
