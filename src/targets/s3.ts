@@ -44,18 +44,39 @@ export class S3Target implements Target {
   }
 
   async put(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<void> {
+    const name = this.key(key);
+    // minio pipes the body without watching its errors: a failing body would leave the upload
+    // waiting forever, so a body error (or an abort) settles the put here.
+    let onError: (err: Error) => void = () => undefined;
+    const bodyFailed = new Promise<never>((_, reject) => {
+      onError = reject;
+    });
+    body.once('error', onError);
     const onAbort = (): void => {
-      body.destroy(opts.signal.reason as Error);
+      onError(opts.signal.reason as Error);
     };
     opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await this.client.putObject(this.bucket, this.key(key), body, opts.size);
+      await Promise.race([this.client.putObject(this.bucket, name, body, opts.size), bodyFailed]);
     } catch (err) {
       body.destroy();
+      await this.abortUpload(name);
       if (opts.signal.aborted) throw opts.signal.reason;
+      if (err instanceof BackupError || !isS3Failure(err)) throw err;
       throw this.wrap('put', key, err);
     } finally {
+      body.off('error', onError);
       opts.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Drops the parts of an interrupted multipart upload so the bucket does not keep them. */
+  private async abortUpload(name: string): Promise<void> {
+    try {
+      const uploadId = await this.client.findUploadId(this.bucket, name);
+      if (uploadId !== undefined) await this.client.abortMultipartUpload(this.bucket, name, uploadId);
+    } catch {
+      // Best effort: the put has failed already, and a leftover upload holds no restore point.
     }
   }
 
@@ -128,6 +149,11 @@ export class S3Target implements Target {
             : 'check the target';
     return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, { cause: err });
   }
+}
+
+/** True for errors that come from the S3 service or the connection to it, not from the body. */
+function isS3Failure(err: unknown): boolean {
+  return err instanceof MinioS3Error || typeof (err as { code?: unknown }).code === 'string';
 }
 
 function isNotFound(err: unknown): boolean {

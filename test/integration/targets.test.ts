@@ -1,0 +1,93 @@
+// One conformance suite for every Target: the directory target and the S3 target on radosgw.
+import { Readable } from 'node:stream';
+import { expect, it } from 'vitest';
+import { BackupError } from '../../src/errors.js';
+import { Secret } from '../../src/secret.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { S3Target } from '../../src/targets/s3.js';
+import type { Target } from '../../src/targets/target.js';
+import { byteStream } from '../fixtures/deis-sample.js';
+import { describeWithStack, tempDir, unique } from './helpers.js';
+
+const signal = AbortSignal.timeout(120_000);
+
+async function read(target: Target, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of await target.get(key, { signal })) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A stream that yields some bytes and then fails, as a dropped source connection does. */
+function failingStream(): Readable {
+  return Readable.from(
+    (async function* () {
+      yield Buffer.from('partial data');
+      await new Promise((r) => setTimeout(r, 10));
+      throw new Error('source connection dropped');
+    })(),
+  );
+}
+
+function conformance(name: string, make: () => Target): void {
+  it(`${name}: put, get, stat, list and remove behave as the interface states`, async () => {
+    const target = make();
+    await target.put('a/b/one', Readable.from([Buffer.from('one')]), { signal, size: 3 });
+    await target.put('a/two', Readable.from([Buffer.from('two!')]), { signal });
+    await target.put('a/b/one', Readable.from([Buffer.from('ONE')]), { signal, size: 3 });
+    await target.put('ab', Readable.from([Buffer.alloc(0)]), { signal, size: 0 });
+    expect((await read(target, 'a/b/one')).toString()).toBe('ONE');
+    expect(await target.stat('a/two', { signal })).toEqual({ key: 'a/two', size: 4 });
+    expect(await target.stat('a/missing', { signal })).toBeUndefined();
+    await expect(target.get('a/missing', { signal })).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' });
+    await expect(target.get('a/missing', { signal })).rejects.toBeInstanceOf(BackupError);
+    const listed = async (prefix: string) => {
+      const keys: string[] = [];
+      for await (const info of target.list(prefix, { signal })) keys.push(info.key);
+      return keys.sort();
+    };
+    expect(await listed('a/')).toEqual(['a/b/one', 'a/two']);
+    expect(await listed('a')).toEqual(['a/b/one', 'a/two', 'ab']);
+    expect(await listed('zzz/')).toEqual([]);
+    await target.remove('a/two', { signal });
+    await target.remove('a/two', { signal });
+    expect(await listed('a/')).toEqual(['a/b/one']);
+  });
+
+  it(`${name}: a put whose body fails leaves no object`, async () => {
+    const target = make();
+    await expect(target.put('broken/key', failingStream(), { signal })).rejects.toThrow(/source connection dropped/);
+    expect(await target.stat('broken/key', { signal })).toBeUndefined();
+    const keys: string[] = [];
+    for await (const info of target.list('broken', { signal })) keys.push(info.key);
+    expect(keys).toEqual([]);
+  });
+
+  it(`${name}: streams a 40 MiB body of unknown size`, async () => {
+    const target = make();
+    await target.put('big/body', byteStream('target-big', 40 * 1024 * 1024), { signal });
+    expect(await target.stat('big/body', { signal })).toEqual({ key: 'big/body', size: 40 * 1024 * 1024 });
+  });
+
+  it(`${name}: refuses keys that would leave its root`, async () => {
+    const target = make();
+    await expect(target.put('../escape', Readable.from([Buffer.from('x')]), { signal })).rejects.toThrow(/invalid target key/);
+    await expect(target.stat('/abs', { signal })).rejects.toThrow(/invalid target key/);
+  });
+}
+
+describeWithStack('targets', (stack) => {
+  conformance('dir', () => new DirTarget(tempDir('dir-target')));
+  conformance(
+    's3',
+    () =>
+      new S3Target({
+        endpoint: stack.rgwEndpoint,
+        region: 'us-east-1',
+        bucket: stack.targetBucket,
+        prefix: unique('conformance'),
+        accessKey: new Secret(stack.targetAccessKey),
+        secretKey: new Secret(stack.targetSecretKey),
+        partSizeMiB: 5,
+      }),
+  );
+});
