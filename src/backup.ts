@@ -1,6 +1,6 @@
 // One backup run: capture every selected source into a new restore point, then commit its manifest.
 // Any failed source means no manifest: the run is failed and never listed as a restore point.
-import { BackupError, describeError, isAbort } from './errors.js';
+import { describeError, isAbort } from './errors.js';
 import type { Logger } from './log.js';
 import type { Manifest, SourceRecord } from './repository/manifest.js';
 import { FORMAT_VERSION, emptyCounts } from './repository/manifest.js';
@@ -86,9 +86,4 @@ export async function runBackup(
 
 function failedRecord(id: string, kind: SourceRecord['kind'], error: string): SourceRecord {
   return { id, kind, status: 'failed', origin: '', counts: emptyCounts(), warnings: [], errors: [error], artifacts: [] };
-}
-
-/** Raised when the repository itself cannot be used; the run never started. */
-export function targetUnusable(err: unknown): BackupError {
-  return err instanceof BackupError ? err : new BackupError('ERR_TARGET', describeError(err), { cause: err });
 }

@@ -115,7 +115,8 @@ async function backupCommand(
 }
 
 async function snapshotsCommand(config: Config, json: boolean, io: Io, signal: AbortSignal): Promise<number> {
-  const manifests = await createRepository(config).listSnapshots({ signal });
+  const { snapshots: manifests, unreadable } = await createRepository(config).scan({ signal });
+  for (const bad of unreadable) io.err(`warning: restore point ${bad.id} is not usable: ${bad.error}`);
   if (json) {
     io.out(
       JSON.stringify(

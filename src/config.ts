@@ -172,9 +172,11 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
     const value = readSecretEnv(name, opts.env, problems);
     if (value === undefined) continue;
     const [section, field] = path;
-    const obj = (raw[section] ??= {}) as Record<string, unknown>;
-    if (typeof obj !== 'object') continue;
-    obj[field] = value;
+    const existing = raw[section];
+    // Target keys only mean something for an S3 target; a dir target has none to override.
+    if (section === 'target' && (existing as { type?: unknown } | undefined)?.type !== 's3') continue;
+    if (existing !== undefined && (typeof existing !== 'object' || existing === null)) continue;
+    raw[section] = { ...(existing as object | undefined), [field]: value };
   }
   const result = schema.safeParse(raw);
   if (!result.success) {

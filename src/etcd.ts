@@ -19,8 +19,8 @@ export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etc
           res = await fetch(url, { signal: AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)]) });
         } catch (err) {
           opts.signal.throwIfAborted();
-          const cause = (err as { cause?: { code?: string } }).cause;
-          failures.push(`${endpoint} (${cause?.code ?? (err as Error).name})`);
+          const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+          failures.push(`${endpoint} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
           continue;
         }
         if (res.status === 404) {

@@ -30,17 +30,33 @@ export class Repository {
     return new SnapshotWriter(this.target, newSnapshotId(now));
   }
 
-  /** Every committed restore point, oldest first. */
+  /** Every committed restore point, oldest first. Manifests that cannot be read are left out. */
   async listSnapshots(opts: { signal: AbortSignal }): Promise<Manifest[]> {
+    return (await this.scan(opts)).snapshots;
+  }
+
+  /**
+   * Every committed restore point, oldest first, and the manifests that exist but cannot be read
+   * (damaged, or written by another format version): those are reported, never used.
+   */
+  async scan(opts: { signal: AbortSignal }): Promise<{ snapshots: Manifest[]; unreadable: { id: string; error: string }[] }> {
     const ids: string[] = [];
     for await (const info of this.target.list(SNAPSHOTS, opts)) {
       const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
       if (id !== undefined && name === 'manifest.json' && isSnapshotId(id)) ids.push(id);
     }
     ids.sort();
-    const manifests: Manifest[] = [];
-    for (const id of ids) manifests.push(await this.readManifest(id, opts));
-    return manifests;
+    const snapshots: Manifest[] = [];
+    const unreadable: { id: string; error: string }[] = [];
+    for (const id of ids) {
+      try {
+        snapshots.push(await this.readManifest(id, opts));
+      } catch (err) {
+        if (!(err instanceof BackupError) || err.code !== 'ERR_INTEGRITY') throw err;
+        unreadable.push({ id, error: err.message });
+      }
+    }
+    return { snapshots, unreadable };
   }
 
   /** The manifest of `id`, or of the newest restore point for "latest". Throws ERR_NOT_FOUND. */

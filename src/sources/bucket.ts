@@ -7,7 +7,7 @@ import { chain } from '../streams.js';
 import { bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
 import { S3Error, type ListedObject, type S3Client } from '../s3/client.js';
-import { note, type Source, type SourceRunContext } from './source.js';
+import { Findings, type Source, type SourceRunContext } from './source.js';
 
 /** Settings of one bucket source. */
 export interface BucketSourceOptions {
@@ -31,10 +31,9 @@ export class BucketSource implements Source {
   async backup(ctx: SourceRunContext): Promise<SourceRecord> {
     const { bucket, client } = this.options;
     const origin = `${bucket} at ${client.endpoint.origin}`;
-    const previous = await this.previousIndex(ctx);
     const counts = emptyCounts();
-    const warnings: string[] = [];
-    const errors: string[] = [];
+    const findings = new Findings(counts);
+    const previous = await this.previousIndex(ctx, findings);
     const entries: IndexEntry[] = [];
     const listing = client.listObjects(bucket, { signal: ctx.signal, listVersion: this.options.listVersion });
     const iterator = listing[Symbol.asyncIterator]();
@@ -86,8 +85,7 @@ export class BucketSource implements Source {
           await capture(next.value);
         } catch (err) {
           ctx.signal.throwIfAborted();
-          counts.failed++;
-          note(errors, `${next.value.key}: ${describeError(err)}`);
+          findings.fail(`${next.value.key}: ${describeError(err)}`);
           ctx.log.warn({ key: next.value.key, err }, 'object not captured');
         }
       }
@@ -98,7 +96,7 @@ export class BucketSource implements Source {
 
     counts.objects = entries.length;
     if (counts.failed > 0 && entries.length === 0) {
-      throw new BackupError('ERR_SOURCE', `bucket ${bucket}: no object could be read (${errors[0] ?? 'unknown error'})`);
+      throw new BackupError('ERR_SOURCE', `bucket ${bucket}: no object could be read (${findings.errors[0] ?? 'unknown error'})`);
     }
     entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const index = await ctx.writer.putArtifact(
@@ -107,7 +105,6 @@ export class BucketSource implements Source {
       { signal: ctx.signal },
     );
     counts.bytesStored += index.size;
-    counts.warnings = warnings.length;
     ctx.log.info({ bucket, ...counts }, 'bucket captured');
     return {
       id: this.id,
@@ -116,20 +113,29 @@ export class BucketSource implements Source {
       status: counts.failed > 0 ? 'partial' : 'success',
       origin,
       counts,
-      warnings,
-      errors,
+      warnings: findings.warnings,
+      errors: findings.errors,
       artifacts: [{ name: bucketIndexName(bucket), ...index }],
     };
   }
 
-  /** The previous restore point's index of this bucket, by key; empty when there is none. */
-  private async previousIndex(ctx: SourceRunContext): Promise<Map<string, IndexEntry>> {
+  /**
+   * The previous restore point's index of this bucket, by key; empty when there is none. An index
+   * that cannot be read or fails its sha256 only costs a full read, with a warning.
+   */
+  private async previousIndex(ctx: SourceRunContext, findings: Findings): Promise<Map<string, IndexEntry>> {
     const map = new Map<string, IndexEntry>();
     const record = ctx.previous?.sources.find((s) => s.kind === 'bucket' && s.bucket === this.options.bucket);
     const artifact = record?.artifacts[0];
     if (!artifact) return map;
-    for await (const entry of ctx.repository.readIndex(artifact, { signal: ctx.signal })) map.set(entry.key, entry);
-    return map;
+    try {
+      for await (const entry of ctx.repository.readIndex(artifact, { signal: ctx.signal })) map.set(entry.key, entry);
+      return map;
+    } catch (err) {
+      ctx.signal.throwIfAborted();
+      findings.warn(`previous index ${artifact.key} unusable (${describeError(err)}); every object read again`);
+      return new Map();
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // What a source is: one part of the Deis platform state that a run captures into a restore point.
 import type { Logger } from '../log.js';
-import type { Manifest, SourceRecord } from '../repository/manifest.js';
+import type { Manifest, SourceCounts, SourceRecord } from '../repository/manifest.js';
 import type { Repository, SnapshotWriter } from '../repository/repository.js';
 
 /** What a source needs during one run. */
@@ -25,12 +25,30 @@ export interface Source {
   backup(ctx: SourceRunContext): Promise<SourceRecord>;
 }
 
-/** Cap on error messages kept per source; the counts hold the totals. */
+/** Cap on messages kept per source; the counts hold the totals. */
 export const MAX_MESSAGES = 20;
 
-/** Appends a message unless the cap is reached. */
-export function note(list: string[], message: string): void {
-  if (list.length < MAX_MESSAGES) list.push(message);
+/** Warnings and errors of one source: the first MAX_MESSAGES of each kept, all of them counted. */
+export class Findings {
+  readonly warnings: string[] = [];
+  readonly errors: string[] = [];
+  private readonly counts: SourceCounts;
+
+  constructor(counts: SourceCounts) {
+    this.counts = counts;
+  }
+
+  /** Degraded but complete (a file that grew while read). */
+  warn(message: string): void {
+    this.counts.warnings++;
+    if (this.warnings.length < MAX_MESSAGES) this.warnings.push(message);
+  }
+
+  /** One object or entry not captured: the source becomes partial. */
+  fail(message: string): void {
+    this.counts.failed++;
+    if (this.errors.length < MAX_MESSAGES) this.errors.push(message);
+  }
 }
 
 /** The line of a command's stderr that says what went wrong: the first naming an error, else the last. */

@@ -12,7 +12,7 @@ import { BackupError } from '../errors.js';
 import { chain } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
 import { runRemote, type SshTarget } from '../ssh.js';
-import { errorLine, note, type Source, type SourceRunContext } from './source.js';
+import { errorLine, Findings, type Source, type SourceRunContext } from './source.js';
 
 /** Artifact name of the volume archive. */
 export const VOLUME_ARTIFACT = 'volume.tar.gz';
@@ -32,15 +32,11 @@ export class VolumeSource implements Source {
 
   async backup(ctx: SourceRunContext): Promise<SourceRecord> {
     const counts = emptyCounts();
-    const warnings: string[] = [];
-    const errors: string[] = [];
+    const findings = new Findings(counts);
     const { path, ssh } = this.location;
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}:${path}` : path;
-    const stored = ssh
-      ? await this.remote(ssh, ctx, warnings)
-      : await this.local(ctx, counts, warnings, errors);
+    const stored = ssh ? await this.remote(ssh, ctx, findings) : await this.local(ctx, counts, findings);
     counts.bytesStored = stored.size;
-    counts.warnings = warnings.length;
     ctx.log.info({ origin, ...counts }, 'volume captured');
     return {
       id: this.id,
@@ -48,13 +44,13 @@ export class VolumeSource implements Source {
       status: counts.failed > 0 ? 'partial' : 'success',
       origin,
       counts,
-      warnings,
-      errors,
+      warnings: findings.warnings,
+      errors: findings.errors,
       artifacts: [{ name: VOLUME_ARTIFACT, ...stored }],
     };
   }
 
-  private async local(ctx: SourceRunContext, counts: SourceCounts, warnings: string[], errors: string[]) {
+  private async local(ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
     const root = this.location.path;
     let rootStats: Stats;
     try {
@@ -66,9 +62,9 @@ export class VolumeSource implements Source {
     const pack = createPack();
     const storing = ctx.writer.putArtifact(VOLUME_ARTIFACT, chain(pack as unknown as Readable, createGzip()), { signal: ctx.signal });
     const walking = (async () => {
-      await addEntry(pack, '.', rootStats, root, undefined);
+      await writeEntry(pack, await prepareEntry('.', rootStats, root));
       counts.objects++;
-      await walk(pack, root, '.', { counts, warnings, errors, signal: ctx.signal });
+      await walk(pack, root, '.', { counts, findings, signal: ctx.signal });
       pack.finalize();
     })().catch((err: unknown) => {
       pack.destroy(err as Error);
@@ -80,7 +76,7 @@ export class VolumeSource implements Source {
     return stored.value;
   }
 
-  private async remote(ssh: SshTarget, ctx: SourceRunContext, warnings: string[]) {
+  private async remote(ssh: SshTarget, ctx: SourceRunContext, findings: Findings) {
     const path = this.location.path;
     const sudo = ssh.user === 'root' ? '' : 'sudo -n ';
     const command = `${sudo}tar -C ${shellQuote(path)} -cpzf - .`;
@@ -89,57 +85,74 @@ export class VolumeSource implements Source {
     const { code, stderr } = await remote.finished;
     const lines = stderr.split('\n').filter((l) => l.trim() !== '');
     // GNU tar exits 1 when "some files differ" (a live log grew while read): the archive is complete.
-    if (code === 0 || code === 1) {
-      for (const line of lines) note(warnings, line);
+    // Exit 1 from anything else (sudo wanting a password, say) is a failure.
+    if (code === 0 || (code === 1 && lines.length > 0 && lines.every((l) => TAR_WARNING.test(l)))) {
+      for (const line of lines) findings.warn(line);
       return stored;
     }
     await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
-    throw new BackupError('ERR_SOURCE', `volume ${ssh.host}:${path}: tar exited ${String(code)}: ${errorLine(stderr)}`);
+    throw new BackupError('ERR_SOURCE', `volume ${ssh.host}:${path}: ${command} exited ${String(code)}: ${errorLine(stderr)}`);
   }
 }
 
+/** What GNU tar says when it exits 1 with a complete archive. */
+const TAR_WARNING = /^tar: .*: (file changed as we read it|File shrank by \d+ bytes; padding with zeros|file removed before we read it|socket ignored)$/;
+
 interface WalkState {
   counts: SourceCounts;
-  warnings: string[];
-  errors: string[];
+  findings: Findings;
   signal: AbortSignal;
 }
 
+/** A tar entry ready to write: its header and, for a non-empty file, an open body. */
+interface PreparedEntry {
+  header: Header;
+  body: Readable | undefined;
+  full: string;
+  stats: Stats;
+}
+
 async function walk(pack: Pack, dir: string, name: string, state: WalkState): Promise<void> {
-  const children = (await readdir(dir)).sort();
+  let children: string[];
+  try {
+    children = (await readdir(dir)).sort();
+  } catch (err) {
+    state.findings.fail(`${name}/: cannot list (${errnoCode(err)})`);
+    return;
+  }
   for (const child of children) {
     state.signal.throwIfAborted();
     const full = join(dir, child);
     const entryName = `${name}/${child}`;
-    let stats: Stats;
+    let prepared: PreparedEntry;
     try {
-      stats = await lstat(full);
-    } catch {
-      note(state.warnings, `${entryName}: vanished before it was read`);
-      continue;
-    }
-    if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) {
-      note(state.warnings, `${entryName}: not a file, directory or symlink; skipped`);
-      continue;
-    }
-    try {
-      const linkname = stats.isSymbolicLink() ? await readlink(full) : undefined;
-      const warning = await addEntry(pack, entryName, stats, full, linkname);
-      if (warning) note(state.warnings, `${entryName}: ${warning}`);
-      state.counts.objects++;
-      if (stats.isFile()) state.counts.bytesRead += stats.size;
+      const stats = await lstat(full);
+      if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) {
+        state.findings.warn(`${entryName}: not a file, directory or symlink; skipped`);
+        continue;
+      }
+      prepared = await prepareEntry(entryName, stats, full);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      // A file removed after lstat leaves no entry; a tar entry once started is always completed.
-      note(state.warnings, `${entryName}: vanished before it was read`);
+      // Nothing of this entry is in the archive yet, so skipping it keeps the archive whole.
+      if (errnoCode(err) === 'ENOENT') state.findings.warn(`${entryName}: vanished before it was read`);
+      else state.findings.fail(`${entryName}: cannot read (${errnoCode(err)})`);
       continue;
     }
-    if (stats.isDirectory()) await walk(pack, full, entryName, state);
+    const warning = await writeEntry(pack, prepared);
+    if (warning) state.findings.warn(`${entryName}: ${warning}`);
+    state.counts.objects++;
+    if (prepared.stats.isFile()) state.counts.bytesRead += prepared.stats.size;
+    if (prepared.stats.isDirectory()) await walk(pack, full, entryName, state);
   }
 }
 
-/** Writes one tar entry; resolves with a warning text when a file changed while it was read. */
-async function addEntry(pack: Pack, name: string, stats: Stats, full: string, linkname: string | undefined): Promise<string | undefined> {
+function errnoCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+}
+
+/** Reads what an entry needs before its header is written: link target, open file. */
+async function prepareEntry(name: string, stats: Stats, full: string): Promise<PreparedEntry> {
+  const linkname = stats.isSymbolicLink() ? await readlink(full) : '';
   const header: Header = {
     name: stats.isDirectory() ? `${name}/` : name,
     mode: stats.mode & 0o7777,
@@ -153,24 +166,24 @@ async function addEntry(pack: Pack, name: string, stats: Stats, full: string, li
     gname: '',
     devmajor: 0,
     devminor: 0,
-    linkname: linkname ?? '',
+    linkname,
   };
-  if (!stats.isFile()) {
-    await new Promise<void>((resolve, reject) => {
-      pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    });
-    return undefined;
-  }
-  // Open before writing the header so a vanished file never leaves a half entry behind.
-  const body = stats.size > 0 ? await openAtMost(full, stats.size) : undefined;
+  const body = stats.isFile() && stats.size > 0 ? await openAtMost(full, stats.size) : undefined;
+  return { header, body, full, stats };
+}
+
+/** Writes one tar entry; resolves with a warning text when a file changed while it was read. */
+async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | undefined> {
+  const { header, body, stats } = entry;
   const padded = { bytes: 0 };
   await new Promise<void>((resolve, reject) => {
-    const entry = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    if (body) pipeline(Readable.from(fitToSize(body, stats.size, padded)), entry).catch(reject);
-    else entry.end(Buffer.alloc(0));
+    const stream = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    if (body) pipeline(Readable.from(fitToSize(body, stats.size, padded)), stream).catch(reject);
+    else if (stats.isFile()) stream.end(Buffer.alloc(0));
   });
+  if (!stats.isFile()) return undefined;
   if (padded.bytes > 0) return `file shrank by ${padded.bytes} bytes while read; padded with zeros`;
-  const after = await lstat(full).catch(() => undefined);
+  const after = await lstat(entry.full).catch(() => undefined);
   if (after && (after.size !== stats.size || after.mtimeMs !== stats.mtimeMs)) {
     return 'file changed as we read it; archived up to its size when the run saw it';
   }

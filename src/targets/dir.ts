@@ -34,6 +34,13 @@ export class DirTarget implements Target {
         await handle.close();
       }
       await rename(temp, file);
+      // The rename is only durable once the directory entry is on disk too.
+      const parent = await open(dirname(file), 'r');
+      try {
+        await parent.sync();
+      } finally {
+        await parent.close();
+      }
     } catch (err) {
       body.destroy();
       await rm(temp, { force: true });

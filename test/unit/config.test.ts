@@ -104,3 +104,14 @@ describe('loadConfig', () => {
     expect(shown).toContain('**redacted**');
   });
 });
+
+describe('secret overrides and the target kind', () => {
+  it('ignores target keys from the environment when the target is a directory', () => {
+    const config = loadConfig({
+      file: file({ target: { type: 'dir', path: '/backups' } }),
+      env: { DEIS_BACKUP_TARGET_ACCESS_KEY: 'x', DEIS_BACKUP_TARGET_SECRET_KEY: 'y' },
+    });
+    expect(config.target).toEqual({ type: 'dir', path: '/backups' });
+    expect(loadConfig({ file: file({}), env: { DEIS_BACKUP_TARGET_SECRET_KEY: 'y' } }).target.type).toBe('dir');
+  });
+});
