@@ -25,7 +25,12 @@ await seedVolume(join(dir, 'store'));
 await mkdir(join(dir, 'backups'), { recursive: true });
 const config = {
   etcd: { endpoints: [stack.etcdEndpoint] },
-  ssh: { user: stack.sshUser, port: stack.sshPort, privateKeyFile: stack.sshKey, knownHostsFile: stack.sshKnownHosts },
+  ssh: {
+    user: stack.sshUser,
+    port: stack.sshPort,
+    privateKeyFile: stack.sshKey,
+    knownHostsFile: stack.sshKnownHosts,
+  },
   sources: {
     volume: { path: join(dir, 'store') },
     database: { command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}` },

@@ -52,12 +52,23 @@ export async function runBackup(
     const sourceLog = runLog.child({ source: source.id });
     try {
       records.push(
-        await source.backup({ writer, repository: deps.repository, previous, signal: opts.signal, log: sourceLog }),
+        await source.backup({
+          writer,
+          repository: deps.repository,
+          previous,
+          signal: opts.signal,
+          log: sourceLog,
+        }),
       );
     } catch (err) {
       if (opts.signal.aborted || isAbort(err)) {
         runLog.warn({ source: source.id }, 'backup aborted');
-        return { status: 'aborted', startedAt: started.toISOString(), finishedAt: now().toISOString(), sources: records };
+        return {
+          status: 'aborted',
+          startedAt: started.toISOString(),
+          finishedAt: now().toISOString(),
+          sources: records,
+        };
       }
       const message = describeError(err);
       records.push(failedRecord(source.id, source.kind, message));
@@ -81,9 +92,24 @@ export async function runBackup(
   opts.signal.throwIfAborted();
   await writer.commit(manifest, opts);
   runLog.info({ status: manifest.status }, 'restore point committed');
-  return { status: manifest.status, id: writer.id, startedAt: manifest.startedAt, finishedAt, sources: records };
+  return {
+    status: manifest.status,
+    id: writer.id,
+    startedAt: manifest.startedAt,
+    finishedAt,
+    sources: records,
+  };
 }
 
 function failedRecord(id: string, kind: SourceRecord['kind'], error: string): SourceRecord {
-  return { id, kind, status: 'failed', origin: '', counts: emptyCounts(), warnings: [], errors: [error], artifacts: [] };
+  return {
+    id,
+    kind,
+    status: 'failed',
+    origin: '',
+    counts: emptyCounts(),
+    warnings: [],
+    errors: [error],
+    artifacts: [],
+  };
 }

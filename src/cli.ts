@@ -29,7 +29,12 @@ export interface Io {
 }
 
 /** Runs the CLI with argv (without node and script) and returns the exit code. */
-export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: Io, signal: AbortSignal): Promise<number> {
+export async function main(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -61,7 +66,11 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       case 'snapshots':
         return await snapshotsCommand(load(configFile, env), values.json, io, signal);
       case 'config':
-        if (sub !== 'check') throw new BackupError('ERR_USAGE', `config: unknown subcommand "${sub ?? ''}"; use deis-backup config check`);
+        if (sub !== 'check')
+          throw new BackupError(
+            'ERR_USAGE',
+            `config: unknown subcommand "${sub ?? ''}"; use deis-backup config check`,
+          );
         return await configCheckCommand(configFile, env, io, signal);
       default:
         throw new BackupError('ERR_USAGE', `unknown command "${command}"; see deis-backup --help`);
@@ -108,7 +117,11 @@ async function backupCommand(
       io.err(formatOutcome(result, repository.target.name));
       if (result.id) io.out(result.id);
     }
-    return result.status === 'success' ? EXIT.success : result.status === 'partial' ? EXIT.partial : EXIT.failed;
+    return result.status === 'success'
+      ? EXIT.success
+      : result.status === 'partial'
+        ? EXIT.partial
+        : EXIT.failed;
   } finally {
     run.close();
   }
@@ -138,7 +151,12 @@ async function snapshotsCommand(config: Config, json: boolean, io: Io, signal: A
   return EXIT.success;
 }
 
-async function configCheckCommand(file: string, env: NodeJS.ProcessEnv, io: Io, signal: AbortSignal): Promise<number> {
+async function configCheckCommand(
+  file: string,
+  env: NodeJS.ProcessEnv,
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
   const config = loadConfig({ file, env });
   const etcd = createClusterEtcd(config);
   const problems: string[] = [];
@@ -154,7 +172,8 @@ async function configCheckCommand(file: string, env: NodeJS.ProcessEnv, io: Io, 
     await attempt('gateway', () => resolveGateway(config, etcd, { signal }));
     await attempt('buckets', () => resolveBucketNames(config, etcd, { signal }));
   }
-  if (config.sources.database.enabled) await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
+  if (config.sources.database.enabled)
+    await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
   const view = { file, config: redactedView(config), resolved: redactedView(cluster) };
   io.out(JSON.stringify(view, null, 2));
   if (problems.length > 0) {

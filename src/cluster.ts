@@ -38,8 +38,12 @@ export async function resolveGateway(
     const port = await need('port', 'set gateway.endpoint in the config, or start deis-store-gateway');
     endpoint = `${port === '443' ? 'https' : 'http'}://${host}:${port}`;
   }
-  const accessKey = gw.accessKey ?? new Secret(await need('accessKey', 'set gateway.accessKey or DEIS_BACKUP_GATEWAY_ACCESS_KEY'));
-  const secretKey = gw.secretKey ?? new Secret(await need('secretKey', 'set gateway.secretKey or DEIS_BACKUP_GATEWAY_SECRET_KEY'));
+  const accessKey =
+    gw.accessKey ??
+    new Secret(await need('accessKey', 'set gateway.accessKey or DEIS_BACKUP_GATEWAY_ACCESS_KEY'));
+  const secretKey =
+    gw.secretKey ??
+    new Secret(await need('secretKey', 'set gateway.secretKey or DEIS_BACKUP_GATEWAY_SECRET_KEY'));
   return {
     endpoint,
     accessKey,

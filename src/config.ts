@@ -31,10 +31,14 @@ const schema = z
       .prefault({}),
     gateway: z
       .object({
-        endpoint: url('"http://10.21.1.44:8888" (or leave it out to read /deis/store/gateway/host and port from etcd)').optional(),
+        endpoint: url(
+          '"http://10.21.1.44:8888" (or leave it out to read /deis/store/gateway/host and port from etcd)',
+        ).optional(),
         accessKey: secretField.optional(),
         secretKey: secretField.optional(),
-        signatureVersion: z.enum(['v2', 'v4'], { error: 'must be "v2" (Deis v1, Ceph hammer) or "v4"' }).default('v2'),
+        signatureVersion: z
+          .enum(['v2', 'v4'], { error: 'must be "v2" (Deis v1, Ceph hammer) or "v4"' })
+          .default('v2'),
         region: z.string().min(1).default('us-east-1'),
         listVersion: z
           .union([z.literal(1), z.literal(2)], { error: 'must be 1 (ListObjects, what hammer speaks) or 2' })
@@ -68,7 +72,10 @@ const schema = z
         volume: z
           .object({
             enabled: z.boolean().default(true),
-            path: z.string().startsWith('/', { error: 'must be an absolute path' }).default('/var/lib/deis/store'),
+            path: z
+              .string()
+              .startsWith('/', { error: 'must be an absolute path' })
+              .default('/var/lib/deis/store'),
             host: z.string().min(1).optional(),
           })
           .strict()
@@ -105,14 +112,21 @@ const schema = z
               partSizeMiB: z.number().int().min(5).max(512).default(16),
             })
             .strict(),
-          z.object({ type: z.literal('dir'), path: z.string().startsWith('/', { error: 'must be an absolute path' }) }).strict(),
+          z
+            .object({
+              type: z.literal('dir'),
+              path: z.string().startsWith('/', { error: 'must be an absolute path' }),
+            })
+            .strict(),
         ],
         { error: 'must have type "s3" or "dir"' },
       )
       .default({ type: 'dir', path: '/var/lib/deis-backup' }),
     schedule: z.string().min(1).default('0 3 * * *'),
     retention: z
-      .object({ keepLast: z.number().int().min(1, { error: 'must keep at least one restore point' }).default(7) })
+      .object({
+        keepLast: z.number().int().min(1, { error: 'must keep at least one restore point' }).default(7),
+      })
       .strict()
       .prefault({}),
     http: z
@@ -176,7 +190,7 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
     // Target keys only mean something for an S3 target; a dir target has none to override.
     if (section === 'target' && (existing as { type?: unknown } | undefined)?.type !== 's3') continue;
     if (existing !== undefined && (typeof existing !== 'object' || existing === null)) continue;
-    raw[section] = { ...(existing as object | undefined), [field]: value };
+    raw[section] = { ...existing, [field]: value };
   }
   const result = schema.safeParse(raw);
   if (!result.success) {
@@ -185,7 +199,7 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
   if (problems.length > 0 || !result.success) {
     throw new ConfigError(opts.file, problems);
   }
-  return wrapSecrets(result.data) as unknown as Config;
+  return wrapSecrets(result.data) as Config;
 }
 
 /** A config with problems; `problems` holds one line per problem, each naming the path and the fix. */
@@ -193,7 +207,10 @@ export class ConfigError extends BackupError {
   readonly file: string;
   readonly problems: readonly string[];
   constructor(file: string, problems: readonly string[]) {
-    super('ERR_CONFIG', `config ${file}: ${problems.length} problem(s)\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    super(
+      'ERR_CONFIG',
+      `config ${file}: ${problems.length} problem(s)\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    );
     this.file = file;
     this.problems = problems;
   }
@@ -216,7 +233,10 @@ function readConfigFile(file: string, required: boolean): Record<string, unknown
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new BackupError('ERR_CONFIG', `config ${file}: not valid JSON (${(err as Error).message}); fix the syntax`);
+    throw new BackupError(
+      'ERR_CONFIG',
+      `config ${file}: not valid JSON (${(err as Error).message}); fix the syntax`,
+    );
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new BackupError('ERR_CONFIG', `config ${file}: must hold a JSON object at the top level`);
@@ -237,7 +257,9 @@ function readSecretEnv(name: string, env: NodeJS.ProcessEnv, problems: string[])
     return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    problems.push(`${name}_FILE: cannot read ${file} (${code}); point it at a readable file holding the secret`);
+    problems.push(
+      `${name}_FILE: cannot read ${file} (${code}); point it at a readable file holding the secret`,
+    );
     return undefined;
   }
 }

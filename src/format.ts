@@ -20,12 +20,16 @@ export function formatSources(sources: readonly SourceRecord[]): string[] {
   const lines: string[] = [];
   for (const s of sources) {
     const c = s.counts;
-    const parts = [`${c.objects} ${s.kind === 'bucket' ? 'objects' : s.kind === 'volume' ? 'entries' : 'dump'}`];
+    const parts = [
+      `${c.objects} ${s.kind === 'bucket' ? 'objects' : s.kind === 'volume' ? 'entries' : 'dump'}`,
+    ];
     if (s.kind === 'bucket') parts.push(`${c.unchanged} unchanged`, `${c.vanished} vanished`);
     if (c.failed > 0) parts.push(`${c.failed} failed`);
     parts.push(`${formatBytes(c.bytesRead)} read`, `${formatBytes(c.bytesStored)} stored`);
     if (c.warnings > 0) parts.push(`${c.warnings} warning(s)`);
-    lines.push(`${s.id.padEnd(width)}  ${s.status.padEnd(7)}  ${s.status === 'failed' ? '' : parts.join(', ')}`.trimEnd());
+    lines.push(
+      `${s.id.padEnd(width)}  ${s.status.padEnd(7)}  ${s.status === 'failed' ? '' : parts.join(', ')}`.trimEnd(),
+    );
     for (const w of s.warnings) lines.push(`  warning: ${w}`);
     for (const e of s.errors) lines.push(`  error: ${e}`);
   }
@@ -48,7 +52,9 @@ export function formatOutcome(result: BackupResult, targetName: string): string 
 /** Table of restore points, oldest first. */
 export function formatSnapshots(manifests: readonly Manifest[]): string[] {
   if (manifests.length === 0) return ['no restore points'];
-  const lines = [`${'ID'.padEnd(22)}  ${'FINISHED'.padEnd(20)}  ${'STATUS'.padEnd(7)}  ${'SOURCES'.padEnd(30)}  STORED`];
+  const lines = [
+    `${'ID'.padEnd(22)}  ${'FINISHED'.padEnd(20)}  ${'STATUS'.padEnd(7)}  ${'SOURCES'.padEnd(30)}  STORED`,
+  ];
   for (const m of manifests) {
     const stored = m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0);
     const sources = m.sources.map((s) => s.id).join(',');

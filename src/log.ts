@@ -22,7 +22,11 @@ export function createLogger(
   destination: DestinationStream = pino.destination(2),
 ): Logger {
   return pino(
-    { level: options.level, redact: { paths: redactPaths, censor: '**redacted**' }, base: { pid: process.pid } },
+    {
+      level: options.level,
+      redact: { paths: redactPaths, censor: '**redacted**' },
+      base: { pid: process.pid },
+    },
     destination,
   );
 }

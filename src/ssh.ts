@@ -4,7 +4,7 @@ import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Client, type ClientChannel } from 'ssh2';
-import { BackupError } from './errors.js';
+import { BackupError, toError } from './errors.js';
 
 /** How to reach a host. */
 export interface SshTarget {
@@ -47,7 +47,11 @@ export function knownHostKeys(knownHosts: string, host: string, port: number): B
 }
 
 /** Opens a connection, runs `command`, and streams its stdout; the connection closes when it ends. */
-export async function runRemote(target: SshTarget, command: string, opts: { signal: AbortSignal }): Promise<RemoteCommand> {
+export async function runRemote(
+  target: SshTarget,
+  command: string,
+  opts: { signal: AbortSignal },
+): Promise<RemoteCommand> {
   opts.signal.throwIfAborted();
   const where = `ssh ${target.user}@${knownHostsName(target.host, target.port)}`;
   let privateKey: Buffer;
@@ -55,16 +59,25 @@ export async function runRemote(target: SshTarget, command: string, opts: { sign
   try {
     privateKey = readFileSync(target.privateKeyFile);
   } catch {
-    throw new BackupError('ERR_CONFIG', `${where}: cannot read ssh.privateKeyFile ${target.privateKeyFile}; point it at the private key of a user allowed on the host`);
+    throw new BackupError(
+      'ERR_CONFIG',
+      `${where}: cannot read ssh.privateKeyFile ${target.privateKeyFile}; point it at the private key of a user allowed on the host`,
+    );
   }
   try {
     knownHosts = readFileSync(target.knownHostsFile, 'utf8');
   } catch {
-    throw new BackupError('ERR_CONFIG', `${where}: cannot read ssh.knownHostsFile ${target.knownHostsFile}; create it with ssh-keyscan -p ${target.port} ${target.host}`);
+    throw new BackupError(
+      'ERR_CONFIG',
+      `${where}: cannot read ssh.knownHostsFile ${target.knownHostsFile}; create it with ssh-keyscan -p ${target.port} ${target.host}`,
+    );
   }
   const known = knownHostKeys(knownHosts, target.host, target.port);
   if (known.length === 0) {
-    throw new BackupError('ERR_SSH', `${where}: host not listed in ${target.knownHostsFile}; add its key with ssh-keyscan -p ${target.port} ${target.host} >> ${target.knownHostsFile}`);
+    throw new BackupError(
+      'ERR_SSH',
+      `${where}: host not listed in ${target.knownHostsFile}; add its key with ssh-keyscan -p ${target.port} ${target.host} >> ${target.knownHostsFile}`,
+    );
   }
   const conn = new Client();
   let hostKeyRejected = false;
@@ -77,7 +90,11 @@ export async function runRemote(target: SshTarget, command: string, opts: { sign
       reject(connectError(where, err, hostKeyRejected, target.knownHostsFile));
     });
     conn.on('close', () => {
-      reject(opts.signal.aborted ? opts.signal.reason : new BackupError('ERR_SSH', `${where}: connection closed`));
+      reject(
+        opts.signal.aborted
+          ? toError(opts.signal.reason)
+          : new BackupError('ERR_SSH', `${where}: connection closed`),
+      );
     });
     conn.on('ready', () => {
       conn.exec(command, (err, stream) => {
@@ -106,32 +123,49 @@ export async function runRemote(target: SshTarget, command: string, opts: { sign
   channel.stderr.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
   });
-  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>((resolve, reject) => {
-    let exit: { code: number | null; signal: string | undefined } | undefined;
-    channel.on('exit', (code: number | null, signal?: string) => {
-      exit = { code, signal };
-    });
-    channel.on('close', () => {
-      opts.signal.removeEventListener('abort', onAbort);
-      conn.end();
-      if (opts.signal.aborted) reject(opts.signal.reason);
-      else resolve({ code: exit?.code ?? null, signal: exit?.signal, stderr });
-    });
-  });
+  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>(
+    (resolve, reject) => {
+      let exit: { code: number | null; signal: string | undefined } | undefined;
+      channel.on('exit', (code: number | null, signal?: string) => {
+        exit = { code, signal };
+      });
+      channel.on('close', () => {
+        opts.signal.removeEventListener('abort', onAbort);
+        conn.end();
+        if (opts.signal.aborted) reject(toError(opts.signal.reason));
+        else resolve({ code: exit?.code ?? null, signal: exit?.signal, stderr });
+      });
+    },
+  );
   // The channel's close is awaited through `finished`; a stdout consumer must not see an unhandled rejection.
   finished.catch(() => undefined);
   return { stdout: channel, finished };
 }
 
-function connectError(where: string, err: Error & { level?: string; code?: string }, hostKeyRejected: boolean, knownHostsFile: string): BackupError {
+function connectError(
+  where: string,
+  err: Error & { level?: string; code?: string },
+  hostKeyRejected: boolean,
+  knownHostsFile: string,
+): BackupError {
   if (hostKeyRejected) {
-    return new BackupError('ERR_SSH', `${where}: host key does not match ${knownHostsFile}; if the host was rebuilt, replace its line there`);
+    return new BackupError(
+      'ERR_SSH',
+      `${where}: host key does not match ${knownHostsFile}; if the host was rebuilt, replace its line there`,
+    );
   }
   if (err.level === 'client-authentication') {
-    return new BackupError('ERR_SSH', `${where}: key authentication refused; add the public half of ssh.privateKeyFile to the user's authorized_keys`);
+    return new BackupError(
+      'ERR_SSH',
+      `${where}: key authentication refused; add the public half of ssh.privateKeyFile to the user's authorized_keys`,
+    );
   }
   if (err.level === 'client-timeout') {
     return new BackupError('ERR_SSH', `${where}: timed out connecting; check the host and ssh.port`);
   }
-  return new BackupError('ERR_SSH', `${where}: cannot connect (${err.code ?? err.message}); check the host and ssh.port`, { cause: err });
+  return new BackupError(
+    'ERR_SSH',
+    `${where}: cannot connect (${err.code ?? err.message}); check the host and ssh.port`,
+    { cause: err },
+  );
 }

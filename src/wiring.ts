@@ -23,10 +23,16 @@ export type SourceKind = (typeof SOURCE_KINDS)[number];
 /** Parses `--only buckets,volume`; throws ERR_USAGE on an unknown name. */
 export function parseOnly(value: string | undefined): SourceKind[] | undefined {
   if (value === undefined) return undefined;
-  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const names = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   for (const name of names) {
     if (!(SOURCE_KINDS as readonly string[]).includes(name)) {
-      throw new BackupError('ERR_USAGE', `--only: unknown source "${name}"; use a comma-separated list of ${SOURCE_KINDS.join(', ')}`);
+      throw new BackupError(
+        'ERR_USAGE',
+        `--only: unknown source "${name}"; use a comma-separated list of ${SOURCE_KINDS.join(', ')}`,
+      );
     }
   }
   return names as SourceKind[];
@@ -66,8 +72,7 @@ export async function createSources(
   only: readonly SourceKind[] | undefined,
   opts: { signal: AbortSignal },
 ): Promise<RunSources> {
-  const wanted = (kind: SourceKind): boolean =>
-    only ? only.includes(kind) : config.sources[kind].enabled;
+  const wanted = (kind: SourceKind): boolean => (only ? only.includes(kind) : config.sources[kind].enabled);
   const sources: (Source | UnavailableSource)[] = [];
   const clients: S3Client[] = [];
   if (wanted('buckets')) {
@@ -85,7 +90,12 @@ export async function createSources(
       clients.push(client);
       for (const bucket of names) {
         sources.push(
-          new BucketSource({ bucket, client, listVersion: gateway.listVersion, concurrency: config.sources.buckets.concurrency }),
+          new BucketSource({
+            bucket,
+            client,
+            listVersion: gateway.listVersion,
+            concurrency: config.sources.buckets.concurrency,
+          }),
         );
       }
     } catch (err) {
@@ -94,13 +104,19 @@ export async function createSources(
   }
   if (wanted('volume')) {
     const { path, host } = config.sources.volume;
-    sources.push(new VolumeSource(host === undefined || host === 'local' ? { path } : { path, ssh: sshTarget(config, host) }));
+    sources.push(
+      new VolumeSource(
+        host === undefined || host === 'local' ? { path } : { path, ssh: sshTarget(config, host) },
+      ),
+    );
   }
   if (wanted('database')) {
     try {
       const host = await resolveDatabaseHost(config, etcd, opts);
       const { command } = config.sources.database;
-      sources.push(new DatabaseSource(host === 'local' ? { command } : { command, ssh: sshTarget(config, host) }));
+      sources.push(
+        new DatabaseSource(host === 'local' ? { command } : { command, ssh: sshTarget(config, host) }),
+      );
     } catch (err) {
       sources.push({ id: 'database', kind: 'database', error: describeError(err) });
     }

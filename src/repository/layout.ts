@@ -6,7 +6,10 @@ export const SNAPSHOTS = 'snapshots/';
 
 /** Restore point ids sort by time: `20261125T130102Z-3f9a`. */
 export function newSnapshotId(now: Date): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
   return `${stamp}-${randomBytes(2).toString('hex')}`;
 }
 

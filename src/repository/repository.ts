@@ -39,7 +39,9 @@ export class Repository {
    * Every committed restore point, oldest first, and the manifests that exist but cannot be read
    * (damaged, or written by another format version): those are reported, never used.
    */
-  async scan(opts: { signal: AbortSignal }): Promise<{ snapshots: Manifest[]; unreadable: { id: string; error: string }[] }> {
+  async scan(opts: {
+    signal: AbortSignal;
+  }): Promise<{ snapshots: Manifest[]; unreadable: { id: string; error: string }[] }> {
     const ids: string[] = [];
     for await (const info of this.target.list(SNAPSHOTS, opts)) {
       const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
@@ -64,11 +66,18 @@ export class Repository {
     if (id === 'latest') {
       const all = await this.listSnapshots(opts);
       const newest = all.at(-1);
-      if (!newest) throw new BackupError('ERR_NOT_FOUND', `no restore point in ${this.target.name}; run deis-backup backup first`);
+      if (!newest)
+        throw new BackupError(
+          'ERR_NOT_FOUND',
+          `no restore point in ${this.target.name}; run deis-backup backup first`,
+        );
       return newest;
     }
     if (!isSnapshotId(id)) {
-      throw new BackupError('ERR_NOT_FOUND', `restore point ${JSON.stringify(id)} is not an id; list them with deis-backup snapshots`);
+      throw new BackupError(
+        'ERR_NOT_FOUND',
+        `restore point ${JSON.stringify(id)} is not an id; list them with deis-backup snapshots`,
+      );
     }
     const key = manifestKey(id);
     let text: string;
@@ -76,7 +85,10 @@ export class Repository {
       text = await readAll(await this.target.get(key, opts));
     } catch (err) {
       if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND') {
-        throw new BackupError('ERR_NOT_FOUND', `restore point ${id} not found in ${this.target.name}; list them with deis-backup snapshots`);
+        throw new BackupError(
+          'ERR_NOT_FOUND',
+          `restore point ${id} not found in ${this.target.name}; list them with deis-backup snapshots`,
+        );
       }
       throw err;
     }
@@ -97,7 +109,10 @@ export class Repository {
     await piping;
     const sha256 = hashing.digest();
     if (sha256 !== artifact.sha256) {
-      throw new BackupError('ERR_INTEGRITY', `${artifact.key} in ${this.target.name}: sha256 ${sha256} does not match the manifest`);
+      throw new BackupError(
+        'ERR_INTEGRITY',
+        `${artifact.key} in ${this.target.name}: sha256 ${sha256} does not match the manifest`,
+      );
     }
   }
 }
@@ -113,7 +128,11 @@ export class SnapshotWriter {
   }
 
   /** Stores a named artifact of this restore point (e.g. "volume.tar.gz"). */
-  async putArtifact(name: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<Stored> {
+  async putArtifact(
+    name: string,
+    body: Readable,
+    opts: { signal: AbortSignal; size?: number },
+  ): Promise<Stored> {
     return this.store(artifactKey(this.id, name), body, opts);
   }
 
@@ -129,7 +148,10 @@ export class SnapshotWriter {
     const stored = await this.store(blobKey(identity), body, { signal: opts.signal, size: identity.size });
     if (stored.size !== identity.size) {
       await this.target.remove(stored.key, opts);
-      throw new BackupError('ERR_SOURCE', `${identity.bucket}/${identity.key}: read ${stored.size} of ${identity.size} bytes`);
+      throw new BackupError(
+        'ERR_SOURCE',
+        `${identity.bucket}/${identity.key}: read ${stored.size} of ${identity.size} bytes`,
+      );
     }
     return stored;
   }
@@ -142,16 +164,26 @@ export class SnapshotWriter {
   /** Makes the restore point visible: writes its manifest, the last write of a run. */
   async commit(manifest: Manifest, opts: { signal: AbortSignal }): Promise<Stored> {
     const text = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
-    return this.store(manifestKey(this.id), Readable.from([text]), { signal: opts.signal, size: text.length });
+    return this.store(manifestKey(this.id), Readable.from([text]), {
+      signal: opts.signal,
+      size: text.length,
+    });
   }
 
-  private async store(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<Stored> {
+  private async store(
+    key: string,
+    body: Readable,
+    opts: { signal: AbortSignal; size?: number },
+  ): Promise<Stored> {
     const hashing = new HashingStream();
     const forwarding = pipeline(body, hashing, { signal: opts.signal });
     const putting = this.target.put(key, hashing, opts);
     const [forwarded, put] = await Promise.allSettled([forwarding, putting]);
     // A failing source is the cause worth reporting; the target's error then only echoes it.
-    if (forwarded.status === 'rejected' && (forwarded.reason as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+    if (
+      forwarded.status === 'rejected' &&
+      (forwarded.reason as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE'
+    ) {
       throw forwarded.reason;
     }
     if (put.status === 'rejected') throw put.reason;

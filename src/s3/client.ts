@@ -98,7 +98,8 @@ export class S3Client {
       const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
       const parsed = xml.parse(await readText(res)) as { ListBucketResult?: Record<string, unknown> };
       const page = parsed.ListBucketResult;
-      if (!page) throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: no ListBucketResult`);
+      if (!page)
+        throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: no ListBucketResult`);
       const contents = (page['Contents'] ?? []) as Record<string, string>[];
       let last: string | undefined;
       for (const item of contents) {
@@ -111,8 +112,7 @@ export class S3Client {
         };
       }
       if (page['IsTruncated'] !== 'true') return;
-      const next =
-        opts.listVersion === 2 ? page['NextContinuationToken'] : (page['NextMarker'] ?? last);
+      const next = opts.listVersion === 2 ? page['NextContinuationToken'] : (page['NextMarker'] ?? last);
       if (typeof next !== 'string' || next === '' || next === marker) {
         throw new S3Error(0, 'MalformedListing', `list ${bucket}: truncated page without a next marker`);
       }
@@ -136,7 +136,11 @@ export class S3Client {
   }
 
   /** HEAD an object; undefined if it does not exist. */
-  async headObject(bucket: string, key: string, opts: { signal: AbortSignal }): Promise<ObjectHead | undefined> {
+  async headObject(
+    bucket: string,
+    key: string,
+    opts: { signal: AbortSignal },
+  ): Promise<ObjectHead | undefined> {
     try {
       const res = await this.request('HEAD', bucket, key, { signal: opts.signal });
       res.resume();
@@ -152,14 +156,19 @@ export class S3Client {
     bucket: string,
     key: string,
     body: Readable | Buffer,
-    opts: { signal: AbortSignal; size: number; contentType?: string; metadata?: Readonly<Record<string, string>> },
+    opts: {
+      signal: AbortSignal;
+      size: number;
+      contentType?: string;
+      metadata?: Readonly<Record<string, string>>;
+    },
   ): Promise<string> {
     const headers: Record<string, string> = { 'content-length': String(opts.size) };
     if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
     for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
     const res = await this.request('PUT', bucket, key, { headers, body, signal: opts.signal });
     res.resume();
-    return unquote(String(res.headers.etag ?? ''));
+    return unquote(res.headers.etag ?? '');
   }
 
   /**
@@ -170,7 +179,12 @@ export class S3Client {
     bucket: string,
     key: string,
     body: Readable,
-    opts: { signal: AbortSignal; partSize: number; contentType?: string; metadata?: Readonly<Record<string, string>> },
+    opts: {
+      signal: AbortSignal;
+      partSize: number;
+      contentType?: string;
+      metadata?: Readonly<Record<string, string>>;
+    },
   ): Promise<void> {
     const headers: Record<string, string> = { 'content-length': '0' };
     if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
@@ -180,9 +194,12 @@ export class S3Client {
       headers,
       signal: opts.signal,
     });
-    const parsed = xml.parse(await readText(initiated)) as { InitiateMultipartUploadResult?: { UploadId?: string } };
+    const parsed = xml.parse(await readText(initiated)) as {
+      InitiateMultipartUploadResult?: { UploadId?: string };
+    };
     const uploadId = parsed.InitiateMultipartUploadResult?.UploadId;
-    if (!uploadId) throw new S3Error(0, 'MalformedResponse', `initiate upload of ${bucket}/${key}: no UploadId`);
+    if (!uploadId)
+      throw new S3Error(0, 'MalformedResponse', `initiate upload of ${bucket}/${key}: no UploadId`);
     try {
       const etags: string[] = [];
       for await (const part of chunked(body, opts.partSize)) {
@@ -193,7 +210,7 @@ export class S3Client {
           signal: opts.signal,
         });
         res.resume();
-        etags.push(String(res.headers.etag ?? ''));
+        etags.push(res.headers.etag ?? '');
       }
       const completion = Buffer.from(
         `<CompleteMultipartUpload>${etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`).join('')}</CompleteMultipartUpload>`,
@@ -235,7 +252,12 @@ export class S3Client {
   /** Creates a bucket; an existing bucket owned by these credentials is not an error. */
   async createBucket(bucket: string, opts: { signal: AbortSignal }): Promise<void> {
     try {
-      (await this.request('PUT', bucket, undefined, { signal: opts.signal, headers: { 'content-length': '0' } })).resume();
+      (
+        await this.request('PUT', bucket, undefined, {
+          signal: opts.signal,
+          headers: { 'content-length': '0' },
+        })
+      ).resume();
     } catch (err) {
       if (err instanceof S3Error && err.s3Code === 'BucketAlreadyOwnedByYou') return;
       throw err;
@@ -311,7 +333,11 @@ export class S3Client {
 
 function errorFromResponse(status: number, body: string, what: string): S3Error {
   const parsed = body ? (xml.parse(body) as { Error?: Record<string, string> }) : {};
-  const fallback: Record<number, string> = { 403: 'AccessDenied', 404: 'NotFound', 411: 'MissingContentLength' };
+  const fallback: Record<number, string> = {
+    403: 'AccessDenied',
+    404: 'NotFound',
+    411: 'MissingContentLength',
+  };
   const code = parsed.Error?.['Code'] ?? fallback[status] ?? `HTTP${status}`;
   return new S3Error(status, code, `${what}: ${status} ${code}`);
 }
@@ -323,7 +349,7 @@ function headFrom(res: http.IncomingMessage): ObjectHead {
   }
   return {
     size: Number(res.headers['content-length'] ?? 0),
-    etag: unquote(String(res.headers.etag ?? '')),
+    etag: unquote(res.headers.etag ?? ''),
     lastModified: new Date(String(res.headers['last-modified'] ?? 0)).toISOString(),
     contentType: res.headers['content-type'],
     metadata,

@@ -22,7 +22,8 @@ export interface V4Request {
   headers: Readonly<Record<string, string>>;
 }
 
-const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data, 'utf8').digest();
+const hmac = (key: Buffer | string, data: string): Buffer =>
+  createHmac('sha256', key).update(data, 'utf8').digest();
 
 /** Returns the `Authorization` header value for the request, signing host and every x-amz-* header. */
 export function authorizationV4(
@@ -67,5 +68,8 @@ export function authorizationV4(
 
 /** `20261125T120000Z` from a Date. */
 export function amzDate(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  return date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
 }

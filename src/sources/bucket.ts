@@ -53,9 +53,13 @@ export class BucketSource implements Source {
         return;
       }
       const { head, body } = got;
-      const stored = await ctx.writer.putBlob({ bucket, key: object.key, size: head.size, etag: head.etag }, body, {
-        signal: ctx.signal,
-      });
+      const stored = await ctx.writer.putBlob(
+        { bucket, key: object.key, size: head.size, etag: head.etag },
+        body,
+        {
+          signal: ctx.signal,
+        },
+      );
       counts.bytesRead += stored.size;
       counts.bytesStored += stored.size;
       entries.push({
@@ -96,7 +100,10 @@ export class BucketSource implements Source {
 
     counts.objects = entries.length;
     if (counts.failed > 0 && entries.length === 0) {
-      throw new BackupError('ERR_SOURCE', `bucket ${bucket}: no object could be read (${findings.errors[0] ?? 'unknown error'})`);
+      throw new BackupError(
+        'ERR_SOURCE',
+        `bucket ${bucket}: no object could be read (${findings.errors[0] ?? 'unknown error'})`,
+      );
     }
     entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const index = await ctx.writer.putArtifact(
@@ -129,11 +136,14 @@ export class BucketSource implements Source {
     const artifact = record?.artifacts[0];
     if (!artifact) return map;
     try {
-      for await (const entry of ctx.repository.readIndex(artifact, { signal: ctx.signal })) map.set(entry.key, entry);
+      for await (const entry of ctx.repository.readIndex(artifact, { signal: ctx.signal }))
+        map.set(entry.key, entry);
       return map;
     } catch (err) {
       ctx.signal.throwIfAborted();
-      findings.warn(`previous index ${artifact.key} unusable (${describeError(err)}); every object read again`);
+      findings.warn(
+        `previous index ${artifact.key} unusable (${describeError(err)}); every object read again`,
+      );
       return new Map();
     }
   }
@@ -167,7 +177,11 @@ export function gatewayError(err: unknown, bucket: string, endpoint: string): Ba
         }
     }
   }
-  return new BackupError('ERR_GATEWAY', `bucket ${bucket}: listing on gateway ${endpoint} failed: ${describeError(err)}`, {
-    cause: err,
-  });
+  return new BackupError(
+    'ERR_GATEWAY',
+    `bucket ${bucket}: listing on gateway ${endpoint} failed: ${describeError(err)}`,
+    {
+      cause: err,
+    },
+  );
 }

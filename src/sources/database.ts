@@ -32,7 +32,9 @@ export class DatabaseSource implements Source {
   async backup(ctx: SourceRunContext): Promise<SourceRecord> {
     const { command, ssh } = this.location;
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${command}` : `local: ${command}`;
-    const running = ssh ? await runRemote(ssh, command, { signal: ctx.signal }) : runLocal(command, ctx.signal);
+    const running = ssh
+      ? await runRemote(ssh, command, { signal: ctx.signal })
+      : runLocal(command, ctx.signal);
     const tail = new TailKeeper(512);
     let stored;
     try {
@@ -46,8 +48,10 @@ export class DatabaseSource implements Source {
     const { code, signal, stderr } = await running.finished;
     const where = ssh ? `on ${ssh.host}` : 'locally';
     let problem: string | undefined;
-    if (code !== 0) problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
-    else if (!COMPLETE.test(tail.text())) problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
+    if (code !== 0)
+      problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
+    else if (!COMPLETE.test(tail.text()))
+      problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
     if (problem !== undefined) {
       await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });
       throw new BackupError(
@@ -70,22 +74,30 @@ export class DatabaseSource implements Source {
   }
 }
 
-function runLocal(command: string, signal: AbortSignal): { stdout: Readable; finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }> } {
+function runLocal(
+  command: string,
+  signal: AbortSignal,
+): {
+  stdout: Readable;
+  finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }>;
+} {
   const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], signal });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
   });
-  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>((resolve, reject) => {
-    child.once('error', (err) => {
-      if (signal.aborted) reject(signal.reason as Error);
-      else resolve({ code: 127, signal: undefined, stderr: `${stderr}\n${err.message}` });
-    });
-    child.once('close', (code, sig) => {
-      if (signal.aborted) reject(signal.reason as Error);
-      else resolve({ code, signal: sig ?? undefined, stderr });
-    });
-  });
+  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>(
+    (resolve, reject) => {
+      child.once('error', (err) => {
+        if (signal.aborted) reject(signal.reason as Error);
+        else resolve({ code: 127, signal: undefined, stderr: `${stderr}\n${err.message}` });
+      });
+      child.once('close', (code, sig) => {
+        if (signal.aborted) reject(signal.reason as Error);
+        else resolve({ code, signal: sig ?? undefined, stderr });
+      });
+    },
+  );
   finished.catch(() => undefined);
   return { stdout: child.stdout, finished };
 }

@@ -53,6 +53,11 @@ export class Findings {
 
 /** The line of a command's stderr that says what went wrong: the first naming an error, else the last. */
 export function errorLine(stderr: string): string {
-  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-  return lines.find((l) => /\b(error|fatal|denied|cannot|not found)\b/i.test(l)) ?? lines.at(-1) ?? 'no message';
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+  return (
+    lines.find((l) => /\b(error|fatal|denied|cannot|not found)\b/i.test(l)) ?? lines.at(-1) ?? 'no message'
+  );
 }

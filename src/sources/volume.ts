@@ -56,11 +56,19 @@ export class VolumeSource implements Source {
     try {
       rootStats = await lstat(root);
     } catch {
-      throw new BackupError('ERR_SOURCE', `volume ${root}: not found; check sources.volume.path (the container must mount /var/lib/deis/store)`);
+      throw new BackupError(
+        'ERR_SOURCE',
+        `volume ${root}: not found; check sources.volume.path (the container must mount /var/lib/deis/store)`,
+      );
     }
-    if (!rootStats.isDirectory()) throw new BackupError('ERR_SOURCE', `volume ${root}: not a directory; check sources.volume.path`);
+    if (!rootStats.isDirectory())
+      throw new BackupError('ERR_SOURCE', `volume ${root}: not a directory; check sources.volume.path`);
     const pack = createPack();
-    const storing = ctx.writer.putArtifact(VOLUME_ARTIFACT, chain(pack as unknown as Readable, createGzip()), { signal: ctx.signal });
+    const storing = ctx.writer.putArtifact(
+      VOLUME_ARTIFACT,
+      chain(pack as unknown as Readable, createGzip()),
+      { signal: ctx.signal },
+    );
     const walking = (async () => {
       await writeEntry(pack, await prepareEntry('.', rootStats, root));
       counts.objects++;
@@ -91,12 +99,16 @@ export class VolumeSource implements Source {
       return stored;
     }
     await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
-    throw new BackupError('ERR_SOURCE', `volume ${ssh.host}:${path}: ${command} exited ${String(code)}: ${errorLine(stderr)}`);
+    throw new BackupError(
+      'ERR_SOURCE',
+      `volume ${ssh.host}:${path}: ${command} exited ${String(code)}: ${errorLine(stderr)}`,
+    );
   }
 }
 
 /** What GNU tar says when it exits 1 with a complete archive. */
-const TAR_WARNING = /^tar: .*: (file changed as we read it|File shrank by \d+ bytes; padding with zeros|file removed before we read it|socket ignored)$/;
+const TAR_WARNING =
+  /^tar: .*: (file changed as we read it|File shrank by \d+ bytes; padding with zeros|file removed before we read it|socket ignored)$/;
 
 interface WalkState {
   counts: SourceCounts;
@@ -177,7 +189,10 @@ async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | un
   const { header, body, stats } = entry;
   const padded = { bytes: 0 };
   await new Promise<void>((resolve, reject) => {
-    const stream = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    const stream = pack.entry(header, (err) => {
+      if (err) reject(err);
+      else resolve();
+    });
     if (body) pipeline(Readable.from(fitToSize(body, stats.size, padded)), stream).catch(reject);
     else if (stats.isFile()) stream.end(Buffer.alloc(0));
   });

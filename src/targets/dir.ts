@@ -45,7 +45,9 @@ export class DirTarget implements Target {
       body.destroy();
       await rm(temp, { force: true });
       if (opts.signal.aborted) throw opts.signal.reason;
-      throw new BackupError('ERR_TARGET', `put ${key} to ${this.name}: ${(err as Error).message}`, { cause: err });
+      throw new BackupError('ERR_TARGET', `put ${key} to ${this.name}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 
@@ -62,10 +64,15 @@ export class DirTarget implements Target {
       const info = await stat(this.path(key));
       return info.isFile() ? { key, size: info.size } : undefined;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') {
+      if (
+        (err as NodeJS.ErrnoException).code === 'ENOENT' ||
+        (err as NodeJS.ErrnoException).code === 'ENOTDIR'
+      ) {
         return undefined;
       }
-      throw new BackupError('ERR_TARGET', `stat ${key} in ${this.name}: ${(err as Error).message}`, { cause: err });
+      throw new BackupError('ERR_TARGET', `stat ${key} in ${this.name}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 
@@ -86,7 +93,9 @@ export class DirTarget implements Target {
       handle = await opendir(dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new BackupError('ERR_TARGET', `list ${prefix} in ${this.name}: ${(err as Error).message}`, { cause: err });
+      throw new BackupError('ERR_TARGET', `list ${prefix} in ${this.name}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     for await (const entry of handle) {
       signal.throwIfAborted();

@@ -27,7 +27,8 @@ export class S3Target implements Target {
   constructor(options: S3TargetOptions) {
     const url = new URL(options.endpoint);
     this.bucket = options.bucket;
-    this.prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
+    this.prefix =
+      options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
     this.name = `s3://${options.bucket}/${this.prefix}`.replace(/\/$/, '');
     this.client = new Client({
       endPoint: url.hostname,
@@ -158,5 +159,7 @@ function isS3Failure(err: unknown): boolean {
 
 function isNotFound(err: unknown): boolean {
   const code = (err as { code?: string }).code;
-  return (err instanceof MinioS3Error || typeof code === 'string') && (code === 'NoSuchKey' || code === 'NotFound');
+  return (
+    (err instanceof MinioS3Error || typeof code === 'string') && (code === 'NoSuchKey' || code === 'NotFound')
+  );
 }

@@ -29,7 +29,11 @@ export interface Target {
 
 /** Rejects keys that could leave the target's root; returns the key. */
 export function checkKey(key: string): string {
-  if (key === '' || key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
+  if (
+    key === '' ||
+    key.startsWith('/') ||
+    key.split('/').some((part) => part === '..' || part === '.' || part === '')
+  ) {
     throw new Error(`invalid target key ${JSON.stringify(key)}`);
   }
   return key;

@@ -37,12 +37,21 @@ describeWithStack('backup', (stack) => {
   const registryBucket = unique('registry');
   const volume = tempDir('volume');
   let gateway: S3Client;
-  let original: { wal: Awaited<ReturnType<typeof bucketContents>>; registry: Awaited<ReturnType<typeof bucketContents>>; tree: Record<string, string> };
+  let original: {
+    wal: Awaited<ReturnType<typeof bucketContents>>;
+    registry: Awaited<ReturnType<typeof bucketContents>>;
+    tree: Record<string, string>;
+  };
 
   /** A config for this file's buckets and volume, the database dumped over SSH (host from etcd). */
   const baseConfig = (target: unknown, extra: Record<string, unknown> = {}) => ({
     etcd: { endpoints: [stack.etcdEndpoint] },
-    ssh: { user: stack.sshUser, port: stack.sshPort, privateKeyFile: stack.sshKey, knownHostsFile: stack.sshKnownHosts },
+    ssh: {
+      user: stack.sshUser,
+      port: stack.sshPort,
+      privateKeyFile: stack.sshKey,
+      knownHostsFile: stack.sshKnownHosts,
+    },
     sources: {
       buckets: { names: [walBucket, registryBucket], concurrency: 4 },
       volume: { path: volume },
@@ -93,7 +102,14 @@ describeWithStack('backup', (stack) => {
       expect(entries.map((e) => e.key).sort()).toEqual([...contents.keys()].sort());
       for (const entry of entries) {
         const want = contents.get(entry.key);
-        expect({ key: entry.key, size: entry.size, etag: entry.etag, contentType: entry.contentType, metadata: entry.metadata, sha256: entry.sha256 }).toEqual({
+        expect({
+          key: entry.key,
+          size: entry.size,
+          etag: entry.etag,
+          contentType: entry.contentType,
+          metadata: entry.metadata,
+          sha256: entry.sha256,
+        }).toEqual({
           key: entry.key,
           size: want?.size,
           etag: want?.etag,
@@ -177,7 +193,11 @@ describeWithStack('backup', (stack) => {
     const id = run.out.trim();
     const config = loadConfig({ file, env: {} });
     if (config.target.type !== 's3') throw new Error('expected s3 target');
-    const s3 = new S3Target({ ...config.target, accessKey: new Secret(stack.targetAccessKey), secretKey: new Secret(stack.targetSecretKey) });
+    const s3 = new S3Target({
+      ...config.target,
+      accessKey: new Secret(stack.targetAccessKey),
+      secretKey: new Secret(stack.targetSecretKey),
+    });
     await verifyRestorePoint(s3, await new Repository(s3).readManifest(id, { signal }));
     const second = await cli(['backup', '--config', file, '--json']);
     const again = JSON.parse(second.out) as { sources: Manifest['sources'] };
@@ -191,22 +211,43 @@ describeWithStack('backup', (stack) => {
     const run = await cli(['backup', '--config', writeConfig(config), '--json']);
     expect(run.code).toBe(0);
     const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
-    expect(summary.sources.find((s) => s.kind === 'volume')?.origin).toBe(`ssh root@${stack.sshHost}:${volume}`);
-    expect(summary.sources.find((s) => s.kind === 'database')?.origin).toMatch(/^ssh root@127\.0\.0\.1: pg_dumpall/);
-    expect(summary.sources.find((s) => s.kind === 'bucket')?.origin).toBe(`${walBucket} at ${stack.rgwEndpoint}`);
+    expect(summary.sources.find((s) => s.kind === 'volume')?.origin).toBe(
+      `ssh root@${stack.sshHost}:${volume}`,
+    );
+    expect(summary.sources.find((s) => s.kind === 'database')?.origin).toMatch(
+      /^ssh root@127\.0\.0\.1: pg_dumpall/,
+    );
+    expect(summary.sources.find((s) => s.kind === 'bucket')?.origin).toBe(
+      `${walBucket} at ${stack.rgwEndpoint}`,
+    );
     const target = new DirTarget(dir);
     await verifyRestorePoint(target, await new Repository(target).readManifest(summary.id, { signal }));
   });
 
   it('stores nothing but the selected sources with --only', async () => {
     const dir = tempDir('target');
-    const run = await cli(['backup', '--config', writeConfig(baseConfig({ type: 'dir', path: dir })), '--only', 'volume,database', '--json']);
+    const run = await cli([
+      'backup',
+      '--config',
+      writeConfig(baseConfig({ type: 'dir', path: dir })),
+      '--only',
+      'volume,database',
+      '--json',
+    ]);
     expect(run.code).toBe(0);
     const summary = JSON.parse(run.out) as { sources: Manifest['sources'] };
     expect(summary.sources.map((s) => s.id)).toEqual(['volume', 'database']);
-    const bad = await cli(['backup', '--config', writeConfig(baseConfig({ type: 'dir', path: dir })), '--only', 'volume,etcd']);
+    const bad = await cli([
+      'backup',
+      '--config',
+      writeConfig(baseConfig({ type: 'dir', path: dir })),
+      '--only',
+      'volume,etcd',
+    ]);
     expect(bad.code).toBe(2);
-    expect(bad.err).toBe('deis-backup: --only: unknown source "etcd"; use a comma-separated list of buckets, volume, database');
+    expect(bad.err).toBe(
+      'deis-backup: --only: unknown source "etcd"; use a comma-separated list of buckets, volume, database',
+    );
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
@@ -221,9 +262,9 @@ describeWithStack('backup', (stack) => {
       createWriteStream(log),
     );
     const appender = createWriteStream(log, { flags: 'a' });
-    let appending = true;
+    const appending = { on: true };
     const appending$ = (async () => {
-      while (appending) {
+      while (appending.on) {
         appender.write('2015-08-04T18:04:05UTC deis-router[1]: still running\n');
         await new Promise((r) => setTimeout(r, 1));
       }
@@ -232,14 +273,16 @@ describeWithStack('backup', (stack) => {
     const config = baseConfig({ type: 'dir', path: dir });
     config.sources.volume = { path: live };
     const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
-    appending = false;
+    appending.on = false;
     await appending$;
     await new Promise<void>((r) => appender.end(r));
     expect(run.code).toBe(0);
     const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
     const record = summary.sources[0];
     expect(record?.status).toBe('success');
-    expect(record?.warnings).toContain('./logs/deis-router.log: file changed as we read it; archived up to its size when the run saw it');
+    expect(record?.warnings).toContain(
+      './logs/deis-router.log: file changed as we read it; archived up to its size when the run saw it',
+    );
     const manifest = await new Repository(new DirTarget(dir)).readManifest(summary.id, { signal });
     const archive = join(dir, ...(manifest.sources[0]?.artifacts[0]?.key ?? '').split('/'));
     const extracted = tempDir('extracted');

@@ -9,9 +9,14 @@ import { describeWithStack, tempDir, writeConfig } from './helpers.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
 
-async function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)('node', [bin, ...args], { env: { PATH: process.env['PATH'], ...env } });
+    const { stdout, stderr } = await promisify(execFile)('node', [bin, ...args], {
+      env: { PATH: process.env['PATH'], ...env },
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -32,21 +37,36 @@ describeWithStack('deis-backup executable', (stack) => {
     const result = await run(['backup', '--config', file]);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{4}\n$/);
-    expect(result.stderr).toMatch(/^volume +success +1 entries, 0 B read, .* stored\nrestore point \S+ committed to dir:\S+ \(success\)\n$/);
+    expect(result.stderr).toMatch(
+      /^volume +success +1 entries, 0 B read, .* stored\nrestore point \S+ committed to dir:\S+ \(success\)\n$/,
+    );
     const listed = await run(['snapshots'], { DEIS_BACKUP_CONFIG: file });
     expect(listed.code).toBe(0);
-    expect(listed.stdout.split('\n')[1]).toMatch(new RegExp(`^${result.stdout.trim()} +\\S+ +success +volume +`));
+    expect(listed.stdout.split('\n')[1]).toMatch(
+      new RegExp(`^${result.stdout.trim()} +\\S+ +success +volume +`),
+    );
   });
 
   it('checks a config, shows what etcd supplied, and never prints a secret', async () => {
     const file = writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
-      target: { type: 's3', endpoint: stack.rgwEndpoint, bucket: stack.targetBucket, accessKey: 'TARGETACCESS', secretKey: 'target-secret-value' },
+      target: {
+        type: 's3',
+        endpoint: stack.rgwEndpoint,
+        bucket: stack.targetBucket,
+        accessKey: 'TARGETACCESS',
+        secretKey: 'target-secret-value',
+      },
     });
-    const result = await run(['config', 'check', '--config', file], { DEIS_BACKUP_TARGET_SECRET_KEY: 'env-secret-value' });
+    const result = await run(['config', 'check', '--config', file], {
+      DEIS_BACKUP_TARGET_SECRET_KEY: 'env-secret-value',
+    });
     expect(result.code).toBe(0);
     expect(result.stderr).toBe(`config ${file}: ok\n`);
-    const view = JSON.parse(result.stdout) as { config: { target: Record<string, string> }; resolved: Record<string, unknown> };
+    const view = JSON.parse(result.stdout) as {
+      config: { target: Record<string, string> };
+      resolved: Record<string, unknown>;
+    };
     expect(view.config.target['secretKey']).toBe('**redacted**');
     expect(view.resolved).toEqual({
       gateway: {
@@ -61,13 +81,22 @@ describeWithStack('deis-backup executable', (stack) => {
       buckets: ['db_wal', 'registry'],
       databaseHost: '127.0.0.1',
     });
-    for (const secret of ['target-secret-value', 'env-secret-value', 'TARGETACCESS', stack.gatewaySecretKey, stack.gatewayAccessKey]) {
+    for (const secret of [
+      'target-secret-value',
+      'env-secret-value',
+      'TARGETACCESS',
+      stack.gatewaySecretKey,
+      stack.gatewayAccessKey,
+    ]) {
       expect(result.stdout + result.stderr).not.toContain(secret);
     }
   });
 
   it('exits 2 naming etcd when what the config leaves out cannot be found', async () => {
-    const file = writeConfig({ etcd: { endpoints: ['http://127.0.0.1:24999'], timeoutMs: 2000 }, target: { type: 'dir', path: '/tmp/x' } });
+    const file = writeConfig({
+      etcd: { endpoints: ['http://127.0.0.1:24999'], timeoutMs: 2000 },
+      target: { type: 'dir', path: '/tmp/x' },
+    });
     const result = await run(['config', 'check', '--config', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(
@@ -83,10 +112,16 @@ describeWithStack('deis-backup executable', (stack) => {
       code: 2,
       stderr: 'deis-backup: unknown command "frobnicate"; see deis-backup --help\n',
     });
-    expect(await run(['backup', '--bogus'])).toMatchObject({ code: 2, stderr: expect.stringMatching(/^deis-backup: Unknown option '--bogus'.*; see deis-backup --help\n$/) });
+    expect(await run(['backup', '--bogus'])).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(
+        /^deis-backup: Unknown option '--bogus'.*; see deis-backup --help\n$/,
+      ) as unknown,
+    });
     expect(await run(['snapshots', '--config', '/nonexistent/config.json'])).toMatchObject({
       code: 2,
-      stderr: 'deis-backup: config /nonexistent/config.json: not found; pass --config FILE or copy config.example.json to /etc/deis-backup/config.json\n',
+      stderr:
+        'deis-backup: config /nonexistent/config.json: not found; pass --config FILE or copy config.example.json to /etc/deis-backup/config.json\n',
     });
     const help = await run(['--help']);
     expect(help.code).toBe(0);
@@ -95,7 +130,10 @@ describeWithStack('deis-backup executable', (stack) => {
 
   it('lists readable restore points and reports a damaged manifest instead of failing', async () => {
     const dir = tempDir('target');
-    const file = writeConfig({ sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } }, target: { type: 'dir', path: dir } });
+    const file = writeConfig({
+      sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
+      target: { type: 'dir', path: dir },
+    });
     const good = (await run(['backup', '--config', file])).stdout.trim();
     const badId = '20200101T000000Z-dead';
     await mkdir(join(dir, 'snapshots', badId), { recursive: true });

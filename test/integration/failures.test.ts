@@ -12,6 +12,19 @@ import { cli, gatewayClient, describeWithStack, tempDir, unique, writeConfig } f
 import { readdir } from 'node:fs/promises';
 
 const signal = AbortSignal.timeout(300_000);
+
+/** The config shape these tests write and patch. */
+interface TestConfig {
+  etcd: { endpoints: string[] };
+  ssh: Record<string, unknown>;
+  sources: {
+    buckets: { names: string[] };
+    volume: { path: string };
+    database: { host: string; command: string };
+  };
+  target: unknown;
+  gateway?: Record<string, unknown>;
+}
 const silent = createLogger({ level: 'silent' });
 
 describeWithStack('failed and partial runs', (stack) => {
@@ -19,14 +32,22 @@ describeWithStack('failed and partial runs', (stack) => {
   const volume = tempDir('volume');
   let gateway: S3Client;
 
-  const config = (target: unknown, patch: (c: Record<string, any>) => void = () => undefined) => {
-    const c: Record<string, any> = {
+  const config = (target: unknown, patch: (c: TestConfig) => void = () => undefined) => {
+    const c: TestConfig = {
       etcd: { endpoints: [stack.etcdEndpoint] },
-      ssh: { user: stack.sshUser, port: stack.sshPort, privateKeyFile: stack.sshKey, knownHostsFile: stack.sshKnownHosts },
+      ssh: {
+        user: stack.sshUser,
+        port: stack.sshPort,
+        privateKeyFile: stack.sshKey,
+        knownHostsFile: stack.sshKnownHosts,
+      },
       sources: {
         buckets: { names: [bucket] },
         volume: { path: volume },
-        database: { host: 'local', command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}` },
+        database: {
+          host: 'local',
+          command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}`,
+        },
       },
       target,
     };
@@ -34,7 +55,8 @@ describeWithStack('failed and partial runs', (stack) => {
     return writeConfig(c);
   };
   /** Restore points and leftover files in a dir target. */
-  const snapshotIds = async (dir: string) => (await new Repository(new DirTarget(dir)).listSnapshots({ signal })).map((m) => m.id);
+  const snapshotIds = async (dir: string) =>
+    (await new Repository(new DirTarget(dir)).listSnapshots({ signal })).map((m) => m.id);
 
   beforeAll(async () => {
     gateway = gatewayClient(stack);
@@ -53,11 +75,13 @@ describeWithStack('failed and partial runs', (stack) => {
       'backup',
       '--config',
       config({ type: 'dir', path: dir }, (c) => {
-        c['sources'].database.command = `pg_dumpall -h ${stack.pgHost} -p 1 -U ${stack.pgUser}`;
+        c.sources.database.command = `pg_dumpall -h ${stack.pgHost} -p 1 -U ${stack.pgUser}`;
       }),
     ]);
     expect(run.code).toBe(1);
-    expect(run.err).toMatch(/^database +failed\n  error: database: dump command locally exited 1: pg_dumpall: error: connection to server at "127\.0\.0\.1", port 1 failed: .*; check sources\.database\.command and that deis-database runs$/m);
+    expect(run.err).toMatch(
+      /^database +failed\n  error: database: dump command locally exited 1: pg_dumpall: error: connection to server at "127\.0\.0\.1", port 1 failed: .*; check sources\.database\.command and that deis-database runs$/m,
+    );
     expect(run.err).toMatch(/backup failed: no restore point written$/);
     expect(run.out).toBe('');
     expect(await snapshotIds(dir)).toEqual(before);
@@ -75,19 +99,29 @@ describeWithStack('failed and partial runs', (stack) => {
       'database',
       '--config',
       config({ type: 'dir', path: dir }, (c) => {
-        c['sources'].database.command = `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser} | head -c 2000`;
+        c.sources.database.command = `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser} | head -c 2000`;
       }),
     ]);
     expect(run.code).toBe(1);
-    expect(run.err).toContain('database: dump command locally output ended before pg_dumpall\'s "dump complete" line (truncated)');
+    expect(run.err).toContain(
+      'database: dump command locally output ended before pg_dumpall\'s "dump complete" line (truncated)',
+    );
     expect(await snapshotIds(dir)).toEqual([]);
   });
 
   it('fails on a wrong gateway key without printing any key', async () => {
     const dir = tempDir('target');
-    const run = await cli(['backup', '--config', config({ type: 'dir', path: dir }, (c) => {
-      c['gateway'] = { endpoint: stack.rgwEndpoint, accessKey: stack.gatewayAccessKey, secretKey: 'wrong-secret-key-0123456789' };
-    })]);
+    const run = await cli([
+      'backup',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c.gateway = {
+          endpoint: stack.rgwEndpoint,
+          accessKey: stack.gatewayAccessKey,
+          secretKey: 'wrong-secret-key-0123456789',
+        };
+      }),
+    ]);
     expect(run.code).toBe(1);
     expect(run.err).toContain(
       `bucket:${bucket}  failed\n  error: bucket ${bucket}: gateway ${stack.rgwEndpoint} refused the keys (SignatureDoesNotMatch); check gateway.accessKey and gateway.secretKey, or /deis/store/gateway/accessKey and secretKey in etcd`,
@@ -99,54 +133,109 @@ describeWithStack('failed and partial runs', (stack) => {
 
   it('fails on an unreachable gateway and names where it looked', async () => {
     const dir = tempDir('target');
-    const run = await cli(['backup', '--only', 'buckets', '--config', config({ type: 'dir', path: dir }, (c) => {
-      c['gateway'] = { endpoint: 'http://127.0.0.1:1' };
-    })]);
+    const run = await cli([
+      'backup',
+      '--only',
+      'buckets',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c.gateway = { endpoint: 'http://127.0.0.1:1' };
+      }),
+    ]);
     expect(run.code).toBe(1);
-    expect(run.err).toContain(`bucket ${bucket}: cannot reach gateway http://127.0.0.1:1 (ECONNREFUSED); check gateway.endpoint or /deis/store/gateway/host and port in etcd`);
+    expect(run.err).toContain(
+      `bucket ${bucket}: cannot reach gateway http://127.0.0.1:1 (ECONNREFUSED); check gateway.endpoint or /deis/store/gateway/host and port in etcd`,
+    );
   });
 
   it('fails on an unreachable target with one line and exit 1', async () => {
-    const run = await cli(['backup', '--config', config({
-      type: 's3', endpoint: 'http://127.0.0.1:1', bucket: 'deis-backups', accessKey: 'AKIAEXAMPLE', secretKey: 'target-secret-not-shown',
-    })]);
+    const run = await cli([
+      'backup',
+      '--config',
+      config({
+        type: 's3',
+        endpoint: 'http://127.0.0.1:1',
+        bucket: 'deis-backups',
+        accessKey: 'AKIAEXAMPLE',
+        secretKey: 'target-secret-not-shown',
+      }),
+    ]);
     expect(run.code).toBe(1);
-    expect(run.err).toBe('deis-backup: list snapshots/ in s3://deis-backups: ECONNREFUSED; check target.endpoint');
+    expect(run.err).toBe(
+      'deis-backup: list snapshots/ in s3://deis-backups: ECONNREFUSED; check target.endpoint',
+    );
     expect(run.out).toBe('');
   });
 
   it('fails on target keys the target refuses, and a missing target bucket', async () => {
-    const refused = await cli(['backup', '--config', config({
-      type: 's3', endpoint: stack.rgwEndpoint, bucket: stack.targetBucket, accessKey: stack.targetAccessKey, secretKey: 'nope-nope-nope',
-    })]);
+    const refused = await cli([
+      'backup',
+      '--config',
+      config({
+        type: 's3',
+        endpoint: stack.rgwEndpoint,
+        bucket: stack.targetBucket,
+        accessKey: stack.targetAccessKey,
+        secretKey: 'nope-nope-nope',
+      }),
+    ]);
     expect(refused.code).toBe(1);
-    expect(refused.err).toBe(`deis-backup: list snapshots/ in s3://${stack.targetBucket}: SignatureDoesNotMatch; check target.accessKey and target.secretKey`);
-    const missing = await cli(['backup', '--config', config({
-      type: 's3', endpoint: stack.rgwEndpoint, bucket: 'no-such-bucket-here', accessKey: stack.targetAccessKey, secretKey: stack.targetSecretKey,
-    })]);
+    expect(refused.err).toBe(
+      `deis-backup: list snapshots/ in s3://${stack.targetBucket}: SignatureDoesNotMatch; check target.accessKey and target.secretKey`,
+    );
+    const missing = await cli([
+      'backup',
+      '--config',
+      config({
+        type: 's3',
+        endpoint: stack.rgwEndpoint,
+        bucket: 'no-such-bucket-here',
+        accessKey: stack.targetAccessKey,
+        secretKey: stack.targetSecretKey,
+      }),
+    ]);
     expect(missing.code).toBe(1);
-    expect(missing.err).toBe('deis-backup: list snapshots/ in s3://no-such-bucket-here: NoSuchBucket; create bucket no-such-bucket-here or fix target.bucket');
+    expect(missing.err).toBe(
+      'deis-backup: list snapshots/ in s3://no-such-bucket-here: NoSuchBucket; create bucket no-such-bucket-here or fix target.bucket',
+    );
   });
 
   it('counts an object deleted between listing and reading as vanished, not a failure', async () => {
     const victim = 'odd/empty';
     // A real deletion on the real gateway, made right after the listing named the object.
     class DeletingClient extends S3Client {
-      override async *listObjects(b: string, opts: Parameters<S3Client['listObjects']>[1]): AsyncIterable<ListedObject> {
+      override async *listObjects(
+        b: string,
+        opts: Parameters<S3Client['listObjects']>[1],
+      ): AsyncIterable<ListedObject> {
         for await (const item of super.listObjects(b, opts)) {
           if (item.key === victim) await this.deleteObject(b, victim, { signal });
           yield item;
         }
       }
     }
-    const client = new DeletingClient({ endpoint: stack.rgwEndpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey, signatureVersion: 'v2', region: 'us-east-1' });
+    const client = new DeletingClient({
+      endpoint: stack.rgwEndpoint,
+      accessKey: stack.gatewayAccessKey,
+      secretKey: stack.gatewaySecretKey,
+      signatureVersion: 'v2',
+      region: 'us-east-1',
+    });
     const repository = new Repository(new DirTarget(tempDir('target')));
-    const result = await runBackup({ repository, log: silent }, [new BucketSource({ bucket, client, listVersion: 1, concurrency: 2 })], { signal });
+    const result = await runBackup(
+      { repository, log: silent },
+      [new BucketSource({ bucket, client, listVersion: 1, concurrency: 2 })],
+      { signal },
+    );
     client.close();
     expect(result.status).toBe('success');
     expect(result.sources[0]?.counts.vanished).toBe(1);
     expect(result.sources[0]?.counts.failed).toBe(0);
-    await gateway.putObject(bucket, victim, Buffer.alloc(0), { signal, size: 0, contentType: 'application/x-empty' });
+    await gateway.putObject(bucket, victim, Buffer.alloc(0), {
+      signal,
+      size: 0,
+      contentType: 'application/x-empty',
+    });
   });
 
   it('reports objects it could not read as partial (exit 3 in the CLI sense), and still commits the rest', async () => {
@@ -157,9 +246,19 @@ describeWithStack('failed and partial runs', (stack) => {
         return super.getObject(b, key, opts);
       }
     }
-    const client = new FaultyClient({ endpoint: stack.rgwEndpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey, signatureVersion: 'v2', region: 'us-east-1' });
+    const client = new FaultyClient({
+      endpoint: stack.rgwEndpoint,
+      accessKey: stack.gatewayAccessKey,
+      secretKey: stack.gatewaySecretKey,
+      signatureVersion: 'v2',
+      region: 'us-east-1',
+    });
     const repository = new Repository(new DirTarget(tempDir('target')));
-    const result = await runBackup({ repository, log: silent }, [new BucketSource({ bucket, client, listVersion: 2, concurrency: 3 })], { signal });
+    const result = await runBackup(
+      { repository, log: silent },
+      [new BucketSource({ bucket, client, listVersion: 2, concurrency: 3 })],
+      { signal },
+    );
     client.close();
     expect(result.status).toBe('partial');
     expect(result.sources[0]?.status).toBe('partial');
@@ -170,7 +269,11 @@ describeWithStack('failed and partial runs', (stack) => {
   });
 
   it('refuses a bad config with every problem and exit 2', async () => {
-    const run = await cli(['backup', '--config', writeConfig({ sources: { buckets: { concurrency: 'lots' } }, target: { type: 'ftp' } })]);
+    const run = await cli([
+      'backup',
+      '--config',
+      writeConfig({ sources: { buckets: { concurrency: 'lots' } }, target: { type: 'ftp' } }),
+    ]);
     expect(run.code).toBe(2);
     expect(run.err.split('\n')).toEqual([
       expect.stringMatching(/^deis-backup: config .*config\.json: 2 problem\(s\)$/),

@@ -10,14 +10,28 @@ import { bucketContents, describeWithStack, gatewayClient, unique } from './help
 const signal = AbortSignal.timeout(120_000);
 
 /** A loopback HTTP proxy in front of radosgw that records each request's Authorization header. */
-async function recordingProxy(upstream: string): Promise<{ url: string; seen: { method: string; authorization: string; status: number }[]; close: () => Promise<void> }> {
+async function recordingProxy(upstream: string): Promise<{
+  url: string;
+  seen: { method: string; authorization: string; status: number }[];
+  close: () => Promise<void>;
+}> {
   const target = new URL(upstream);
   const seen: { method: string; authorization: string; status: number }[] = [];
   const server = http.createServer((req, res) => {
     const forward = http.request(
-      { hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      {
+        hostname: target.hostname,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
       (answer) => {
-        seen.push({ method: req.method ?? '', authorization: String(req.headers.authorization ?? ''), status: answer.statusCode ?? 0 });
+        seen.push({
+          method: req.method ?? '',
+          authorization: req.headers.authorization ?? '',
+          status: answer.statusCode ?? 0,
+        });
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(res);
       },
@@ -29,7 +43,12 @@ async function recordingProxy(upstream: string): Promise<{ url: string; seen: { 
   return {
     url: `http://127.0.0.1:${port}`,
     seen,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      ),
   };
 }
 
@@ -41,7 +60,13 @@ describeWithStack('gateway client', (stack) => {
   beforeAll(async () => {
     proxy = await recordingProxy(stack.rgwEndpoint);
     // The Host header names the proxy; radosgw signs path and headers, not the host, under V2.
-    viaProxy = new S3Client({ endpoint: proxy.url, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey, signatureVersion: 'v2', region: 'us-east-1' });
+    viaProxy = new S3Client({
+      endpoint: proxy.url,
+      accessKey: stack.gatewayAccessKey,
+      secretKey: stack.gatewaySecretKey,
+      signatureVersion: 'v2',
+      region: 'us-east-1',
+    });
   });
   afterAll(async () => {
     viaProxy.close();
@@ -51,7 +76,12 @@ describeWithStack('gateway client', (stack) => {
   it('sends only AWS signature V2 and radosgw accepts it for bucket, put, multipart, list and get', async () => {
     await viaProxy.createBucket(bucket, { signal });
     await seedOddKeys(viaProxy, bucket);
-    await viaProxy.putObjectMultipart(bucket, 'registry/images/big/layer', byteStream('big', 16 * 1024 * 1024 + 7), { signal, partSize: 5 * 1024 * 1024 });
+    await viaProxy.putObjectMultipart(
+      bucket,
+      'registry/images/big/layer',
+      byteStream('big', 16 * 1024 * 1024 + 7),
+      { signal, partSize: 5 * 1024 * 1024 },
+    );
     const contents = await bucketContents(viaProxy, bucket);
     expect(proxy.seen.length).toBeGreaterThan(20);
     for (const request of proxy.seen) {
@@ -62,7 +92,10 @@ describeWithStack('gateway client', (stack) => {
     expect(contents.get('odd/empty')).toMatchObject({ size: 0, contentType: 'application/x-empty' });
     for (const key of ODD_KEYS) {
       expect(contents.get(key)?.size).toBe(Buffer.byteLength(`body of ${key}\n`));
-      expect(contents.get(key)?.metadata).toEqual({ origin: 'deis-backup-test', 'mixed-case': 'Value With Spaces' });
+      expect(contents.get(key)?.metadata).toEqual({
+        origin: 'deis-backup-test',
+        'mixed-case': 'Value With Spaces',
+      });
       expect(contents.get(key)?.contentType).toBe('text/plain; charset=utf-8');
     }
   });
@@ -71,7 +104,8 @@ describeWithStack('gateway client', (stack) => {
     const direct = gatewayClient(stack, 'v4');
     const list = async (listVersion: 1 | 2) => {
       const keys: string[] = [];
-      for await (const item of direct.listObjects(bucket, { signal, listVersion, pageSize: 3 })) keys.push(item.key);
+      for await (const item of direct.listObjects(bucket, { signal, listVersion, pageSize: 3 }))
+        keys.push(item.key);
       return keys;
     };
     const v1 = await list(1);

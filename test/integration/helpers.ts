@@ -38,7 +38,11 @@ export function unique(prefix: string): string {
 }
 
 /** A gateway client with the Deis user's keys. */
-export function gatewayClient(stack: Stack, signatureVersion: 'v2' | 'v4' = 'v2', secretKey = stack.gatewaySecretKey): S3Client {
+export function gatewayClient(
+  stack: Stack,
+  signatureVersion: 'v2' | 'v4' = 'v2',
+  secretKey = stack.gatewaySecretKey,
+): S3Client {
   return new S3Client({
     endpoint: stack.rgwEndpoint,
     accessKey: stack.gatewayAccessKey,
@@ -52,9 +56,17 @@ export function gatewayClient(stack: Stack, signatureVersion: 'v2' | 'v4' = 'v2'
 export async function bucketContents(
   client: S3Client,
   bucket: string,
-): Promise<Map<string, { size: number; etag: string; contentType?: string; metadata: Record<string, string>; sha256: string }>> {
+): Promise<
+  Map<
+    string,
+    { size: number; etag: string; contentType?: string; metadata: Record<string, string>; sha256: string }
+  >
+> {
   const signal = AbortSignal.timeout(120_000);
-  const out = new Map<string, { size: number; etag: string; contentType?: string; metadata: Record<string, string>; sha256: string }>();
+  const out = new Map<
+    string,
+    { size: number; etag: string; contentType?: string; metadata: Record<string, string>; sha256: string }
+  >();
   for await (const item of client.listObjects(bucket, { signal, listVersion: 1 })) {
     const got = await client.getObject(bucket, item.key, { signal });
     if (!got) throw new Error(`${item.key} vanished`);
@@ -90,7 +102,9 @@ export async function describeTree(root: string): Promise<Record<string, string>
         out[path] = `dir ${common}`;
         await walk(full, path);
       } else {
-        const sha = createHash('sha256').update(await readFile(full)).digest('hex');
+        const sha = createHash('sha256')
+          .update(await readFile(full))
+          .digest('hex');
         out[path] = `file ${common} size=${st.size} sha256=${sha}`;
       }
     }
@@ -105,10 +119,18 @@ export function gnuTarExtract(archive: string, into: string): void {
 }
 
 /** Runs `deis-backup` in-process; returns exit code and what it printed. */
-export async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; err: string }> {
+export async function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await main(args, env, { out: (l) => out.push(l), err: (l) => err.push(l) }, AbortSignal.timeout(300_000));
+  const code = await main(
+    args,
+    env,
+    { out: (l) => out.push(l), err: (l) => err.push(l) },
+    AbortSignal.timeout(300_000),
+  );
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
@@ -121,14 +143,37 @@ export function writeConfig(config: unknown): string {
 
 /** Runs SQL on a cluster of the stack with psql; returns stdout. */
 export function psql(stack: Stack, port: number, sql: string, database = 'postgres'): string {
-  return execFileSync('psql', ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-h', stack.pgHost, '-p', String(port), '-U', stack.pgUser, '-d', database, '-c', sql], {
-    encoding: 'utf8',
-  });
+  return execFileSync(
+    'psql',
+    [
+      '-X',
+      '-q',
+      '-At',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-h',
+      stack.pgHost,
+      '-p',
+      String(port),
+      '-U',
+      stack.pgUser,
+      '-d',
+      database,
+      '-c',
+      sql,
+    ],
+    {
+      encoding: 'utf8',
+    },
+  );
 }
 
 /** pg_dumpall of a cluster of the stack, without the random per-dump `\\restrict` keys of PostgreSQL 15.14+. */
 export function dumpAll(stack: Stack, port: number): string {
-  return execFileSync('pg_dumpall', ['-h', stack.pgHost, '-p', String(port), '-U', stack.pgUser], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+  return execFileSync('pg_dumpall', ['-h', stack.pgHost, '-p', String(port), '-U', stack.pgUser], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  })
     .split('\n')
     .filter((line) => !/^\\(un)?restrict /.test(line))
     .join('\n');
@@ -137,18 +182,37 @@ export function dumpAll(stack: Stack, port: number): string {
 /** Empties the scratch cluster: every database but the built-in ones, every role but postgres. */
 export function resetScratch(stack: Stack): void {
   const port = stack.pgScratchPort;
-  for (const db of psql(stack, port, "select datname from pg_database where datname not in ('postgres','template0','template1')").split('\n').filter(Boolean)) {
+  for (const db of psql(
+    stack,
+    port,
+    "select datname from pg_database where datname not in ('postgres','template0','template1')",
+  )
+    .split('\n')
+    .filter(Boolean)) {
     psql(stack, port, `drop database "${db}" with (force)`);
   }
-  for (const role of psql(stack, port, "select rolname from pg_roles where rolname <> 'postgres' and rolname not like 'pg\\_%'").split('\n').filter(Boolean)) {
+  for (const role of psql(
+    stack,
+    port,
+    "select rolname from pg_roles where rolname <> 'postgres' and rolname not like 'pg\\_%'",
+  )
+    .split('\n')
+    .filter(Boolean)) {
     psql(stack, port, `drop role "${role}"`);
   }
 }
 
 /** Loads a gzip'd SQL dump into the scratch cluster with `gunzip -c | psql`, as an operator would. */
 export function loadDump(stack: Stack, file: string): void {
-  const result = spawnSync('sh', ['-c', `gunzip -c '${file}' | psql -X -q -v ON_ERROR_STOP=0 -h ${stack.pgHost} -p ${stack.pgScratchPort} -U ${stack.pgUser} -d postgres`], {
-    encoding: 'utf8',
-  });
+  const result = spawnSync(
+    'sh',
+    [
+      '-c',
+      `gunzip -c '${file}' | psql -X -q -v ON_ERROR_STOP=0 -h ${stack.pgHost} -p ${stack.pgScratchPort} -U ${stack.pgUser} -d postgres`,
+    ],
+    {
+      encoding: 'utf8',
+    },
+  );
   if (result.status !== 0) throw new Error(`loading ${file} failed: ${result.stderr}`);
 }

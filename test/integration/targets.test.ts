@@ -55,7 +55,9 @@ function conformance(name: string, make: () => Target): void {
 
   it(`${name}: a put whose body fails leaves no object`, async () => {
     const target = make();
-    await expect(target.put('broken/key', failingStream(), { signal })).rejects.toThrow(/source connection dropped/);
+    await expect(target.put('broken/key', failingStream(), { signal })).rejects.toThrow(
+      /source connection dropped/,
+    );
     expect(await target.stat('broken/key', { signal })).toBeUndefined();
     const keys: string[] = [];
     for await (const info of target.list('broken', { signal })) keys.push(info.key);
@@ -70,7 +72,9 @@ function conformance(name: string, make: () => Target): void {
 
   it(`${name}: refuses keys that would leave its root`, async () => {
     const target = make();
-    await expect(target.put('../escape', Readable.from([Buffer.from('x')]), { signal })).rejects.toThrow(/invalid target key/);
+    await expect(target.put('../escape', Readable.from([Buffer.from('x')]), { signal })).rejects.toThrow(
+      /invalid target key/,
+    );
     await expect(target.stat('/abs', { signal })).rejects.toThrow(/invalid target key/);
   });
 }

@@ -72,7 +72,15 @@ describe('loadConfig', () => {
     const secretFile = join(dir, 'secret');
     writeFileSync(secretFile, 'from-file-secret\n');
     const config = loadConfig({
-      file: file({ target: { type: 's3', endpoint: 'http://127.0.0.1:7480', bucket: 'backups', accessKey: 'a', secretKey: 'b' } }),
+      file: file({
+        target: {
+          type: 's3',
+          endpoint: 'http://127.0.0.1:7480',
+          bucket: 'backups',
+          accessKey: 'a',
+          secretKey: 'b',
+        },
+      }),
       env: {
         DEIS_BACKUP_GATEWAY_ACCESS_KEY: 'GWACCESS',
         DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: secretFile,
@@ -85,7 +93,9 @@ describe('loadConfig', () => {
   });
 
   it('refuses a secret given both directly and as a file, and an unreadable file', () => {
-    expect(problems({}, { DEIS_BACKUP_GATEWAY_SECRET_KEY: 'x', DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: '/x' })).toEqual([
+    expect(
+      problems({}, { DEIS_BACKUP_GATEWAY_SECRET_KEY: 'x', DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: '/x' }),
+    ).toEqual([
       'DEIS_BACKUP_GATEWAY_SECRET_KEY and DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE are both set: keep one',
     ]);
     expect(problems({}, { DEIS_BACKUP_TARGET_ACCESS_KEY_FILE: join(dir, 'missing') })[0]).toMatch(
@@ -98,7 +108,11 @@ describe('loadConfig', () => {
       file: file({ gateway: { accessKey: 'VISIBLEACCESSKEY0000', secretKey: 'supersecretvalue' } }),
       env: {},
     });
-    const shown = [JSON.stringify(redactedView(config)), inspect(config, { depth: 10 }), `${String(config.gateway.secretKey)}`].join('\n');
+    const shown = [
+      JSON.stringify(redactedView(config)),
+      inspect(config, { depth: 10 }),
+      String(config.gateway.secretKey),
+    ].join('\n');
     expect(shown).not.toContain('supersecretvalue');
     expect(shown).not.toContain('VISIBLEACCESSKEY0000');
     expect(shown).toContain('**redacted**');
@@ -112,6 +126,8 @@ describe('secret overrides and the target kind', () => {
       env: { DEIS_BACKUP_TARGET_ACCESS_KEY: 'x', DEIS_BACKUP_TARGET_SECRET_KEY: 'y' },
     });
     expect(config.target).toEqual({ type: 'dir', path: '/backups' });
-    expect(loadConfig({ file: file({}), env: { DEIS_BACKUP_TARGET_SECRET_KEY: 'y' } }).target.type).toBe('dir');
+    expect(loadConfig({ file: file({}), env: { DEIS_BACKUP_TARGET_SECRET_KEY: 'y' } }).target.type).toBe(
+      'dir',
+    );
   });
 });

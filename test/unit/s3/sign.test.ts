@@ -14,7 +14,9 @@ describe('signature v2', () => {
       query: new URLSearchParams(),
       headers: { Date: 'Tue, 27 Mar 2007 19:36:42 +0000' },
     };
-    expect(stringToSignV2(req)).toBe('GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/awsexamplebucket1/photos/puppy.jpg');
+    expect(stringToSignV2(req)).toBe(
+      'GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/awsexamplebucket1/photos/puppy.jpg',
+    );
     expect(authorizationV2(req, ACCESS, SECRET)).toBe(`AWS ${ACCESS}:qgk2+6Sv9/oM7G3qLEjTH1a1l1g=`);
   });
 
@@ -45,11 +47,18 @@ describe('signature v2', () => {
       query: new URLSearchParams({ uploadId: 'u1', partNumber: '2', 'max-keys': '5' }),
       headers: { Date: 'D', 'X-Amz-Meta-B': ' two ', 'x-amz-meta-a': 'one' },
     };
-    expect(stringToSignV2(req)).toBe('PUT\n\n\nD\nx-amz-meta-a:one\nx-amz-meta-b:two\n/db_wal/key?partNumber=2&uploadId=u1');
+    expect(stringToSignV2(req)).toBe(
+      'PUT\n\n\nD\nx-amz-meta-a:one\nx-amz-meta-b:two\n/db_wal/key?partNumber=2&uploadId=u1',
+    );
   });
 
   it('uses an empty Date line when x-amz-date is sent', () => {
-    const req = { method: 'GET', path: '/b/k', query: new URLSearchParams('uploads'), headers: { 'x-amz-date': 'X', Date: 'D' } };
+    const req = {
+      method: 'GET',
+      path: '/b/k',
+      query: new URLSearchParams('uploads'),
+      headers: { 'x-amz-date': 'X', Date: 'D' },
+    };
     expect(stringToSignV2(req)).toBe('GET\n\n\n\nx-amz-date:X\n/b/k?uploads');
   });
 });
@@ -61,7 +70,11 @@ describe('signature v4', () => {
         method: 'GET',
         path: '/',
         query: new URLSearchParams('max-keys=2&prefix=J'),
-        headers: { host: 'examplebucket.s3.amazonaws.com', 'x-amz-date': '20130524T000000Z', 'x-amz-content-sha256': EMPTY_SHA256 },
+        headers: {
+          host: 'examplebucket.s3.amazonaws.com',
+          'x-amz-date': '20130524T000000Z',
+          'x-amz-content-sha256': EMPTY_SHA256,
+        },
       },
       { accessKey: ACCESS, secretKey: SECRET, region: 'us-east-1' },
     );
