@@ -3,19 +3,13 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { S3Client } from '../src/s3/client.js';
 import { seedDbWal, seedRegistry, seedVolume } from '../test/fixtures/deis-sample.js';
-import { loadStack } from '../test/fixtures/stack.js';
+import { gatewayOptions, loadStack, stackDumpCommand, stackSsh } from '../test/fixtures/stack.js';
 
 const dir = process.argv[2] ?? '/tmp/deis-backup-demo';
 const stack = loadStack();
 if (!stack) throw new Error('the test stack is not running; start it with npm run stack:start');
 
-const gateway = new S3Client({
-  endpoint: stack.rgwEndpoint,
-  accessKey: stack.gatewayAccessKey,
-  secretKey: stack.gatewaySecretKey,
-  signatureVersion: 'v2',
-  region: 'us-east-1',
-});
+const gateway = new S3Client(gatewayOptions(stack));
 await seedDbWal(gateway, 'db_wal');
 await seedRegistry(gateway, 'registry');
 gateway.close();
@@ -25,15 +19,10 @@ await seedVolume(join(dir, 'store'));
 await mkdir(join(dir, 'backups'), { recursive: true });
 const config = {
   etcd: { endpoints: [stack.etcdEndpoint] },
-  ssh: {
-    user: stack.sshUser,
-    port: stack.sshPort,
-    privateKeyFile: stack.sshKey,
-    knownHostsFile: stack.sshKnownHosts,
-  },
+  ssh: stackSsh(stack),
   sources: {
     volume: { path: join(dir, 'store') },
-    database: { command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}` },
+    database: { command: stackDumpCommand(stack) },
   },
   target: { type: 'dir', path: join(dir, 'backups') },
 };

@@ -14,6 +14,7 @@ import { DirTarget } from '../../src/targets/dir.js';
 import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
 import { Secret } from '../../src/secret.js';
+import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import { seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import {
   bucketContents,
@@ -46,16 +47,11 @@ describeWithStack('backup', (stack) => {
   /** A config for this file's buckets and volume, the database dumped over SSH (host from etcd). */
   const baseConfig = (target: unknown, extra: Record<string, unknown> = {}) => ({
     etcd: { endpoints: [stack.etcdEndpoint] },
-    ssh: {
-      user: stack.sshUser,
-      port: stack.sshPort,
-      privateKeyFile: stack.sshKey,
-      knownHostsFile: stack.sshKnownHosts,
-    },
+    ssh: stackSsh(stack),
     sources: {
       buckets: { names: [walBucket, registryBucket], concurrency: 4 },
       volume: { path: volume },
-      database: { command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}` },
+      database: { command: stackDumpCommand(stack) },
     },
     target,
     ...extra,

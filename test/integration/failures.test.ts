@@ -8,6 +8,7 @@ import { S3Client, type ListedObject } from '../../src/s3/client.js';
 import { BucketSource } from '../../src/sources/bucket.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { seedOddKeys } from '../fixtures/deis-sample.js';
+import { gatewayOptions, stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import { cli, gatewayClient, describeWithStack, tempDir, unique, writeConfig } from './helpers.js';
 import { readdir } from 'node:fs/promises';
 
@@ -35,19 +36,11 @@ describeWithStack('failed and partial runs', (stack) => {
   const config = (target: unknown, patch: (c: TestConfig) => void = () => undefined) => {
     const c: TestConfig = {
       etcd: { endpoints: [stack.etcdEndpoint] },
-      ssh: {
-        user: stack.sshUser,
-        port: stack.sshPort,
-        privateKeyFile: stack.sshKey,
-        knownHostsFile: stack.sshKnownHosts,
-      },
+      ssh: stackSsh(stack),
       sources: {
         buckets: { names: [bucket] },
         volume: { path: volume },
-        database: {
-          host: 'local',
-          command: `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}`,
-        },
+        database: { host: 'local', command: stackDumpCommand(stack) },
       },
       target,
     };
@@ -214,13 +207,7 @@ describeWithStack('failed and partial runs', (stack) => {
         }
       }
     }
-    const client = new DeletingClient({
-      endpoint: stack.rgwEndpoint,
-      accessKey: stack.gatewayAccessKey,
-      secretKey: stack.gatewaySecretKey,
-      signatureVersion: 'v2',
-      region: 'us-east-1',
-    });
+    const client = new DeletingClient(gatewayOptions(stack));
     const repository = new Repository(new DirTarget(tempDir('target')));
     const result = await runBackup(
       { repository, log: silent },
@@ -246,13 +233,7 @@ describeWithStack('failed and partial runs', (stack) => {
         return super.getObject(b, key, opts);
       }
     }
-    const client = new FaultyClient({
-      endpoint: stack.rgwEndpoint,
-      accessKey: stack.gatewayAccessKey,
-      secretKey: stack.gatewaySecretKey,
-      signatureVersion: 'v2',
-      region: 'us-east-1',
-    });
+    const client = new FaultyClient(gatewayOptions(stack));
     const repository = new Repository(new DirTarget(tempDir('target')));
     const result = await runBackup(
       { repository, log: silent },

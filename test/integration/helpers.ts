@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe } from 'vitest';
 import { main } from '../../src/cli.js';
 import { S3Client } from '../../src/s3/client.js';
-import { loadStack, type Stack } from '../fixtures/stack.js';
+import { gatewayOptions, loadStack, type Stack } from '../fixtures/stack.js';
 
 /**
  * The running stack. When it is required (npm test, CI) and missing, this throws so the suite fails;
@@ -43,13 +43,7 @@ export function gatewayClient(
   signatureVersion: 'v2' | 'v4' = 'v2',
   secretKey = stack.gatewaySecretKey,
 ): S3Client {
-  return new S3Client({
-    endpoint: stack.rgwEndpoint,
-    accessKey: stack.gatewayAccessKey,
-    secretKey,
-    signatureVersion,
-    region: 'us-east-1',
-  });
+  return new S3Client(gatewayOptions(stack, signatureVersion, secretKey));
 }
 
 /** What a bucket holds, by key: size, ETag, content-type, user metadata and the body's sha256. */
