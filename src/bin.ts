@@ -20,6 +20,7 @@ process.exitCode = await main(
   {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
+    progress: process.stderr,
   },
   controller.signal,
 );

@@ -5,14 +5,26 @@ import { runBackup } from './backup.js';
 import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './cluster.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, redactedView, type Config } from './config.js';
 import { BackupError, describeError } from './errors.js';
-import { formatOutcome, formatSnapshots, formatSources } from './format.js';
+import { formatOutcome, formatRestore, formatSnapshots, formatSources } from './format.js';
+import { restoreSnapshot } from './restore.js';
+import { createReporter } from './restore/report.js';
 import { createLogger } from './log.js';
-import { createClusterEtcd, createRepository, createSources, parseOnly } from './wiring.js';
+import {
+  createClusterEtcd,
+  createRepository,
+  createRestoreGateway,
+  createSources,
+  parseOnly,
+  sshTarget,
+} from './wiring.js';
 
 const USAGE = `usage: deis-backup [--config FILE] [--verbose] <command>
 
 commands:
   backup [--only buckets,volume,database] [--json]   take one restore point; prints its id
+  restore <id|latest> [--only buckets,volume,database] [--bucket SRC=DEST ...]
+          [--volume-to DIR] [--dry-run] [--overwrite] [--yes] [--json]
+                                                    restore in Deis order (default: buckets, volume)
   snapshots [--json]                                list restore points
   config check                                      validate and print the resolved config (secrets redacted)
 
@@ -26,6 +38,8 @@ export const EXIT = { success: 0, failed: 1, usage: 2, partial: 3 } as const;
 export interface Io {
   out: (line: string) => void;
   err: (line: string) => void;
+  /** Where restore progress goes (stderr); a terminal gets a redrawn line, anything else JSON lines. */
+  progress?: { write(text: string): void; isTTY?: boolean };
 }
 
 /** Runs the CLI with argv (without node and script) and returns the exit code. */
@@ -45,6 +59,11 @@ export async function main(
         verbose: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         only: { type: 'string' },
+        bucket: { type: 'string', multiple: true },
+        'volume-to': { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
+        overwrite: { type: 'boolean', default: false },
+        yes: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -63,6 +82,13 @@ export async function main(
     switch (command) {
       case 'backup':
         return await backupCommand(load(configFile, env), values, io, signal);
+      case 'restore':
+        if (sub === undefined)
+          throw new BackupError(
+            'ERR_USAGE',
+            'restore: name a restore point id or "latest"; list them with deis-backup snapshots',
+          );
+        return await restoreCommand(load(configFile, env), sub, values, io, signal);
       case 'snapshots':
         return await snapshotsCommand(load(configFile, env), values.json, io, signal);
       case 'config':
@@ -125,6 +151,80 @@ async function backupCommand(
   } finally {
     run.close();
   }
+}
+
+async function restoreCommand(
+  config: Config,
+  snapshot: string,
+  values: {
+    json: boolean;
+    only?: string | undefined;
+    bucket?: string[] | undefined;
+    'volume-to'?: string | undefined;
+    'dry-run': boolean;
+    overwrite: boolean;
+    yes: boolean;
+    verbose: boolean;
+  },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const only = parseOnly(values.only) ?? ['buckets', 'volume'];
+  const bucketMap = parseBucketMap(values.bucket ?? []);
+  const volumeTo = values['volume-to'];
+  if (volumeTo !== undefined && !volumeTo.startsWith('/')) {
+    throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
+  }
+  const etcd = createClusterEtcd(config);
+  const gateway = createRestoreGateway(config, etcd, { signal });
+  try {
+    const report = await restoreSnapshot(
+      {
+        config,
+        repository: createRepository(config),
+        etcd,
+        gateway: gateway.get,
+        sshTarget: (host) => sshTarget(config, host),
+        reporter: createReporter(io.progress ?? { write: () => undefined }),
+        log: createLogger({ level: values.verbose ? config.log.level : 'silent' }),
+      },
+      {
+        snapshot,
+        only,
+        bucketMap,
+        volumeTo,
+        dryRun: values['dry-run'],
+        overwrite: values.overwrite,
+        yes: values.yes,
+      },
+      { signal },
+    );
+    if (values.json) io.out(JSON.stringify(report, null, 2));
+    else for (const line of formatRestore(report)) io.out(line);
+    return report.status === 'success'
+      ? EXIT.success
+      : report.status === 'partial'
+        ? EXIT.partial
+        : EXIT.failed;
+  } finally {
+    gateway.close();
+  }
+}
+
+/** Parses repeated `--bucket SRC=DEST`. */
+function parseBucketMap(values: readonly string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const value of values) {
+    const match = /^([a-z0-9][a-z0-9._-]+)=([a-z0-9][a-z0-9._-]+)$/.exec(value);
+    if (!match?.[1] || !match[2]) {
+      throw new BackupError(
+        'ERR_USAGE',
+        `--bucket ${value}: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored`,
+      );
+    }
+    map.set(match[1], match[2]);
+  }
+  return map;
 }
 
 async function snapshotsCommand(config: Config, json: boolean, io: Io, signal: AbortSignal): Promise<number> {

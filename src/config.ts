@@ -8,6 +8,13 @@ import { Secret } from './secret.js';
 /** Where the config file is looked for when --config is not given. */
 export const DEFAULT_CONFIG_PATH = '/etc/deis-backup/config.json';
 
+/** The psql command of the Deis database container, reading SQL on stdin. */
+export const DEFAULT_LOAD_COMMAND = 'docker exec -i deis-database sudo -u postgres psql -X -q -d postgres';
+
+/** The controller's Django shell, reading the re-save snippet on stdin; {etcd} is host:4001. */
+export const DEFAULT_CONTROLLER_COMMAND =
+  "docker exec -i deis-controller /bin/sh -c 'cd /app && ETCD={etcd} ./manage.py shell'";
+
 /** The pg_dumpall command of the Deis docs, run on the database host. */
 export const DEFAULT_DUMP_COMMAND = 'docker exec deis-database sudo -u postgres pg_dumpall';
 
@@ -122,6 +129,18 @@ const schema = z
         { error: 'must have type "s3" or "dir"' },
       )
       .default({ type: 'dir', path: '/var/lib/deis-backup' }),
+    restore: z
+      .object({
+        databaseCommand: z.string().min(1).default(DEFAULT_LOAD_COMMAND),
+        deisVersion: z
+          .string()
+          .regex(/^v?\d+\.\d+(\.\d+)?$/, { error: 'must be a Deis version such as "v1.10.1"' })
+          .optional(),
+        controllerHost: z.string().min(1).optional(),
+        controllerCommand: z.string().min(1).default(DEFAULT_CONTROLLER_COMMAND),
+      })
+      .strict()
+      .prefault({}),
     schedule: z.string().min(1).default('0 3 * * *'),
     retention: z
       .object({

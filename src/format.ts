@@ -1,6 +1,8 @@
 // Human-readable summaries for the CLI: sizes, run results and restore point tables.
 import type { BackupResult } from './backup.js';
 import type { Manifest, SourceRecord } from './repository/manifest.js';
+import type { RestoreReport } from './restore.js';
+import type { StepCounts } from './restore/report.js';
 
 /** 1536 → "1.5 KiB". */
 export function formatBytes(bytes: number): string {
@@ -62,5 +64,40 @@ export function formatSnapshots(manifests: readonly Manifest[]): string[] {
       `${m.id.padEnd(22)}  ${m.finishedAt.replace(/\.\d{3}Z$/, 'Z').padEnd(20)}  ${m.status.padEnd(7)}  ${sources.padEnd(30)}  ${formatBytes(stored)}`,
     );
   }
+  return lines;
+}
+
+function countsText(c: StepCounts): string {
+  const parts = [`${c.objects} items`, formatBytes(c.bytes), `${c.create} to create`, `${c.skip} identical`];
+  if (c.overwrite > 0) parts.push(`${c.overwrite} to overwrite`);
+  if (c.conflict > 0) parts.push(`${c.conflict} differing (kept)`);
+  if (c.failed > 0) parts.push(`${c.failed} failed`);
+  parts.push(`${formatBytes(c.transferBytes)} to send`);
+  return parts.join(', ');
+}
+
+/** The plan (dry run) or result of a restore, a few lines per step, then hazards and next steps. */
+export function formatRestore(report: RestoreReport): string[] {
+  const lines = [
+    `${report.dryRun ? 'plan for' : 'restore of'} ${report.snapshot}${report.dryRun ? ' (dry run: nothing written)' : `: ${report.status}`}`,
+  ];
+  for (const step of report.steps) {
+    lines.push(`${step.step}: ${step.status}  ${step.detail}`);
+    if (step.buckets) {
+      for (const b of step.buckets) {
+        const name = b.source === b.destination ? b.source : `${b.source} -> ${b.destination}`;
+        const reorder =
+          b.counts.reorder > 0 ? `, ${b.counts.reorder} sentinel(s) re-sent to keep WAL-E's order` : '';
+        lines.push(
+          `  ${name}${b.createBucket ? ' (bucket created)' : ''}: ${countsText(b.counts)}${reorder}`,
+        );
+      }
+    } else {
+      lines.push(`  ${countsText(step.counts)}`);
+    }
+    for (const e of step.errors) lines.push(`  error: ${e}`);
+  }
+  for (const h of report.hazards) lines.push(`hazard: ${h}`);
+  for (const n of report.next) lines.push(`next: ${n}`);
   return lines;
 }

@@ -2,7 +2,7 @@
 // stdout streams back, stderr is collected, and aborting the signal ends the connection.
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { Client, type ClientChannel } from 'ssh2';
 import { BackupError, toError } from './errors.js';
 
@@ -16,9 +16,11 @@ export interface SshTarget {
   timeoutMs: number;
 }
 
-/** A command running on a remote host. The caller must consume `stdout`. */
+/** A command running on a remote or local host. The caller must consume `stdout`. */
 export interface RemoteCommand {
   stdout: Readable;
+  /** The command's standard input; end it to send EOF. */
+  stdin: Writable;
   /** Resolves when the command ends: exit code (null if killed) and the last 64 KiB of stderr. */
   finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }>;
 }
@@ -139,7 +141,7 @@ export async function runRemote(
   );
   // The channel's close is awaited through `finished`; a stdout consumer must not see an unhandled rejection.
   finished.catch(() => undefined);
-  return { stdout: channel, finished };
+  return { stdout: channel, stdin: channel, finished };
 }
 
 function connectError(

@@ -128,3 +128,37 @@ export async function createSources(
     },
   };
 }
+
+/** The new cluster's gateway for a restore, resolved on first use; close() releases it. */
+export function createRestoreGateway(
+  config: Config,
+  etcd: Etcd,
+  opts: { signal: AbortSignal },
+): { get: () => Promise<{ client: S3Client; listVersion: 1 | 2; endpoint: string }>; close(): void } {
+  let made: Promise<{ client: S3Client; listVersion: 1 | 2; endpoint: string }> | undefined;
+  return {
+    get() {
+      made ??= resolveGateway(config, etcd, opts).then((gateway) => ({
+        client: new S3Client({
+          endpoint: gateway.endpoint,
+          accessKey: gateway.accessKey.reveal(),
+          secretKey: gateway.secretKey.reveal(),
+          signatureVersion: gateway.signatureVersion,
+          region: gateway.region,
+          maxSockets: config.sources.buckets.concurrency,
+        }),
+        listVersion: gateway.listVersion,
+        endpoint: gateway.endpoint,
+      }));
+      return made;
+    },
+    close() {
+      void made?.then(
+        (g) => {
+          g.client.close();
+        },
+        () => undefined,
+      );
+    },
+  };
+}

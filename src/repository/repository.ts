@@ -6,6 +6,7 @@ import { createGunzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
 import { BackupError } from '../errors.js';
 import type { Target } from '../targets/target.js';
+import { chain } from '../streams.js';
 import { HashingStream } from './hashing.js';
 import { artifactKey, blobKey, isSnapshotId, manifestKey, newSnapshotId, SNAPSHOTS } from './layout.js';
 import { parseManifest, type ArtifactRecord, type IndexEntry, type Manifest } from './manifest.js';
@@ -93,6 +94,24 @@ export class Repository {
       throw err;
     }
     return parseManifest(text, key);
+  }
+
+  /**
+   * Opens an artifact for reading through a sha256 check: the returned stream fails at its end
+   * (ERR_INTEGRITY) when the bytes differ from the manifest's record.
+   */
+  async openVerified(artifact: ArtifactRecord, opts: { signal: AbortSignal }): Promise<Readable> {
+    const body = await this.target.get(artifact.key, opts);
+    const check = new VerifyingStream(artifact, this.target.name);
+    return chain(body, check);
+  }
+
+  /** Reads an artifact to its end and checks its sha256; throws ERR_INTEGRITY on a mismatch. */
+  async verifyArtifact(artifact: ArtifactRecord, opts: { signal: AbortSignal }): Promise<void> {
+    const stream = await this.openVerified(artifact, opts);
+    for await (const _ of stream) {
+      // Only the hash matters here.
+    }
   }
 
   /** Streams the entries of a bucket index artifact, verifying its sha256 once read to the end. */
@@ -189,6 +208,30 @@ export class SnapshotWriter {
     if (put.status === 'rejected') throw put.reason;
     if (forwarded.status === 'rejected') throw forwarded.reason;
     return { key, size: hashing.bytes, sha256: hashing.digest() };
+  }
+}
+
+/** Pass-through that fails at the end when the bytes do not match an artifact's size and sha256. */
+class VerifyingStream extends HashingStream {
+  private readonly artifact: ArtifactRecord;
+  private readonly where: string;
+  constructor(artifact: ArtifactRecord, where: string) {
+    super();
+    this.artifact = artifact;
+    this.where = where;
+  }
+  override _flush(callback: (error?: Error | null) => void): void {
+    const sha256 = this.digest();
+    if (sha256 !== this.artifact.sha256 || this.bytes !== this.artifact.size) {
+      callback(
+        new BackupError(
+          'ERR_INTEGRITY',
+          `${this.artifact.key} in ${this.where} does not match the manifest (sha256 ${sha256.slice(0, 12)}…, ${this.bytes} bytes; expected ${this.artifact.sha256.slice(0, 12)}…, ${this.artifact.size} bytes): damaged or tampered`,
+        ),
+      );
+      return;
+    }
+    callback();
   }
 }
 

@@ -161,10 +161,13 @@ export class S3Client {
       size: number;
       contentType?: string;
       metadata?: Readonly<Record<string, string>>;
+      /** Hex MD5 of the body: the gateway refuses (BadDigest) a body that does not match it. */
+      md5?: string;
     },
   ): Promise<string> {
     const headers: Record<string, string> = { 'content-length': String(opts.size) };
     if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
+    if (opts.md5 !== undefined) headers['content-md5'] = Buffer.from(opts.md5, 'hex').toString('base64');
     for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
     const res = await this.request('PUT', bucket, key, { headers, body, signal: opts.signal });
     res.resume();
@@ -184,8 +187,10 @@ export class S3Client {
       partSize: number;
       contentType?: string;
       metadata?: Readonly<Record<string, string>>;
+      /** Runs after the last part, before completion; throwing aborts the upload, leaving no object. */
+      beforeComplete?: () => void;
     },
-  ): Promise<void> {
+  ): Promise<string> {
     const headers: Record<string, string> = { 'content-length': '0' };
     if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
     for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
@@ -212,6 +217,7 @@ export class S3Client {
         res.resume();
         etags.push(res.headers.etag ?? '');
       }
+      opts.beforeComplete?.();
       const completion = Buffer.from(
         `<CompleteMultipartUpload>${etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`).join('')}</CompleteMultipartUpload>`,
       );
@@ -223,6 +229,8 @@ export class S3Client {
       });
       const text = await readText(done);
       if (text.includes('<Error>')) throw errorFromResponse(200, text, `complete upload of ${bucket}/${key}`);
+      const result = xml.parse(text) as { CompleteMultipartUploadResult?: { ETag?: string } };
+      return unquote(result.CompleteMultipartUploadResult?.ETag ?? '');
     } catch (err) {
       const abort = await this.request('DELETE', bucket, key, {
         query: new URLSearchParams({ uploadId }),

@@ -1,13 +1,13 @@
 // The Deis database as a gzip-compressed pg_dumpall, run on the database host over SSH (by default
 // `docker exec deis-database sudo -u postgres pg_dumpall`) or locally. A dump counts only when the
 // command exits 0 and the stream ends with pg_dumpall's completion line.
-import { spawn } from 'node:child_process';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { BackupError } from '../errors.js';
 import { chain } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
-import { runRemote, type SshTarget } from '../ssh.js';
+import { runCommand, whereText } from '../command.js';
+import type { SshTarget } from '../ssh.js';
 import { errorLine, type Source, type SourceRunContext } from './source.js';
 
 /** Artifact name of the dump. */
@@ -32,9 +32,8 @@ export class DatabaseSource implements Source {
   async backup(ctx: SourceRunContext): Promise<SourceRecord> {
     const { command, ssh } = this.location;
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${command}` : `local: ${command}`;
-    const running = ssh
-      ? await runRemote(ssh, command, { signal: ctx.signal })
-      : runLocal(command, ctx.signal);
+    const running = await runCommand(command, { ssh }, { signal: ctx.signal });
+    running.stdin.end();
     const tail = new TailKeeper(512);
     let stored;
     try {
@@ -46,7 +45,7 @@ export class DatabaseSource implements Source {
       throw err;
     }
     const { code, signal, stderr } = await running.finished;
-    const where = ssh ? `on ${ssh.host}` : 'locally';
+    const where = whereText(ssh);
     let problem: string | undefined;
     if (code !== 0)
       problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
@@ -72,34 +71,6 @@ export class DatabaseSource implements Source {
       artifacts: [{ name: DATABASE_ARTIFACT, ...stored }],
     };
   }
-}
-
-function runLocal(
-  command: string,
-  signal: AbortSignal,
-): {
-  stdout: Readable;
-  finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }>;
-} {
-  const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], signal });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
-  });
-  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>(
-    (resolve, reject) => {
-      child.once('error', (err) => {
-        if (signal.aborted) reject(signal.reason as Error);
-        else resolve({ code: 127, signal: undefined, stderr: `${stderr}\n${err.message}` });
-      });
-      child.once('close', (code, sig) => {
-        if (signal.aborted) reject(signal.reason as Error);
-        else resolve({ code, signal: sig ?? undefined, stderr });
-      });
-    },
-  );
-  finished.catch(() => undefined);
-  return { stdout: child.stdout, finished };
 }
 
 /** Pass-through that counts bytes and keeps the last `size` bytes as text. */

@@ -11,7 +11,8 @@ import { pack as createPack, type Header, type Pack } from 'tar-stream';
 import { BackupError } from '../errors.js';
 import { chain } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
-import { runRemote, type SshTarget } from '../ssh.js';
+import { runCommand } from '../command.js';
+import type { SshTarget } from '../ssh.js';
 import { errorLine, Findings, type Source, type SourceRunContext } from './source.js';
 
 /** Artifact name of the volume archive. */
@@ -88,7 +89,8 @@ export class VolumeSource implements Source {
     const path = this.location.path;
     const sudo = ssh.user === 'root' ? '' : 'sudo -n ';
     const command = `${sudo}tar -C ${shellQuote(path)} -cpzf - .`;
-    const remote = await runRemote(ssh, command, { signal: ctx.signal });
+    const remote = await runCommand(command, { ssh }, { signal: ctx.signal });
+    remote.stdin.end();
     const stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, remote.stdout, { signal: ctx.signal });
     const { code, stderr } = await remote.finished;
     const lines = stderr.split('\n').filter((l) => l.trim() !== '');

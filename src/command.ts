@@ -1,0 +1,41 @@
+// Runs a shell command here or on a host over SSH, the same way for both: stdin in, stdout out,
+// stderr kept for the error message, exit status at the end.
+import { spawn } from 'node:child_process';
+import { runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
+
+export type { RemoteCommand as RunningCommand };
+
+/** Starts `command` with /bin/sh locally, or over SSH when `ssh` is given. */
+export async function runCommand(
+  command: string,
+  where: { ssh?: SshTarget | undefined },
+  opts: { signal: AbortSignal },
+): Promise<RemoteCommand> {
+  if (where.ssh) return runRemote(where.ssh, command, opts);
+  const child = spawn('/bin/sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'], signal: opts.signal });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
+  });
+  // A command that exits without reading its input must not crash the writer with EPIPE.
+  child.stdin.on('error', () => undefined);
+  const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>(
+    (resolve, reject) => {
+      child.once('error', (err) => {
+        if (opts.signal.aborted) reject(err);
+        else resolve({ code: 127, signal: undefined, stderr: `${stderr}\n${err.message}` });
+      });
+      child.once('close', (code, sig) => {
+        if (opts.signal.aborted) reject(new Error('aborted'));
+        else resolve({ code, signal: sig ?? undefined, stderr });
+      });
+    },
+  );
+  finished.catch(() => undefined);
+  return { stdout: child.stdout, stdin: child.stdin, finished };
+}
+
+/** Where a command runs, for messages: "on <host>" or "locally". */
+export function whereText(ssh: SshTarget | undefined): string {
+  return ssh ? `on ${ssh.host}` : 'locally';
+}

@@ -1,0 +1,264 @@
+// Restores bucket objects into the (new) cluster's gateway: plan against what the bucket already
+// holds, then upload, checking every body against its sha256 before the object can exist. WAL-E's
+// sentinels go last, oldest first, so LATEST names the same base backup it did at backup time.
+import { describeError } from '../errors.js';
+import { HashingStream } from '../repository/hashing.js';
+import type { IndexEntry } from '../repository/manifest.js';
+import type { Target } from '../targets/target.js';
+import { S3Error, type S3Client } from '../s3/client.js';
+import { chain } from '../streams.js';
+import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
+
+const SENTINEL = '_backup_stop_sentinel.json';
+const MIB = 1024 * 1024;
+
+/** What happens to one object. `reorder` re-uploads an identical sentinel to keep WAL-E's order. */
+export type ObjectAction = 'create' | 'skip' | 'overwrite' | 'conflict' | 'reorder';
+
+/** The plan for one bucket. */
+export interface BucketPlan {
+  source: string;
+  destination: string;
+  createBucket: boolean;
+  items: { entry: IndexEntry; action: ObjectAction }[];
+  counts: StepCounts & { reorder: number };
+  /** Dangers an operator must know before starting the platform. */
+  hazards: string[];
+  /** The sentinel WAL-E's LATEST must name after the restore (newest at backup time). */
+  latestSentinel: string | undefined;
+}
+
+/** True for a WAL-E base backup's stop sentinel. */
+export function isSentinel(key: string): boolean {
+  return key.endsWith(SENTINEL);
+}
+
+/** Compares the restore point's objects with what the destination bucket holds. Writes nothing. */
+export async function planBucket(
+  client: S3Client,
+  input: {
+    source: string;
+    destination: string;
+    entries: readonly IndexEntry[];
+    overwrite: boolean;
+    listVersion: 1 | 2;
+  },
+  opts: { signal: AbortSignal },
+): Promise<BucketPlan> {
+  const exists = await client.bucketExists(input.destination, opts);
+  const present = new Map<string, { size: number; etag: string; lastModified: string }>();
+  if (exists) {
+    for await (const item of client.listObjects(input.destination, {
+      signal: opts.signal,
+      listVersion: input.listVersion,
+    })) {
+      present.set(item.key, item);
+    }
+  }
+  const counts = { ...emptyStepCounts(), reorder: 0 };
+  const hazards: string[] = [];
+  const decide = (entry: IndexEntry): ObjectAction => {
+    const there = present.get(entry.key);
+    if (!there) return 'create';
+    if (there.size === entry.size && there.etag === entry.etag) return 'skip';
+    return input.overwrite ? 'overwrite' : 'conflict';
+  };
+  const items = input.entries
+    .filter((e) => !isSentinel(e.key))
+    .map((entry) => ({ entry, action: decide(entry) }));
+  // Sentinels, oldest first by their original LastModified: once one must be written, every newer
+  // one is written after it too, or an older base backup would become WAL-E's LATEST.
+  const sentinels = input.entries
+    .filter((e) => isSentinel(e.key))
+    .sort((a, b) => a.lastModified.localeCompare(b.lastModified));
+  let writing = false;
+  for (const entry of sentinels) {
+    let action = decide(entry);
+    if (action === 'create' || action === 'overwrite') writing = true;
+    else if (action === 'skip' && writing) action = 'reorder';
+    else if (action === 'conflict' && writing) {
+      hazards.push(
+        `${input.destination}/${entry.key} differs and stays (no --overwrite): WAL-E may not pick the base backup it picked at backup time`,
+      );
+    }
+    items.push({ entry, action });
+  }
+  const known = new Set(input.entries.map((e) => e.key));
+  const extra = [...present.keys()].filter((key) => isSentinel(key) && !known.has(key));
+  if (extra.length > 0) {
+    hazards.push(
+      `${input.destination} already holds ${extra.length} base backup(s) not in the restore point (${extra.map((k) => k.split('/').pop() ?? k).join(', ')}); WAL-E could restore one of them: remove them or restore into a fresh bucket`,
+    );
+  }
+  for (const { entry, action } of items) {
+    counts.objects++;
+    counts.bytes += entry.size;
+    if (action === 'reorder') counts.reorder++;
+    else counts[action]++;
+    if (action === 'create' || action === 'overwrite' || action === 'reorder')
+      counts.transferBytes += entry.size;
+  }
+  if (counts.conflict > 0) {
+    hazards.push(
+      `${counts.conflict} object(s) in ${input.destination} differ from the restore point and stay as they are; pass --overwrite to replace them`,
+    );
+  }
+  return {
+    source: input.source,
+    destination: input.destination,
+    createBucket: !exists,
+    items,
+    counts,
+    hazards,
+    latestSentinel: sentinels.at(-1)?.key,
+  };
+}
+
+/** The outcome of restoring one bucket. */
+export interface BucketOutcome {
+  counts: StepCounts & { reorder: number };
+  errors: string[];
+  /** The sentinel WAL-E would now pick as LATEST, when the bucket has any. */
+  latestSentinel: string | undefined;
+}
+
+/** Carries out a plan: creates the bucket, uploads data, then sentinels in order. Never deletes. */
+export async function applyBucket(
+  client: S3Client,
+  target: Target,
+  plan: BucketPlan,
+  opts: {
+    signal: AbortSignal;
+    concurrency: number;
+    listVersion: 1 | 2;
+    reporter: Reporter;
+    progress: { objects: number; bytes: number; totalObjects: number; totalBytes: number };
+  },
+): Promise<BucketOutcome> {
+  const counts = { ...emptyStepCounts(), reorder: 0 };
+  const errors: string[] = [];
+  if (plan.createBucket) await client.createBucket(plan.destination, opts);
+  const progress = opts.progress;
+  const tick = (bytes: number): void => {
+    progress.objects++;
+    progress.bytes += bytes;
+    opts.reporter.progress('buckets', progress, {
+      objects: progress.totalObjects,
+      bytes: progress.totalBytes,
+    });
+  };
+  const run = async (item: { entry: IndexEntry; action: ObjectAction }): Promise<void> => {
+    const { entry, action } = item;
+    counts.objects++;
+    counts.bytes += entry.size;
+    if (action === 'skip' || action === 'conflict') {
+      counts[action]++;
+      tick(0);
+      return;
+    }
+    try {
+      await uploadObject(client, target, plan.destination, entry, opts.signal);
+      if (action === 'reorder') counts.reorder++;
+      else counts[action]++;
+      counts.transferBytes += entry.size;
+    } catch (err) {
+      opts.signal.throwIfAborted();
+      counts.failed++;
+      if (errors.length < 20) errors.push(`${plan.destination}/${entry.key}: ${describeError(err)}`);
+    }
+    tick(entry.size);
+  };
+  const data = plan.items.filter((i) => !isSentinel(i.entry.key));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: opts.concurrency }, async () => {
+      while (next < data.length) {
+        const item = data[next++];
+        if (item) await run(item);
+      }
+    }),
+  );
+  // One at a time and after all data: each sentinel's new LastModified must be later than the last.
+  for (const item of plan.items.filter((i) => isSentinel(i.entry.key))) await run(item);
+  return { counts, errors, latestSentinel: await newestSentinel(client, plan.destination, opts) };
+}
+
+/** The sentinel with the newest LastModified in the bucket: what WAL-E's LATEST resolves to. */
+export async function newestSentinel(
+  client: S3Client,
+  bucket: string,
+  opts: { signal: AbortSignal; listVersion: 1 | 2 },
+): Promise<string | undefined> {
+  let newest: { key: string; lastModified: string } | undefined;
+  for await (const item of client.listObjects(bucket, {
+    signal: opts.signal,
+    listVersion: opts.listVersion,
+    prefix: 'basebackups_',
+  })) {
+    if (isSentinel(item.key) && (!newest || item.lastModified >= newest.lastModified)) newest = item;
+  }
+  return newest?.key;
+}
+
+/**
+ * Uploads one object from its blob. A plain-MD5 ETag goes as a single PUT with Content-MD5, so the
+ * gateway refuses a damaged body; a multipart ETag is rebuilt with the same part count (the same
+ * ETag when the part size is recovered), and the sha256 is checked before the upload completes.
+ */
+async function uploadObject(
+  client: S3Client,
+  target: Target,
+  bucket: string,
+  entry: IndexEntry,
+  signal: AbortSignal,
+): Promise<void> {
+  const hashing = new HashingStream();
+  const body = chain(await target.get(entry.blob, { signal }), hashing);
+  let sha256: string | undefined;
+  const mismatch = (): Error =>
+    new Error(
+      `body ${entry.blob} does not match the sha256 in the manifest (damaged or tampered); not restored`,
+    );
+  const common = {
+    signal,
+    ...(entry.contentType === undefined ? {} : { contentType: entry.contentType }),
+    metadata: entry.metadata,
+  };
+  const plainMd5 = /^[0-9a-f]{32}$/.test(entry.etag);
+  try {
+    if (plainMd5 || entry.size === 0) {
+      await client.putObject(bucket, entry.key, body, {
+        ...common,
+        size: entry.size,
+        ...(plainMd5 ? { md5: entry.etag } : {}),
+      });
+      sha256 = hashing.digest();
+      if (sha256 !== entry.sha256) throw mismatch();
+    } else {
+      await client.putObjectMultipart(bucket, entry.key, body, {
+        ...common,
+        partSize: partSizeFor(entry.size, Number(/-(\d+)$/.exec(entry.etag)?.[1] ?? 1)),
+        beforeComplete: () => {
+          sha256 = hashing.digest();
+          if (sha256 !== entry.sha256) throw mismatch();
+        },
+      });
+    }
+  } catch (err) {
+    body.destroy();
+    if (err instanceof S3Error && err.s3Code === 'BadDigest') throw mismatch();
+    throw err;
+  }
+}
+
+/**
+ * A part size that splits `size` bytes into `parts` parts, preferring the sizes clients use (the
+ * registry's 5 MiB first) so the rebuilt object gets the original `<md5>-<parts>` ETag.
+ */
+export function partSizeFor(size: number, parts: number): number {
+  for (const mib of [5, 8, 15, 16, 10, 25, 32, 50, 64, 100, 128, 256, 512]) {
+    const part = mib * MIB;
+    if (Math.max(1, Math.ceil(size / part)) === parts) return part;
+  }
+  return Math.max(5 * MIB, Math.ceil(size / Math.max(1, parts)));
+}

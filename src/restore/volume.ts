@@ -1,0 +1,251 @@
+// Restores the store-volume archive: first read it whole to check its sha256 and refuse entries that
+// could write outside the destination, then compare with what the destination holds, then extract
+// with GNU tar (--same-owner), here or on a host over SSH. Identical entries cost nothing.
+import { posix } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { extract as createExtract } from 'tar-stream';
+import { runCommand } from '../command.js';
+import { BackupError, describeError } from '../errors.js';
+import type { ArtifactRecord } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import type { SshTarget } from '../ssh.js';
+import { shellQuote } from '../sources/volume.js';
+import { errorLine } from '../sources/source.js';
+import { chain } from '../streams.js';
+import { emptyStepCounts, type StepCounts } from './report.js';
+
+/** One archive entry, as far as deciding whether it is already in place goes. */
+export interface ArchiveEntry {
+  /** Path relative to the root, without "./"; "" is the root itself. */
+  path: string;
+  type: 'file' | 'directory' | 'symlink' | 'link';
+  size: number;
+  mtime: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  linkname: string;
+}
+
+/** Reads the whole archive through its sha256 check and returns its entries; refuses unsafe ones. */
+export async function inspectArchive(
+  repository: Repository,
+  artifact: ArtifactRecord,
+  opts: { signal: AbortSignal },
+): Promise<ArchiveEntry[]> {
+  const extract = createExtract();
+  const stream = chain(await repository.openVerified(artifact, opts), createGunzip(), extract as never);
+  const entries: ArchiveEntry[] = [];
+  try {
+    for await (const entry of stream as unknown as AsyncIterable<{
+      header: import('tar-stream').Header;
+      resume(): void;
+    }>) {
+      entries.push(checkEntry(entry.header));
+      entry.resume();
+    }
+  } catch (err) {
+    if (err instanceof BackupError) throw err;
+    throw new BackupError(
+      'ERR_INTEGRITY',
+      `volume archive ${artifact.key} cannot be read: ${describeError(err)}`,
+      { cause: err },
+    );
+  }
+  return entries;
+}
+
+/** Validates one header: no absolute path, no "..", links stay inside, only files, dirs and links. */
+export function checkEntry(header: {
+  name: string;
+  type?: string | null;
+  size?: number;
+  mtime?: Date;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  linkname?: string | null;
+}): ArchiveEntry {
+  const reject = (why: string): never => {
+    throw new BackupError(
+      'ERR_INTEGRITY',
+      `volume archive entry ${JSON.stringify(header.name)} rejected: ${why}`,
+    );
+  };
+  const name = header.name;
+  if (name.startsWith('/')) reject('absolute path');
+  const path = posix
+    .normalize(name)
+    .replace(/^\.\/?/, '')
+    .replace(/\/$/, '');
+  if (name.split('/').includes('..')) reject('".." in the path');
+  const type = header.type ?? 'file';
+  if (type !== 'file' && type !== 'directory' && type !== 'symlink' && type !== 'link')
+    reject(`entry type ${type} is not restored`);
+  const linkname = header.linkname ?? '';
+  if (type === 'symlink') {
+    if (linkname.startsWith('/')) reject(`symlink to the absolute path ${linkname}`);
+    const resolved = posix.normalize(posix.join(posix.dirname(path === '' ? '.' : path), linkname));
+    if (resolved === '..' || resolved.startsWith('../'))
+      reject(`symlink ${linkname} points outside the volume`);
+  }
+  if (type === 'link' && (linkname.startsWith('/') || linkname.split('/').includes('..'))) {
+    reject(`hard link to ${linkname} outside the volume`);
+  }
+  return {
+    path,
+    type: type as ArchiveEntry['type'],
+    size: header.size ?? 0,
+    mtime: Math.floor((header.mtime?.getTime() ?? 0) / 1000),
+    mode: (header.mode ?? 0) & 0o7777,
+    uid: header.uid ?? 0,
+    gid: header.gid ?? 0,
+    linkname,
+  };
+}
+
+/** What is at a path of the destination now. */
+interface Present {
+  type: string;
+  size: number;
+  mtime: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  linkname: string;
+}
+
+/** Where the volume goes: a directory here, or on a host over SSH. */
+export interface VolumeDestination {
+  path: string;
+  ssh?: SshTarget | undefined;
+}
+
+function sudo(dest: VolumeDestination): string {
+  return dest.ssh && dest.ssh.user !== 'root' ? 'sudo -n ' : '';
+}
+
+/** Lists the destination with GNU find (here or over SSH); empty when it does not exist. */
+async function destinationState(
+  dest: VolumeDestination,
+  opts: { signal: AbortSignal },
+): Promise<Map<string, Present>> {
+  const command = `cd ${shellQuote(dest.path)} 2>/dev/null || exit 0; ${sudo(dest)}find . -printf '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0'`;
+  const running = await runCommand(command, dest, opts);
+  running.stdin.end();
+  const chunks: Buffer[] = [];
+  for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
+  const { code, stderr } = await running.finished;
+  if (code !== 0) {
+    throw new BackupError(
+      'ERR_SOURCE',
+      `volume: cannot list ${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}: ${errorLine(stderr)}`,
+    );
+  }
+  const fields = Buffer.concat(chunks).toString('utf8').split('\0');
+  const present = new Map<string, Present>();
+  for (let i = 0; i + 8 <= fields.length; i += 8) {
+    const [type = '', size = '0', mtime = '0', mode = '0', uid = '0', gid = '0', linkname = '', path = ''] =
+      fields.slice(i, i + 8);
+    present.set(path, {
+      type,
+      size: Number(size),
+      mtime: Math.floor(Number(mtime)),
+      mode: parseInt(mode, 8),
+      uid: Number(uid),
+      gid: Number(gid),
+      linkname,
+    });
+  }
+  return present;
+}
+
+/** The volume step's plan. */
+export interface VolumePlan {
+  destination: VolumeDestination;
+  counts: StepCounts;
+  conflicts: string[];
+}
+
+/** Compares archive entries with the destination; writes nothing. */
+export async function planVolume(
+  entries: readonly ArchiveEntry[],
+  artifact: ArtifactRecord,
+  dest: VolumeDestination,
+  opts: { signal: AbortSignal; overwrite: boolean },
+): Promise<VolumePlan> {
+  const present = await destinationState(dest, opts);
+  const counts = emptyStepCounts();
+  const conflicts: string[] = [];
+  for (const entry of entries) {
+    counts.objects++;
+    if (entry.type === 'file') counts.bytes += entry.size;
+    const there = present.get(entry.path);
+    if (!there) counts.create++;
+    else if (same(entry, there)) counts.skip++;
+    else if (opts.overwrite) counts.overwrite++;
+    else {
+      counts.conflict++;
+      if (conflicts.length < 20) conflicts.push(entry.path === '' ? '.' : entry.path);
+    }
+  }
+  if (counts.create + counts.overwrite > 0) counts.transferBytes = artifact.size;
+  return { destination: dest, counts, conflicts };
+}
+
+function same(entry: ArchiveEntry, there: Present): boolean {
+  const owner = there.uid === entry.uid && there.gid === entry.gid;
+  switch (entry.type) {
+    case 'file':
+      return (
+        there.type === 'f' &&
+        there.size === entry.size &&
+        there.mtime === entry.mtime &&
+        there.mode === entry.mode &&
+        owner
+      );
+    case 'directory':
+      return there.type === 'd' && there.mode === entry.mode && owner;
+    case 'symlink':
+      return there.type === 'l' && there.linkname === entry.linkname;
+    case 'link':
+      return there.type === 'f';
+  }
+}
+
+/** Extracts the archive into the destination, unless the plan has nothing to write. */
+export async function applyVolume(
+  repository: Repository,
+  artifact: ArtifactRecord,
+  plan: VolumePlan,
+  opts: { signal: AbortSignal; overwrite: boolean },
+): Promise<void> {
+  if (plan.counts.create + plan.counts.overwrite === 0) return;
+  const dest = plan.destination;
+  const path = shellQuote(dest.path);
+  const keep = opts.overwrite ? '--overwrite' : '--skip-old-files';
+  const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}`;
+  const running = await runCommand(command, dest, opts);
+  const body = await repository.openVerified(artifact, opts);
+  let streamError: unknown;
+  try {
+    for await (const chunk of body) {
+      if (!running.stdin.write(chunk)) await new Promise((resolve) => running.stdin.once('drain', resolve));
+    }
+  } catch (err) {
+    streamError = err;
+    running.stdin.destroy();
+  }
+  running.stdin.end();
+  const { code, stderr } = await running.finished.catch((err: unknown) => ({
+    code: null,
+    stderr: describeError(err),
+  }));
+  if (streamError !== undefined) throw streamError;
+  if (code !== 0) {
+    throw new BackupError(
+      'ERR_TARGET',
+      `volume: tar -x into ${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''} exited ${String(code)}: ${errorLine(stderr)}`,
+    );
+  }
+}
