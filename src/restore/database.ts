@@ -2,7 +2,7 @@
 // deis-database container), on its host over SSH or here. The dump's sha256 is checked as it streams.
 import { createGunzip } from 'node:zlib';
 import { runCommand, whereText } from '../command.js';
-import { BackupError, describeError } from '../errors.js';
+import { BackupError, describeError, toError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
@@ -33,7 +33,7 @@ export async function loadDump(
     code: null,
     stderr: describeError(err),
   }));
-  if (streamError !== undefined) throw streamError;
+  if (streamError !== undefined) throw toError(streamError);
   if (code !== 0) {
     throw new BackupError(
       'ERR_TARGET',

@@ -5,7 +5,7 @@ import { posix } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { extract as createExtract } from 'tar-stream';
 import { runCommand } from '../command.js';
-import { BackupError, describeError } from '../errors.js';
+import { BackupError, describeError, toError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
@@ -241,7 +241,7 @@ export async function applyVolume(
     code: null,
     stderr: describeError(err),
   }));
-  if (streamError !== undefined) throw streamError;
+  if (streamError !== undefined) throw toError(streamError);
   if (code !== 0) {
     throw new BackupError(
       'ERR_TARGET',
