@@ -17,6 +17,8 @@ export async function loadDump(
   opts: { signal: AbortSignal },
 ): Promise<{ bytes: number }> {
   const running = await runCommand(where.command, where, opts);
+  // Nothing useful comes out, but over SSH the channel only closes once its output is read.
+  running.stdout.resume();
   const sql = chain(await repository.openVerified(artifact, opts), createGunzip());
   let bytes = 0;
   let streamError: unknown;

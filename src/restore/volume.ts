@@ -165,6 +165,8 @@ export interface VolumePlan {
   destination: VolumeDestination;
   counts: StepCounts;
   conflicts: string[];
+  /** The archive's root entry when the destination directory itself must be created or changed. */
+  root: ArchiveEntry | undefined;
 }
 
 /** Compares archive entries with the destination; writes nothing. */
@@ -177,20 +179,25 @@ export async function planVolume(
   const present = await destinationState(dest, opts);
   const counts = emptyStepCounts();
   const conflicts: string[] = [];
+  let root: ArchiveEntry | undefined;
   for (const entry of entries) {
     counts.objects++;
     if (entry.type === 'file') counts.bytes += entry.size;
     const there = present.get(entry.path);
-    if (!there) counts.create++;
-    else if (same(entry, there)) counts.skip++;
-    else if (opts.overwrite) counts.overwrite++;
-    else {
+    if (!there) {
+      counts.create++;
+      if (entry.path === '') root = entry;
+    } else if (same(entry, there)) counts.skip++;
+    else if (opts.overwrite) {
+      counts.overwrite++;
+      if (entry.path === '') root = entry;
+    } else {
       counts.conflict++;
       if (conflicts.length < 20) conflicts.push(entry.path === '' ? '.' : entry.path);
     }
   }
   if (counts.create + counts.overwrite > 0) counts.transferBytes = artifact.size;
-  return { destination: dest, counts, conflicts };
+  return { destination: dest, counts, conflicts, root };
 }
 
 function same(entry: ArchiveEntry, there: Present): boolean {
@@ -224,8 +231,14 @@ export async function applyVolume(
   const dest = plan.destination;
   const path = shellQuote(dest.path);
   const keep = opts.overwrite ? '--overwrite' : '--skip-old-files';
-  const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}`;
+  // tar needs the directory to exist, and then leaves an existing one's owner and mode alone:
+  // the archive's root entry is applied by hand when the directory is new or to be replaced.
+  const root = plan.root;
+  const fixRoot = root ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path}` : '';
+  const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}${fixRoot}`;
   const running = await runCommand(command, dest, opts);
+  // Nothing useful comes out, but over SSH the channel only closes once its output is read.
+  running.stdout.resume();
   const body = await repository.openVerified(artifact, opts);
   let streamError: unknown;
   try {

@@ -1,0 +1,361 @@
+// Restore acceptance against the real stack: backup → restore into fresh buckets and directories →
+// compare keys, bodies, ETags, content-types, metadata, files and the SQL with the originals.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { RestoreReport } from '../../src/restore.js';
+import type { S3Client } from '../../src/s3/client.js';
+import { BASE_BACKUPS, seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
+import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
+import {
+  bucketContents,
+  cli,
+  describeTree,
+  describeWithStack,
+  dumpAll,
+  gatewayClient,
+  resetScratch,
+  tempDir,
+  unique,
+  writeConfig,
+} from './helpers.js';
+
+const signal = AbortSignal.timeout(600_000);
+
+/** Inverts one byte: same size, different content. */
+function flipByte(bytes: Buffer, at: number): void {
+  bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
+}
+const SENTINEL = (base: string) => `basebackups_005/${base}_backup_stop_sentinel.json`;
+
+/** The sentinel with the newest LastModified: what WAL-E's backup-fetch LATEST picks. */
+async function latest(client: S3Client, bucket: string): Promise<string | undefined> {
+  let newest: { key: string; lastModified: string } | undefined;
+  for await (const item of client.listObjects(bucket, {
+    signal,
+    listVersion: 1,
+    prefix: 'basebackups_005/',
+  })) {
+    if (
+      item.key.endsWith('_backup_stop_sentinel.json') &&
+      (!newest || item.lastModified > newest.lastModified)
+    )
+      newest = item;
+  }
+  return newest?.key;
+}
+
+describeWithStack('restore', (stack) => {
+  const wal = unique('wal');
+  const registry = unique('registry');
+  const volume = tempDir('volume');
+  const target = tempDir('target');
+  let gateway: S3Client;
+  let snapshot: string;
+  let latestAtBackup: string | undefined;
+
+  /** A config for this file; `restore` settings and the volume host can be changed per test. */
+  const config = (patch: { volumeHost?: string; restore?: Record<string, unknown> } = {}) =>
+    writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh: stackSsh(stack),
+      sources: {
+        buckets: { names: [wal, registry], concurrency: 4 },
+        volume: { path: volume, ...(patch.volumeHost ? { host: patch.volumeHost } : {}) },
+        database: { command: stackDumpCommand(stack) },
+      },
+      target: { type: 'dir', path: target },
+      restore: {
+        databaseCommand: `psql -X -q -h ${stack.pgHost} -p ${stack.pgScratchPort} -U ${stack.pgUser} -d postgres`,
+        deisVersion: 'v1.13.4',
+        ...patch.restore,
+      },
+    });
+  const restore = async (args: string[], file = config()) => {
+    const run = await cli(['restore', '--config', file, '--json', '--yes', ...args]);
+    return { ...run, report: run.out ? (JSON.parse(run.out) as RestoreReport) : undefined };
+  };
+  const fresh = (prefix: string) => [
+    '--bucket',
+    `${wal}=${unique(`${prefix}_wal`)}`,
+    '--bucket',
+    `${registry}=${unique(`${prefix}-reg`)}`,
+  ];
+  const destinations = (args: string[]) =>
+    [args[1]?.split('=')[1] ?? '', args[3]?.split('=')[1] ?? ''] as const;
+
+  beforeAll(async () => {
+    gateway = gatewayClient(stack);
+    await gateway.createBucket(wal, { signal });
+    await gateway.createBucket(registry, { signal });
+    await seedDbWal(gateway, wal);
+    await seedOddKeys(gateway, wal);
+    await seedRegistry(gateway, registry);
+    // Make the middle base backup the newest by time, so LATEST is not simply the last key.
+    const middle = SENTINEL(BASE_BACKUPS[1] ?? '');
+    await new Promise((r) => setTimeout(r, 1100));
+    const body = await gateway.getObject(wal, middle, { signal });
+    let text = '';
+    for await (const chunk of body?.body ?? []) text += (chunk as Buffer).toString();
+    await gateway.putObject(wal, middle, Buffer.from(text), {
+      signal,
+      size: Buffer.byteLength(text),
+      contentType: 'application/json',
+    });
+    latestAtBackup = await latest(gateway, wal);
+    expect(latestAtBackup).toBe(middle);
+    await seedVolume(volume);
+    const run = await cli(['backup', '--config', config()]);
+    expect(run.code).toBe(0);
+    snapshot = run.out.trim();
+  });
+  afterAll(() => {
+    gateway.close();
+  });
+
+  it('restores buckets into fresh buckets exactly, with LATEST as at backup time, and a second run sends nothing', async () => {
+    const args = fresh('rt');
+    const [newWal, newRegistry] = destinations(args);
+    const first = await restore([snapshot, '--only', 'buckets', ...args]);
+    expect(first.err).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.report?.status).toBe('success');
+    for (const [from, to] of [
+      [wal, newWal],
+      [registry, newRegistry],
+    ] as const) {
+      const want = await bucketContents(gateway, from);
+      const got = await bucketContents(gateway, to);
+      expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+      for (const [key, value] of want) expect(got.get(key)).toEqual(value);
+    }
+    expect(await latest(gateway, newWal)).toBe(latestAtBackup);
+    const second = await restore([snapshot, '--only', 'buckets', ...args]);
+    expect(second.code).toBe(0);
+    const buckets = second.report?.steps.find((s) => s.step === 'buckets');
+    expect(buckets?.counts.transferBytes).toBe(0);
+    expect(buckets?.counts.create).toBe(0);
+    expect(buckets?.counts.skip).toBe(buckets?.counts.objects);
+  });
+
+  it('re-sends newer sentinels after a missing older one, so LATEST stays the same base backup', async () => {
+    const args = fresh('order');
+    const [newWal] = destinations(args);
+    expect((await restore([snapshot, '--only', 'buckets', ...args])).code).toBe(0);
+    await gateway.deleteObject(newWal, SENTINEL(BASE_BACKUPS[0] ?? ''), { signal });
+    await new Promise((r) => setTimeout(r, 1100));
+    const again = await restore([snapshot, '--only', 'buckets', ...args]);
+    expect(again.code).toBe(0);
+    const walCounts = again.report?.steps[0]?.buckets?.find((b) => b.destination === newWal)?.counts;
+    expect(walCounts).toMatchObject({ create: 1, reorder: 2 });
+    expect(await latest(gateway, newWal)).toBe(latestAtBackup);
+  });
+
+  it('restores the volume into a fresh directory with owners, modes, mtimes and symlinks, here and over SSH', async () => {
+    for (const host of [undefined, stack.sshHost]) {
+      const into = join(tempDir('restored'), 'store');
+      const file = config(host ? { volumeHost: host } : {});
+      const run = await restore([snapshot, '--only', 'volume', '--volume-to', into], file);
+      expect(run.code).toBe(0);
+      expect(await describeTree(into)).toEqual(await describeTree(volume));
+      const again = await restore([snapshot, '--only', 'volume', '--volume-to', into], file);
+      expect(again.report?.steps[0]?.counts).toMatchObject({ create: 0, overwrite: 0, transferBytes: 0 });
+    }
+  });
+
+  it('keeps a differing file unless --overwrite, and replaces it with it', async () => {
+    const into = join(tempDir('restored'), 'store');
+    expect((await restore([snapshot, '--only', 'volume', '--volume-to', into])).code).toBe(0);
+    const log = join(into, 'logs', 'www.log');
+    await writeFile(log, 'changed since\n');
+    const kept = await restore([snapshot, '--only', 'volume', '--volume-to', into]);
+    expect(kept.report?.hazards).toEqual([
+      `1 volume entr(ies) in ${into} differ from the restore point and stay as they are (logs/www.log); pass --overwrite to replace them`,
+    ]);
+    expect(kept.report?.steps[0]?.counts).toMatchObject({ conflict: 1, create: 0 });
+    expect(await readFile(log, 'utf8')).toBe('changed since\n');
+    const replaced = await restore([snapshot, '--only', 'volume', '--volume-to', into, '--overwrite']);
+    expect(replaced.report?.steps[0]?.counts).toMatchObject({ overwrite: 1 });
+    expect(await describeTree(into)).toEqual(await describeTree(volume));
+  });
+
+  it('loads the dump with psql into a fresh PostgreSQL that then dumps the same', async () => {
+    resetScratch(stack);
+    const run = await restore([snapshot, '--only', 'database']);
+    expect(run.err).toBe('');
+    expect(run.code).toBe(0);
+    expect(dumpAll(stack, stack.pgScratchPort)).toBe(dumpAll(stack, stack.pgPort));
+  });
+
+  it('plans with --dry-run, writes nothing, and counts what the real run then does', async () => {
+    const args = fresh('dry');
+    const into = join(tempDir('restored'), 'store');
+    const dry = await restore([snapshot, ...args, '--volume-to', into, '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.report?.dryRun).toBe(true);
+    for (const bucket of destinations(args))
+      expect(await gateway.bucketExists(bucket, { signal })).toBe(false);
+    expect(existsSync(into)).toBe(false);
+    const real = await restore([snapshot, ...args, '--volume-to', into]);
+    expect(real.code).toBe(0);
+    const counts = (r: RestoreReport | undefined) =>
+      r?.steps.map((s) => ({ step: s.step, counts: s.counts, buckets: s.buckets }));
+    expect(counts(real.report)).toEqual(counts(dry.report));
+  });
+
+  it('fails on a tampered object with a clear message and restores the rest (exit 3)', async () => {
+    const tamperedTarget = tempDir('tampered');
+    execFileSync('cp', ['-a', `${target}/.`, tamperedTarget]);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [wal, registry] } },
+      target: { type: 'dir', path: tamperedTarget },
+    });
+    // Same size, different bytes: only the checksums can tell.
+    const contents = await bucketContents(gateway, registry);
+    const layer = [...contents.keys()].find(
+      (k) => k.endsWith('/layer') && (contents.get(k)?.etag.includes('-') ?? false),
+    );
+    const json = [...contents.keys()].find((k) => k.endsWith('/json'));
+    const blobs: string[] = [];
+    for (const key of [layer, json]) {
+      const index = execFileSync(
+        'sh',
+        ['-c', `zcat ${target}/snapshots/${snapshot}/bucket-${registry}.jsonl.gz`],
+        { encoding: 'utf8' },
+      );
+      const entry = index
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { key: string; blob: string })
+        .find((e) => e.key === key);
+      if (!entry) throw new Error(`no index entry for ${String(key)}`);
+      const path = join(tamperedTarget, entry.blob);
+      const bytes = await readFile(path);
+      flipByte(bytes, Math.floor(bytes.length / 2));
+      await writeFile(path, bytes);
+      blobs.push(entry.blob);
+    }
+    const args = fresh('tamper');
+    const [, newRegistry] = destinations(args);
+    const run = await restore([snapshot, '--only', 'buckets', ...args], file);
+    expect(run.code).toBe(3);
+    expect(run.report?.status).toBe('partial');
+    const errors = run.report?.steps[0]?.errors ?? [];
+    expect(errors).toHaveLength(2);
+    for (const blob of blobs) {
+      expect(errors).toContainEqual(
+        expect.stringContaining(
+          `: body ${blob} does not match the sha256 in the manifest (damaged or tampered); not restored`,
+        ),
+      );
+    }
+    const restored = await bucketContents(gateway, newRegistry);
+    expect(restored.has(layer ?? '')).toBe(false);
+    expect(restored.has(json ?? '')).toBe(false);
+    expect(restored.size).toBe(contents.size - 2);
+  });
+
+  it('fails in preflight, writing nothing, when a body or an artifact is missing or damaged', async () => {
+    const broken = tempDir('broken');
+    execFileSync('cp', ['-a', `${target}/.`, broken]);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { volume: { path: volume } },
+      target: { type: 'dir', path: broken },
+    });
+    const index = execFileSync(
+      'sh',
+      ['-c', `zcat ${broken}/snapshots/${snapshot}/bucket-${wal}.jsonl.gz | head -1`],
+      { encoding: 'utf8' },
+    );
+    const victim = (JSON.parse(index) as { blob: string }).blob;
+    execFileSync('rm', [join(broken, victim)]);
+    const args = fresh('missing');
+    const run = await restore([snapshot, ...args], file);
+    expect(run.code).toBe(1);
+    expect(run.err).toMatch(
+      new RegExp(
+        `^deis-backup: restore point ${snapshot} is incomplete: 1 item\\(s\\) missing or of the wrong size in dir:${broken} \\(first: ${wal}/.* \\(${victim}\\)\\); nothing was restored; choose another restore point$`,
+        'm',
+      ),
+    );
+    for (const bucket of destinations(args))
+      expect(await gateway.bucketExists(bucket, { signal })).toBe(false);
+
+    const archive = join(broken, 'snapshots', snapshot, 'volume.tar.gz');
+    const bytes = await readFile(archive);
+    flipByte(bytes, bytes.length - 10);
+    await writeFile(archive, bytes);
+    const into = join(tempDir('restored'), 'store');
+    const volumeRun = await restore([snapshot, '--only', 'volume', '--volume-to', into], file);
+    expect(volumeRun.code).toBe(1);
+    expect(volumeRun.err).toContain(
+      `snapshots/${snapshot}/volume.tar.gz in dir:${broken} does not match the manifest`,
+    );
+    expect(existsSync(into)).toBe(false);
+  });
+
+  it('refuses while the database looks alive, unless --yes', async () => {
+    const run = await cli([
+      'restore',
+      snapshot,
+      '--config',
+      config(),
+      '--only',
+      'buckets',
+      ...fresh('alive'),
+    ]);
+    expect(run.code).toBe(2);
+    expect(run.err).toBe(
+      'deis-backup: deis-database looks alive (/deis/database/host = 127.0.0.1 in etcd): a database that starts while db_wal is half restored initialises empty and pushes a backup that wins; stop it (deisctl stop database) or pass --yes',
+    );
+  });
+
+  it('reports extra base backups already in the destination db_wal as a hazard', async () => {
+    const args = fresh('extra');
+    const [newWal] = destinations(args);
+    await gateway.createBucket(newWal, { signal });
+    const stray = 'basebackups_005/base_000000010000000000000002_00000040_backup_stop_sentinel.json';
+    await gateway.putObject(newWal, stray, Buffer.from('{}'), {
+      signal,
+      size: 2,
+      contentType: 'application/json',
+    });
+    const dry = await restore([snapshot, '--only', 'buckets', ...args, '--dry-run']);
+    expect(dry.report?.hazards).toContain(
+      `${newWal} already holds 1 base backup(s) not in the restore point (base_000000010000000000000002_00000040_backup_stop_sentinel.json); WAL-E could restore one of them: remove them or restore into a fresh bucket`,
+    );
+  });
+
+  it('runs the re-save snippet in the controller for Deis before 1.11, over SSH', async () => {
+    const out = join(tempDir('controller'), 'snippet.txt');
+    const file = config({
+      restore: {
+        deisVersion: 'v1.10.1',
+        controllerHost: stack.sshHost,
+        controllerCommand: `cat > ${out}; echo ETCD={etcd} >> ${out}`,
+      },
+    });
+    const run = await restore([snapshot, '--only', 'buckets', ...fresh('ctl')], file);
+    expect(run.code).toBe(0);
+    expect(await readFile(out, 'utf8')).toBe(
+      [
+        'from api.models import *',
+        '[k.save() for k in Key.objects.all()]',
+        '[a.save() for a in App.objects.all()]',
+        '[d.save() for d in Domain.objects.all()]',
+        '[c.save() for c in Certificate.objects.all()]',
+        '[c.save() for c in Config.objects.all()]',
+        `ETCD=${stack.sshHost}:4001`,
+        '',
+      ].join('\n'),
+    );
+    expect(run.report?.next).toEqual([
+      `re-saved keys, apps and domains in deis-controller on ${stack.sshHost}`,
+      'after deisctl start platform: run deis scale <type>=0 -a <app> and then deis scale <type>=<count> -a <app> for each app (myapp, www), so the fresh cluster starts the containers the database lists',
+    ]);
+  });
+});
