@@ -234,7 +234,9 @@ export async function applyVolume(
   // tar needs the directory to exist, and then leaves an existing one's owner and mode alone:
   // the archive's root entry is applied by hand when the directory is new or to be replaced.
   const root = plan.root;
-  const fixRoot = root ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path}` : '';
+  const fixRoot = root
+    ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path}`
+    : '';
   const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}${fixRoot}`;
   const running = await runCommand(command, dest, opts);
   // Nothing useful comes out, but over SSH the channel only closes once its output is read.
