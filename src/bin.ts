@@ -14,13 +14,17 @@ const onSignal = (): void => {
 process.on('SIGINT', onSignal);
 process.on('SIGTERM', onSignal);
 
-process.exitCode = await main(
+const code = await main(
   process.argv.slice(2),
   process.env,
   {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
     progress: process.stderr,
+    log: process.stdout,
   },
   controller.signal,
 );
+process.exitCode = code;
+// Whatever still holds the event loop (a socket the abort did not close), shutdown stays bounded.
+setTimeout(() => process.exit(code), 5000).unref();

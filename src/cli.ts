@@ -9,6 +9,8 @@ import { formatOutcome, formatRestore, formatSnapshots, formatSources } from './
 import { restoreSnapshot } from './restore.js';
 import { createReporter } from './restore/report.js';
 import { createLogger } from './log.js';
+import type { DestinationStream } from 'pino';
+import { startDaemon } from './daemon.js';
 import {
   createClusterEtcd,
   createRepository,
@@ -21,6 +23,7 @@ import {
 const USAGE = `usage: deis-backup [--config FILE] [--verbose] <command>
 
 commands:
+  daemon                                            run the scheduler and the HTTP API until SIGTERM
   backup [--only buckets,volume,database] [--json]   take one restore point; prints its id
   restore <id|latest> [--only buckets,volume,database] [--bucket SRC=DEST ...]
           [--volume-to DIR] [--dry-run] [--overwrite] [--yes] [--json]
@@ -38,6 +41,8 @@ export const EXIT = { success: 0, failed: 1, usage: 2, partial: 3 } as const;
 export interface Io {
   out: (line: string) => void;
   err: (line: string) => void;
+  /** Where the daemon's JSON log lines go (stdout by default). */
+  log?: DestinationStream;
   /** Where restore progress goes (stderr); a terminal gets a redrawn line, anything else JSON lines. */
   progress?: { write(text: string): void; isTTY?: boolean };
 }
@@ -80,6 +85,8 @@ export async function main(
   const configFile = values.config ?? env['DEIS_BACKUP_CONFIG'] ?? DEFAULT_CONFIG_PATH;
   try {
     switch (command) {
+      case 'daemon':
+        return await daemonCommand(load(configFile, env), io, signal);
       case 'backup':
         return await backupCommand(load(configFile, env), values, io, signal);
       case 'restore':
@@ -122,6 +129,26 @@ export async function main(
 
 function load(file: string, env: NodeJS.ProcessEnv): Config {
   return loadConfig({ file, env });
+}
+
+async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
+  const log = createLogger({ level: config.log.level }, io.log);
+  const daemon = await startDaemon(config, { log, shutdown: signal });
+  io.err(`deis-backup daemon listening on ${daemon.url}`);
+  await new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    else
+      signal.addEventListener(
+        'abort',
+        () => {
+          resolve();
+        },
+        { once: true },
+      );
+  });
+  log.info('shutting down');
+  await daemon.stop();
+  return EXIT.success;
 }
 
 async function backupCommand(

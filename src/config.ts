@@ -1,6 +1,7 @@
 // One schema for the JSON config file plus secret overrides from the environment; parsed once at
 // startup into a fully defaulted, deeply readonly Config. Cluster facts left out are found in etcd.
 import { readFileSync } from 'node:fs';
+import { validateDetailed, createTask } from 'node-cron';
 import { z } from 'zod';
 import { BackupError } from './errors.js';
 import { Secret } from './secret.js';
@@ -141,7 +142,31 @@ const schema = z
       })
       .strict()
       .prefault({}),
-    schedule: z.string().min(1).default('0 3 * * *'),
+    schedule: z
+      .object({
+        cron: z.string().min(1).default('0 3 * * *'),
+        timezone: z
+          .string()
+          .refine(isTimeZone, {
+            error: 'is not an IANA time zone; use a name such as "UTC" or "Europe/Berlin"',
+          })
+          .default('UTC'),
+        runAtStart: z.boolean().default(false),
+        jitterSeconds: z.number().int().min(0).max(3600).default(0),
+      })
+      .strict()
+      .superRefine((value, ctx) => {
+        const problem = cronProblem(value.cron, value.timezone);
+        if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
+      })
+      .prefault({}),
+    webhook: z
+      .object({
+        url: url('"https://hooks.example.com/deis-backup"').optional(),
+        timeoutMs: z.number().int().positive().default(5000),
+      })
+      .strict()
+      .prefault({}),
     retention: z
       .object({
         keepLast: z.number().int().min(1, { error: 'must keep at least one restore point' }).default(7),
@@ -152,6 +177,7 @@ const schema = z
       .object({
         host: z.string().min(1).default('0.0.0.0'),
         port: z.number().int().min(0).max(65535).default(9480),
+        token: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
       })
       .strict()
       .prefault({}),
@@ -171,7 +197,7 @@ type DeepReadonly<T> = T extends Secret
       ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
       : T;
 type WithSecrets<T> = {
-  [K in keyof T]: K extends 'accessKey' | 'secretKey'
+  [K in keyof T]: K extends 'accessKey' | 'secretKey' | 'token'
     ? T[K] extends string
       ? Secret
       : T[K] extends string | undefined
@@ -195,6 +221,7 @@ export const SECRET_ENV = {
   DEIS_BACKUP_GATEWAY_SECRET_KEY: ['gateway', 'secretKey'],
   DEIS_BACKUP_TARGET_ACCESS_KEY: ['target', 'accessKey'],
   DEIS_BACKUP_TARGET_SECRET_KEY: ['target', 'secretKey'],
+  DEIS_BACKUP_HTTP_TOKEN: ['http', 'token'],
 } as const;
 
 /** Reads the config file (if any) and the environment, validates, and returns the Config. */
@@ -295,7 +322,8 @@ function formatIssue(issue: z.core.$ZodIssue): string {
 }
 
 function wrapSecrets(value: unknown, key?: string): unknown {
-  if ((key === 'accessKey' || key === 'secretKey') && typeof value === 'string') return new Secret(value);
+  if ((key === 'accessKey' || key === 'secretKey' || key === 'token') && typeof value === 'string')
+    return new Secret(value);
   if (Array.isArray(value)) return value.map((v) => wrapSecrets(v));
   if (typeof value === 'object' && value !== null) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, wrapSecrets(v, k)]));
@@ -306,4 +334,27 @@ function wrapSecrets(value: unknown, key?: string): unknown {
 /** The config as printed by `config check`: secrets shown as **redacted**, set or not. */
 export function redactedView(value: unknown): unknown {
   return JSON.parse(JSON.stringify(value)) as unknown;
+}
+
+function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why a cron expression cannot drive the schedule (invalid, or never fires), or undefined. */
+export function cronProblem(cron: string, timezone: string): string | undefined {
+  const detail = validateDetailed(cron);
+  if (!detail.valid) {
+    const why = detail.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+    return `"${cron}" is not a cron expression that ever fires (${why || 'invalid'}); write e.g. "0 3 * * *" for 03:00 daily`;
+  }
+  if (!isTimeZone(timezone)) return undefined;
+  const task = createTask(cron, () => undefined, { timezone });
+  const next = task.getNextRuns(1)[0];
+  void task.destroy();
+  return next ? undefined : `"${cron}" never fires; write e.g. "0 3 * * *" for 03:00 daily`;
 }

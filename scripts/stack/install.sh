@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the deis-backup test stack needs (Ceph mon/osd/radosgw,
-# etcd, sshd, PostgreSQL 15, s3cmd, curl). Idempotent: a fast no-op when all are present.
-# Never leaves a system service running (a package-started sshd/etcd is stopped again).
+# etcd, sshd, PostgreSQL 15, s3cmd, curl, and prometheus for promtool). Idempotent: a fast no-op
+# when all are present. Never leaves a system service running (a package-started sshd, etcd,
+# prometheus or node exporter is stopped again).
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +12,7 @@ PACKAGES=(
   postgresql-15
   s3cmd
   curl
+  prometheus # only for promtool, which checks and unit-tests deploy/prometheus/alerts.yml
 )
 
 is_installed() {
@@ -34,11 +36,11 @@ fi
 
 echo "stack: installing ${missing[*]}"
 
-# PIDs listening on the system sshd/etcd ports before the install: anything new there afterwards
-# was started by a package's maintainer script and is stopped again.
+# PIDs listening on the system sshd/etcd/prometheus/node-exporter ports before the install:
+# anything new there afterwards was started by a package's maintainer script and is stopped again.
 listeners() {
   command -v ss >/dev/null || return 0
-  ss -ltnpH "( sport = :22 or sport = :2379 or sport = :2380 )" 2>/dev/null |
+  ss -ltnpH "( sport = :22 or sport = :2379 or sport = :2380 or sport = :9090 or sport = :9100 )" 2>/dev/null |
     grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true
 }
 before=$(listeners)

@@ -59,6 +59,8 @@ export class Repository {
         unreadable.push({ id, error: err.message });
       }
     }
+    // Ids sort by second; two runs within one second are ordered by when they started.
+    snapshots.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.id.localeCompare(b.id));
     return { snapshots, unreadable };
   }
 

@@ -140,14 +140,13 @@ export class S3Target implements Target {
 
   private wrap(op: string, key: string, err: unknown): BackupError {
     const code = (err as { code?: string }).code ?? (err as Error).message;
-    const fix =
-      code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ETIMEDOUT' || code === 'EHOSTUNREACH'
-        ? 'check target.endpoint'
-        : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
-          ? 'check target.accessKey and target.secretKey'
-          : code === 'NoSuchBucket'
-            ? `create bucket ${this.bucket} or fix target.bucket`
-            : 'check the target';
+    const fix = ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(code)
+      ? 'check target.endpoint'
+      : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
+        ? 'check target.accessKey and target.secretKey'
+        : code === 'NoSuchBucket'
+          ? `create bucket ${this.bucket} or fix target.bucket`
+          : 'check the target';
     return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, { cause: err });
   }
 }

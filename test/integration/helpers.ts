@@ -210,3 +210,26 @@ export function loadDump(stack: Stack, file: string): void {
   );
   if (result.status !== 0) throw new Error(`loading ${file} failed: ${result.stderr}`);
 }
+
+/**
+ * Puts an object into a Deis bucket as the backup user (granted write on the bucket), so the Deis
+ * user lists it but may not read it: a real per-object failure, as a broken object would be.
+ */
+export function putForeignObject(stack: Stack, bucket: string, key: string): void {
+  const s3cmd = [
+    '--no-ssl',
+    '--host=127.0.0.1:7480',
+    '--host-bucket=127.0.0.1:7480',
+    '--signature-v2',
+    '-c',
+    '/dev/null',
+  ];
+  const deis = [`--access_key=${stack.gatewayAccessKey}`, `--secret_key=${stack.gatewaySecretKey}`];
+  const backup = [`--access_key=${stack.targetAccessKey}`, `--secret_key=${stack.targetSecretKey}`];
+  execFileSync('s3cmd', [...s3cmd, ...deis, 'setacl', `s3://${bucket}`, '--acl-grant=write:backup'], {
+    stdio: 'ignore',
+  });
+  const file = join(tempDir('foreign'), 'body');
+  writeFileSync(file, 'not yours\n');
+  execFileSync('s3cmd', [...s3cmd, ...backup, 'put', file, `s3://${bucket}/${key}`], { stdio: 'ignore' });
+}

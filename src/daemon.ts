@@ -1,0 +1,304 @@
+// The daemon: a cron schedule of backups, restores on request, all one at a time, an HTTP API with
+// health, readiness and Prometheus metrics, and a shutdown that commits nothing half done.
+import { createTask, type ScheduledTask } from 'node-cron';
+import { Registry } from 'prom-client';
+import { runBackup, TOOL, type BackupResult } from './backup.js';
+import type { Config } from './config.js';
+import { describeError, isAbort } from './errors.js';
+import { buildServer, type Readiness } from './http/server.js';
+import type { Logger } from './log.js';
+import { ALL, Metrics } from './metrics.js';
+import { Operations, type OperationView } from './operations.js';
+import { restoreSnapshot, type RestoreRequest } from './restore.js';
+import type { Reporter } from './restore/report.js';
+import {
+  createClusterEtcd,
+  createRepository,
+  createRestoreGateway,
+  createSources,
+  sshTarget,
+} from './wiring.js';
+
+/** A running daemon. */
+export interface Daemon {
+  /** Where the HTTP API listens, e.g. http://127.0.0.1:9480. */
+  url: string;
+  metrics: Metrics;
+  operations: Operations;
+  /** Stops scheduling, aborts the running operation, waits for it (bounded), closes the server. */
+  stop(): Promise<void>;
+}
+
+/** How long a shutdown waits for the running operation to wind down. */
+const SHUTDOWN_WAIT_MS = 30_000;
+
+/** Starts the daemon; it runs until stop() or until `shutdown` aborts (then call stop()). */
+export async function startDaemon(
+  config: Config,
+  opts: { log: Logger; shutdown: AbortSignal },
+): Promise<Daemon> {
+  const { log, shutdown } = opts;
+  const repository = createRepository(config);
+  const etcd = createClusterEtcd(config);
+  const metrics = new Metrics(new Registry(), TOOL.split(' ')[1] ?? 'unknown');
+  const operations = new Operations(shutdown);
+
+  const task: ScheduledTask = createTask(
+    config.schedule.cron,
+    () => {
+      const outcome = startBackup('schedule', undefined);
+      if ('busy' in outcome)
+        log.warn({ running: outcome.busy.id }, 'scheduled backup skipped: another operation is running');
+    },
+    {
+      timezone: config.schedule.timezone,
+      noOverlap: true,
+      maxRandomDelay: config.schedule.jitterSeconds * 1000,
+      name: 'deis-backup',
+    },
+  );
+  const [first, second] = task.getNextRuns(2);
+  const intervalSeconds = first && second ? (second.getTime() - first.getTime()) / 1000 : 86_400;
+  metrics.setExpectedInterval(intervalSeconds);
+
+  /** Lists restore points; doubles as the target's health check. */
+  const scan = async (signal: AbortSignal) => {
+    try {
+      const { snapshots } = await repository.scan({ signal });
+      metrics.setTargetUp(true);
+      metrics.setRestorePoints(snapshots.length);
+      return snapshots;
+    } catch (err) {
+      metrics.setTargetUp(false);
+      throw err;
+    }
+  };
+  try {
+    metrics.rebuild(await scan(AbortSignal.any([shutdown, AbortSignal.timeout(30_000)])));
+  } catch (err) {
+    log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
+  }
+
+  function startBackup(
+    trigger: string,
+    only: RestoreRequest['only'] | undefined,
+  ): { started: OperationView } | { busy: OperationView } {
+    return operations.start('backup', trigger, async (signal, _progress, id) => {
+      const runLog = log.child({ runId: id, trigger });
+      const started = Date.now();
+      metrics.setInProgress('backup', true);
+      let result: BackupResult;
+      try {
+        const run = await createSources(config, etcd, only, { signal });
+        try {
+          result = await runBackup({ repository, log: runLog }, run.sources, { signal });
+        } finally {
+          run.close();
+        }
+      } catch (err) {
+        if (signal.aborted || isAbort(err)) {
+          runLog.warn('backup aborted: no restore point written');
+          throw err;
+        }
+        // The target could not even be listed: a failed run like any other, for the metrics.
+        metrics.setTargetUp(false);
+        const now = new Date().toISOString();
+        metrics.backupFinished(
+          { status: 'failed', startedAt: now, finishedAt: now, sources: [] },
+          (Date.now() - started) / 1000,
+          new Date(),
+        );
+        runLog.error({ error: describeError(err) }, 'backup failed');
+        await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });
+        throw err;
+      } finally {
+        metrics.setInProgress('backup', false);
+      }
+      metrics.backupFinished(result, (Date.now() - started) / 1000, new Date());
+      if (result.status === 'aborted') {
+        runLog.warn('backup aborted: no restore point written');
+        return { status: 'aborted', result };
+      }
+      await scan(signal).catch(() => undefined);
+      if (result.status !== 'success') {
+        await notify(config, log, {
+          event: `backup.${result.status}`,
+          id,
+          snapshot: result.id ?? null,
+          sources: result.sources
+            .filter((s) => s.status !== 'success')
+            .map((s) => ({ id: s.id, status: s.status, errors: s.errors })),
+        });
+      }
+      return { status: result.status, result };
+    });
+  }
+
+  function startRestore(
+    trigger: string,
+    request: RestoreRequest,
+  ): { started: OperationView } | { busy: OperationView } {
+    return operations.start('restore', trigger, async (signal, progress, id) => {
+      const runLog = log.child({ runId: id, trigger });
+      metrics.restoreStarted();
+      metrics.setInProgress('restore', true);
+      const state: {
+        steps: Record<string, { status: string; detail: string }>;
+        progress?: unknown;
+        warnings: string[];
+      } = { steps: {}, warnings: [] };
+      const reporter: Reporter = {
+        started(step, detail) {
+          state.steps[step] = { status: 'running', detail };
+          progress({ ...state });
+        },
+        finished(step, status, detail) {
+          state.steps[step] = { status, detail };
+          progress({ ...state });
+        },
+        progress(step, done, total) {
+          state.progress = {
+            step,
+            objects: done.objects,
+            bytes: done.bytes,
+            totalObjects: total.objects,
+            totalBytes: total.bytes,
+          };
+          progress({ ...state });
+        },
+        warn(message) {
+          state.warnings.push(message);
+          progress({ ...state });
+        },
+      };
+      const gateway = createRestoreGateway(config, etcd, { signal });
+      try {
+        const report = await restoreSnapshot(
+          {
+            config,
+            repository,
+            etcd,
+            gateway: gateway.get,
+            sshTarget: (host) => sshTarget(config, host),
+            reporter,
+            log: runLog,
+          },
+          request,
+          { signal },
+        );
+        metrics.restoreFinished(report.status);
+        runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
+        return { status: report.status, result: report };
+      } catch (err) {
+        metrics.restoreFinished(signal.aborted || isAbort(err) ? 'aborted' : 'failed');
+        runLog.error({ error: describeError(err) }, 'restore failed');
+        throw err;
+      } finally {
+        gateway.close();
+        metrics.setInProgress('restore', false);
+      }
+    });
+  }
+
+  const readiness = async (signal: AbortSignal): Promise<Readiness> => {
+    let targetError: string | undefined;
+    await scan(signal).catch((err: unknown) => {
+      targetError = describeError(err);
+    });
+    const last = metrics.lastSuccessOf(ALL);
+    const maxAgeSeconds = 2 * intervalSeconds;
+    const age = Date.now() / 1000 - last;
+    const iso = (seconds: number) => (seconds > 0 ? new Date(seconds * 1000).toISOString() : null);
+    const reason =
+      targetError !== undefined
+        ? `target ${repository.target.name} unreachable: ${targetError}`
+        : last === 0
+          ? 'no successful restore point yet'
+          : age > maxAgeSeconds
+            ? `last successful restore point is ${Math.round(age)} s old, more than twice the schedule interval (${maxAgeSeconds} s)`
+            : undefined;
+    const sources: Readiness['sources'] = {};
+    for (const [source, at] of metrics.lastSuccesses())
+      if (source !== ALL) sources[source] = { lastSuccess: iso(at) };
+    return {
+      ready: reason === undefined,
+      ...(reason ? { reason } : {}),
+      targetUp: targetError === undefined,
+      lastSuccess: iso(last),
+      maxAgeSeconds,
+      sources,
+    };
+  };
+
+  const server = buildServer({
+    operations,
+    metrics,
+    token: config.http.token,
+    log: log.child({ component: 'http' }),
+    snapshots: scan,
+    readiness,
+    startBackup,
+    startRestore,
+  });
+  await server.listen({ host: config.http.host, port: config.http.port });
+  const address = server.server.address();
+  const url =
+    typeof address === 'object' && address
+      ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+      : '';
+  // Keep target_up current between runs, for the TargetDown alert.
+  const probe = setInterval(() => {
+    void scan(AbortSignal.timeout(30_000)).catch(() => undefined);
+  }, 60_000);
+  probe.unref();
+  await task.start();
+  log.info(
+    {
+      url,
+      schedule: config.schedule.cron,
+      timezone: config.schedule.timezone,
+      next: task.getNextRun()?.toISOString(),
+    },
+    'daemon started',
+  );
+  if (config.schedule.runAtStart) startBackup('start', undefined);
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    metrics,
+    operations,
+    stop() {
+      stopping ??= (async () => {
+        await task.destroy();
+        clearInterval(probe);
+        const idle = await operations.idle(SHUTDOWN_WAIT_MS);
+        if (!idle)
+          log.error(
+            'the running operation did not stop in time; exiting anyway (nothing was committed after the abort)',
+          );
+        await server.close();
+        log.info('daemon stopped');
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** POSTs a JSON event to the configured webhook; failures are logged, never thrown. */
+async function notify(config: Config, log: Logger, event: Record<string, unknown>): Promise<void> {
+  const url = config.webhook.url;
+  if (url === undefined) return;
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ source: 'deis-backup', at: new Date().toISOString(), ...event }),
+      signal: AbortSignal.timeout(config.webhook.timeoutMs),
+    });
+    await res.body?.cancel();
+    if (!res.ok) log.warn({ status: res.status }, 'webhook answered with an error');
+  } catch (err) {
+    log.warn({ error: describeError(err) }, 'webhook not delivered');
+  }
+}

@@ -1,0 +1,188 @@
+// The daemon's HTTP API (fastify). buildServer never listens: the daemon does, and tests inject.
+// Mutating routes need `Authorization: Bearer <token>`; without a configured token they are off.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { Operations, OperationView } from '../operations.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { RestoreRequest } from '../restore.js';
+import type { Secret } from '../secret.js';
+
+/** What /readyz answers. */
+export interface Readiness {
+  ready: boolean;
+  reason?: string;
+  targetUp: boolean;
+  lastSuccess: string | null;
+  maxAgeSeconds: number;
+  sources: Record<string, { lastSuccess: string | null }>;
+}
+
+/** What the routes need from the daemon. */
+export interface ServerDeps {
+  operations: Operations;
+  metrics: Metrics;
+  token: Secret | undefined;
+  log: Logger;
+  snapshots(signal: AbortSignal): Promise<Manifest[]>;
+  readiness(signal: AbortSignal): Promise<Readiness>;
+  startBackup(
+    trigger: string,
+    only: RestoreRequest['only'] | undefined,
+  ): { started: OperationView } | { busy: OperationView };
+  startRestore(
+    trigger: string,
+    request: RestoreRequest,
+  ): { started: OperationView } | { busy: OperationView };
+}
+
+const STEP = z.enum(['buckets', 'volume', 'database']);
+const BUCKET = /^[a-z0-9][a-z0-9._-]{1,62}$/;
+
+const backupBody = z.object({ only: z.array(STEP).min(1).optional() }).strict();
+
+const restoreBody = z
+  .object({
+    snapshot: z.string().min(1),
+    only: z.array(STEP).min(1).optional(),
+    buckets: z
+      .record(z.string().regex(BUCKET), z.string().regex(BUCKET, { error: 'is not a bucket name' }))
+      .optional(),
+    volumeTo: z.string().startsWith('/', { error: 'must be an absolute path' }).optional(),
+    dryRun: z.boolean().optional(),
+    overwrite: z.boolean().optional(),
+    yes: z.boolean().optional(),
+  })
+  .strict();
+
+/** Builds the API on a new fastify instance. */
+export function buildServer(deps: ServerDeps): FastifyInstance {
+  // Fastify's own request logging stays off: the daemon logs what matters with its own logger.
+  const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+
+  app.setErrorHandler((err: { statusCode?: number; message: string }, _request, reply) => {
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) deps.log.error({ err }, 'request failed');
+    void reply.code(status).send({ error: status === 500 ? 'internal error' : err.message });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: `no route ${request.method} ${request.url}` });
+  });
+
+  const authorize = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    if (!deps.token) {
+      void reply.code(403).send({
+        error:
+          'this route is disabled: set http.token (or DEIS_BACKUP_HTTP_TOKEN) to enable backups and restores over HTTP',
+      });
+      return false;
+    }
+    const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+    if (given === undefined || !sameSecret(given, deps.token.reveal())) {
+      deps.log.warn({ route: request.url, method: request.method }, 'request refused: bad or missing token');
+      void reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .send({ error: 'missing or wrong bearer token' });
+      return false;
+    }
+    return true;
+  };
+  const parse = <T>(schema: z.ZodType<T>, body: unknown, reply: FastifyReply): T | undefined => {
+    const result = schema.safeParse(body ?? {});
+    if (result.success) return result.data;
+    const issue = result.error.issues[0];
+    const field = ['body', ...(issue?.path.map(String) ?? [])].join('.');
+    void reply.code(400).send({ error: `${field}: ${issue?.message ?? 'invalid'}` });
+    return undefined;
+  };
+  const started = (
+    reply: FastifyReply,
+    kind: string,
+    outcome: { started: OperationView } | { busy: OperationView },
+  ) => {
+    if ('busy' in outcome) {
+      deps.log.warn({ running: outcome.busy.id }, `${kind} refused: another operation is running`);
+      return reply.code(409).send({
+        error: `a ${outcome.busy.kind} is running (${outcome.busy.id}); try again when it has finished`,
+        running: outcome.busy,
+      });
+    }
+    return reply.code(202).header('location', `/${kind}s/${outcome.started.id}`).send(outcome.started);
+  };
+  const find = (kind: string, id: string, reply: FastifyReply) => {
+    const op = deps.operations.get(id);
+    if (op?.kind !== kind) return reply.code(404).send({ error: `no ${kind} ${id}` });
+    return reply.send(op);
+  };
+
+  app.get('/healthz', () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const readiness = await deps.readiness(AbortSignal.timeout(10_000));
+    return reply.code(readiness.ready ? 200 : 503).send(readiness);
+  });
+  app.get('/metrics', async (_request, reply) => {
+    return reply
+      .header('content-type', deps.metrics.registry.contentType)
+      .send(await deps.metrics.registry.metrics());
+  });
+  app.get('/snapshots', async () => {
+    const manifests = await deps.snapshots(AbortSignal.timeout(30_000));
+    return manifests.map((m) => ({
+      id: m.id,
+      startedAt: m.startedAt,
+      finishedAt: m.finishedAt,
+      status: m.status,
+      bytesStored: m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0),
+      sources: m.sources.map((s) => ({ id: s.id, status: s.status, counts: s.counts })),
+    }));
+  });
+  app.post('/backups', (request, reply) => {
+    if (!authorize(request, reply)) return reply;
+    const body = parse(backupBody, request.body, reply);
+    if (!body) return reply;
+    return started(reply, 'backup', deps.startBackup('http', body.only));
+  });
+  app.get<{ Params: { id: string } }>('/backups/:id', (request, reply) =>
+    find('backup', request.params.id, reply),
+  );
+  app.post('/restores', (request, reply) => {
+    if (!authorize(request, reply)) return reply;
+    const body = parse(restoreBody, request.body, reply);
+    if (!body) return reply;
+    return started(
+      reply,
+      'restore',
+      deps.startRestore('http', {
+        snapshot: body.snapshot,
+        only: body.only ?? ['buckets', 'volume'],
+        bucketMap: new Map(Object.entries(body.buckets ?? {})),
+        volumeTo: body.volumeTo,
+        dryRun: body.dryRun ?? false,
+        overwrite: body.overwrite ?? false,
+        yes: body.yes ?? false,
+      }),
+    );
+  });
+  app.get<{ Params: { id: string } }>('/restores/:id', (request, reply) =>
+    find('restore', request.params.id, reply),
+  );
+  app.delete<{ Params: { id: string } }>('/restores/:id', (request, reply) => {
+    if (!authorize(request, reply)) return reply;
+    const op = deps.operations.get(request.params.id);
+    if (op?.kind !== 'restore') return reply.code(404).send({ error: `no restore ${request.params.id}` });
+    if (!deps.operations.cancel(op.id))
+      return reply.code(409).send({ error: `restore ${op.id} has already ended (${op.status})` });
+    return reply.code(202).send({ id: op.id, status: 'cancelling' });
+  });
+  return app;
+}
+
+/** Compares two secrets in constant time, whatever their lengths. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}

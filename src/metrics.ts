@@ -1,0 +1,178 @@
+// Every Prometheus metric of the daemon, on an injected registry. Names follow what backup alerts
+// usually key on (last success timestamp, last status, attempts and failures per source).
+import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import type { BackupResult } from './backup.js';
+import type { Manifest } from './repository/manifest.js';
+
+/** The label value for a whole restore point, beside the per-source ones. */
+export const ALL = 'all';
+
+/** Status as a number: 1 success, 0.5 partial, 0 failed. */
+const STATUS_VALUE = { success: 1, partial: 0.5, failed: 0 } as const;
+
+/** The daemon's metrics and the updates it makes to them. */
+export class Metrics {
+  readonly registry: Registry;
+  private readonly lastSuccess: Gauge<'source'>;
+  private readonly lastStatus: Gauge<'source'>;
+  private readonly attempts: Counter<'source'>;
+  private readonly successes: Counter<'source'>;
+  private readonly failures: Counter<'source'>;
+  private readonly partials: Counter<'source'>;
+  private readonly duration: Histogram;
+  private readonly readBytes: Counter<'source'>;
+  private readonly storedBytes: Counter<'source'>;
+  private readonly vanished: Counter<'source'>;
+  private readonly restorePoints: Gauge;
+  private readonly expectedInterval: Gauge;
+  private readonly inProgress: Gauge<'operation'>;
+  private readonly targetUp: Gauge;
+  private readonly restoreAttempts: Counter;
+  private readonly restoreSuccesses: Counter;
+  private readonly restoreFailures: Counter;
+  private readonly lastSuccessBySource = new Map<string, number>();
+
+  constructor(registry: Registry, version: string) {
+    this.registry = registry;
+    const registers = [registry];
+    collectDefaultMetrics({ register: registry });
+    const gauge = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+      new Gauge<L>({ name, help, labelNames, registers });
+    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers });
+    this.lastSuccess = gauge(
+      'deis_backup_last_success_timestamp_seconds',
+      'Unix time of the last successful capture, per source and "all" for the restore point',
+      ['source'],
+    );
+    this.lastStatus = gauge(
+      'deis_backup_last_status',
+      'Outcome of the last run: 1 success, 0.5 partial, 0 failed',
+      ['source'],
+    );
+    this.attempts = counter('deis_backup_attempt_total', 'Backup runs started', ['source']);
+    this.successes = counter('deis_backup_success_total', 'Backup runs that captured everything', ['source']);
+    this.failures = counter('deis_backup_failure_total', 'Backup runs that failed (no restore point)', [
+      'source',
+    ]);
+    this.partials = counter('deis_backup_partial_failure_total', 'Backup runs with objects not captured', [
+      'source',
+    ]);
+    this.duration = new Histogram({
+      name: 'deis_backup_duration_seconds',
+      help: 'Duration of backup runs',
+      buckets: [1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400],
+      registers,
+    });
+    this.readBytes = counter('deis_backup_read_bytes_total', 'Bytes read from the cluster', ['source']);
+    this.storedBytes = counter('deis_backup_stored_bytes_total', 'Bytes written to the target', ['source']);
+    this.vanished = counter(
+      'deis_backup_objects_vanished_total',
+      'Objects deleted between listing and reading',
+      ['source'],
+    );
+    this.restorePoints = gauge('deis_backup_restore_points', 'Restore points in the target');
+    this.expectedInterval = gauge(
+      'deis_backup_schedule_expected_interval_seconds',
+      'Seconds between two scheduled runs',
+    );
+    this.inProgress = gauge('deis_backup_in_progress', 'Operations running now', ['operation']);
+    this.targetUp = gauge(
+      'deis_backup_target_up',
+      'Whether the target answered the last check (1) or not (0)',
+    );
+    this.restoreAttempts = counter('deis_backup_restore_attempt_total', 'Restores started');
+    this.restoreSuccesses = counter('deis_backup_restore_success_total', 'Restores that completed');
+    this.restoreFailures = counter(
+      'deis_backup_restore_failure_total',
+      'Restores that failed or were partial',
+    );
+    gauge('deis_backup_build_info', 'Build of the running daemon', ['version']).set({ version }, 1);
+    this.inProgress.set({ operation: 'backup' }, 0);
+    this.inProgress.set({ operation: 'restore' }, 0);
+  }
+
+  /** Sets the last-success figures from the restore points in the target (at start, after a restart). */
+  rebuild(manifests: readonly Manifest[]): void {
+    this.restorePoints.set(manifests.length);
+    for (const manifest of manifests) {
+      const at = Date.parse(manifest.finishedAt) / 1000;
+      const bump = (source: string, status: 'success' | 'partial' | 'failed'): void => {
+        if (status === 'success') this.markSuccess(source, Math.max(at, this.lastSuccessOf(source)));
+      };
+      bump(ALL, manifest.status);
+      for (const source of manifest.sources) bump(source.id, source.status);
+    }
+    const newest = manifests.at(-1);
+    if (newest) {
+      this.lastStatus.set({ source: ALL }, STATUS_VALUE[newest.status]);
+      for (const source of newest.sources)
+        this.lastStatus.set({ source: source.id }, STATUS_VALUE[source.status]);
+    }
+  }
+
+  /** Records a finished (or aborted) backup run. */
+  backupFinished(result: BackupResult, seconds: number, at: Date): void {
+    if (result.status === 'aborted') return;
+    this.duration.observe(seconds);
+    const now = at.getTime() / 1000;
+    const record = (source: string, status: 'success' | 'partial' | 'failed'): void => {
+      this.attempts.inc({ source });
+      this.lastStatus.set({ source }, STATUS_VALUE[status]);
+      if (status === 'success') {
+        this.successes.inc({ source });
+        this.markSuccess(source, now);
+      } else if (status === 'partial') this.partials.inc({ source });
+      else this.failures.inc({ source });
+    };
+    record(ALL, result.status);
+    for (const source of result.sources) {
+      // A source is only "succeeded" when its restore point was committed.
+      record(source.id, result.status === 'failed' && source.status !== 'failed' ? 'failed' : source.status);
+      this.readBytes.inc({ source: source.id }, source.counts.bytesRead);
+      this.storedBytes.inc({ source: source.id }, source.counts.bytesStored);
+      this.vanished.inc({ source: source.id }, source.counts.vanished);
+    }
+  }
+
+  /** Records a restore's outcome. */
+  restoreFinished(status: 'success' | 'partial' | 'failed' | 'aborted'): void {
+    if (status === 'success') this.restoreSuccesses.inc();
+    else if (status !== 'aborted') this.restoreFailures.inc();
+  }
+
+  restoreStarted(): void {
+    this.restoreAttempts.inc();
+  }
+
+  setInProgress(operation: 'backup' | 'restore', running: boolean): void {
+    this.inProgress.set({ operation }, running ? 1 : 0);
+  }
+
+  setTargetUp(up: boolean): void {
+    this.targetUp.set(up ? 1 : 0);
+  }
+
+  setRestorePoints(count: number): void {
+    this.restorePoints.set(count);
+  }
+
+  setExpectedInterval(seconds: number): void {
+    this.expectedInterval.set(seconds);
+  }
+
+  /** Unix time of the last success of a source ("all" for the restore point), 0 when never. */
+  lastSuccessOf(source: string): number {
+    return this.lastSuccessBySource.get(source) ?? 0;
+  }
+
+  /** Last success per source, for readiness detail. */
+  lastSuccesses(): ReadonlyMap<string, number> {
+    return this.lastSuccessBySource;
+  }
+
+  private markSuccess(source: string, at: number): void {
+    this.lastSuccessBySource.set(source, at);
+    this.lastSuccess.set({ source }, at);
+  }
+}
