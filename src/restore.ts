@@ -1,6 +1,7 @@
 // restoreSnapshot: the Deis-ordered restore of one restore point. Preflight checks everything and
 // writes nothing; then buckets (db_wal before registry, sentinels last), the volume, the database
 // when asked, and the finishing steps. A dry run stops after the plan.
+import { setMaxListeners } from 'node:events';
 import type { Config } from './config.js';
 import type { Etcd } from './etcd.js';
 import { BackupError, describeError } from './errors.js';
@@ -86,6 +87,8 @@ export async function restoreSnapshot(
   request: RestoreRequest,
   opts: { signal: AbortSignal },
 ): Promise<RestoreReport> {
+  // Each concurrent transfer listens on the run's signal (request, source stream, pipeline).
+  setMaxListeners(16 + 4 * deps.config.sources.buckets.concurrency, opts.signal);
   const { reporter } = deps;
   reporter.started('preflight', request.snapshot);
   let prepared: Prepared;
@@ -129,9 +132,11 @@ export async function restoreSnapshot(
     if (result.status === 'failed') stopped = true;
   }
   const finishNext = stopped ? [] : await finishAdvice(deps, prepared, request, opts, false);
+  // A failed re-save leaves etcd without keys, apps or domains: the restore is not complete.
+  const finishFailed = finishNext.some((line) => line.startsWith(RESAVE_FAILED));
   const status = results.some((r) => r.status === 'failed' || r.status === 'skipped')
     ? 'failed'
-    : results.some((r) => r.status === 'partial')
+    : finishFailed || results.some((r) => r.status === 'partial')
       ? 'partial'
       : 'success';
   return {
@@ -254,24 +259,7 @@ async function preflight(
     }
   }
   if (bucketRecords.length > 0) {
-    // A database that boots while db_wal is half restored initialises empty and its first base
-    // backup becomes LATEST for good (deis/deis#4421): refuse while it looks alive.
-    const alive = await deps.etcd.get('/deis/database/host', opts).catch((err: unknown) => {
-      throw new BackupError(
-        'ERR_ETCD',
-        `cannot tell whether deis-database is running (${describeError(err)}); if it is stopped, pass --yes`,
-      );
-    });
-    if (alive !== undefined && !request.yes && !request.dryRun) {
-      throw new BackupError(
-        'ERR_USAGE',
-        `deis-database looks alive (/deis/database/host = ${alive} in etcd): a database that starts while db_wal is half restored initialises empty and pushes a backup that wins; stop it (deisctl stop database) or pass --yes`,
-      );
-    }
-    if (alive !== undefined)
-      hazards.push(
-        `deis-database looks alive (/deis/database/host = ${alive} in etcd); stop it before restoring db_wal`,
-      );
+    await checkDatabaseAsleep(deps, request, bucketRecords, entriesByBucket, hazards, opts);
     const gateway = await deps.gateway();
     // WAL-E's bucket goes first: the registry can wait, the database cannot.
     const ordered = [...bucketRecords].sort(
@@ -301,6 +289,52 @@ async function preflight(
     }
   }
   return prepared;
+}
+
+/**
+ * A database that boots while its db_wal is half restored initialises empty, and its first base
+ * backup becomes LATEST for good (deis/deis#4421). So restoring WAL-E data into the database's own
+ * bucket is refused while /deis/database/host says the database runs, unless --yes.
+ */
+async function checkDatabaseAsleep(
+  deps: RestoreDeps,
+  request: RestoreRequest,
+  records: readonly SourceRecord[],
+  entriesByBucket: ReadonlyMap<SourceRecord, IndexEntry[]>,
+  hazards: string[],
+  opts: { signal: AbortSignal },
+): Promise<void> {
+  const lookup = async (key: string): Promise<string | undefined> => {
+    try {
+      return await deps.etcd.get(key, opts);
+    } catch (err) {
+      if (request.yes || request.dryRun) {
+        hazards.push(`could not check whether deis-database runs (${describeError(err)})`);
+        return undefined;
+      }
+      throw new BackupError(
+        'ERR_ETCD',
+        `cannot tell whether deis-database is running (${describeError(err)}); if it is stopped, pass --yes`,
+      );
+    }
+  };
+  const walDestinations = records
+    .filter((r) => hasSentinels(entriesByBucket.get(r)))
+    .map((r) => request.bucketMap.get(r.bucket ?? '') ?? r.bucket ?? '');
+  if (walDestinations.length === 0) return;
+  const databaseBucket = (await lookup('/deis/database/bucketName')) ?? 'db_wal';
+  if (!walDestinations.includes(databaseBucket)) return;
+  const alive = await lookup('/deis/database/host');
+  if (alive === undefined) return;
+  if (!request.yes && !request.dryRun) {
+    throw new BackupError(
+      'ERR_USAGE',
+      `deis-database looks alive (/deis/database/host = ${alive} in etcd): a database that starts while ${databaseBucket} is half restored initialises empty and pushes a backup that wins; stop it (deisctl stop database) or pass --yes`,
+    );
+  }
+  hazards.push(
+    `deis-database looks alive (/deis/database/host = ${alive} in etcd); stop it before restoring ${databaseBucket}`,
+  );
 }
 
 function hasSentinels(entries: readonly IndexEntry[] | undefined): boolean {
@@ -449,6 +483,8 @@ async function runStep(
  * The finishing step: republish controller state for Deis before 1.11 (run now when the controller
  * is up and this is not a dry run, else explained), and the scale-down-and-up advice.
  */
+const RESAVE_FAILED = 're-saving in deis-controller';
+
 async function finishAdvice(
   deps: RestoreDeps,
   prepared: Prepared,
@@ -496,7 +532,7 @@ async function finishAdvice(
       next.push(
         ok
           ? `re-saved keys, apps and domains in deis-controller on ${host}`
-          : `re-saving in deis-controller on ${host} failed (${errorLine(stderr)}): run it again once the controller is up`,
+          : `${RESAVE_FAILED} on ${host} failed (${errorLine(stderr)}): run it again once the controller is up`,
       );
     }
   }

@@ -202,8 +202,9 @@ export async function newestSentinel(
 
 /**
  * Uploads one object from its blob. A plain-MD5 ETag goes as a single PUT with Content-MD5, so the
- * gateway refuses a damaged body; a multipart ETag is rebuilt with the same part count (the same
- * ETag when the part size is recovered), and the sha256 is checked before the upload completes.
+ * gateway refuses a damaged body (the sha256 is compared after the PUT, as a second check); a
+ * multipart ETag is rebuilt with the same part count (the same ETag when the part size is
+ * recovered), and the sha256 is checked before the upload completes.
  */
 async function uploadObject(
   client: S3Client,

@@ -1,5 +1,6 @@
 // A store-gateway bucket (db_wal, registry): every object with its content-type and user metadata,
 // incremental against the previous restore point by key, size and ETag, with bounded concurrency.
+import { setMaxListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { BackupError, describeError } from '../errors.js';
@@ -29,6 +30,8 @@ export class BucketSource implements Source {
   }
 
   async backup(ctx: SourceRunContext): Promise<SourceRecord> {
+    // Each concurrent transfer listens on the run's signal (request, target write, pipeline).
+    setMaxListeners(16 + 4 * this.options.concurrency, ctx.signal);
     const { bucket, client } = this.options;
     const origin = `${bucket} at ${client.endpoint.origin}`;
     const counts = emptyCounts();

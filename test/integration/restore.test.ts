@@ -298,7 +298,14 @@ describeWithStack('restore', (stack) => {
     expect(existsSync(into)).toBe(false);
   });
 
-  it('refuses while the database looks alive, unless --yes', async () => {
+  it("refuses to restore WAL-E data into the running database's bucket, unless --yes", async () => {
+    // Preflight refuses before anything is written, so naming the stack's real db_wal is safe here.
+    const intoDatabaseBucket = [
+      '--bucket',
+      `${wal}=db_wal`,
+      '--bucket',
+      `${registry}=${unique('alive-reg')}`,
+    ];
     const run = await cli([
       'restore',
       snapshot,
@@ -306,12 +313,26 @@ describeWithStack('restore', (stack) => {
       config(),
       '--only',
       'buckets',
-      ...fresh('alive'),
+      ...intoDatabaseBucket,
     ]);
     expect(run.code).toBe(2);
     expect(run.err).toBe(
       'deis-backup: deis-database looks alive (/deis/database/host = 127.0.0.1 in etcd): a database that starts while db_wal is half restored initialises empty and pushes a backup that wins; stop it (deisctl stop database) or pass --yes',
     );
+    // Into another bucket the running database is not at risk.
+    const elsewhere = await cli([
+      'restore',
+      snapshot,
+      '--config',
+      config(),
+      '--only',
+      'buckets',
+      '--dry-run',
+      '--json',
+      ...fresh('aside'),
+    ]);
+    expect(elsewhere.code).toBe(0);
+    expect((JSON.parse(elsewhere.out) as RestoreReport).hazards).toEqual([]);
   });
 
   it('reports extra base backups already in the destination db_wal as a hazard', async () => {
