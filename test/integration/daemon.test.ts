@@ -2,6 +2,7 @@
 // metrics after success, failure, partial and restart, readiness, shutdown, restore over HTTP.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -254,6 +255,49 @@ describeWithStack('daemon', (stack) => {
       .filter((line) => !/^(# (HELP|TYPE) )?nodejs_active_(handles|requests|resources)_total/.test(line))
       .join('\n');
     execFileSync('promtool', ['check', 'metrics'], { input: linted });
+  });
+
+  it('posts a failed run to the webhook', async () => {
+    const received: unknown[] = [];
+    const hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        received.push(JSON.parse(body));
+        res.end();
+      });
+    });
+    hook.listen(0, '127.0.0.1');
+    await once(hook, 'listening');
+    try {
+      const { port } = hook.address() as net.AddressInfo;
+      const { daemon } = await start({
+        sources: {
+          buckets: { enabled: false },
+          volume: { path: volume },
+          database: { host: 'local', command: 'echo broken >&2; exit 3' },
+        },
+        webhook: { url: `http://127.0.0.1:${port}/hook` },
+      });
+      const id = String((await call(daemon, 'POST', '/backups')).body['id']);
+      expect(await finished(daemon, 'backups', id)).toMatchObject({ status: 'failed' });
+      await until('the webhook', () => Promise.resolve(received.length > 0 ? true : undefined));
+      expect(received[0]).toMatchObject({
+        source: 'deis-backup',
+        event: 'backup.failed',
+        id,
+        snapshot: null,
+        sources: [
+          {
+            id: 'database',
+            status: 'failed',
+            errors: [expect.stringContaining('exited 3: broken') as unknown],
+          },
+        ],
+      });
+    } finally {
+      hook.close();
+    }
   });
 
   it('turns /readyz 503 when the target stops and 200 when it returns', async () => {
