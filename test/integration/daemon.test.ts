@@ -257,6 +257,34 @@ describeWithStack('daemon', (stack) => {
     execFileSync('promtool', ['check', 'metrics'], { input: linted });
   });
 
+  it('cancels a running restore on DELETE', async () => {
+    const { daemon } = await start({
+      sources: {
+        buckets: { enabled: false },
+        volume: { path: volume },
+        database: { host: 'local', command: stackDumpCommand(stack) },
+      },
+      restore: { databaseCommand: 'sleep 30; cat > /dev/null' },
+    });
+    expect(
+      await finished(daemon, 'backups', String((await call(daemon, 'POST', '/backups')).body['id'])),
+    ).toMatchObject({
+      status: 'success',
+    });
+    const accepted = await call(daemon, 'POST', '/restores', { snapshot: 'latest', only: ['database'] });
+    expect(accepted.status).toBe(202);
+    const id = String(accepted.body['id']);
+    await until('the database step', async () => {
+      const { body } = await call(daemon, 'GET', `/restores/${id}`);
+      const steps = (body['progress'] as { steps?: Record<string, unknown> } | undefined)?.steps ?? {};
+      return 'database' in steps ? true : undefined;
+    });
+    expect((await call(daemon, 'DELETE', `/restores/${id}`, undefined, null)).status).toBe(401);
+    const cancelled = await call(daemon, 'DELETE', `/restores/${id}`);
+    expect(cancelled).toEqual({ status: 202, body: { id, status: 'cancelling' } });
+    expect(await finished(daemon, 'restores', id)).toMatchObject({ status: 'aborted' });
+  });
+
   it('posts a failed run to the webhook', async () => {
     const received: unknown[] = [];
     const hook = http.createServer((req, res) => {
