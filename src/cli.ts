@@ -5,7 +5,7 @@ import { runBackup } from './backup.js';
 import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './cluster.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, redactedView, type Config } from './config.js';
 import { BackupError, describeError } from './errors.js';
-import { formatOutcome, formatRestore, formatSnapshots, formatSources } from './format.js';
+import { formatOutcome, formatRestore, formatSnapshots, formatSources, snapshotSummary } from './format.js';
 import { restoreSnapshot } from './restore.js';
 import { createReporter } from './restore/report.js';
 import { createLogger } from './log.js';
@@ -258,20 +258,7 @@ async function snapshotsCommand(config: Config, json: boolean, io: Io, signal: A
   const { snapshots: manifests, unreadable } = await createRepository(config).scan({ signal });
   for (const bad of unreadable) io.err(`warning: restore point ${bad.id} is not usable: ${bad.error}`);
   if (json) {
-    io.out(
-      JSON.stringify(
-        manifests.map((m) => ({
-          id: m.id,
-          startedAt: m.startedAt,
-          finishedAt: m.finishedAt,
-          status: m.status,
-          bytesStored: m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0),
-          sources: m.sources.map((s) => ({ id: s.id, status: s.status, counts: s.counts })),
-        })),
-        null,
-        2,
-      ),
-    );
+    io.out(JSON.stringify(manifests.map(snapshotSummary), null, 2));
   } else {
     for (const line of formatSnapshots(manifests)) io.out(line);
   }

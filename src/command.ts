@@ -1,6 +1,8 @@
 // Runs a shell command here or on a host over SSH, the same way for both: stdin in, stdout out,
 // stderr kept for the error message, exit status at the end.
 import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { describeError, toError } from './errors.js';
 import { runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
 
 export type { RemoteCommand as RunningCommand };
@@ -38,4 +40,30 @@ export async function runCommand(
 /** Where a command runs, for messages: "on <host>" or "locally". */
 export function whereText(ssh: SshTarget | undefined): string {
   return ssh ? `on ${ssh.host}` : 'locally';
+}
+
+/**
+ * Writes `body` into the command's stdin (with backpressure), ends it, and waits for the command.
+ * A failing body is rethrown after the command has ended; the exit status is the caller's to judge.
+ */
+export async function feedCommand(
+  running: RemoteCommand,
+  body: AsyncIterable<unknown> & Readable,
+): Promise<{ code: number | null; stderr: string }> {
+  let streamError: unknown;
+  try {
+    for await (const chunk of body) {
+      if (!running.stdin.write(chunk)) await new Promise((resolve) => running.stdin.once('drain', resolve));
+    }
+  } catch (err) {
+    streamError = err;
+    running.stdin.destroy();
+  }
+  running.stdin.end();
+  const { code, stderr } = await running.finished.catch((err: unknown) => ({
+    code: null,
+    stderr: describeError(err),
+  }));
+  if (streamError !== undefined) throw toError(streamError);
+  return { code, stderr };
 }

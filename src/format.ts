@@ -101,3 +101,15 @@ export function formatRestore(report: RestoreReport): string[] {
   for (const n of report.next) lines.push(`next: ${n}`);
   return lines;
 }
+
+/** What `snapshots --json` and GET /snapshots show of a restore point. */
+export function snapshotSummary(m: Manifest) {
+  return {
+    id: m.id,
+    startedAt: m.startedAt,
+    finishedAt: m.finishedAt,
+    status: m.status,
+    bytesStored: m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0),
+    sources: m.sources.map((s) => ({ id: s.id, status: s.status, counts: s.counts })),
+  };
+}

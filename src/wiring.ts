@@ -1,6 +1,6 @@
 // The composition root shared by the CLI and the daemon: turns a Config into a repository and the
 // selected sources, reading from etcd what the config leaves to the cluster.
-import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './cluster.js';
+import { resolveBucketNames, resolveDatabaseHost, resolveGateway, type GatewaySettings } from './cluster.js';
 import type { Config } from './config.js';
 import { createEtcd, type Etcd } from './etcd.js';
 import { BackupError, describeError } from './errors.js';
@@ -59,6 +59,18 @@ export function sshTarget(config: Config, host: string): SshTarget {
   return { host, ...config.ssh };
 }
 
+/** A client for the resolved gateway, with one connection per concurrent object at most. */
+function gatewayClient(config: Config, gateway: GatewaySettings): S3Client {
+  return new S3Client({
+    endpoint: gateway.endpoint,
+    accessKey: gateway.accessKey.reveal(),
+    secretKey: gateway.secretKey.reveal(),
+    signatureVersion: gateway.signatureVersion,
+    region: gateway.region,
+    maxSockets: config.sources.buckets.concurrency,
+  });
+}
+
 /** Sources of one run and what must be released after it. */
 export interface RunSources {
   sources: (Source | UnavailableSource)[];
@@ -79,14 +91,7 @@ export async function createSources(
     try {
       const gateway = await resolveGateway(config, etcd, opts);
       const names = await resolveBucketNames(config, etcd, opts);
-      const client = new S3Client({
-        endpoint: gateway.endpoint,
-        accessKey: gateway.accessKey.reveal(),
-        secretKey: gateway.secretKey.reveal(),
-        signatureVersion: gateway.signatureVersion,
-        region: gateway.region,
-        maxSockets: config.sources.buckets.concurrency,
-      });
+      const client = gatewayClient(config, gateway);
       clients.push(client);
       for (const bucket of names) {
         sources.push(
@@ -139,14 +144,7 @@ export function createRestoreGateway(
   return {
     get() {
       made ??= resolveGateway(config, etcd, opts).then((gateway) => ({
-        client: new S3Client({
-          endpoint: gateway.endpoint,
-          accessKey: gateway.accessKey.reveal(),
-          secretKey: gateway.secretKey.reveal(),
-          signatureVersion: gateway.signatureVersion,
-          region: gateway.region,
-          maxSockets: config.sources.buckets.concurrency,
-        }),
+        client: gatewayClient(config, gateway),
         listVersion: gateway.listVersion,
         endpoint: gateway.endpoint,
       }));

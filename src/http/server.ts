@@ -3,6 +3,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { snapshotSummary } from '../format.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Operations, OperationView } from '../operations.js';
@@ -130,14 +131,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   });
   app.get('/snapshots', async () => {
     const manifests = await deps.snapshots(AbortSignal.timeout(30_000));
-    return manifests.map((m) => ({
-      id: m.id,
-      startedAt: m.startedAt,
-      finishedAt: m.finishedAt,
-      status: m.status,
-      bytesStored: m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0),
-      sources: m.sources.map((s) => ({ id: s.id, status: s.status, counts: s.counts })),
-    }));
+    return manifests.map(snapshotSummary);
   });
   app.post('/backups', (request, reply) => {
     if (!authorize(request, reply)) return reply;

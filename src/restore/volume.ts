@@ -4,8 +4,8 @@
 import { posix } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { extract as createExtract } from 'tar-stream';
-import { runCommand } from '../command.js';
-import { BackupError, describeError, toError } from '../errors.js';
+import { feedCommand, runCommand } from '../command.js';
+import { BackupError, describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
@@ -241,22 +241,7 @@ export async function applyVolume(
   const running = await runCommand(command, dest, opts);
   // Nothing useful comes out, but over SSH the channel only closes once its output is read.
   running.stdout.resume();
-  const body = await repository.openVerified(artifact, opts);
-  let streamError: unknown;
-  try {
-    for await (const chunk of body) {
-      if (!running.stdin.write(chunk)) await new Promise((resolve) => running.stdin.once('drain', resolve));
-    }
-  } catch (err) {
-    streamError = err;
-    running.stdin.destroy();
-  }
-  running.stdin.end();
-  const { code, stderr } = await running.finished.catch((err: unknown) => ({
-    code: null,
-    stderr: describeError(err),
-  }));
-  if (streamError !== undefined) throw toError(streamError);
+  const { code, stderr } = await feedCommand(running, await repository.openVerified(artifact, opts));
   if (code !== 0) {
     throw new BackupError(
       'ERR_TARGET',
