@@ -133,7 +133,16 @@ function load(file: string, env: NodeJS.ProcessEnv): Config {
 
 async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
   const log = createLogger({ level: config.log.level }, io.log);
-  const daemon = await startDaemon(config, { log, shutdown: signal });
+  const daemon = await startDaemon(config, { log, shutdown: signal }).catch((err: unknown) => {
+    const code = (err as { code?: string }).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      throw new BackupError(
+        'ERR_CONFIG',
+        `http: cannot listen on ${config.http.host}:${config.http.port} (${code}); free the port or change http.port`,
+      );
+    }
+    throw err;
+  });
   io.err(`deis-backup daemon listening on ${daemon.url}`);
   await new Promise<void>((resolve) => {
     if (signal.aborted) resolve();

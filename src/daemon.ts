@@ -25,9 +25,15 @@ export interface Daemon {
   url: string;
   metrics: Metrics;
   operations: Operations;
-  /** Stops scheduling, aborts the running operation, waits for it (bounded), closes the server. */
+  /**
+   * Stops scheduling, waits (bounded) for the running operation, closes the server. Abort the
+   * `shutdown` signal first to abort that operation instead of letting it finish.
+   */
   stop(): Promise<void>;
 }
+
+/** How long a target listing answers /readyz before the target is asked again. */
+const READY_CACHE_MS = 5_000;
 
 /** How long a shutdown waits for the running operation to wind down. */
 const SHUTDOWN_WAIT_MS = 30_000;
@@ -61,23 +67,30 @@ export async function startDaemon(
   const intervalSeconds = first && second ? (second.getTime() - first.getTime()) / 1000 : 86_400;
   metrics.setExpectedInterval(intervalSeconds);
 
-  /** Lists restore points; doubles as the target's health check. */
+  /**
+   * Lists restore points; doubles as the target's health check. The first successful listing sets
+   * the last-success figures, so a target that was down at start still gets them when it returns.
+   */
+  let rebuilt = false;
+  let lastScan: { at: number; error: string | undefined } = { at: 0, error: 'not checked yet' };
   const scan = async (signal: AbortSignal) => {
     try {
       const { snapshots } = await repository.scan({ signal });
       metrics.setTargetUp(true);
       metrics.setRestorePoints(snapshots.length);
+      if (!rebuilt) metrics.rebuild(snapshots);
+      rebuilt = true;
+      lastScan = { at: Date.now(), error: undefined };
       return snapshots;
     } catch (err) {
       metrics.setTargetUp(false);
+      lastScan = { at: Date.now(), error: describeError(err) };
       throw err;
     }
   };
-  try {
-    metrics.rebuild(await scan(AbortSignal.any([shutdown, AbortSignal.timeout(30_000)])));
-  } catch (err) {
+  await scan(AbortSignal.any([shutdown, AbortSignal.timeout(30_000)])).catch((err: unknown) => {
     log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
-  }
+  });
 
   function startBackup(
     trigger: string,
@@ -201,10 +214,9 @@ export async function startDaemon(
   }
 
   const readiness = async (signal: AbortSignal): Promise<Readiness> => {
-    let targetError: string | undefined;
-    await scan(signal).catch((err: unknown) => {
-      targetError = describeError(err);
-    });
+    // Probes may come every few seconds: a listing younger than READY_CACHE_MS answers for the target.
+    if (Date.now() - lastScan.at > READY_CACHE_MS) await scan(signal).catch(() => undefined);
+    const targetError = lastScan.error;
     const last = metrics.lastSuccessOf(ALL);
     const maxAgeSeconds = 2 * intervalSeconds;
     const age = Date.now() / 1000 - last;

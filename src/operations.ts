@@ -57,7 +57,11 @@ export class Operations {
     work: (signal: AbortSignal, progress: (value: unknown) => void, id: string) => Promise<WorkOutcome>,
   ): { started: OperationView } | { busy: OperationView } {
     if (this.running) return { busy: view(this.running) };
-    if (this.shutdown.aborted) throw new Error('shutting down');
+    if (this.shutdown.aborted) {
+      throw Object.assign(new Error('the daemon is shutting down; try again when it is back'), {
+        statusCode: 503,
+      });
+    }
     const controller = new AbortController();
     const signal = AbortSignal.any([controller.signal, this.shutdown]);
     const op: Operation = {

@@ -64,7 +64,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
 
   app.setErrorHandler((err: { statusCode?: number; message: string }, _request, reply) => {
-    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode <= 503 ? err.statusCode : 500;
     if (status === 500) deps.log.error({ err }, 'request failed');
     void reply.code(status).send({ error: status === 500 ? 'internal error' : err.message });
   });

@@ -285,6 +285,26 @@ describeWithStack('daemon', (stack) => {
     expect(await finished(daemon, 'restores', id)).toMatchObject({ status: 'aborted' });
   });
 
+  it('says in one line when its port is taken', async () => {
+    const blocker = net.createServer();
+    blocker.listen(0, '127.0.0.1');
+    await once(blocker, 'listening');
+    const { port } = blocker.address() as net.AddressInfo;
+    try {
+      const file = writeConfig({
+        target: { type: 'dir', path: tempDir('target') },
+        http: { host: '127.0.0.1', port },
+      });
+      const run = await cli(['daemon', '--config', file]);
+      expect(run.code).toBe(2);
+      expect(run.err).toBe(
+        `deis-backup: http: cannot listen on 127.0.0.1:${port} (EADDRINUSE); free the port or change http.port`,
+      );
+    } finally {
+      blocker.close();
+    }
+  });
+
   it('posts a failed run to the webhook', async () => {
     const received: unknown[] = [];
     const hook = http.createServer((req, res) => {
@@ -355,14 +375,19 @@ describeWithStack('daemon', (stack) => {
       expect(ready.status).toBe(200);
       expect(ready.body).toMatchObject({ ready: true, targetUp: true, sources: { volume: {} } });
       await proxy.close();
-      const down = await call(daemon, 'GET', '/readyz');
-      expect(down.status).toBe(503);
+      // /readyz may answer from a listing a few seconds old: the change shows within the cache time.
+      const down = await until('readyz to turn 503', async () => {
+        const answer = await call(daemon, 'GET', '/readyz');
+        return answer.status === 503 ? answer : undefined;
+      });
       expect(String(down.body['reason'])).toMatch(
         /^target s3:\/\/deis-backups\/ready_\w+ unreachable: .*(ECONNREFUSED|ECONNRESET)/,
       );
       expect(sample((await call(daemon, 'GET', '/metrics')).body, 'deis_backup_target_up')).toBe(0);
       await proxy.open();
-      expect((await call(daemon, 'GET', '/readyz')).status).toBe(200);
+      await until('readyz to turn 200', async () =>
+        (await call(daemon, 'GET', '/readyz')).status === 200 ? true : undefined,
+      );
     } finally {
       await proxy.close();
     }
