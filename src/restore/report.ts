@@ -92,11 +92,3 @@ export function createReporter(
     },
   };
 }
-
-/** A reporter that says nothing (library use, tests). */
-export const silentReporter: Reporter = {
-  started: () => undefined,
-  finished: () => undefined,
-  progress: () => undefined,
-  warn: () => undefined,
-};
