@@ -238,6 +238,13 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
     if (existing !== undefined && (typeof existing !== 'object' || existing === null)) continue;
     raw[section] = { ...existing, [field]: value };
   }
+  // The Deis unit idiom passes the host's etcd as ETCD=host:4001; it stands in for etcd.endpoints.
+  const etcdEnv = opts.env['ETCD'];
+  const etcdSection = raw['etcd'] as { endpoints?: unknown } | undefined;
+  if (etcdEnv !== undefined && etcdEnv !== '' && etcdSection?.endpoints === undefined) {
+    const endpoint = /^https?:\/\//.test(etcdEnv) ? etcdEnv : `http://${etcdEnv}`;
+    raw['etcd'] = { ...(typeof etcdSection === 'object' ? etcdSection : {}), endpoints: [endpoint] };
+  }
   const result = schema.safeParse(raw);
   if (!result.success) {
     for (const issue of result.error.issues) problems.push(formatIssue(issue));

@@ -131,3 +131,17 @@ describe('secret overrides and the target kind', () => {
     );
   });
 });
+
+describe('ETCD from the Deis unit', () => {
+  it('uses ETCD=host:port when the config names no etcd endpoints, and never over the config', () => {
+    expect(loadConfig({ file: file({}), env: { ETCD: '10.21.1.44:4001' } }).etcd.endpoints).toEqual([
+      'http://10.21.1.44:4001',
+    ]);
+    expect(
+      loadConfig({
+        file: file({ etcd: { endpoints: ['http://127.0.0.1:24001'] } }),
+        env: { ETCD: '10.21.1.44:4001' },
+      }).etcd.endpoints,
+    ).toEqual(['http://127.0.0.1:24001']);
+  });
+});
