@@ -1,0 +1,555 @@
+// Benchmark driver (npm run bench): deis-backup against rclone, s3cmd, GNU tar and pg_dumpall | gzip
+// on the real test stack. Each measurement runs 3 times; medians go to bench/results.md and stdout.
+// Scale: BENCH_SCALE=small (default) or full. Scratch space: BENCH_DIR (default /tmp/deis-backup-bench).
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { S3Client } from '../../src/s3/client.js';
+import { gatewayOptions, loadStack, stackDumpCommand, stackSsh } from '../../test/fixtures/stack.js';
+import {
+  BUCKETS,
+  REGISTRY_BUCKET,
+  SCALES,
+  WAL_BUCKET,
+  ensureBuckets,
+  ensureDatabase,
+  ensureVolume,
+  planIncrement,
+  putAll,
+  removeIncrements,
+} from './dataset.js';
+
+const REPS = 3;
+const CONCURRENCY = 4;
+const MB = 1_000_000;
+const RSS_GOAL_MIB = 150 * (MB / (1024 * 1024));
+
+const scaleName = process.env['BENCH_SCALE'] ?? 'small';
+if (scaleName !== 'small' && scaleName !== 'full') throw new Error('BENCH_SCALE must be small or full');
+const scale = SCALES[scaleName];
+const root = process.env['BENCH_DIR'] ?? '/tmp/deis-backup-bench';
+const work = join(root, 'work');
+const stack = loadStack();
+if (!stack) throw new Error('the test stack is not running; start it with npm run stack:start');
+const log = (line: string): void => {
+  process.stderr.write(`bench: ${line}\n`);
+};
+
+// rclone reads AWS_CA_BUNDLE even for plain http and fails on this machine's value: drop it.
+const baseEnv: NodeJS.ProcessEnv = { ...process.env };
+delete baseEnv['AWS_CA_BUNDLE'];
+const rcloneEnv: NodeJS.ProcessEnv = {
+  ...baseEnv,
+  RCLONE_CONFIG_GW_TYPE: 's3',
+  RCLONE_CONFIG_GW_PROVIDER: 'Ceph',
+  RCLONE_CONFIG_GW_ENDPOINT: stack.rgwEndpoint,
+  RCLONE_CONFIG_GW_ACCESS_KEY_ID: stack.gatewayAccessKey,
+  RCLONE_CONFIG_GW_SECRET_ACCESS_KEY: stack.gatewaySecretKey,
+  RCLONE_CONFIG_GW_FORCE_PATH_STYLE: 'true',
+  RCLONE_CONFIG_GW_ENV_AUTH: 'false',
+};
+const rgwHost = stack.rgwEndpoint.replace(/^https?:\/\//, '');
+const s3cmdArgs = [
+  '-c',
+  '/dev/null',
+  '--no-ssl',
+  `--host=${rgwHost}`,
+  `--host-bucket=${rgwHost}`,
+  '--signature-v2',
+  `--access_key=${stack.gatewayAccessKey}`,
+  `--secret_key=${stack.gatewaySecretKey}`,
+  '--no-progress',
+];
+
+interface RunResult {
+  seconds: number;
+  rssMiB: number;
+  stdout: string;
+}
+
+/** Runs argv under /usr/bin/time -f '%e %M'; wall time from hrtime, peak RSS from time. */
+async function timed(argv: readonly string[], env: NodeJS.ProcessEnv = baseEnv): Promise<RunResult> {
+  const timeFile = join(work, 'time.out');
+  const started = process.hrtime.bigint();
+  const child = spawn('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, ...argv], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0) {
+    throw new Error(
+      `${argv.join(' ')} exited ${String(code)}\n${stderr.slice(-4000)}\n${stdout.slice(-2000)}`,
+    );
+  }
+  const [, rss] = (await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)?.split(' ') ?? [];
+  return { seconds, rssMiB: Number(rss) / 1024, stdout };
+}
+
+function sh(script: string): string[] {
+  return ['bash', '-o', 'pipefail', '-c', script];
+}
+
+function output(cmd: string, args: readonly string[]): string {
+  const res = spawnSync(cmd, args, { encoding: 'utf8', env: baseEnv });
+  return `${res.stdout}${res.stderr}`.trim();
+}
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? Number.NaN;
+};
+
+interface Row {
+  work: string;
+  theirName: string;
+  ours: number[];
+  theirs: number[];
+  rss: number[];
+  /** Bytes the work moves (for MB/s). */
+  bytes: number;
+  /** Ratio goal (ours/theirs), or undefined when only reported. */
+  goal: number | undefined;
+}
+
+const rows: Row[] = [];
+
+function node(args: readonly string[]): string[] {
+  return ['node', 'dist/bin.js', ...args];
+}
+
+interface ConfigInput {
+  target: string;
+  volume?: string;
+}
+
+async function writeConfig(name: string, input: ConfigInput): Promise<string> {
+  await mkdir(input.target, { recursive: true });
+  const config = {
+    etcd: { endpoints: [stack?.etcdEndpoint] },
+    ssh: stack ? stackSsh(stack) : undefined,
+    sources: {
+      buckets: { names: [...BUCKETS], concurrency: CONCURRENCY },
+      volume: { path: input.volume ?? '/nonexistent', host: 'local' },
+      database: { host: 'local', command: stack ? stackDumpCommand(stack) : '' },
+    },
+    target: { type: 'dir', path: input.target },
+  };
+  const file = join(work, `${name}.json`);
+  await writeFile(file, `${JSON.stringify(config, null, 2)}\n`);
+  return file;
+}
+
+function expectSuccess(stdout: string, what: string): void {
+  const result = JSON.parse(stdout) as { status?: string };
+  if (result.status !== 'success') throw new Error(`${what}: status ${String(result.status)}\n${stdout}`);
+}
+
+/** Files and bytes under dir (a synced copy of the buckets). */
+async function dirStats(dir: string): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    objects++;
+    bytes += (await stat(join(entry.parentPath, entry.name))).size;
+  }
+  return { objects, bytes };
+}
+
+async function bucketStats(
+  client: S3Client,
+  buckets: readonly string[],
+): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  for (const bucket of buckets) {
+    for await (const o of client.listObjects(bucket, {
+      signal: AbortSignal.timeout(600_000),
+      listVersion: 1,
+    })) {
+      objects++;
+      bytes += o.size;
+    }
+  }
+  return { objects, bytes };
+}
+
+/** Fails the bench when a tool's copy does not hold what it should (a fast wrong answer is no answer). */
+function check(
+  what: string,
+  got: { objects: number; bytes: number },
+  want: { objects: number; bytes: number },
+): void {
+  if (got.objects !== want.objects || got.bytes !== want.bytes)
+    throw new Error(
+      `${what}: ${got.objects} objects / ${got.bytes} bytes, expected ${want.objects} / ${want.bytes}`,
+    );
+}
+
+async function purge(bucket: string): Promise<void> {
+  spawnSync('rclone', ['purge', `gw:${bucket}`], { env: rcloneEnv, stdio: 'ignore' });
+  await Promise.resolve();
+}
+
+function rcloneSync(from: string, to: string): string[] {
+  return ['rclone', 'sync', from, to, '--transfers', String(CONCURRENCY)];
+}
+
+async function main(): Promise<void> {
+  if (!stack) return;
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const gateway = new S3Client({ ...gatewayOptions(stack), maxSockets: 8 });
+  const genStart = Date.now();
+  const data = await ensureBuckets(gateway, scale, log);
+  const volumeDir = join(root, `volume-${scale.name}`);
+  const volumeBytes = await ensureVolume(root, scale, log);
+  ensureDatabase({ host: stack.pgHost, port: stack.pgPort, user: stack.pgUser }, scale, log);
+  log(
+    `data ready in ${((Date.now() - genStart) / 1000).toFixed(1)} s: ${data.objects} objects, ${(data.bytes / MB).toFixed(1)} MB`,
+  );
+
+  // 0. The floor every CLI run pays: node startup plus loading deis-backup (no work at all).
+  const startup: Row = {
+    work: 'CLI startup only (`--help`)',
+    theirName: '`node -e 0`',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: Number.NaN,
+    goal: undefined,
+  };
+  for (let r = 0; r < REPS; r++) {
+    const ours = await timed(node(['--help']));
+    startup.ours.push(ours.seconds);
+    startup.rss.push(ours.rssMiB);
+    startup.theirs.push((await timed(['node', '-e', '0'])).seconds);
+  }
+  rows.push(startup);
+
+  // 1. First backup of the buckets: fresh directories every repetition.
+  const first: Row = {
+    work: 'first backup, buckets',
+    theirName: 'rclone sync',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: data.bytes,
+    goal: 1.0,
+  };
+  const firstS3cmd: Row = {
+    ...first,
+    theirName: 's3cmd sync',
+    ours: [],
+    theirs: [],
+    rss: [],
+    goal: undefined,
+  };
+  let oursTarget = '';
+  let rcloneCopy = '';
+  for (let r = 0; r < REPS; r++) {
+    const target = join(work, `ours-first-${r}`);
+    const config = await writeConfig(`first-${r}`, { target });
+    const ours = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'first backup');
+    first.ours.push(ours.seconds);
+    first.rss.push(ours.rssMiB);
+    firstS3cmd.ours.push(ours.seconds);
+    firstS3cmd.rss.push(ours.rssMiB);
+    const copy = join(work, `rclone-first-${r}`);
+    let t = 0;
+    for (const bucket of BUCKETS)
+      t += (await timed(rcloneSync(`gw:${bucket}`, join(copy, bucket)), rcloneEnv)).seconds;
+    first.theirs.push(t);
+    check('rclone copy', await dirStats(copy), data);
+    const s3copy = join(work, `s3cmd-first-${r}`);
+    t = 0;
+    for (const bucket of BUCKETS) {
+      await mkdir(join(s3copy, bucket), { recursive: true });
+      t += (await timed(['s3cmd', ...s3cmdArgs, 'sync', `s3://${bucket}/`, `${join(s3copy, bucket)}/`]))
+        .seconds;
+    }
+    firstS3cmd.theirs.push(t);
+    check('s3cmd copy', await dirStats(s3copy), data);
+    await rm(s3copy, { recursive: true, force: true });
+    if (r < REPS - 1) {
+      await rm(target, { recursive: true, force: true });
+      await rm(copy, { recursive: true, force: true });
+    } else {
+      oursTarget = target;
+      rcloneCopy = copy;
+    }
+    log(
+      `first backup ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone ${first.theirs.at(-1)?.toFixed(2) ?? ''} s, s3cmd ${t.toFixed(2)} s`,
+    );
+  }
+  rows.push(first, firstS3cmd);
+  const nightlyConfig = await writeConfig('nightly', { target: oursTarget });
+
+  // 2. Nightly backup with nothing changed vs a bare listing.
+  const still: Row = {
+    work: 'nightly, nothing changed',
+    theirName: 'rclone lsf -R',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: data.bytes,
+    goal: 1.2,
+  };
+  const stillS3cmd: Row = { ...still, theirName: 's3cmd ls -r', ours: [], theirs: [], rss: [] };
+  for (let r = 0; r < REPS; r++) {
+    const ours = await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'nightly backup');
+    still.ours.push(ours.seconds);
+    still.rss.push(ours.rssMiB);
+    stillS3cmd.ours.push(ours.seconds);
+    stillS3cmd.rss.push(ours.rssMiB);
+    let t = 0;
+    for (const bucket of BUCKETS)
+      t += (await timed(['rclone', 'lsf', '-R', `gw:${bucket}`], rcloneEnv)).seconds;
+    still.theirs.push(t);
+    t = 0;
+    for (const bucket of BUCKETS)
+      t += (await timed(['s3cmd', ...s3cmdArgs, 'ls', '-r', `s3://${bucket}`])).seconds;
+    stillS3cmd.theirs.push(t);
+    log(
+      `nightly unchanged ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone lsf ${still.theirs.at(-1)?.toFixed(2) ?? ''} s, s3cmd ls ${t.toFixed(2)} s`,
+    );
+  }
+  rows.push(still, stillS3cmd);
+
+  // 3. Nightly with 5% new objects: both tools catch up onto their previous copies.
+  const incr: Row = {
+    work: 'nightly, 5% new objects',
+    theirName: 'rclone sync',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: 0,
+    goal: 1.0,
+  };
+  const added: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    const batch = planIncrement(scale, data.objects, r);
+    await putAll(gateway, batch);
+    added.push(batch.reduce((a, o) => a + o.size, 0));
+    const ours = await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'incremental backup');
+    incr.ours.push(ours.seconds);
+    incr.rss.push(ours.rssMiB);
+    let t = 0;
+    for (const bucket of BUCKETS)
+      t += (await timed(rcloneSync(`gw:${bucket}`, join(rcloneCopy, bucket)), rcloneEnv)).seconds;
+    incr.theirs.push(t);
+    log(
+      `nightly +${batch.length} objects ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone ${t.toFixed(2)} s`,
+    );
+  }
+  incr.bytes = median(added);
+  incr.work = `nightly, 5% new objects (+${planIncrement(scale, data.objects, 0).length} objects)`;
+  rows.push(incr);
+
+  // 4. Store-volume vs tar czf.
+  const volume: Row = {
+    work: 'volume',
+    theirName: 'tar czf',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: volumeBytes,
+    goal: 1.0,
+  };
+  for (let r = 0; r < REPS; r++) {
+    const target = join(work, `ours-volume-${r}`);
+    const config = await writeConfig(`volume-${r}`, { target, volume: volumeDir });
+    const ours = await timed(node(['backup', '--config', config, '--only', 'volume', '--json']));
+    expectSuccess(ours.stdout, 'volume backup');
+    volume.ours.push(ours.seconds);
+    volume.rss.push(ours.rssMiB);
+    const tgz = join(work, `volume-${r}.tgz`);
+    const tar = await timed(['tar', 'czf', tgz, '-C', volumeDir, '.']);
+    volume.theirs.push(tar.seconds);
+    await rm(target, { recursive: true, force: true });
+    await rm(tgz, { force: true });
+    log(`volume ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, tar ${tar.seconds.toFixed(2)} s`);
+  }
+  rows.push(volume);
+
+  // 5. Database vs pg_dumpall | gzip.
+  const dumpCommand = stackDumpCommand(stack);
+  const dumpBytes = Number(output('bash', ['-o', 'pipefail', '-c', `${dumpCommand} | wc -c`]));
+  const database: Row = {
+    work: 'database',
+    theirName: 'pg_dumpall \\| gzip',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: dumpBytes,
+    goal: 1.05,
+  };
+  for (let r = 0; r < REPS; r++) {
+    const target = join(work, `ours-db-${r}`);
+    const config = await writeConfig(`db-${r}`, { target });
+    const ours = await timed(node(['backup', '--config', config, '--only', 'database', '--json']));
+    expectSuccess(ours.stdout, 'database backup');
+    database.ours.push(ours.seconds);
+    database.rss.push(ours.rssMiB);
+    const gz = join(work, `db-${r}.sql.gz`);
+    const theirs = await timed(sh(`${dumpCommand} | gzip > ${gz}`));
+    database.theirs.push(theirs.seconds);
+    await rm(target, { recursive: true, force: true });
+    await rm(gz, { force: true });
+    log(
+      `database ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, pg_dumpall|gzip ${theirs.seconds.toFixed(2)} s`,
+    );
+  }
+  rows.push(database);
+
+  // 6. Restore of the buckets into fresh buckets (both copies now hold the base data plus the increments).
+  let restoredBytes = 0;
+  for (const bucket of BUCKETS) {
+    for await (const o of gateway.listObjects(bucket, {
+      signal: AbortSignal.timeout(600_000),
+      listVersion: 1,
+    }))
+      restoredBytes += o.size;
+  }
+  const restore: Row = {
+    work: 'restore, buckets',
+    theirName: 'rclone sync',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: restoredBytes,
+    goal: 1.0,
+  };
+  const fresh = (tool: string, bucket: string, r: number): string =>
+    `${bucket === WAL_BUCKET ? 'bench-wal' : 'bench-reg'}-${tool}-${r}`;
+  for (let r = 0; r < REPS; r++) {
+    for (const bucket of BUCKETS) {
+      await purge(fresh('ours', bucket, r));
+      await purge(fresh('rc', bucket, r));
+    }
+    const ours = await timed(
+      node([
+        'restore',
+        'latest',
+        '--config',
+        nightlyConfig,
+        '--only',
+        'buckets',
+        ...BUCKETS.flatMap((b) => ['--bucket', `${b}=${fresh('ours', b, r)}`]),
+        '--yes',
+        '--json',
+      ]),
+    );
+    expectSuccess(ours.stdout, 'restore');
+    restore.ours.push(ours.seconds);
+    restore.rss.push(ours.rssMiB);
+    let t = 0;
+    for (const bucket of BUCKETS)
+      t += (await timed(rcloneSync(join(rcloneCopy, bucket), `gw:${fresh('rc', bucket, r)}`), rcloneEnv))
+        .seconds;
+    restore.theirs.push(t);
+    const want = await bucketStats(gateway, BUCKETS);
+    check(
+      'our restore',
+      await bucketStats(
+        gateway,
+        BUCKETS.map((b) => fresh('ours', b, r)),
+      ),
+      want,
+    );
+    check(
+      'rclone restore',
+      await bucketStats(
+        gateway,
+        BUCKETS.map((b) => fresh('rc', b, r)),
+      ),
+      want,
+    );
+    for (const bucket of BUCKETS) {
+      await purge(fresh('ours', bucket, r));
+      await purge(fresh('rc', bucket, r));
+    }
+    log(`restore ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone ${t.toFixed(2)} s`);
+  }
+  rows.push(restore);
+  await removeIncrements(gateway);
+  gateway.close();
+
+  await report();
+  await rm(work, { recursive: true, force: true });
+}
+
+function fmt(n: number, digits = 2): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : '—';
+}
+
+async function report(): Promise<void> {
+  const versions = {
+    node: process.version,
+    rclone: output('rclone', ['version']).split('\n')[0] ?? '',
+    s3cmd: output('s3cmd', ['--version']),
+    tar: output('tar', ['--version']).split('\n')[0] ?? '',
+    gzip: output('gzip', ['--version']).split('\n')[0] ?? '',
+    pg_dumpall: output('pg_dumpall', ['--version']),
+  };
+  const table = [
+    '| work | theirs | ours s | theirs s | ours MB/s | theirs MB/s | ratio | our peak RSS MiB | goal | met? |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+  ];
+  for (const row of rows) {
+    const ours = median(row.ours);
+    const theirs = median(row.theirs);
+    const rss = Math.max(...row.rss);
+    const ratio = ours / theirs;
+    const ratioOk = row.goal === undefined || ratio <= row.goal;
+    const rssOk = rss <= RSS_GOAL_MIB;
+    const goal = `${row.goal === undefined ? 'none (informational)' : `ratio ≤ ${row.goal.toFixed(2)}`}, RSS ≤ 150 MB`;
+    const problems = [ratioOk ? '' : 'ratio', rssOk ? '' : 'RSS'].filter(Boolean);
+    table.push(
+      `| ${row.work} | ${row.theirName} | ${fmt(ours)} | ${fmt(theirs)} | ${fmt(row.bytes / MB / ours, 1)} | ` +
+        `${fmt(row.bytes / MB / theirs, 1)} | ${fmt(ratio)} | ${fmt(rss, 0)} | ${goal} | ` +
+        `${problems.length === 0 ? 'yes' : `no (${problems.join(', ')})`} |`,
+    );
+  }
+  const raw = rows.map(
+    (r) =>
+      `- ${r.work} vs ${r.theirName}: ours ${r.ours.map((x) => fmt(x)).join(' / ')} s; ` +
+      `theirs ${r.theirs.map((x) => fmt(x)).join(' / ')} s; our RSS ${r.rss.map((x) => fmt(x, 0)).join(' / ')} MiB`,
+  );
+  const md = [
+    '# deis-backup benchmark',
+    '',
+    `Produced by \`BENCH_SCALE=${scale.name} npm run bench\` (scripts/bench.sh, scripts/bench/driver.ts).`,
+    '',
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${cpus().length} CPUs (nproc ${output('nproc', [])}), ${(totalmem() / 1024 ** 3).toFixed(1)} GiB memory, kernel ${output('uname', ['-r'])}`,
+    `- versions: node ${versions.node}; ${versions.rclone}; ${versions.s3cmd}; ${versions.tar}; ${versions.gzip}; ${versions.pg_dumpall}`,
+    `- scale: ${scale.name} — buckets ${WAL_BUCKET} + ${REGISTRY_BUCKET}; store-volume ${scale.volumeFiles} log files, ${(scale.volumeBytes / MB).toFixed(0)} MB; benchdb ${scale.dbRows} rows`,
+    `- stack: Ceph radosgw ${stack?.rgwEndpoint ?? ''} (memstore OSD), PostgreSQL 15 on ${stack?.pgPort ?? 0}; targets are local directories`,
+    `- method: each work ${REPS} times, medians; wall time from the driver, peak RSS of our process from \`/usr/bin/time -f '%e %M'\` (max over the runs);` +
+      ` concurrency ${CONCURRENCY} for both us and rclone (\`--transfers ${CONCURRENCY}\`); bucket work sums both buckets (rclone and s3cmd run once per bucket).`,
+    '- MB/s: the bytes the work covers (all bucket data for a first backup, a no-change nightly and a restore; the new objects for the 5% nightly; the uncompressed volume; the uncompressed dump) / median seconds; 1 MB = 10^6 bytes.',
+    '- goals: ratio ours/theirs ≤ 1.0 vs rclone and GNU tar, ≤ 1.05 vs pg_dumpall | gzip, nothing-changed nightly ≤ 1.2 × a bare listing; our peak RSS ≤ 150 MB (143 MiB).',
+    '',
+    ...table,
+    '',
+    '## Raw runs',
+    '',
+    ...raw,
+    '',
+  ].join('\n');
+  await mkdir('bench', { recursive: true });
+  await writeFile('bench/results.md', md);
+  process.stdout.write(`${table.join('\n')}\n`);
+}
+
+await main();
