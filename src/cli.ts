@@ -10,7 +10,6 @@ import { restoreSnapshot } from './restore.js';
 import { createReporter } from './restore/report.js';
 import { createLogger } from './log.js';
 import type { DestinationStream } from 'pino';
-import { startDaemon } from './daemon.js';
 import {
   createClusterEtcd,
   createRepository,
@@ -133,6 +132,8 @@ function load(file: string, env: NodeJS.ProcessEnv): Config {
 
 async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
   const log = createLogger({ level: config.log.level }, io.log);
+  // Loaded here so the other commands start without fastify, prom-client and node-cron.
+  const { startDaemon } = await import('./daemon.js');
   const daemon = await startDaemon(config, { log, shutdown: signal }).catch((err: unknown) => {
     const code = (err as { code?: string }).code;
     if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
@@ -168,7 +169,7 @@ async function backupCommand(
 ): Promise<number> {
   const only = parseOnly(values.only);
   const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
-  const repository = createRepository(config);
+  const repository = await createRepository(config);
   const etcd = createClusterEtcd(config);
   const run = await createSources(config, etcd, only, { signal });
   try {
@@ -217,7 +218,7 @@ async function restoreCommand(
     const report = await restoreSnapshot(
       {
         config,
-        repository: createRepository(config),
+        repository: await createRepository(config),
         etcd,
         gateway: gateway.get,
         sshTarget: (host) => sshTarget(config, host),
@@ -264,7 +265,7 @@ function parseBucketMap(values: readonly string[]): Map<string, string> {
 }
 
 async function snapshotsCommand(config: Config, json: boolean, io: Io, signal: AbortSignal): Promise<number> {
-  const { snapshots: manifests, unreadable } = await createRepository(config).scan({ signal });
+  const { snapshots: manifests, unreadable } = await (await createRepository(config)).scan({ signal });
   for (const bad of unreadable) io.err(`warning: restore point ${bad.id} is not usable: ${bad.error}`);
   if (json) {
     io.out(JSON.stringify(manifests.map(snapshotSummary), null, 2));

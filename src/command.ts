@@ -1,7 +1,7 @@
 // Runs a shell command here or on a host over SSH, the same way for both: stdin in, stdout out,
 // stderr kept for the error message, exit status at the end.
 import { spawn } from 'node:child_process';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { describeError, toError } from './errors.js';
 import { runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
 
@@ -14,7 +14,21 @@ export async function runCommand(
   opts: { signal: AbortSignal },
 ): Promise<RemoteCommand> {
   if (where.ssh) return runRemote(where.ssh, command, opts);
-  const child = spawn('/bin/sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'], signal: opts.signal });
+  // Its own process group, so an abort stops the whole pipeline, not only the shell.
+  const child = spawn('/bin/sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const onAbort = (): void => {
+    if (child.pid !== undefined && child.exitCode === null) {
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  child.once('close', () => {
+    opts.signal.removeEventListener('abort', onAbort);
+  });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
@@ -53,7 +67,9 @@ export async function feedCommand(
   let streamError: unknown;
   try {
     for await (const chunk of body) {
-      if (!running.stdin.write(chunk)) await new Promise((resolve) => running.stdin.once('drain', resolve));
+      if (!running.stdin.write(chunk)) await writable(running.stdin);
+      // A command that died (or was killed) reads no more: stop feeding, its exit status tells why.
+      if (running.stdin.destroyed || running.stdin.writableEnded) break;
     }
   } catch (err) {
     streamError = err;
@@ -66,4 +82,19 @@ export async function feedCommand(
   }));
   if (streamError !== undefined) throw toError(streamError);
   return { code, stderr };
+}
+
+/** Resolves when the stream can take more data, or can never take any again. */
+function writable(stream: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      stream.off('error', done);
+      resolve();
+    };
+    stream.once('drain', done);
+    stream.once('close', done);
+    stream.once('error', done);
+  });
 }

@@ -44,7 +44,7 @@ export async function startDaemon(
   opts: { log: Logger; shutdown: AbortSignal },
 ): Promise<Daemon> {
   const { log, shutdown } = opts;
-  const repository = createRepository(config);
+  const repository = await createRepository(config);
   const etcd = createClusterEtcd(config);
   const metrics = new Metrics(new Registry(), TOOL.split(' ')[1] ?? 'unknown');
   const operations = new Operations(shutdown);

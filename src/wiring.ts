@@ -13,7 +13,6 @@ import type { Source } from './sources/source.js';
 import { VolumeSource } from './sources/volume.js';
 import type { UnavailableSource } from './backup.js';
 import { DirTarget } from './targets/dir.js';
-import { S3Target } from './targets/s3.js';
 import type { Target } from './targets/target.js';
 
 /** The parts of a restore point a run can be limited to. */
@@ -38,15 +37,20 @@ export function parseOnly(value: string | undefined): SourceKind[] | undefined {
   return names as SourceKind[];
 }
 
-/** Builds the configured target. */
-export function createTarget(config: Config): Target {
+/**
+ * Builds the configured target. The S3 client (minio) is loaded only for an S3 target: it costs
+ * about 0.2 s and 30 MB at start, which every CLI run with a directory target would pay.
+ */
+export async function createTarget(config: Config): Promise<Target> {
   const t = config.target;
-  return t.type === 'dir' ? new DirTarget(t.path) : new S3Target(t);
+  if (t.type === 'dir') return new DirTarget(t.path);
+  const { S3Target } = await import('./targets/s3.js');
+  return new S3Target(t);
 }
 
 /** Builds the repository on the configured target. */
-export function createRepository(config: Config): Repository {
-  return new Repository(createTarget(config));
+export async function createRepository(config: Config): Promise<Repository> {
+  return new Repository(await createTarget(config));
 }
 
 /** Builds the etcd reader. */

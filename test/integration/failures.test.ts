@@ -9,7 +9,7 @@ import { BucketSource } from '../../src/sources/bucket.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { seedOddKeys } from '../fixtures/deis-sample.js';
 import { gatewayOptions, stackDumpCommand, stackSsh } from '../fixtures/stack.js';
-import { cli, gatewayClient, describeWithStack, tempDir, unique, writeConfig } from './helpers.js';
+import { cli, describeWithStack, gatewayClient, psql, tempDir, unique, writeConfig } from './helpers.js';
 import { readdir } from 'node:fs/promises';
 
 const signal = AbortSignal.timeout(300_000);
@@ -25,6 +25,7 @@ interface TestConfig {
   };
   target: unknown;
   gateway?: Record<string, unknown>;
+  restore?: Record<string, unknown>;
 }
 const silent = createLogger({ level: 'silent' });
 
@@ -247,6 +248,37 @@ describeWithStack('failed and partial runs', (stack) => {
     expect(result.sources[0]?.errors).toEqual(['odd/plus+sign+.txt: connection reset by peer']);
     const manifests = await repository.listSnapshots({ signal });
     expect(manifests.map((m) => m.status)).toEqual(['partial']);
+  });
+
+  it('fails a restore whose load command dies while the dump is still streaming, without hanging', async () => {
+    const db = unique('bigdump');
+    psql(stack, stack.pgPort, `create database ${db}`);
+    try {
+      // Far more than a pipe buffer, so the dump is still being written when the command exits.
+      psql(
+        stack,
+        stack.pgPort,
+        `create table filler as select g, md5(g::text) as h from generate_series(1, 100000) g`,
+        db,
+      );
+      const dir = tempDir('target');
+      const file = config({ type: 'dir', path: dir }, (c) => {
+        c.restore = { databaseCommand: 'head -c 1000 > /dev/null; echo gave up >&2; exit 5' };
+      });
+      expect((await cli(['backup', '--only', 'database', '--config', file])).code).toBe(0);
+      const started = Date.now();
+      const run = await cli(['restore', 'latest', '--only', 'database', '--config', file, '--json']);
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect(run.code).toBe(1);
+      const report = JSON.parse(run.out) as { steps: { step: string; status: string; errors: string[] }[] };
+      expect(report.steps[0]).toMatchObject({
+        step: 'database',
+        status: 'failed',
+        errors: ['database: load command locally exited 5: gave up; check restore.databaseCommand'],
+      });
+    } finally {
+      psql(stack, stack.pgPort, `drop database ${db} with (force)`);
+    }
   });
 
   it('refuses a bad config with every problem and exit 2', async () => {
