@@ -36,6 +36,11 @@ exit codes: 0 success, 3 partial, 1 failed, 2 usage or config error`;
 /** Exit codes of every command. */
 export const EXIT = { success: 0, failed: 1, usage: 2, partial: 3 } as const;
 
+/** The exit code of a backup or restore outcome: anything not success or partial is a failure. */
+function exitFor(status: string): number {
+  return status === 'success' ? EXIT.success : status === 'partial' ? EXIT.partial : EXIT.failed;
+}
+
 /** Where the CLI writes: stdout for results, stderr for progress and errors. */
 export interface Io {
   out: (line: string) => void;
@@ -180,11 +185,7 @@ async function backupCommand(
       io.err(formatOutcome(result, repository.target.name));
       if (result.id) io.out(result.id);
     }
-    return result.status === 'success'
-      ? EXIT.success
-      : result.status === 'partial'
-        ? EXIT.partial
-        : EXIT.failed;
+    return exitFor(result.status);
   } finally {
     run.close();
   }
@@ -238,11 +239,7 @@ async function restoreCommand(
     );
     if (values.json) io.out(JSON.stringify(report, null, 2));
     else for (const line of formatRestore(report)) io.out(line);
-    return report.status === 'success'
-      ? EXIT.success
-      : report.status === 'partial'
-        ? EXIT.partial
-        : EXIT.failed;
+    return exitFor(report.status);
   } finally {
     gateway.close();
   }
