@@ -5,6 +5,7 @@ import { validateDetailed, createTask } from 'node-cron';
 import { z } from 'zod';
 import { BackupError } from './errors.js';
 import { Secret } from './secret.js';
+import { parseDuration } from './duration.js';
 
 /** Where the config file is looked for when --config is not given. */
 export const DEFAULT_CONFIG_PATH = '/etc/deis-backup/config.json';
@@ -24,6 +25,24 @@ const url = (what: string) =>
   z.string().refine((v) => /^https?:\/\/[^/\s]+/.test(v), {
     error: `must be an http(s) URL such as ${what}`,
   });
+
+const keepCount = z.number().int().min(1, { error: 'must be at least 1 (leave the rule out to not use it)' });
+
+/** The keep rules of a retention policy, in the order the decision applies them. */
+export const KEEP_RULES = [
+  'keepLast',
+  'keepHourly',
+  'keepDaily',
+  'keepWeekly',
+  'keepMonthly',
+  'keepYearly',
+  'keepWithin',
+] as const;
+
+function cronRefinement(value: { cron: string; timezone?: string }, ctx: z.core.$RefinementCtx): void {
+  const problem = cronProblem(value.cron, value.timezone ?? 'UTC');
+  if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
+}
 
 const schema = z
   .object({
@@ -155,10 +174,7 @@ const schema = z
         jitterSeconds: z.number().int().min(0).max(3600).default(0),
       })
       .strict()
-      .superRefine((value, ctx) => {
-        const problem = cronProblem(value.cron, value.timezone);
-        if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
-      })
+      .superRefine(cronRefinement)
       .prefault({}),
     webhook: z
       .object({
@@ -169,7 +185,63 @@ const schema = z
       .prefault({}),
     retention: z
       .object({
-        keepLast: z.number().int().min(1, { error: 'must keep at least one restore point' }).default(7),
+        keepLast: keepCount.optional(),
+        keepHourly: keepCount.optional(),
+        keepDaily: keepCount.optional(),
+        keepWeekly: keepCount.optional(),
+        keepMonthly: keepCount.optional(),
+        keepYearly: keepCount.optional(),
+        keepWithin: z
+          .string()
+          .refine((v) => parseDuration(v) !== undefined, {
+            error: 'must be a duration such as "30d", "2w", "6m", "1y" or "1y6m"',
+          })
+          .optional(),
+        prune: z.boolean().default(true),
+      })
+      .strict()
+      .refine((value) => KEEP_RULES.some((rule) => value[rule] !== undefined), {
+        error: `set at least one of ${KEEP_RULES.join(', ')}: a policy that keeps nothing is refused`,
+      })
+      .prefault({ keepLast: 7 }),
+    verify: z
+      .object({
+        enabled: z.boolean().default(true),
+        cron: z.string().min(1).default('30 4 * * *'),
+        readData: z.boolean().default(false),
+      })
+      .strict()
+      .superRefine(cronRefinement)
+      .prefault({}),
+    drill: z
+      .object({
+        enabled: z.boolean().default(false),
+        cron: z.string().min(1).default('0 5 * * 0'),
+        bucketSuffix: z
+          .string()
+          .regex(/^-[a-z0-9-]{1,20}$/, { error: 'must be "-" and up to 20 of a-z, 0-9, "-", e.g. "-drill"' })
+          .default('-drill'),
+        directory: z
+          .string()
+          .startsWith('/', { error: 'must be an absolute path' })
+          .default('/var/lib/deis-backup-drill'),
+      })
+      .strict()
+      .superRefine(cronRefinement)
+      .prefault({}),
+    lock: z
+      .object({
+        backend: z
+          .enum(['auto', 'etcd', 'target'], {
+            error: 'must be "etcd", "target" or "auto" (etcd when etcd.endpoints or ETCD is set)',
+          })
+          .default('auto'),
+        key: z
+          .string()
+          .regex(/^\/[^\s]+$/, { error: 'must be an etcd key such as "/deis/backup/lock"' })
+          .default('/deis/backup/lock'),
+        ttlSeconds: z.number().int().min(3, { error: 'must be at least 3' }).max(3600).default(60),
+        waitSeconds: z.number().int().min(0).max(86_400).default(0),
       })
       .strict()
       .prefault({}),
@@ -209,7 +281,11 @@ type WithSecrets<T> = {
 };
 
 /** The resolved configuration: every default applied, credentials wrapped in Secret. */
-export type Config = DeepReadonly<Omit<WithSecrets<Parsed>, 'target'> & { target: TargetConfig }>;
+export type Config = DeepReadonly<
+  Omit<WithSecrets<Parsed>, 'target' | 'lock'> & { target: TargetConfig; lock: LockConfig }
+>;
+/** Where the one-runner lock lives, "auto" resolved at load time. */
+export type LockConfig = Omit<Parsed['lock'], 'backend'> & { backend: 'etcd' | 'target' };
 /** Where restore points are stored. */
 export type TargetConfig =
   | (WithSecrets<Extract<Parsed['target'], { type: 's3' }>> & { type: 's3' })
@@ -252,7 +328,14 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
   if (problems.length > 0 || !result.success) {
     throw new ConfigError(opts.file, problems);
   }
-  return wrapSecrets(result.data) as Config;
+  const data = result.data;
+  // "auto": the cluster's etcd holds the lock when the operator pointed us at one.
+  const etcdGiven = (raw['etcd'] as { endpoints?: unknown } | undefined)?.endpoints !== undefined;
+  const lock = {
+    ...data.lock,
+    backend: data.lock.backend === 'auto' ? (etcdGiven ? 'etcd' : 'target') : data.lock.backend,
+  };
+  return wrapSecrets({ ...data, lock }) as Config;
 }
 
 /** A config with problems; `problems` holds one line per problem, each naming the path and the fix. */
