@@ -1,5 +1,6 @@
 // One backup run: capture every selected source into a new restore point, then commit its manifest.
 // Any failed source means no manifest: the run is failed and never listed as a restore point.
+import { hostname } from 'node:os';
 import { describeError, isAbort } from './errors.js';
 import type { Logger } from './log.js';
 import type { Manifest, SourceRecord } from './repository/manifest.js';
@@ -36,11 +37,21 @@ export async function runBackup(
   const now = deps.now ?? (() => new Date());
   const started = now();
   const log = deps.log;
-  // The newest restore point is both the target's health check and the base for incremental buckets.
-  const previous = (await deps.repository.listSnapshots(opts)).at(-1);
+  // The newest restore point is both the target's health check and the base for incremental buckets;
+  // a folder without a manifest is an interrupted run whose stored bodies this run may reuse.
+  const { snapshots, uncommitted } = await deps.repository.scan(opts);
+  const previous = snapshots.at(-1);
+  const resume = uncommitted.length > 0;
   const writer = deps.repository.begin(started);
   const runLog = log.child({ snapshot: writer.id });
-  runLog.info({ sources: sources.map((s) => s.id), previous: previous?.id }, 'backup started');
+  await writer.start(
+    { startedAt: started.toISOString(), tool: TOOL, host: hostname(), pid: process.pid },
+    opts,
+  );
+  runLog.info(
+    { sources: sources.map((s) => s.id), previous: previous?.id, interrupted: uncommitted },
+    'backup started',
+  );
   const records: SourceRecord[] = [];
   for (const source of sources) {
     opts.signal.throwIfAborted();
@@ -56,6 +67,7 @@ export async function runBackup(
           writer,
           repository: deps.repository,
           previous,
+          resume,
           signal: opts.signal,
           log: sourceLog,
         }),

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'ERR_GATEWAY'
   | 'ERR_ETCD'
   | 'ERR_SSH'
+  | 'ERR_LOCKED'
   | 'ERR_ABORTED';
 
 /** An expected failure: its message names what failed, where, and how to fix it; it never holds a secret. */

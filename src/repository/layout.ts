@@ -29,6 +29,17 @@ export function manifestKey(snapshotId: string): string {
 }
 
 /**
+ * Key of the marker a run writes before anything else. A snapshot folder with a marker and no
+ * manifest is an interrupted run: the next run reuses the blobs it stored, prune removes it.
+ */
+export function runMarkerKey(snapshotId: string): string {
+  return artifactKey(snapshotId, 'run.json');
+}
+
+/** Folder of every bucket object body. */
+export const BLOBS = 'blobs/';
+
+/**
  * Key of a bucket object's body. Named by what identifies one version of the object on the gateway
  * (bucket, key, size, ETag), so an unchanged object maps to the body already stored.
  */
@@ -36,7 +47,7 @@ export function blobKey(identity: { bucket: string; key: string; size: number; e
   const hash = createHash('sha256')
     .update([identity.bucket, identity.key, String(identity.size), identity.etag].join('\0'))
     .digest('hex');
-  return `blobs/${hash.slice(0, 2)}/${hash}`;
+  return `${BLOBS}${hash.slice(0, 2)}/${hash}`;
 }
 
 /** Artifact name of a bucket's index. */

@@ -27,6 +27,8 @@ export interface SourceCounts {
   bytesStored: number;
   /** Objects taken over from the previous restore point without being read. */
   unchanged: number;
+  /** Objects whose body an interrupted earlier run had stored, reused without a read (absent before 0.2). */
+  resumed?: number;
   /** Objects deleted between listing and reading (WAL-E prunes db_wal on its own). */
   vanished: number;
   /** Objects or entries that could not be captured. */
@@ -78,7 +80,16 @@ export interface IndexEntry {
 
 /** Zero counts. */
 export function emptyCounts(): SourceCounts {
-  return { objects: 0, bytesRead: 0, bytesStored: 0, unchanged: 0, vanished: 0, failed: 0, warnings: 0 };
+  return {
+    objects: 0,
+    bytesRead: 0,
+    bytesStored: 0,
+    unchanged: 0,
+    resumed: 0,
+    vanished: 0,
+    failed: 0,
+    warnings: 0,
+  };
 }
 
 /** Parses and checks a manifest's JSON text. */

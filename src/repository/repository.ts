@@ -1,5 +1,6 @@
 // Restore points in a target: write artifacts and bodies (hashed while streaming), commit with the
 // manifest last, and list or read committed manifests. Keys without a manifest are not restore points.
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -8,7 +9,15 @@ import { BackupError } from '../errors.js';
 import type { Target } from '../targets/target.js';
 import { chain } from '../streams.js';
 import { HashingStream } from './hashing.js';
-import { artifactKey, blobKey, isSnapshotId, manifestKey, newSnapshotId, SNAPSHOTS } from './layout.js';
+import {
+  artifactKey,
+  blobKey,
+  isSnapshotId,
+  manifestKey,
+  newSnapshotId,
+  runMarkerKey,
+  SNAPSHOTS,
+} from './layout.js';
 import { parseManifest, type ArtifactRecord, type IndexEntry, type Manifest } from './manifest.js';
 
 /** Stored bytes: key, size and sha256 as counted while they streamed to the target. */
@@ -37,21 +46,25 @@ export class Repository {
   }
 
   /**
-   * Every committed restore point, oldest first, and the manifests that exist but cannot be read
-   * (damaged, or written by another format version): those are reported, never used.
+   * Every committed restore point, oldest first; the manifests that exist but cannot be read
+   * (damaged, or written by another format version): those are reported, never used; and the ids
+   * of folders without a manifest (interrupted or running runs), oldest first.
    */
-  async scan(opts: {
-    signal: AbortSignal;
-  }): Promise<{ snapshots: Manifest[]; unreadable: { id: string; error: string }[] }> {
-    const ids: string[] = [];
+  async scan(opts: { signal: AbortSignal }): Promise<{
+    snapshots: Manifest[];
+    unreadable: { id: string; error: string }[];
+    uncommitted: string[];
+  }> {
+    const folders = new Map<string, boolean>();
     for await (const info of this.target.list(SNAPSHOTS, opts)) {
       const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
-      if (id !== undefined && name === 'manifest.json' && isSnapshotId(id)) ids.push(id);
+      if (id === undefined || !isSnapshotId(id)) continue;
+      folders.set(id, (folders.get(id) ?? false) || name === 'manifest.json');
     }
-    ids.sort();
+    const ids = [...folders.keys()].sort();
     const snapshots: Manifest[] = [];
     const unreadable: { id: string; error: string }[] = [];
-    for (const id of ids) {
+    for (const id of ids.filter((i) => folders.get(i))) {
       try {
         snapshots.push(await this.readManifest(id, opts));
       } catch (err) {
@@ -61,7 +74,37 @@ export class Repository {
     }
     // Ids sort by second; two runs within one second are ordered by when they started.
     snapshots.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.id.localeCompare(b.id));
-    return { snapshots, unreadable };
+    return { snapshots, unreadable, uncommitted: ids.filter((i) => folders.get(i) === false) };
+  }
+
+  /**
+   * Removes a restore point: its manifest first, so it stops being one at once, then the rest of
+   * its folder. Blobs are shared between restore points and left to prune.
+   */
+  async removeSnapshot(id: string, opts: { signal: AbortSignal }): Promise<number> {
+    await this.target.remove(manifestKey(id), opts);
+    return this.removeFolder(id, opts);
+  }
+
+  /** Removes every key of a snapshot folder; returns the bytes freed. */
+  async removeFolder(id: string, opts: { signal: AbortSignal }): Promise<number> {
+    let freed = 0;
+    for await (const info of this.target.list(artifactKey(id, ''), opts)) {
+      await this.target.remove(info.key, opts);
+      freed += info.size;
+    }
+    return freed;
+  }
+
+  /** Reads a stored object to its end: its size and sha256, as a reader would see them. */
+  async hashStored(key: string, opts: { signal: AbortSignal }): Promise<{ size: number; sha256: string }> {
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of await this.target.get(key, opts)) {
+      hash.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+    }
+    return { size, sha256: hash.digest('hex') };
   }
 
   /** The manifest of `id`, or of the newest restore point for "latest". Throws ERR_NOT_FOUND. */
@@ -146,6 +189,18 @@ export class SnapshotWriter {
   constructor(target: Target, id: string) {
     this.target = target;
     this.id = id;
+  }
+
+  /**
+   * Marks the run as started (who and when), before anything else is stored: a folder with this
+   * marker and no manifest tells the next run that blobs of an interrupted run may be reused.
+   */
+  async start(details: Record<string, unknown>, opts: { signal: AbortSignal }): Promise<void> {
+    const text = Buffer.from(`${JSON.stringify({ id: this.id, ...details }, null, 2)}\n`);
+    await this.store(runMarkerKey(this.id), Readable.from([text]), {
+      signal: opts.signal,
+      size: text.length,
+    });
   }
 
   /** Stores a named artifact of this restore point (e.g. "volume.tar.gz"). */

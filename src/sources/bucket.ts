@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { BackupError, describeError } from '../errors.js';
 import { chain } from '../streams.js';
-import { bucketIndexName } from '../repository/layout.js';
+import { blobKey, bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
 import { S3Error, type ListedObject, type S3Client } from '../s3/client.js';
 import { Findings, type Source, type SourceRunContext } from './source.js';
@@ -48,6 +48,14 @@ export class BucketSource implements Source {
         entries.push({ ...known, lastModified: object.lastModified });
         counts.unchanged++;
         return;
+      }
+      if (ctx.resume) {
+        const reused = await this.reuse(object, ctx);
+        if (reused) {
+          entries.push(reused);
+          counts.resumed = (counts.resumed ?? 0) + 1;
+          return;
+        }
       }
       const got = await client.getObject(bucket, object.key, { signal: ctx.signal });
       if (!got) {
@@ -126,6 +134,33 @@ export class BucketSource implements Source {
       warnings: findings.warnings,
       errors: findings.errors,
       artifacts: [{ name: bucketIndexName(bucket), ...index }],
+    };
+  }
+
+  /**
+   * The entry of an object whose body an interrupted run already stored: the blob exists with the
+   * listed size, the gateway's HEAD still shows the listed version, and the stored bytes are hashed
+   * back from the target. undefined when anything differs: the object is then read as usual.
+   */
+  private async reuse(object: ListedObject, ctx: SourceRunContext): Promise<IndexEntry | undefined> {
+    const { bucket, client } = this.options;
+    const blob = blobKey({ bucket, key: object.key, size: object.size, etag: object.etag });
+    const stored = await ctx.repository.target.stat(blob, { signal: ctx.signal });
+    if (stored?.size !== object.size) return undefined;
+    const head = await client.headObject(bucket, object.key, { signal: ctx.signal });
+    if (head?.etag !== object.etag || head.size !== object.size) return undefined;
+    const { size, sha256 } = await ctx.repository.hashStored(blob, { signal: ctx.signal });
+    if (size !== object.size) return undefined;
+    ctx.log.debug({ key: object.key, blob }, 'object reused from an interrupted run');
+    return {
+      key: object.key,
+      size,
+      etag: head.etag,
+      lastModified: object.lastModified,
+      ...(head.contentType === undefined ? {} : { contentType: head.contentType }),
+      metadata: head.metadata,
+      sha256,
+      blob,
     };
   }
 

@@ -9,6 +9,8 @@ export interface SourceRunContext {
   repository: Repository;
   /** The newest committed restore point, for incremental work; undefined on the first run. */
   previous: Manifest | undefined;
+  /** An earlier run was interrupted: bodies it stored may be reused instead of read again. */
+  resume: boolean;
   signal: AbortSignal;
   log: Logger;
 }

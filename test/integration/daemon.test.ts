@@ -22,22 +22,12 @@ import {
   putForeignObject,
   tempDir,
   unique,
+  until,
   writeConfig,
 } from './helpers.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const signal = AbortSignal.timeout(600_000);
-
-/** Polls until `check` returns a value (not undefined) or the time is up. */
-async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** One metric sample from the text exposition, or undefined. */
 function sample(text: string, name: string, labels = ''): number | undefined {

@@ -233,3 +233,14 @@ export function putForeignObject(stack: Stack, bucket: string, key: string): voi
   writeFileSync(file, 'not yours\n');
   execFileSync('s3cmd', [...s3cmd, ...backup, 'put', file, `s3://${bucket}/${key}`], { stdio: 'ignore' });
 }
+
+/** Polls until `check` returns a value (not undefined) or the time is up. */
+export async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,129 @@
+// Resume: a backup killed with SIGKILL half way leaves bodies in the target; the next run reuses
+// them (hashing them back from the target) and reads and stores only what was missing.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { IndexEntry } from '../../src/repository/manifest.js';
+import { Repository } from '../../src/repository/repository.js';
+import type { S3Client } from '../../src/s3/client.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { bytes } from '../fixtures/deis-sample.js';
+import {
+  bucketContents,
+  cli,
+  describeWithStack,
+  gatewayClient,
+  tempDir,
+  unique,
+  until,
+  writeConfig,
+} from './helpers.js';
+
+const signal = AbortSignal.timeout(600_000);
+const OBJECTS = 150;
+const SIZE = 96 * 1024;
+
+/** Complete blob files in a dir target (a killed put leaves only a `.partial-` temporary). */
+async function storedBlobs(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const folders = await readdir(join(root, 'blobs')).catch(() => []);
+  for (const folder of folders) {
+    for (const name of await readdir(join(root, 'blobs', folder)))
+      if (!name.includes('.partial-')) out.push(`blobs/${folder}/${name}`);
+  }
+  return out;
+}
+
+describeWithStack('resume after an interrupted backup', (stack) => {
+  const bucket = unique('resume');
+  let gateway: S3Client;
+
+  beforeAll(async () => {
+    gateway = gatewayClient(stack);
+    await gateway.createBucket(bucket, { signal });
+    for (let i = 0; i < OBJECTS; i++) {
+      const body = bytes(`resume-${i}`, SIZE);
+      await gateway.putObject(bucket, `registry/images/${String(i).padStart(4, '0')}/layer`, body, {
+        signal,
+        size: body.length,
+        contentType: 'application/octet-stream',
+        metadata: { seq: String(i) },
+      });
+    }
+  });
+  afterAll(() => {
+    gateway.close();
+  });
+
+  it('reuses the bodies a killed run stored and reads only the rest', async () => {
+    const target = tempDir('resume-target');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+    });
+    const child = spawn(
+      'node',
+      [join(import.meta.dirname, '..', '..', 'dist', 'bin.js'), 'backup', '--config', file],
+      {
+        stdio: 'ignore',
+      },
+    );
+    await until('a third of the bodies stored', async () =>
+      (await storedBlobs(target)).length >= OBJECTS / 3 ? true : undefined,
+    );
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    const left = await storedBlobs(target);
+    // The kill must land half way for this test to mean anything.
+    expect(left.length).toBeLessThan(OBJECTS);
+    const repository = new Repository(new DirTarget(target));
+    const scanned = await repository.scan({ signal });
+    expect(scanned.snapshots).toEqual([]);
+    expect(scanned.uncommitted).toHaveLength(1);
+
+    const run = await cli(['backup', '--config', file, '--json']);
+    expect(run.code, run.err).toBe(0);
+    const result = JSON.parse(run.out) as {
+      id: string;
+      sources: {
+        counts: { objects: number; bytesRead: number; bytesStored: number; resumed: number };
+        artifacts: { size: number }[];
+      }[];
+    };
+    const [source] = result.sources;
+    const missing = OBJECTS - left.length;
+    expect(source?.counts.objects).toBe(OBJECTS);
+    expect(source?.counts.resumed).toBe(left.length);
+    expect(source?.counts.bytesRead).toBe(missing * SIZE);
+    // What was stored: the missing bodies and the index, nothing twice.
+    expect(source?.counts.bytesStored).toBe(missing * SIZE + (source?.artifacts[0]?.size ?? NaN));
+
+    // The restore point is whole: every object with its metadata, every body hashed right.
+    const manifest = await repository.readManifest(result.id, { signal });
+    const artifact = manifest.sources[0]?.artifacts[0];
+    if (!artifact) throw new Error('no index');
+    const entries: IndexEntry[] = [];
+    for await (const entry of repository.readIndex(artifact, { signal })) entries.push(entry);
+    const original = await bucketContents(gateway, bucket);
+    expect(entries).toHaveLength(OBJECTS);
+    for (const entry of entries) {
+      const want = original.get(entry.key);
+      expect({ size: entry.size, sha256: entry.sha256, metadata: entry.metadata }).toEqual({
+        size: want?.size,
+        sha256: want?.sha256,
+        metadata: want?.metadata,
+      });
+      expect(await repository.hashStored(entry.blob, { signal })).toEqual({
+        size: SIZE,
+        sha256: want?.sha256,
+      });
+    }
+  });
+});
