@@ -1,44 +1,166 @@
-// Minimal etcd v2 key reader (what Deis v1 and deisctl use): GET /v2/keys/<path>, endpoints in order.
+// Minimal etcd v2 client (what Deis v1 and deisctl use): reads keys, and creates, refreshes and removes
+// a lock key by compare-and-swap. Endpoints are tried in order; only the v2 API of etcd 0.4 and later.
 import { BackupError } from './errors.js';
 
-/** Reads single keys from an etcd v2 cluster. */
+/** A key as etcd v2 returns it. */
+export interface EtcdNode {
+  value: string;
+  /** When the key's TTL runs out, by the etcd server's clock (ISO 8601); undefined for a key without TTL. */
+  expiration?: string;
+}
+
+/** Reads single keys from an etcd v2 cluster and keeps lock keys there. */
 export interface Etcd {
   /** The key's value, or undefined when the key (or its directory) does not exist. */
   get(path: string, opts: { signal: AbortSignal }): Promise<string | undefined>;
+  /** The key's value and expiration, or undefined when the key does not exist or is a directory. */
+  getNode(path: string, opts: { signal: AbortSignal }): Promise<EtcdNode | undefined>;
+  /**
+   * Creates the key with a TTL only if it does not exist (`prevExist=false`): true when created,
+   * false when the key exists already. A retry on the next endpoint after a lost answer may find its
+   * own value: callers compare the current value when this returns false.
+   */
+  create(path: string, value: string, opts: { ttlSeconds: number; signal: AbortSignal }): Promise<boolean>;
+  /**
+   * Restarts the key's TTL if it still holds value (`prevValue` compare-and-swap, value re-sent; works
+   * on etcd 0.4 and 2.x, which lack `refresh=true`). False when the key is gone or holds another value.
+   */
+  refresh(path: string, value: string, opts: { ttlSeconds: number; signal: AbortSignal }): Promise<boolean>;
+  /**
+   * Deletes the key only if it holds value (compare-and-delete), so another holder's key is never
+   * removed. True when deleted; false when the key is gone or holds another value.
+   */
+  remove(path: string, value: string, opts: { signal: AbortSignal }): Promise<boolean>;
 }
 
-/** Creates an etcd v2 reader over HTTP. Tries each endpoint in turn until one answers. */
+/** What one answer from etcd says, after the endpoints that could not answer. */
+type Answer = { status: number; body: EtcdAnswer };
+interface EtcdAnswer {
+  errorCode?: number;
+  message?: string;
+  node?: { value?: string; dir?: boolean; expiration?: string };
+}
+
+/** etcd v2 error codes a compare or create answers with when the key is not as expected. */
+const KEY_NOT_FOUND = 100;
+const COMPARE_FAILED = 101;
+const NODE_EXISTS = 105;
+
+/** Creates an etcd v2 client over HTTP. Tries each endpoint in turn until one answers. */
 export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etcd {
+  /**
+   * Sends one request to the first endpoint that answers with a status `accept` allows; throws one
+   * ERR_ETCD line naming every endpoint that did not.
+   */
+  const request = async (
+    what: string,
+    path: string,
+    init: { method: 'GET' | 'PUT' | 'DELETE'; form?: URLSearchParams; query?: URLSearchParams },
+    accept: (status: number, body: EtcdAnswer) => boolean,
+    signal: AbortSignal,
+  ): Promise<Answer> => {
+    const failures: string[] = [];
+    for (const endpoint of endpoints) {
+      const query = init.query ? `?${init.query.toString()}` : '';
+      const url = `${endpoint.replace(/\/$/, '')}/v2/keys${path}${query}`;
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          method: init.method,
+          ...(init.form ? { body: init.form } : {}),
+          signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+        });
+      } catch (err) {
+        signal.throwIfAborted();
+        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+        failures.push(`${endpoint} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
+        continue;
+      }
+      let body: EtcdAnswer | undefined;
+      try {
+        body = (await res.json()) as EtcdAnswer;
+      } catch {
+        signal.throwIfAborted();
+      }
+      // A 404 without an etcd body (a proxy, an empty answer) still means "no such key" to a read.
+      if (body === undefined && res.status === 404 && accept(404, {})) return { status: 404, body: {} };
+      if (body === undefined) {
+        failures.push(`${endpoint} (HTTP ${res.status}${res.ok ? ', not an etcd answer' : ''})`);
+        continue;
+      }
+      if (accept(res.status, body)) return { status: res.status, body };
+      failures.push(`${endpoint} (HTTP ${res.status}${body.message ? `: ${body.message}` : ''})`);
+    }
+    throw new BackupError(
+      'ERR_ETCD',
+      `etcd: cannot ${what} ${path} ${what === 'read' ? 'from' : 'at'} ${failures.join(', ')}; check etcd.endpoints (Deis v1 serves the v2 API on port 4001)`,
+    );
+  };
+
+  const getNode = async (path: string, signal: AbortSignal): Promise<EtcdNode | undefined> => {
+    const { status, body } = await request(
+      'read',
+      path,
+      { method: 'GET' },
+      (s) => s === 404 || (s >= 200 && s < 300),
+      signal,
+    );
+    if (status === 404 || body.node?.dir || body.node?.value === undefined) return undefined;
+    return {
+      value: body.node.value,
+      ...(body.node.expiration === undefined ? {} : { expiration: body.node.expiration }),
+    };
+  };
+
+  /** A compare failure: the key is missing (404, 100) or differs (412, 101/105). */
+  const mismatch = (status: number, body: EtcdAnswer): boolean =>
+    (status === 404 && body.errorCode === KEY_NOT_FOUND) ||
+    (status === 412 && (body.errorCode === COMPARE_FAILED || body.errorCode === NODE_EXISTS));
+  const ok = (status: number): boolean => status >= 200 && status < 300;
+
   return {
     async get(path, opts) {
-      const failures: string[] = [];
-      for (const endpoint of endpoints) {
-        const url = `${endpoint.replace(/\/$/, '')}/v2/keys${path}`;
-        let res: Response;
-        try {
-          res = await fetch(url, { signal: AbortSignal.any([opts.signal, AbortSignal.timeout(timeoutMs)]) });
-        } catch (err) {
-          opts.signal.throwIfAborted();
-          const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-          failures.push(`${endpoint} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
-          continue;
-        }
-        if (res.status === 404) {
-          await res.body?.cancel();
-          return undefined;
-        }
-        if (!res.ok) {
-          await res.body?.cancel();
-          failures.push(`${endpoint} (HTTP ${res.status})`);
-          continue;
-        }
-        const body = (await res.json()) as { node?: { value?: string; dir?: boolean } };
-        return body.node?.dir ? undefined : body.node?.value;
-      }
-      throw new BackupError(
-        'ERR_ETCD',
-        `etcd: cannot read ${path} from ${failures.join(', ')}; check etcd.endpoints (Deis v1 serves the v2 API on port 4001)`,
+      return (await getNode(path, opts.signal))?.value;
+    },
+
+    async getNode(path, opts) {
+      return getNode(path, opts.signal);
+    },
+
+    async create(path, value, opts) {
+      const form = new URLSearchParams({ value, ttl: String(opts.ttlSeconds), prevExist: 'false' });
+      const { status } = await request(
+        'create',
+        path,
+        { method: 'PUT', form },
+        (s, b) => ok(s) || (s === 412 && b.errorCode === NODE_EXISTS),
+        opts.signal,
       );
+      return ok(status);
+    },
+
+    async refresh(path, value, opts) {
+      const form = new URLSearchParams({ value, ttl: String(opts.ttlSeconds), prevValue: value });
+      const { status } = await request(
+        'refresh',
+        path,
+        { method: 'PUT', form },
+        (s, b) => ok(s) || mismatch(s, b),
+        opts.signal,
+      );
+      return ok(status);
+    },
+
+    async remove(path, value, opts) {
+      const query = new URLSearchParams({ prevValue: value });
+      const { status } = await request(
+        'remove',
+        path,
+        { method: 'DELETE', query },
+        (s, b) => ok(s) || mismatch(s, b),
+        opts.signal,
+      );
+      return ok(status);
     },
   };
 }

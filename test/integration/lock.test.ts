@@ -1,0 +1,416 @@
+// The one-runner cluster lock on the stack's real etcd (v2 API) and on real targets (a directory and
+// radosgw S3): exclusion, expiry of a crashed holder, refresh of a live one, waiting, and losing it.
+import { execFile } from 'node:child_process';
+import { hostname } from 'node:os';
+import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, describe, it } from 'vitest';
+import { BackupError } from '../../src/errors.js';
+import { createEtcd, type Etcd } from '../../src/etcd.js';
+import { EtcdLock } from '../../src/lock/etcd-lock.js';
+import {
+  acquireLock,
+  describeHolder,
+  type ClusterLock,
+  type HeldLock,
+  type LockHolder,
+} from '../../src/lock/lock.js';
+import { LOCKS, TargetLock } from '../../src/lock/target-lock.js';
+import { Secret } from '../../src/secret.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { S3Target } from '../../src/targets/s3.js';
+import type { Target } from '../../src/targets/target.js';
+import type { Stack } from '../fixtures/stack.js';
+import { describeWithStack, tempDir, unique } from './helpers.js';
+
+const TTL = 3;
+const signal = AbortSignal.timeout(300_000);
+
+/** One lock namespace of a backend, fresh for each test. */
+interface Backend {
+  lock: ClusterLock;
+  /** Writes a holder's record as a crashed process left it: nobody refreshes it. */
+  plant: (holder: LockHolder) => Promise<void>;
+  /** Deletes every lock record, as an operator clearing a lock would. */
+  clear: () => Promise<void>;
+}
+
+/** The etcd directories this file made, removed after it: etcd v2 keeps a directory its keys left. */
+const etcdDirs: string[] = [];
+
+function etcdKey(): string {
+  const dir = `/deis-backup-test/${unique('lock')}`;
+  etcdDirs.push(dir);
+  return `${dir}/lock`;
+}
+
+function etcdBackend(stack: Stack): Backend {
+  const etcd = createEtcd([stack.etcdEndpoint], 5000);
+  const key = etcdKey();
+  return {
+    lock: new EtcdLock(etcd, { key, ttlSeconds: TTL }),
+    async plant(holder) {
+      if (!(await etcd.create(key, JSON.stringify(holder), { ttlSeconds: TTL, signal }))) {
+        throw new Error(`${key} exists`);
+      }
+    },
+    async clear() {
+      await etcdRequest(stack, key, 'DELETE');
+    },
+  };
+}
+
+function targetBackend(target: Target): Backend {
+  return {
+    lock: new TargetLock(target, { ttlSeconds: TTL }),
+    async plant(holder) {
+      const body = Buffer.from(JSON.stringify(holder));
+      await target.put(`${LOCKS}${holder.holder}.json`, Readable.from([body]), { signal, size: body.length });
+    },
+    async clear() {
+      for (const key of await lockFiles(target)) await target.remove(key, { signal });
+    },
+  };
+}
+
+function s3Target(stack: Stack): S3Target {
+  return new S3Target({
+    endpoint: stack.rgwEndpoint,
+    region: 'us-east-1',
+    bucket: stack.targetBucket,
+    prefix: unique('lock'),
+    accessKey: new Secret(stack.targetAccessKey),
+    secretKey: new Secret(stack.targetSecretKey),
+    partSizeMiB: 5,
+  });
+}
+
+async function lockFiles(target: Target): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const info of target.list(LOCKS, { signal })) keys.push(info.key);
+  return keys.sort();
+}
+
+/** A raw etcd v2 request, for what the client under test must not be used for. */
+async function etcdRequest(stack: Stack, key: string, method: 'PUT' | 'DELETE', value?: string) {
+  const res = await fetch(`${stack.etcdEndpoint}/v2/keys${key}`, {
+    method,
+    ...(value === undefined ? {} : { body: new URLSearchParams({ value }) }),
+    signal,
+  });
+  return { status: res.status, body: (await res.json()) as { node?: { value?: string } } };
+}
+
+/** A record as a holder on another host that has since died would have written it. */
+function crashedHolder(): LockHolder {
+  const now = new Date();
+  return {
+    holder: `host-gone-4242-${Date.now().toString(16)}`,
+    operation: 'backup',
+    host: 'host-gone',
+    pid: 4242,
+    since: now.toISOString(),
+    expiresAt: new Date(now.getTime() + TTL * 1000).toISOString(),
+  };
+}
+
+function held(result: { held: HeldLock } | { busy: LockHolder | undefined }): HeldLock {
+  if (!('held' in result))
+    throw new Error(`expected the lock, but it is held by ${describeHolder(result.busy)}`);
+  return result.held;
+}
+
+function busy(result: { held: HeldLock } | { busy: LockHolder | undefined }): LockHolder | undefined {
+  if ('held' in result) throw new Error(`expected busy, but got the lock as ${result.held.holder.holder}`);
+  return result.busy;
+}
+
+/** The reason `lost` aborts with, or a failure when it does not within ms. */
+async function whenLost(lock: HeldLock, ms: number): Promise<unknown> {
+  if (lock.lost.aborted) return lock.lost.reason;
+  return Promise.race([
+    new Promise((resolve) => {
+      lock.lost.addEventListener('abort', () => {
+        resolve(lock.lost.reason);
+      });
+    }),
+    delay(ms, undefined, { ref: false }).then(() => {
+      throw new Error(`the lock was not lost within ${ms} ms`);
+    }),
+  ]);
+}
+
+describeWithStack('cluster lock', (stack) => {
+  afterAll(async () => {
+    for (const dir of etcdDirs) {
+      await fetch(`${stack.etcdEndpoint}/v2/keys${dir}?recursive=true`, { method: 'DELETE', signal });
+    }
+  });
+
+  const backends: [string, () => Backend][] = [
+    ['etcd', () => etcdBackend(stack)],
+    ['target(dir)', () => targetBackend(new DirTarget(tempDir('lock')))],
+    ['target(s3)', () => targetBackend(s3Target(stack))],
+  ];
+
+  describe.concurrent.each(backends)('%s', (_name, make) => {
+    it('refuses a second holder, naming the first, and can be taken again after release', async ({
+      expect,
+    }) => {
+      const { lock } = make();
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      expect(first.holder).toMatchObject({ operation: 'backup', host: hostname(), pid: process.pid });
+      expect(first.holder.holder).toMatch(new RegExp(`^${hostname()}-${process.pid}-[0-9a-f]+$`));
+      const other = busy(await lock.tryAcquire('restore', { signal }));
+      expect(other?.holder).toBe(first.holder.holder);
+      expect(describeHolder(other)).toMatch(
+        new RegExp(
+          `^backup by ${hostname()} pid ${process.pid} since ${first.holder.since} \\(expires \\S+\\)$`,
+        ),
+      );
+      await first.release();
+      await first.release();
+      const next = held(await lock.tryAcquire('restore', { signal }));
+      expect(next.holder.holder).not.toBe(first.holder.holder);
+      expect(first.lost.aborted).toBe(false);
+      await next.release();
+    });
+
+    it('lets the lock of a crashed holder expire after the TTL', async ({ expect }) => {
+      const { lock, plant } = make();
+      const crashed = crashedHolder();
+      await plant(crashed);
+      expect(describeHolder(busy(await lock.tryAcquire('backup', { signal })))).toMatch(
+        /^backup by host-gone pid 4242 since /,
+      );
+      const waits: (LockHolder | undefined)[] = [];
+      const started = Date.now();
+      const result = await acquireLock(lock, 'backup', {
+        waitSeconds: TTL + 5,
+        signal,
+        onWait: (h) => waits.push(h),
+      });
+      expect(Date.now() - started).toBeGreaterThan(1000);
+      expect(waits.map((h) => h?.holder)).toEqual([crashed.holder]);
+      await held(result).release();
+    });
+
+    it('keeps a live holder past twice the TTL by refreshing it', async ({ expect }) => {
+      const { lock } = make();
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      const firstExpiry = first.holder.expiresAt;
+      await delay(2 * TTL * 1000 + 500);
+      expect(busy(await lock.tryAcquire('restore', { signal }))?.holder).toBe(first.holder.holder);
+      expect(first.lost.aborted).toBe(false);
+      expect(Date.parse(first.holder.expiresAt)).toBeGreaterThan(Date.parse(firstExpiry));
+      await first.release();
+    });
+
+    it('waits for the holder to release when asked to, and gives up after waitSeconds', async ({
+      expect,
+    }) => {
+      const { lock } = make();
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      let started = Date.now();
+      busy(await acquireLock(lock, 'restore', { waitSeconds: 0, signal }));
+      expect(Date.now() - started).toBeLessThan(2000);
+      started = Date.now();
+      const gaveUp = await acquireLock(lock, 'restore', { waitSeconds: 2, signal });
+      expect(busy(gaveUp)?.holder).toBe(first.holder.holder);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+
+      const waits: (LockHolder | undefined)[] = [];
+      setTimeout(() => void first.release(), 1500);
+      started = Date.now();
+      const second = held(
+        await acquireLock(lock, 'restore', { waitSeconds: 20, signal, onWait: (h) => waits.push(h) }),
+      );
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+      expect(waits.map((h) => h?.holder)).toEqual([first.holder.holder]);
+      await second.release();
+    });
+
+    it('tells a holder whose record was removed that it lost the lock; its release spares the next holder', async ({
+      expect,
+    }) => {
+      const { lock, clear } = make();
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      await clear();
+      const reason = await whenLost(first, TTL * 1000 + 2000);
+      expect(reason).toBeInstanceOf(BackupError);
+      expect(reason).toMatchObject({ code: 'ERR_LOCKED' });
+      expect((reason as Error).message).toMatch(
+        new RegExp(`^lost the cluster lock at ${escape(lock.where)}: `),
+      );
+      const second = held(await lock.tryAcquire('restore', { signal }));
+      await first.release();
+      expect(busy(await lock.tryAcquire('backup', { signal }))?.holder).toBe(second.holder.holder);
+      expect(second.lost.aborted).toBe(false);
+      await second.release();
+    });
+
+    it('gives the lock to exactly one of five racing runners', async ({ expect }) => {
+      const { lock } = make();
+      const results = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => lock.tryAcquire(`race-${i}`, { signal })),
+      );
+      const winners = results.filter((r) => 'held' in r);
+      expect(winners).toHaveLength(1);
+      const winner = held(winners[0] ?? { busy: undefined });
+      for (const r of results) {
+        if (!('held' in r) && r.busy !== undefined) expect(r.busy.holder).toBe(winner.holder.holder);
+      }
+      expect(busy(await lock.tryAcquire('late', { signal }))?.holder).toBe(winner.holder.holder);
+      await winner.release();
+      await held(await lock.tryAcquire('after', { signal })).release();
+    });
+  });
+
+  describe.concurrent('etcd', () => {
+    it('creates, refreshes and removes only by comparing values: a non-holder removes nothing', async ({
+      expect,
+    }) => {
+      const etcd = createEtcd([stack.etcdEndpoint], 5000);
+      const key = etcdKey();
+      const ttl = { ttlSeconds: TTL, signal };
+      expect(await etcd.create(key, 'ours', ttl)).toBe(true);
+      expect(await etcd.create(key, 'theirs', ttl)).toBe(false);
+      expect(await etcd.refresh(key, 'theirs', ttl)).toBe(false);
+      expect(await etcd.remove(key, 'theirs', { signal })).toBe(false);
+      expect(await etcd.get(key, { signal })).toBe('ours');
+      const before = await etcd.getNode(key, { signal });
+      await delay(1100);
+      expect(await etcd.refresh(key, 'ours', ttl)).toBe(true);
+      const after = await etcd.getNode(key, { signal });
+      expect(after?.value).toBe('ours');
+      expect(Date.parse(after?.expiration ?? '')).toBeGreaterThan(Date.parse(before?.expiration ?? ''));
+      expect(await etcd.remove(key, 'ours', { signal })).toBe(true);
+      expect(await etcd.get(key, { signal })).toBeUndefined();
+      expect(await etcd.refresh(key, 'ours', ttl)).toBe(false);
+      expect(await etcd.remove(key, 'ours', { signal })).toBe(false);
+      expect(await etcd.create(key, 'again', { ttlSeconds: TTL, signal })).toBe(true);
+      expect(await etcd.remove(key, 'again', { signal })).toBe(true);
+    });
+
+    it('fails over to the next endpoint, and names every endpoint in one line when none answers', async ({
+      expect,
+    }) => {
+      const key = etcdKey();
+      const failover = createEtcd(['http://127.0.0.1:24999', stack.etcdEndpoint], 2000);
+      expect(await failover.create(key, 'v', { ttlSeconds: TTL, signal })).toBe(true);
+      expect(await failover.refresh(key, 'v', { ttlSeconds: TTL, signal })).toBe(true);
+      expect(await failover.remove(key, 'v', { signal })).toBe(true);
+      const dead = createEtcd(['http://127.0.0.1:24999', 'http://127.0.0.1:24998'], 2000);
+      const err = await dead.create(key, 'v', { ttlSeconds: TTL, signal }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BackupError);
+      expect(err).toMatchObject({
+        code: 'ERR_ETCD',
+        message: `etcd: cannot create ${key} at http://127.0.0.1:24999 (ECONNREFUSED), http://127.0.0.1:24998 (ECONNREFUSED); check etcd.endpoints (Deis v1 serves the v2 API on port 4001)`,
+      });
+      await expect(dead.refresh(key, 'v', { ttlSeconds: TTL, signal })).rejects.toThrow(
+        /^etcd: cannot refresh .* at http:\/\/127\.0\.0\.1:24999 \(ECONNREFUSED\)/,
+      );
+      await expect(dead.remove(key, 'v', { signal })).rejects.toThrow(/^etcd: cannot remove /);
+      await expect(
+        new EtcdLock(dead, { key, ttlSeconds: TTL }).tryAcquire('backup', { signal }),
+      ).rejects.toThrow(/^etcd: cannot create /);
+    });
+
+    it('loses the lock when another value overwrites the key, and leaves that value alone', async ({
+      expect,
+    }) => {
+      const key = etcdKey();
+      const etcd = createEtcd([stack.etcdEndpoint], 5000);
+      const lock = new EtcdLock(etcd, { key, ttlSeconds: TTL });
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      const intruder = JSON.stringify({ ...crashedHolder(), operation: 'restore' });
+      expect((await etcdRequest(stack, key, 'PUT', intruder)).status).toBe(200);
+      const reason = await whenLost(first, TTL * 1000);
+      expect((reason as Error).message).toMatch(
+        new RegExp(`^lost the cluster lock at etcd ${key}: the key now holds restore by host-gone pid 4242 `),
+      );
+      await first.release();
+      expect(await etcd.get(key, { signal })).toBe(intruder);
+      // A value that is no LockHolder (a hand-made key) still blocks, from an unknown holder.
+      await etcdRequest(stack, key, 'PUT', 'not json');
+      expect(describeHolder(busy(await lock.tryAcquire('backup', { signal })))).toBe('an unknown holder');
+      await etcdRequest(stack, key, 'DELETE');
+    });
+
+    it('rides out an etcd outage shorter than the TTL, and is lost once one outlasts it', async ({
+      expect,
+    }) => {
+      const key = etcdKey();
+      const live = createEtcd([stack.etcdEndpoint], 5000);
+      const down = createEtcd(['http://127.0.0.1:24999'], 500);
+      let outage = false;
+      const flaky: Etcd = {
+        get: (...a) => live.get(...a),
+        getNode: (...a) => live.getNode(...a),
+        create: (...a) => live.create(...a),
+        refresh: (...a) => (outage ? down : live).refresh(...a),
+        remove: (...a) => live.remove(...a),
+      };
+      const first = held(
+        await new EtcdLock(flaky, { key, ttlSeconds: TTL }).tryAcquire('backup', { signal }),
+      );
+      outage = true;
+      await delay(1800);
+      outage = false;
+      await delay(2500);
+      expect(first.lost.aborted).toBe(false);
+      outage = true;
+      const reason = await whenLost(first, TTL * 1000 + 1500);
+      expect((reason as Error).message).toMatch(
+        new RegExp(
+          `^lost the cluster lock at etcd ${key}: not refreshed before it expired at \\S+ \\(last refresh error: etcd: cannot refresh ${key} at http://127.0.0.1:24999 \\(ECONNREFUSED\\)`,
+        ),
+      );
+      await first.release();
+      await etcdRequest(stack, key, 'DELETE');
+    });
+
+    it('never keeps the process alive: a runner that exits without releasing ends at once', async ({
+      expect,
+    }) => {
+      const key = etcdKey();
+      const modules = (name: string) => fileURLToPath(new URL(`../../src/${name}`, import.meta.url));
+      const script = [
+        `import { createEtcd } from ${JSON.stringify(modules('etcd.ts'))};`,
+        `import { EtcdLock } from ${JSON.stringify(modules('lock/etcd-lock.ts'))};`,
+        `const lock = new EtcdLock(createEtcd([${JSON.stringify(stack.etcdEndpoint)}], 5000), { key: ${JSON.stringify(key)}, ttlSeconds: 60 });`,
+        `const r = await lock.tryAcquire('backup', { signal: AbortSignal.timeout(10000) });`,
+        `console.log('held' in r ? 'held' : 'busy');`,
+      ].join('\n');
+      const started = Date.now();
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        ['--import', 'tsx', '--input-type=module', '-e', script],
+        { timeout: 30_000 },
+      );
+      expect(stdout.trim()).toBe('held');
+      expect(Date.now() - started).toBeLessThan(15_000);
+      const left = await etcdRequest(stack, key, 'DELETE');
+      expect(left.status).toBe(200);
+    });
+  });
+
+  describe.concurrent('target', () => {
+    it('removes expired lock files it finds and leaves only its own', async ({ expect }) => {
+      const target = new DirTarget(tempDir('lock'));
+      const { lock, plant } = targetBackend(target);
+      const crashed = { ...crashedHolder(), expiresAt: new Date(Date.now() - 1000).toISOString() };
+      await plant(crashed);
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      expect(await lockFiles(target)).toEqual([`${LOCKS}${first.holder.holder}.json`]);
+      await first.release();
+      expect(await lockFiles(target)).toEqual([]);
+    });
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
