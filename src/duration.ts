@@ -18,13 +18,12 @@ const UNIT: Record<string, keyof Duration> = { y: 'years', m: 'months', d: 'days
 export function parseDuration(text: string): Duration | undefined {
   const match = /^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$/.exec(text);
   if (!match || text === '') return undefined;
-  const [, y, m, w, d, h] = match.map((part) => (part === undefined ? 0 : Number(part)));
-  const duration: Duration = {
-    years: y ?? 0,
-    months: m ?? 0,
-    days: (w ?? 0) * 7 + (d ?? 0),
-    hours: h ?? 0,
+  // Groups that did not take part are undefined at run time, whatever the typings say.
+  const num = (group: number): number => {
+    const part: string | undefined = match[group];
+    return part === undefined ? 0 : Number(part);
   };
+  const duration: Duration = { years: num(1), months: num(2), days: num(3) * 7 + num(4), hours: num(5) };
   return Object.values(duration).some((v) => v > 0) ? duration : undefined;
 }
 

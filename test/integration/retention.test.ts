@@ -1,0 +1,202 @@
+// Retention against the real stack: forget + prune on a target with many restore points removes
+// exactly what the dropped points alone referenced, and every kept point still restores whole.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Repository } from '../../src/repository/repository.js';
+import type { S3Client } from '../../src/s3/client.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { bytes } from '../fixtures/deis-sample.js';
+import {
+  bucketContents,
+  cli,
+  describeTree,
+  describeWithStack,
+  gatewayClient,
+  tempDir,
+  unique,
+  writeConfig,
+} from './helpers.js';
+
+const signal = AbortSignal.timeout(600_000);
+const GENERATIONS = 6;
+
+/** Every key in the target with its size. */
+async function targetKeys(repository: Repository): Promise<Map<string, number>> {
+  const keys = new Map<string, number>();
+  for (const prefix of ['snapshots/', 'blobs/'])
+    for await (const info of repository.target.list(prefix, { signal })) keys.set(info.key, info.size);
+  return keys;
+}
+
+/** The keys a restore point needs: its folder's referenced artifacts, marker, manifest, and blobs. */
+async function referencedKeys(repository: Repository, id: string): Promise<Set<string>> {
+  const manifest = await repository.readManifest(id, { signal });
+  const keys = new Set([`snapshots/${id}/manifest.json`, `snapshots/${id}/run.json`]);
+  for (const source of manifest.sources)
+    for (const artifact of source.artifacts) {
+      keys.add(artifact.key);
+      if (source.kind === 'bucket')
+        for await (const entry of repository.readIndex(artifact, { signal })) keys.add(entry.blob);
+    }
+  return keys;
+}
+
+describeWithStack('retention', (stack) => {
+  const bucket = unique('keep');
+  let gateway: S3Client;
+
+  beforeAll(async () => {
+    gateway = gatewayClient(stack);
+    await gateway.createBucket(bucket, { signal });
+  });
+  afterAll(() => {
+    gateway.close();
+  });
+
+  /** Puts one object with metadata. */
+  async function put(key: string, body: Buffer): Promise<void> {
+    await gateway.putObject(bucket, key, body, {
+      signal,
+      size: body.length,
+      contentType: 'application/octet-stream',
+      metadata: { generation: key },
+    });
+  }
+
+  it('forget --prune removes exactly what only dropped points referenced; kept points restore', async () => {
+    const volume = tempDir('keep-volume');
+    const target = tempDir('keep-target');
+    const config = (retention: Record<string, unknown>) =>
+      writeConfig({
+        etcd: { endpoints: [stack.etcdEndpoint] },
+        sources: {
+          buckets: { names: [bucket] },
+          volume: { path: volume },
+          database: { enabled: false },
+        },
+        target: { type: 'dir', path: target },
+        retention,
+      });
+    const keepAll = config({ keepLast: 100 });
+    const generations: {
+      id: string;
+      contents: Awaited<ReturnType<typeof bucketContents>>;
+      tree: Record<string, string>;
+    }[] = [];
+    // Each generation adds an object, rewrites a shared one, deletes an older one and grows a log.
+    for (let g = 0; g < GENERATIONS; g++) {
+      await put(`gen-${g}/layer`, bytes(`layer-${g}`, 40_000 + g));
+      await put('shared/changing', bytes(`changing-${g}`, 20_000));
+      await put('shared/constant', bytes('constant', 30_000));
+      if (g >= 2) await gateway.deleteObject(bucket, `gen-${g - 2}/layer`, { signal });
+      await writeFile(join(volume, 'deis.log'), `line ${g}\n`.repeat(100 * (g + 1)));
+      const run = await cli(['backup', '--config', keepAll]);
+      expect(run.code, run.err).toBe(0);
+      generations.push({
+        id: run.out.trim(),
+        contents: await bucketContents(gateway, bucket),
+        tree: await describeTree(volume),
+      });
+    }
+    const repository = new Repository(new DirTarget(target));
+    // An interrupted run's folder and body: prune removes them too.
+    await repository.target.put(
+      'snapshots/20200101T000000Z-dead/run.json',
+      Readable.from([Buffer.from('{}')]),
+      { signal },
+    );
+    await repository.target.put(`blobs/ff/${'f'.repeat(64)}`, Readable.from([Buffer.from('orphan')]), {
+      signal,
+    });
+
+    const policy = config({ keepLast: 2, keepWithin: '1y' });
+    // Everything is younger than a year: keepWithin keeps all, so only keepLast alone drops.
+    const nothing = await cli(['forget', '--config', policy, '--dry-run', '--json']);
+    expect(nothing.code, nothing.err).toBe(0);
+    expect((JSON.parse(nothing.out) as { forget: { drop: unknown[] } }).forget.drop).toEqual([]);
+
+    const lastTwo = config({ keepLast: 2 });
+    const before = await targetKeys(repository);
+    const dry = await cli(['forget', '--config', lastTwo, '--dry-run', '--prune']);
+    expect(dry.code, dry.err).toBe(0);
+    expect(dry.out).toContain('would drop');
+    expect(await targetKeys(repository)).toEqual(before);
+
+    const kept = generations.slice(-2);
+    const expected = new Set<string>();
+    for (const { id } of kept) for (const key of await referencedKeys(repository, id)) expected.add(key);
+
+    const run = await cli(['forget', '--config', lastTwo, '--prune', '--json']);
+    expect(run.code, run.err).toBe(0);
+    const report = JSON.parse(run.out) as {
+      forget: { keep: { id: string; reasons: string[] }[]; drop: { id: string }[]; freedBytes: number };
+      prune: { removedBlobs: number; freedBytes: number; interrupted: string[] };
+    };
+    expect(report.forget.keep.map((e) => e.id)).toEqual(kept.map((k) => k.id));
+    expect(report.forget.keep[1]?.reasons).toContain('last 1');
+    expect(report.forget.drop.map((e) => e.id)).toEqual(generations.slice(0, -2).map((k) => k.id));
+    expect(report.prune.interrupted).toEqual(['20200101T000000Z-dead']);
+
+    const after = await targetKeys(repository);
+    expect(new Set(after.keys())).toEqual(expected);
+    const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+    expect(report.forget.freedBytes + report.prune.freedBytes).toBe(sum(before) - sum(after));
+
+    // Every kept restore point restores byte for byte: objects with their metadata, and the volume.
+    for (const { id, contents, tree } of kept) {
+      const into = unique('kept');
+      const volumeTo = tempDir('kept-volume');
+      const restored = await cli([
+        'restore',
+        id,
+        '--config',
+        lastTwo,
+        '--only',
+        'buckets,volume',
+        '--bucket',
+        `${bucket}=${into}`,
+        '--volume-to',
+        volumeTo,
+        '--yes',
+      ]);
+      expect(restored.code, restored.err + restored.out).toBe(0);
+      expect(await bucketContents(gateway, into)).toEqual(contents);
+      expect(await describeTree(volumeTo)).toEqual(tree);
+    }
+  });
+
+  it('applies the policy after each backup and never drops the newest success', async () => {
+    const target = tempDir('auto-target');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [bucket] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: target },
+      retention: { keepLast: 2 },
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await put(`auto-${i}`, bytes(`auto-${i}`, 1000));
+      const run = await cli(['backup', '--config', file]);
+      expect(run.code, run.err).toBe(0);
+      ids.push(run.out.trim());
+      if (i === 2) expect(run.err).toContain(`dropped ${ids[0] ?? ''}`);
+    }
+    const repository = new Repository(new DirTarget(target));
+    expect((await repository.listSnapshots({ signal })).map((m) => m.id)).toEqual(ids.slice(1));
+    // A failed run applies nothing: the two restore points stay.
+    const failing = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { names: [unique('missing')] },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+      retention: { keepLast: 1 },
+    });
+    expect((await cli(['backup', '--config', failing])).code).toBe(1);
+    expect((await repository.listSnapshots({ signal })).map((m) => m.id)).toEqual(ids.slice(1));
+  });
+});
