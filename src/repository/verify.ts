@@ -1,0 +1,356 @@
+// Verifies restore points without restoring them: manifests, artifact and blob presence and sizes,
+// optionally every stored byte against its sha256, and WAL-E continuity of the database bucket.
+import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { pipeline } from 'node:stream/promises';
+import { BackupError, describeError, isAbort } from '../errors.js';
+import type { Logger } from '../log.js';
+import { checkKey } from '../targets/target.js';
+import { isSnapshotId, SNAPSHOTS } from './layout.js';
+import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
+import type { Repository } from './repository.js';
+import { checkWalE, isWalEKey } from './wal-e.js';
+
+/** How to verify. */
+export interface VerifyOptions {
+  /** Re-read every artifact and blob and check its sha256, not only its presence and size. */
+  readData: boolean;
+  signal: AbortSignal;
+  log: Logger;
+  /** Blobs read at once with readData; default 8. */
+  concurrency?: number;
+}
+
+/** The verdict on one restore point. Warnings never make it damaged. */
+export interface SnapshotVerification {
+  id: string;
+  status: 'ok' | 'damaged';
+  /** Artifacts and index entries checked. */
+  checkedObjects: number;
+  /** Bytes whose sha256 was checked for this restore point (a blob shared with another one is read once per call but counted in each); 0 without readData. */
+  checkedBytes: number;
+  /** At most MAX_FINDINGS, the last one counting the rest. */
+  errors: string[];
+  warnings: string[];
+  /** The bucket holding WAL-E data (the first one, if several do). */
+  walE?: { bucket: string; baseBackups: number; segments: number };
+}
+
+/** The verdict on every selected restore point. */
+export interface VerifyReport {
+  /** damaged when any restore point is damaged or unreadable. */
+  status: 'ok' | 'damaged';
+  snapshots: SnapshotVerification[];
+  /** Manifests that exist but cannot be read (damaged JSON, another format version). */
+  unreadable: { id: string; error: string }[];
+}
+
+/** Errors and warnings kept per restore point; a deleted blobs/ folder should not print a million lines. */
+export const MAX_FINDINGS = 100;
+const SHA256 = /^[0-9a-f]{64}$/;
+const BLOB = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{64}$/;
+
+/**
+ * Verifies the selected restore points ('latest' allowed among ids). Reads only: a verify never writes
+ * to the target. Throws ERR_NOT_FOUND for an id that does not exist, and when the target cannot answer;
+ * damage is reported, not thrown.
+ */
+export async function verifySnapshots(
+  repository: Repository,
+  selection: { ids: readonly string[] } | 'all',
+  opts: VerifyOptions,
+): Promise<VerifyReport> {
+  const { signal, log } = opts;
+  const concurrency = Math.max(1, opts.concurrency ?? 8);
+  setMaxListeners(16 + 4 * concurrency, signal);
+  const ids = await selectIds(repository, selection, signal);
+  log.info({ snapshots: ids.length, readData: opts.readData }, 'verify started');
+  const context: Context = { repository, opts, concurrency, hashes: new Map() };
+  const report: VerifyReport = { status: 'ok', snapshots: [], unreadable: [] };
+  for (const id of ids) {
+    signal.throwIfAborted();
+    let manifest: Manifest;
+    try {
+      manifest = await repository.readManifest(id, { signal });
+    } catch (err) {
+      // Listed a moment ago: a concurrent forget removed it, which is not damage.
+      if (selection === 'all' && err instanceof BackupError && err.code === 'ERR_NOT_FOUND') continue;
+      if (!(err instanceof BackupError) || err.code !== 'ERR_INTEGRITY') throw err;
+      report.unreadable.push({ id, error: err.message });
+      log.warn({ snapshot: id, error: err.message }, 'manifest unreadable');
+      continue;
+    }
+    const verdict = await verifyOne(context, id, manifest);
+    // A damaged restore point is the verify's finding, not its failure: warn, not error.
+    log[verdict.status === 'ok' ? 'info' : 'warn'](
+      {
+        snapshot: id,
+        status: verdict.status,
+        checkedObjects: verdict.checkedObjects,
+        checkedBytes: verdict.checkedBytes,
+        errors: verdict.errors.length,
+        warnings: verdict.warnings.length,
+      },
+      'restore point verified',
+    );
+    report.snapshots.push(verdict);
+  }
+  if (report.unreadable.length > 0 || report.snapshots.some((s) => s.status === 'damaged')) {
+    report.status = 'damaged';
+  }
+  log.info({ status: report.status, snapshots: ids.length }, 'verify finished');
+  return report;
+}
+
+interface Context {
+  repository: Repository;
+  opts: VerifyOptions;
+  concurrency: number;
+  /** Every blob under blobs/ with its size, listed once per call: O(blobs) short strings in memory. */
+  blobs?: Promise<Map<string, number>>;
+  /** sha256 of each blob read, once per call even when several restore points share it. */
+  hashes: Map<string, Promise<{ sha256: string } | { error: string }>>;
+}
+
+/** Folder ids to verify, deduplicated, in order. */
+async function selectIds(
+  repository: Repository,
+  selection: { ids: readonly string[] } | 'all',
+  signal: AbortSignal,
+): Promise<string[]> {
+  if (selection !== 'all') {
+    const ids: string[] = [];
+    for (const id of selection.ids) {
+      ids.push(id === 'latest' ? (await repository.readManifest(id, { signal })).id : id);
+    }
+    return [...new Set(ids)];
+  }
+  // Not Repository.scan: it keeps a manifest's own id but drops its folder, and a verify must see
+  // a manifest whose id differs from the folder it sits in. Unreadable ones surface in readManifest.
+  const ids = new Set<string>();
+  for await (const info of repository.target.list(SNAPSHOTS, { signal })) {
+    const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
+    if (id !== undefined && name === 'manifest.json' && isSnapshotId(id)) ids.add(id);
+  }
+  return [...ids].sort();
+}
+
+/** Checks one restore point: its manifest's shape, then every artifact it names. */
+async function verifyOne(context: Context, id: string, manifest: Manifest): Promise<SnapshotVerification> {
+  const { repository, opts } = context;
+  const signal = opts.signal;
+  const verdict: SnapshotVerification = {
+    id,
+    status: 'ok',
+    checkedObjects: 0,
+    checkedBytes: 0,
+    errors: [],
+    warnings: [],
+  };
+  const error = (message: string) => verdict.errors.push(`snapshot ${id}: ${message}`);
+  const warn = (message: string) => verdict.warnings.push(`snapshot ${id}: ${message}`);
+  const status: unknown = manifest.status;
+  if (manifest.id !== id) error(`manifest names id ${JSON.stringify(manifest.id)}`);
+  if (status !== 'success' && status !== 'partial') error(`manifest has status ${JSON.stringify(status)}`);
+  // The manifest is JSON from the target: every field is checked before it is trusted.
+  for (const source of manifest.sources as (Partial<SourceRecord> | null)[]) {
+    if (typeof source !== 'object' || source === null) {
+      error(`source record ${JSON.stringify(source)} is not an object`);
+      continue;
+    }
+    const name = source.id ?? '(source without id)';
+    const sourceStatus: unknown = source.status;
+    if (!['bucket', 'volume', 'database'].includes(source.kind ?? '')) {
+      error(`source ${name} has kind ${JSON.stringify(source.kind)}`);
+      continue;
+    }
+    if (sourceStatus !== 'success' && sourceStatus !== 'partial') {
+      if (sourceStatus === 'failed') warn(`source ${name} is marked failed; nothing of it was checked`);
+      else error(`source ${name} has status ${JSON.stringify(sourceStatus)}`);
+      continue;
+    }
+    if (sourceStatus === 'partial')
+      warn(`source ${name} is partial (${source.errors?.length ?? 0} errors at backup)`);
+    const artifacts = Array.isArray(source.artifacts) ? source.artifacts : [];
+    if (artifacts.length === 0) error(`source ${name} has no artifact`);
+    if (source.kind === 'bucket' && typeof source.bucket !== 'string')
+      error(`source ${name} names no bucket`);
+    for (const artifact of artifacts) {
+      const problem = artifactProblem(id, artifact);
+      if (problem) {
+        error(`source ${name}: artifact ${problem}`);
+        continue;
+      }
+      signal.throwIfAborted();
+      const what = `artifact ${artifact.key} of ${name}`;
+      verdict.checkedObjects++;
+      const info = await repository.target.stat(artifact.key, { signal });
+      if (!info) error(`${what} missing`);
+      else if (info.size !== artifact.size)
+        error(`${what}: size ${info.size} in target, ${artifact.size} in manifest`);
+      else if (source.kind === 'bucket' && typeof source.bucket === 'string') {
+        // readIndex hashes the whole index anyway, so it is checked here with or without readData.
+        await verifyBucket(context, verdict, source.bucket, artifact, error);
+      } else if (opts.readData) {
+        const failure = await attempt(signal, () => repository.verifyArtifact(artifact, { signal }));
+        if (failure) error(`${what}${failure}`);
+        else verdict.checkedBytes += artifact.size;
+      }
+    }
+  }
+  verdict.errors = capped(verdict.errors);
+  verdict.warnings = capped(verdict.warnings);
+  verdict.status = verdict.errors.length > 0 ? 'damaged' : 'ok';
+  return verdict;
+}
+
+/** Reads a bucket index and checks each entry's blob, then the WAL-E layout if the bucket holds one. */
+async function verifyBucket(
+  context: Context,
+  verdict: SnapshotVerification,
+  bucket: string,
+  artifact: ArtifactRecord,
+  error: (message: string) => void,
+): Promise<void> {
+  const { repository, opts } = context;
+  const signal = opts.signal;
+  const entries: IndexEntry[] = [];
+  const failure = await attempt(signal, async () => {
+    for await (const entry of repository.readIndex(artifact, { signal })) entries.push(entry);
+  });
+  if (failure) {
+    error(`index ${artifact.key} of bucket ${bucket}${failure}; its objects were not checked`);
+    return;
+  }
+  if (opts.readData) verdict.checkedBytes += artifact.size;
+  context.blobs ??= listBlobs(repository, signal);
+  const stored = await context.blobs;
+  const toHash: IndexEntry[] = [];
+  for (const entry of entries) {
+    verdict.checkedObjects++;
+    if (!wellFormed(entry)) {
+      error(
+        `index ${artifact.key} of bucket ${bucket}: malformed entry ${JSON.stringify(entry).slice(0, 200)}`,
+      );
+      continue;
+    }
+    const what = `blob ${entry.blob} of ${bucket}/${entry.key}`;
+    const size = stored.get(entry.blob);
+    if (size === undefined) error(`${what} missing`);
+    else if (size !== entry.size) error(`${what}: size ${size} in target, ${entry.size} in index`);
+    else if (opts.readData) toHash.push(entry);
+  }
+  await forEachLimit(toHash, context.concurrency, async (entry) => {
+    let hashing = context.hashes.get(entry.blob);
+    if (!hashing) {
+      hashing = hashBlob(repository, entry.blob, signal);
+      context.hashes.set(entry.blob, hashing);
+    }
+    const result = await hashing;
+    const what = `blob ${entry.blob} of ${bucket}/${entry.key}`;
+    if ('error' in result) error(`${what}${result.error}`);
+    else if (result.sha256 !== entry.sha256) error(`${what}: sha256 mismatch (damaged or tampered)`);
+    else verdict.checkedBytes += entry.size;
+  });
+
+  if (entries.some((e) => isWalEKey(e.key))) {
+    const walE = checkWalE(entries);
+    for (const message of walE.errors) error(`bucket ${bucket}: WAL-E: ${message}`);
+    for (const message of walE.warnings)
+      verdict.warnings.push(`snapshot ${verdict.id}: bucket ${bucket}: WAL-E: ${message}`);
+    verdict.walE ??= { bucket, baseBackups: walE.baseBackups, segments: walE.segments };
+  }
+}
+
+/** Runs a read; undefined when it succeeded, else the finding's tail (": sha256 mismatch …"). Aborts throw. */
+async function attempt(signal: AbortSignal, read: () => Promise<void>): Promise<string | undefined> {
+  try {
+    await read();
+    return undefined;
+  } catch (err) {
+    if (signal.aborted || isAbort(err)) throw err;
+    return err instanceof BackupError && err.code === 'ERR_INTEGRITY'
+      ? ': sha256 mismatch (damaged or tampered)'
+      : ` unreadable: ${describeError(err)}`;
+  }
+}
+
+/** True when an index entry has what a check needs: key, blob key, size and sha256. */
+function wellFormed(entry: Partial<IndexEntry> | null): entry is IndexEntry {
+  return (
+    typeof entry === 'object' &&
+    entry !== null &&
+    typeof entry.key === 'string' &&
+    BLOB.test(entry.blob ?? '') &&
+    Number.isSafeInteger(entry.size) &&
+    (entry.size ?? -1) >= 0 &&
+    SHA256.test(entry.sha256 ?? '')
+  );
+}
+
+/** Why an artifact record cannot be checked ("<key>: <why>"), or undefined when it is well-formed. */
+function artifactProblem(id: string, record: ArtifactRecord): string | undefined {
+  const artifact = record as Partial<ArtifactRecord> | null;
+  if (typeof artifact !== 'object' || artifact === null)
+    return `${JSON.stringify(artifact)} is not an object`;
+  const key = artifact.key;
+  if (typeof key !== 'string') return `${JSON.stringify(key)} has no key`;
+  const where = JSON.stringify(key);
+  try {
+    checkKey(key);
+  } catch {
+    return `${where} has an invalid key`;
+  }
+  if (!key.startsWith(`${SNAPSHOTS}${id}/`) && !BLOB.test(key)) {
+    return `${where} is neither under ${SNAPSHOTS}${id}/ nor a blob`;
+  }
+  if (!Number.isSafeInteger(artifact.size) || (artifact.size ?? -1) < 0)
+    return `${where} has an invalid size`;
+  if (!SHA256.test(String(artifact.sha256))) return `${where} has an invalid sha256`;
+  return undefined;
+}
+
+async function listBlobs(repository: Repository, signal: AbortSignal): Promise<Map<string, number>> {
+  const stored = new Map<string, number>();
+  for await (const info of repository.target.list('blobs/', { signal })) stored.set(info.key, info.size);
+  return stored;
+}
+
+/** sha256 of a stored blob, or the tail of a finding (" unreadable: …"); only an abort throws. */
+async function hashBlob(
+  repository: Repository,
+  key: string,
+  signal: AbortSignal,
+): Promise<{ sha256: string } | { error: string }> {
+  const hash = createHash('sha256');
+  const failure = await attempt(signal, async () => {
+    const body = await repository.target.get(key, { signal });
+    await pipeline(
+      body,
+      async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) hash.update(chunk);
+      },
+      { signal },
+    );
+  });
+  return failure === undefined ? { sha256: hash.digest('hex') } : { error: failure };
+}
+
+/** Runs fn over items, at most `limit` at once. fn throws only on an abort, which every worker then meets. */
+async function forEachLimit<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** At most MAX_FINDINGS lines, the last one counting what was left out. */
+function capped(list: string[]): string[] {
+  if (list.length <= MAX_FINDINGS) return list;
+  return [...list.slice(0, MAX_FINDINGS - 1), `${list.length - MAX_FINDINGS + 1} more findings left out`];
+}

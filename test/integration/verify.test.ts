@@ -1,0 +1,274 @@
+// verify against real restore points: real buckets on radosgw and a real volume backed up into a fresh
+// directory target per test, then damaged on disk the way a bad disk or an intruder would.
+import { open, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runBackup } from '../../src/backup.js';
+import { createLogger } from '../../src/log.js';
+import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
+import { Repository } from '../../src/repository/repository.js';
+import { verifySnapshots, type VerifyReport } from '../../src/repository/verify.js';
+import type { S3Client } from '../../src/s3/client.js';
+import { BucketSource } from '../../src/sources/bucket.js';
+import { VolumeSource } from '../../src/sources/volume.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import type { ObjectInfo, Target } from '../../src/targets/target.js';
+import { bytes, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
+import { describeTree, describeWithStack, gatewayClient, tempDir, unique } from './helpers.js';
+
+const signal = AbortSignal.timeout(600_000);
+const log = createLogger({ level: 'silent' });
+
+/** Wraps a target: counts reads per key and fails any write, so a verify provably writes nothing. */
+class ReadOnlyTarget implements Target {
+  readonly name: string;
+  readonly gets = new Map<string, number>();
+  private readonly inner: Target;
+  constructor(inner: Target) {
+    this.inner = inner;
+    this.name = inner.name;
+  }
+  put(key: string): Promise<void> {
+    return Promise.reject(new Error(`verify wrote ${key}`));
+  }
+  remove(key: string): Promise<void> {
+    return Promise.reject(new Error(`verify removed ${key}`));
+  }
+  get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
+    this.gets.set(key, (this.gets.get(key) ?? 0) + 1);
+    return this.inner.get(key, opts);
+  }
+  stat(key: string, opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(key, opts);
+  }
+  list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo> {
+    return this.inner.list(prefix, opts);
+  }
+}
+
+/** A WAL-E 005 copy on timeline 1: one base backup from segment 1 (two partitions) and the given segments. */
+async function seedWalE(client: S3Client, bucket: string, segments: readonly number[]): Promise<void> {
+  const base = 'basebackups_005/base_000000010000000000000001_00000040';
+  const put = (key: string, body: Buffer) =>
+    client.putObject(bucket, key, body, { signal, size: body.length });
+  await client.createBucket(bucket, { signal });
+  await put(`${base}/extended_version.txt`, Buffer.from('PostgreSQL 9.3.9 on x86_64-unknown-linux-gnu\n'));
+  await put(`${base}/tar_partitions/part_00000000.tar.lzo`, bytes(`${bucket}-part0`, 20_000));
+  await put(`${base}/tar_partitions/part_00000001.tar.lzo`, bytes(`${bucket}-part1`, 5_000));
+  for (const seg of segments) {
+    const name = `0000000100000000${seg.toString(16).toUpperCase().padStart(8, '0')}`;
+    await put(`wal_005/${name}.lzo`, bytes(`${bucket}-${name}`, 3_000));
+  }
+  await put('wal_005/000000010000000000000001.00000028.backup.lzo', bytes(`${bucket}-backup`, 300));
+  await put(
+    `${base}_backup_stop_sentinel.json`,
+    Buffer.from('{"wal_segment_backup_stop":"000000010000000000000001"}'),
+  );
+}
+
+describeWithStack('verify', (stack) => {
+  const walBucket = unique('wal');
+  const registryBucket = unique('registry');
+  const volume = tempDir('volume');
+  let gateway: S3Client;
+
+  beforeAll(async () => {
+    gateway = gatewayClient(stack);
+    await seedWalE(gateway, walBucket, [1, 2, 3, 4, 5]);
+    await gateway.createBucket(registryBucket, { signal });
+    await seedRegistry(gateway, registryBucket, { bigLayers: false });
+    await seedVolume(volume);
+  });
+  afterAll(() => {
+    gateway.close();
+  });
+
+  /** Backs the buckets (and the volume) up into a fresh directory target; returns it with the manifest. */
+  async function backup(
+    buckets: readonly string[] = [walBucket, registryBucket],
+    dir = tempDir('target'),
+  ): Promise<{ dir: string; manifest: Manifest; repository: Repository }> {
+    const repository = new Repository(new DirTarget(dir));
+    const client = gatewayClient(stack);
+    try {
+      const sources = [
+        ...buckets.map((bucket) => new BucketSource({ bucket, client, listVersion: 1, concurrency: 4 })),
+        new VolumeSource({ path: volume }),
+      ];
+      const result = await runBackup({ repository, log }, sources, { signal });
+      expect(result.status).toBe('success');
+      return { dir, manifest: await repository.readManifest(result.id ?? '', { signal }), repository };
+    } finally {
+      client.close();
+    }
+  }
+
+  async function verify(dir: string, readData: boolean, selection: 'all' | { ids: string[] } = 'all') {
+    const target = new ReadOnlyTarget(new DirTarget(dir));
+    const report = await verifySnapshots(new Repository(target), selection, { readData, signal, log });
+    return { report, target };
+  }
+
+  /** The index entries of a bucket in a restore point. */
+  async function entriesOf(
+    repository: Repository,
+    manifest: Manifest,
+    bucket: string,
+  ): Promise<IndexEntry[]> {
+    const artifact = manifest.sources.find((s) => s.bucket === bucket)?.artifacts[0];
+    if (!artifact) throw new Error(`no index of ${bucket}`);
+    const entries: IndexEntry[] = [];
+    for await (const entry of repository.readIndex(artifact, { signal })) entries.push(entry);
+    return entries;
+  }
+
+  const errorsOf = (report: VerifyReport): string[] => report.snapshots.flatMap((s) => s.errors);
+
+  it('finds a clean restore point ok, with and without reading the data, and writes nothing', async () => {
+    const { dir, manifest, repository } = await backup();
+    const before = await describeTree(dir);
+    const artifacts = manifest.sources.flatMap((s) => s.artifacts);
+    const entries = [
+      ...(await entriesOf(repository, manifest, walBucket)),
+      ...(await entriesOf(repository, manifest, registryBucket)),
+    ];
+
+    const quick = await verify(dir, false);
+    expect(quick.report).toEqual({
+      status: 'ok',
+      unreadable: [],
+      snapshots: [
+        {
+          id: manifest.id,
+          status: 'ok',
+          checkedObjects: artifacts.length + entries.length,
+          checkedBytes: 0,
+          errors: [],
+          warnings: [],
+          walE: { bucket: walBucket, baseBackups: 1, segments: 5 },
+        },
+      ],
+    });
+    // Without readData only the indexes are read (their sha256 is checked on the way).
+    expect([...quick.target.gets.keys()].filter((k) => k.startsWith('blobs/'))).toEqual([]);
+
+    const full = await verify(dir, true, { ids: ['latest'] });
+    expect(full.report.status).toBe('ok');
+    expect(full.report.snapshots[0]?.checkedBytes).toBe(
+      artifacts.reduce((n, a) => n + a.size, 0) + entries.reduce((n, e) => n + e.size, 0),
+    );
+    expect(await describeTree(dir)).toEqual(before);
+  });
+
+  it('reads a blob shared by two restore points once per verify', async () => {
+    const { dir } = await backup();
+    const { manifest: second, repository } = await backup(undefined, dir);
+    const { report, target } = await verify(dir, true);
+    expect(report.status).toBe('ok');
+    expect(report.snapshots).toHaveLength(2);
+    const blobs = (await entriesOf(repository, second, registryBucket)).map((e) => e.blob);
+    expect(blobs.map((b) => target.gets.get(b))).toEqual(blobs.map(() => 1));
+  });
+
+  it('names a deleted blob', async () => {
+    const { dir, manifest, repository } = await backup();
+    const layer = (await entriesOf(repository, manifest, registryBucket)).find((e) =>
+      e.key.endsWith('/layer'),
+    );
+    if (!layer) throw new Error('no layer');
+    await rm(join(dir, layer.blob));
+    const { report } = await verify(dir, false);
+    expect(report.status).toBe('damaged');
+    expect(errorsOf(report)).toEqual([
+      `snapshot ${manifest.id}: blob ${layer.blob} of ${registryBucket}/${layer.key} missing`,
+    ]);
+  });
+
+  it('names a truncated archive and a truncated index', async () => {
+    const { dir, manifest } = await backup();
+    const volumeArtifact = manifest.sources.find((s) => s.kind === 'volume')?.artifacts[0];
+    const index = manifest.sources.find((s) => s.bucket === registryBucket)?.artifacts[0];
+    if (!volumeArtifact || !index) throw new Error('no artifacts');
+    await truncate(join(dir, volumeArtifact.key), 100);
+    await truncate(join(dir, index.key), index.size - 1);
+    const { report } = await verify(dir, false);
+    expect(report.status).toBe('damaged');
+    expect(errorsOf(report)).toEqual([
+      `snapshot ${manifest.id}: artifact ${index.key} of bucket:${registryBucket}: size ${index.size - 1} in target, ${index.size} in manifest`,
+      `snapshot ${manifest.id}: artifact ${volumeArtifact.key} of volume: size 100 in target, ${volumeArtifact.size} in manifest`,
+    ]);
+  });
+
+  it('finds a flipped byte of the same size only when reading the data', async () => {
+    const { dir, manifest, repository } = await backup();
+    const entry = (await entriesOf(repository, manifest, registryBucket)).find((e) => e.size > 100);
+    const volumeArtifact = manifest.sources.find((s) => s.kind === 'volume')?.artifacts[0];
+    if (!entry || !volumeArtifact) throw new Error('nothing to damage');
+    await flipByte(join(dir, entry.blob), 50);
+    await flipByte(join(dir, volumeArtifact.key), 20);
+    expect((await verify(dir, false)).report.status).toBe('ok');
+    const { report } = await verify(dir, true);
+    expect(report.status).toBe('damaged');
+    expect(errorsOf(report)).toEqual([
+      `snapshot ${manifest.id}: blob ${entry.blob} of ${registryBucket}/${entry.key}: sha256 mismatch (damaged or tampered)`,
+      `snapshot ${manifest.id}: artifact ${volumeArtifact.key} of volume: sha256 mismatch (damaged or tampered)`,
+    ]);
+  });
+
+  it('names a missing WAL segment of the database bucket', async () => {
+    const gapBucket = unique('walgap');
+    await seedWalE(gateway, gapBucket, [1, 2, 4]);
+    const { dir, manifest } = await backup([gapBucket]);
+    const { report } = await verify(dir, false, { ids: [manifest.id] });
+    expect(report.status).toBe('damaged');
+    expect(report.snapshots[0]?.walE).toEqual({ bucket: gapBucket, baseBackups: 1, segments: 3 });
+    expect(errorsOf(report)).toEqual([
+      `snapshot ${manifest.id}: bucket ${gapBucket}: WAL-E: missing WAL wal_005/000000010000000000000003.lzo (after 000000010000000000000002, before 000000010000000000000004)`,
+    ]);
+  });
+
+  it('finds a manifest copied into another folder unsound', async () => {
+    const { dir, manifest } = await backup([registryBucket]);
+    const copy = '20200101T000000Z-0c0c';
+    await mkdir(join(dir, 'snapshots', copy));
+    await writeFile(join(dir, 'snapshots', copy, 'manifest.json'), JSON.stringify(manifest));
+    const { report } = await verify(dir, false, { ids: [copy] });
+    expect(report.status).toBe('damaged');
+    const index = manifest.sources[0]?.artifacts[0]?.key ?? '';
+    expect(errorsOf(report)).toEqual([
+      `snapshot ${copy}: manifest names id "${manifest.id}"`,
+      `snapshot ${copy}: source bucket:${registryBucket}: artifact "${index}" is neither under snapshots/${copy}/ nor a blob`,
+      `snapshot ${copy}: source volume: artifact "snapshots/${manifest.id}/volume.tar.gz" is neither under snapshots/${copy}/ nor a blob`,
+    ]);
+  });
+
+  it('counts an unreadable manifest as damaged, and refuses an unknown id', async () => {
+    const { dir, manifest } = await backup([registryBucket]);
+    const broken = '20200101T000000Z-abcd';
+    await mkdir(join(dir, 'snapshots', broken));
+    await writeFile(join(dir, 'snapshots', broken, 'manifest.json'), '{"formatVersion": 1, "id": ');
+    const { report } = await verify(dir, false);
+    expect(report.status).toBe('damaged');
+    expect(report.snapshots.map((s) => `${s.id}:${s.status}`)).toEqual([`${manifest.id}:ok`]);
+    expect(report.unreadable).toEqual([
+      { id: broken, error: `manifest snapshots/${broken}/manifest.json is not valid JSON` },
+    ]);
+    await expect(verify(dir, false, { ids: ['20200101T000000Z-ffff'] })).rejects.toMatchObject({
+      code: 'ERR_NOT_FOUND',
+    });
+  });
+});
+
+/** Inverts one byte in place: same size, different content. */
+async function flipByte(file: string, position: number): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    const buffer = Buffer.alloc(1);
+    await handle.read(buffer, 0, 1, position);
+    buffer[0] = (buffer[0] ?? 0) ^ 0xff;
+    await handle.write(buffer, 0, 1, position);
+  } finally {
+    await handle.close();
+  }
+}
