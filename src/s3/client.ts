@@ -272,6 +272,19 @@ export class S3Client {
     }
   }
 
+  /**
+   * Deletes an empty bucket; deleting a missing bucket succeeds. A bucket that still holds objects
+   * is refused by the gateway (S3Error 409 BucketNotEmpty): empty it with deleteObject first.
+   */
+  async deleteBucket(bucket: string, opts: { signal: AbortSignal }): Promise<void> {
+    try {
+      (await this.request('DELETE', bucket, undefined, { signal: opts.signal })).resume();
+    } catch (err) {
+      if (err instanceof S3Error && err.status === 404) return;
+      throw err;
+    }
+  }
+
   /** Sends one signed request; resolves with a 2xx response, rejects with S3Error otherwise. */
   private async request(
     method: string,

@@ -1,0 +1,71 @@
+// The drill's database check: the dump is not loaded anywhere, but read whole through its sha256
+// check and gunzipped, and must end with pg_dumpall's completion line, as a complete dump does.
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { BackupError } from '../errors.js';
+import type { ArtifactRecord } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+
+/**
+ * The trailer of a complete dump. pg_dump's "database dump complete" is accepted as well, as the
+ * backup accepts it (sources.database.command may run pg_dump for a single database).
+ */
+const TRAILER = /\n-- PostgreSQL database (cluster )?dump complete\n(--\s*)?$/;
+/** Bytes of the end of the SQL kept to look for the trailer: a few lines, whatever the dump's size. */
+const TAIL = 512;
+
+/** The last bytes of what a stream carries, read to its end with constant memory. */
+export class TailKeeper extends Writable {
+  private tail = Buffer.alloc(0);
+  bytes = 0;
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.bytes += chunk.length;
+    // Copied, so the kept tail never pins a whole 64 KiB chunk.
+    this.tail = Buffer.from(Buffer.concat([this.tail, chunk.subarray(-TAIL)]).subarray(-TAIL));
+    callback();
+  }
+
+  /** The kept end as text. */
+  text(): string {
+    return this.tail.toString('utf8');
+  }
+}
+
+/** True when SQL text ends with pg_dumpall's (or pg_dump's) completion line. */
+export function endsComplete(tail: string): boolean {
+  return TRAILER.test(tail);
+}
+
+/**
+ * Reads the dump artifact through its sha256 check, gunzips it and looks at its end. Resolves with
+ * the SQL's size when the trailer is there; throws (naming the artifact) when it is not, when the
+ * bytes do not match the manifest, or when they are not gzip.
+ */
+export async function checkDump(
+  repository: Repository,
+  artifact: ArtifactRecord,
+  opts: { signal: AbortSignal },
+): Promise<{ sqlBytes: number }> {
+  const tail = new TailKeeper();
+  try {
+    await pipeline(await repository.openVerified(artifact, opts), createGunzip(), tail, {
+      signal: opts.signal,
+    });
+  } catch (err) {
+    opts.signal.throwIfAborted();
+    if ((err as { code?: string }).code?.startsWith('Z_') !== true) throw err;
+    // Damaged bytes usually break the gzip before the sha256 check at the end can speak: the
+    // mismatch with the manifest is the finding worth reporting, so read the whole artifact once more.
+    await repository.verifyArtifact(artifact, opts);
+    throw new BackupError('ERR_INTEGRITY', `${artifact.key}: not a readable gzip stream`, { cause: err });
+  }
+  if (!endsComplete(tail.text())) {
+    throw new BackupError(
+      'ERR_INTEGRITY',
+      `${artifact.key}: the SQL (${tail.bytes} bytes) does not end with pg_dumpall's "-- PostgreSQL database cluster dump complete" line: the dump was cut short`,
+    );
+  }
+  return { sqlBytes: tail.bytes };
+}
