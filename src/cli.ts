@@ -5,13 +5,34 @@ import { runBackup } from './backup.js';
 import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './cluster.js';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, redactedView, type Config } from './config.js';
 import { BackupError, describeError } from './errors.js';
-import { formatOutcome, formatRestore, formatSnapshots, formatSources, snapshotSummary } from './format.js';
+import {
+  formatDrill,
+  formatForget,
+  formatOutcome,
+  formatPrune,
+  formatRestore,
+  formatRetention,
+  formatSnapshots,
+  formatSources,
+  formatVerify,
+  snapshotSummary,
+} from './format.js';
+import { applyRetention, recordCheck, underLock, type LockDeps } from './jobs.js';
+import type { Etcd } from './etcd.js';
+import type { Logger } from './log.js';
+import { forget } from './repository/forget.js';
+import { prune } from './repository/prune.js';
+import type { Repository } from './repository/repository.js';
+import { policyFromConfig } from './repository/retention.js';
+import { verifySnapshots } from './repository/verify.js';
+import { runDrill } from './drill.js';
 import { restoreSnapshot } from './restore.js';
 import { createReporter } from './restore/report.js';
 import { createLogger } from './log.js';
 import type { DestinationStream } from 'pino';
 import {
   createClusterEtcd,
+  createClusterLock,
   createRepository,
   createRestoreGateway,
   createSources,
@@ -28,10 +49,16 @@ commands:
           [--volume-to DIR] [--dry-run] [--overwrite] [--yes] [--json]
                                                     restore in Deis order (default: buckets, volume)
   snapshots [--json]                                list restore points
+  forget [--dry-run] [--prune] [--json]             apply the retention policy (config "retention")
+  prune [--dry-run] [--json]                        remove stored data no restore point references
+  verify <id|latest|--all> [--read-data] [--json]   check restore points; --read-data re-hashes every byte
+  drill [id] [--json]                               restore into scratch buckets and a scratch directory,
+                                                    compare, clean up (default: latest)
   config check                                      validate and print the resolved config (secrets redacted)
 
 --config defaults to $DEIS_BACKUP_CONFIG, then ${DEFAULT_CONFIG_PATH}.
-exit codes: 0 success, 3 partial, 1 failed, 2 usage or config error`;
+Every command that reads or changes restore points holds the cluster lock (config "lock").
+exit codes: 0 success, 3 partial, 1 failed or damaged, 2 usage or config error`;
 
 /** Exit codes of every command. */
 export const EXIT = { success: 0, failed: 1, usage: 2, partial: 3 } as const;
@@ -73,6 +100,9 @@ export async function main(
         'dry-run': { type: 'boolean', default: false },
         overwrite: { type: 'boolean', default: false },
         yes: { type: 'boolean', default: false },
+        prune: { type: 'boolean', default: false },
+        all: { type: 'boolean', default: false },
+        'read-data': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -102,6 +132,19 @@ export async function main(
         return await restoreCommand(load(configFile, env), sub, values, io, signal);
       case 'snapshots':
         return await snapshotsCommand(load(configFile, env), values.json, io, signal);
+      case 'forget':
+        return await forgetCommand(load(configFile, env), values, io, signal);
+      case 'prune':
+        return await pruneCommand(load(configFile, env), values, io, signal);
+      case 'verify':
+        if ((sub === undefined) === !values.all)
+          throw new BackupError(
+            'ERR_USAGE',
+            'verify: name one restore point id, "latest", or pass --all; list them with deis-backup snapshots',
+          );
+        return await verifyCommand(load(configFile, env), sub, values, io, signal);
+      case 'drill':
+        return await drillCommand(load(configFile, env), sub, values, io, signal);
       case 'config':
         if (sub !== 'check')
           throw new BackupError(
@@ -176,19 +219,162 @@ async function backupCommand(
   const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
   const repository = await createRepository(config);
   const etcd = createClusterEtcd(config);
-  const run = await createSources(config, etcd, only, { signal });
-  try {
-    const result = await runBackup({ repository, log }, run.sources, { signal });
-    if (values.json) io.out(JSON.stringify(result, null, 2));
+  return underLock(lockDeps(config, etcd, repository, io, log), 'backup', { signal }, async (signal) => {
+    const run = await createSources(config, etcd, only, { signal });
+    let result;
+    try {
+      result = await runBackup({ repository, log }, run.sources, { signal });
+    } finally {
+      run.close();
+    }
+    const retention = result.id
+      ? await applyRetention(config, repository, { now: new Date(), signal, log })
+      : undefined;
+    if (values.json) io.out(JSON.stringify({ ...result, retention }, null, 2));
     else {
       for (const line of formatSources(result.sources)) io.err(line);
       io.err(formatOutcome(result, repository.target.name));
+      for (const line of retention ? formatRetention(retention) : []) io.err(line);
       if (result.id) io.out(result.id);
     }
     return exitFor(result.status);
-  } finally {
-    run.close();
-  }
+  });
+}
+
+/** The cluster lock for a CLI command; a wait for another holder is said on stderr. */
+function lockDeps(config: Config, etcd: Etcd, repository: Repository, io: Io, log: Logger): LockDeps {
+  return {
+    lock: createClusterLock(config, etcd, repository.target),
+    log,
+    waitSeconds: config.lock.waitSeconds,
+    onWait: (holder) => {
+      io.err(`waiting up to ${config.lock.waitSeconds} s for the cluster lock: ${holder}`);
+    },
+  };
+}
+
+async function forgetCommand(
+  config: Config,
+  values: { json: boolean; 'dry-run': boolean; prune: boolean; verbose: boolean },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
+  const repository = await createRepository(config);
+  const dryRun = values['dry-run'];
+  return underLock(
+    lockDeps(config, createClusterEtcd(config), repository, io, log),
+    'forget',
+    { signal },
+    async (signal) => {
+      const decided = await forget(repository, policyFromConfig(config.retention), {
+        now: new Date(),
+        timezone: config.schedule.timezone,
+        dryRun,
+        signal,
+        log,
+      });
+      const pruned = values.prune ? await prune(repository, { dryRun, signal, log }) : undefined;
+      if (values.json) io.out(JSON.stringify({ forget: decided, prune: pruned }, null, 2));
+      else {
+        for (const line of formatForget(decided)) io.out(line);
+        if (pruned) io.out(formatPrune(pruned));
+      }
+      return EXIT.success;
+    },
+  );
+}
+
+async function pruneCommand(
+  config: Config,
+  values: { json: boolean; 'dry-run': boolean; verbose: boolean },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
+  const repository = await createRepository(config);
+  return underLock(
+    lockDeps(config, createClusterEtcd(config), repository, io, log),
+    'prune',
+    { signal },
+    async (signal) => {
+      const report = await prune(repository, { dryRun: values['dry-run'], signal, log });
+      io.out(values.json ? JSON.stringify(report, null, 2) : formatPrune(report));
+      return EXIT.success;
+    },
+  );
+}
+
+async function verifyCommand(
+  config: Config,
+  snapshot: string | undefined,
+  values: { json: boolean; 'read-data': boolean; verbose: boolean },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
+  const repository = await createRepository(config);
+  return underLock(
+    lockDeps(config, createClusterEtcd(config), repository, io, log),
+    'verify',
+    { signal },
+    async (signal) => {
+      const report = await verifySnapshots(repository, snapshot === undefined ? 'all' : { ids: [snapshot] }, {
+        readData: values['read-data'],
+        signal,
+        log,
+      });
+      if (values.json) io.out(JSON.stringify(report, null, 2));
+      else for (const line of formatVerify(report)) io.out(line);
+      return report.status === 'ok' ? EXIT.success : EXIT.failed;
+    },
+  );
+}
+
+async function drillCommand(
+  config: Config,
+  snapshot: string | undefined,
+  values: { json: boolean; verbose: boolean },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
+  const repository = await createRepository(config);
+  const etcd = createClusterEtcd(config);
+  return underLock(lockDeps(config, etcd, repository, io, log), 'drill', { signal }, async (signal) => {
+    const gateway = createRestoreGateway(config, etcd, { signal });
+    try {
+      const report = await runDrill(
+        {
+          config,
+          repository,
+          etcd,
+          gateway: gateway.get,
+          sshTarget: (host) => sshTarget(config, host),
+          reporter: createReporter(io.progress ?? { write: () => undefined }),
+          log,
+        },
+        {
+          ...(snapshot === undefined ? {} : { snapshot }),
+          bucketSuffix: config.drill.bucketSuffix,
+          directory: config.drill.directory,
+          signal,
+        },
+      );
+      const summary = formatDrill(report)[0] ?? '';
+      await recordCheck(
+        repository,
+        'drill',
+        { ok: report.status === 'success', at: new Date(), summary },
+        { signal },
+      );
+      if (values.json) io.out(JSON.stringify(report, null, 2));
+      else for (const line of formatDrill(report)) io.out(line);
+      return exitFor(report.status);
+    } finally {
+      gateway.close();
+    }
+  });
 }
 
 async function restoreCommand(
@@ -214,35 +400,42 @@ async function restoreCommand(
     throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
   }
   const etcd = createClusterEtcd(config);
-  const gateway = createRestoreGateway(config, etcd, { signal });
-  try {
-    const report = await restoreSnapshot(
-      {
-        config,
-        repository: await createRepository(config),
-        etcd,
-        gateway: gateway.get,
-        sshTarget: (host) => sshTarget(config, host),
-        reporter: createReporter(io.progress ?? { write: () => undefined }),
-        log: createLogger({ level: values.verbose ? config.log.level : 'silent' }),
-      },
-      {
-        snapshot,
-        only,
-        bucketMap,
-        volumeTo,
-        dryRun: values['dry-run'],
-        overwrite: values.overwrite,
-        yes: values.yes,
-      },
-      { signal },
-    );
-    if (values.json) io.out(JSON.stringify(report, null, 2));
-    else for (const line of formatRestore(report)) io.out(line);
-    return exitFor(report.status);
-  } finally {
-    gateway.close();
-  }
+  const log = createLogger({ level: values.verbose ? config.log.level : 'silent' });
+  const repository = await createRepository(config);
+  const restore = async (signal: AbortSignal): Promise<number> => {
+    const gateway = createRestoreGateway(config, etcd, { signal });
+    try {
+      const report = await restoreSnapshot(
+        {
+          config,
+          repository,
+          etcd,
+          gateway: gateway.get,
+          sshTarget: (host) => sshTarget(config, host),
+          reporter: createReporter(io.progress ?? { write: () => undefined }),
+          log,
+        },
+        {
+          snapshot,
+          only,
+          bucketMap,
+          volumeTo,
+          dryRun: values['dry-run'],
+          overwrite: values.overwrite,
+          yes: values.yes,
+        },
+        { signal },
+      );
+      if (values.json) io.out(JSON.stringify(report, null, 2));
+      else for (const line of formatRestore(report)) io.out(line);
+      return exitFor(report.status);
+    } finally {
+      gateway.close();
+    }
+  };
+  // A dry run only reads; a real restore must not race a forget or prune of what it reads.
+  if (values['dry-run']) return restore(signal);
+  return underLock(lockDeps(config, etcd, repository, io, log), 'restore', { signal }, restore);
 }
 
 /** Parses repeated `--bucket SRC=DEST`. */

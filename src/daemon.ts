@@ -11,8 +11,19 @@ import { ALL, Metrics } from './metrics.js';
 import { Operations, type OperationView } from './operations.js';
 import { restoreSnapshot, type RestoreRequest } from './restore.js';
 import type { Reporter } from './restore/report.js';
+import { runDrill } from './drill.js';
+import {
+  applyRetention,
+  LockBusyError,
+  recordCheck,
+  underLock,
+  type CheckStatus,
+  type RetentionOutcome,
+} from './jobs.js';
+import { verifySnapshots, type VerifyReport } from './repository/verify.js';
 import {
   createClusterEtcd,
+  createClusterLock,
   createRepository,
   createRestoreGateway,
   createSources,
@@ -48,6 +59,7 @@ export async function startDaemon(
   const etcd = createClusterEtcd(config);
   const metrics = new Metrics(new Registry(), TOOL.split(' ')[1] ?? 'unknown');
   const operations = new Operations(shutdown);
+  const lock = createClusterLock(config, etcd, repository.target);
 
   const task: ScheduledTask = createTask(
     config.schedule.cron,
@@ -63,9 +75,30 @@ export async function startDaemon(
       name: 'deis-backup',
     },
   );
-  const [first, second] = task.getNextRuns(2);
-  const intervalSeconds = first && second ? (second.getTime() - first.getTime()) / 1000 : 86_400;
+  const intervalSeconds = cronInterval(task);
   metrics.setExpectedInterval(intervalSeconds);
+  const checks = [
+    config.verify.enabled && schedule('verify', config.verify.cron, () => startVerify('schedule')),
+    config.drill.enabled && schedule('drill', config.drill.cron, () => startDrill('schedule')),
+  ].filter((t): t is ScheduledTask => t !== false);
+  if (config.drill.enabled) metrics.setDrillInterval(cronInterval(checks.at(-1) ?? task));
+
+  /** A cron task for a check; a check that finds another operation running is skipped, with a log line. */
+  function schedule(
+    name: string,
+    cron: string,
+    start: () => { started: OperationView } | { busy: OperationView },
+  ): ScheduledTask {
+    return createTask(
+      cron,
+      () => {
+        const outcome = start();
+        if ('busy' in outcome)
+          log.warn({ running: outcome.busy.id }, `scheduled ${name} skipped: another operation is running`);
+      },
+      { timezone: config.schedule.timezone, noOverlap: true, name: `deis-backup-${name}` },
+    );
+  }
 
   /**
    * Lists restore points; doubles as the target's health check. The first successful listing sets
@@ -78,7 +111,10 @@ export async function startDaemon(
       const { snapshots } = await repository.scan({ signal });
       metrics.setTargetUp(true);
       metrics.setRestorePoints(snapshots.length);
-      if (!rebuilt) metrics.rebuild(snapshots);
+      if (!rebuilt) {
+        metrics.rebuild(snapshots);
+        await restoreCheckMetrics(signal);
+      }
       rebuilt = true;
       lastScan = { at: Date.now(), error: undefined };
       return snapshots;
@@ -92,6 +128,18 @@ export async function startDaemon(
     log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
   });
 
+  /** Sets the verify and drill figures from what the target recorded, so a restart keeps them. */
+  async function restoreCheckMetrics(signal: AbortSignal): Promise<void> {
+    const verify = (await repository.readStatus('verify', { signal })) as CheckStatus | undefined;
+    if (verify?.lastSuccessAt)
+      metrics.verifyFinished(true, config.verify.readData, new Date(verify.lastSuccessAt));
+    if (verify && !verify.ok)
+      metrics.verifyFinished(false, config.verify.readData, new Date(verify.finishedAt));
+    const drill = (await repository.readStatus('drill', { signal })) as CheckStatus | undefined;
+    if (drill?.lastSuccessAt) metrics.drillFinished(true, new Date(drill.lastSuccessAt));
+    if (drill && !drill.ok) metrics.drillFinished(false, new Date(drill.finishedAt));
+  }
+
   function startBackup(
     trigger: string,
     only: RestoreRequest['only'] | undefined,
@@ -99,15 +147,29 @@ export async function startDaemon(
     return operations.start('backup', trigger, async (signal, _progress, id) => {
       const runLog = log.child({ runId: id, trigger });
       const started = Date.now();
-      metrics.setInProgress('backup', true);
       let result: BackupResult;
+      let retention: RetentionOutcome | undefined;
       try {
-        const run = await createSources(config, etcd, only, { signal });
-        try {
-          result = await runBackup({ repository, log: runLog }, run.sources, { signal });
-        } finally {
-          run.close();
-        }
+        const ran = await locked('backup', runLog, signal, async (signal) => {
+          metrics.setInProgress('backup', true);
+          try {
+            const run = await createSources(config, etcd, only, { signal });
+            let result: BackupResult;
+            try {
+              result = await runBackup({ repository, log: runLog }, run.sources, { signal });
+            } finally {
+              run.close();
+            }
+            const retention = result.id
+              ? await applyRetention(config, repository, { now: new Date(), signal, log: runLog })
+              : undefined;
+            return { result, retention };
+          } finally {
+            metrics.setInProgress('backup', false);
+          }
+        });
+        if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
+        ({ result, retention } = ran);
       } catch (err) {
         if (signal.aborted || isAbort(err)) {
           runLog.warn('backup aborted: no restore point written');
@@ -124,10 +186,10 @@ export async function startDaemon(
         runLog.error({ error: describeError(err) }, 'backup failed');
         await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });
         throw err;
-      } finally {
-        metrics.setInProgress('backup', false);
       }
       metrics.backupFinished(result, (Date.now() - started) / 1000, new Date());
+      if (retention)
+        metrics.retentionApplied(retention.forget?.drop.length ?? 0, retention.prune?.freedBytes ?? 0);
       if (result.status === 'aborted') {
         runLog.warn('backup aborted: no restore point written');
         return { status: 'aborted', result };
@@ -143,7 +205,119 @@ export async function startDaemon(
             .map((s) => ({ id: s.id, status: s.status, errors: s.errors })),
         });
       }
-      return { status: result.status, result };
+      return { status: result.status, result: { ...result, retention } };
+    });
+  }
+
+  /**
+   * Runs `work` under the cluster lock, tracking it in the metrics. When another runner holds the
+   * lock (after lock.waitSeconds), nothing runs: a warning names the holder and `skipped` says why.
+   */
+  async function locked<T>(
+    operation: string,
+    runLog: Logger,
+    signal: AbortSignal,
+    work: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T | { skipped: string }> {
+    try {
+      return await underLock(
+        { lock, log: runLog, waitSeconds: config.lock.waitSeconds },
+        operation,
+        { signal },
+        async (signal) => {
+          metrics.setLockHeld(operation, true);
+          try {
+            return await work(signal);
+          } finally {
+            metrics.setLockHeld(operation, false);
+          }
+        },
+      );
+    } catch (err) {
+      if (!(err instanceof LockBusyError)) throw err;
+      metrics.lockWasBusy(operation);
+      runLog.warn(
+        { operation, holder: err.holder, where: lock.where },
+        `${operation} skipped: another deis-backup holds the cluster lock`,
+      );
+      return { skipped: err.message };
+    }
+  }
+
+  /** Verifies every restore point (metadata, or every byte with verify.readData) and records it. */
+  function startVerify(trigger: string): { started: OperationView } | { busy: OperationView } {
+    return operations.start('verify', trigger, async (signal, _progress, id) => {
+      const runLog = log.child({ runId: id, trigger });
+      const readData = config.verify.readData;
+      const ran = await locked('verify', runLog, signal, (signal) =>
+        verifySnapshots(repository, 'all', { readData, signal, log: runLog }),
+      );
+      if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
+      const ok = ran.status === 'ok';
+      const at = new Date();
+      metrics.verifyFinished(ok, readData, at);
+      await recordCheck(repository, 'verify', { ok, at, summary: verifySummary(ran) }, { signal }).catch(
+        (err: unknown) => {
+          runLog.warn({ error: describeError(err) }, 'verify outcome not recorded in the target');
+        },
+      );
+      if (ok)
+        runLog.info({ snapshots: ran.snapshots.length, readData }, 'verify found every restore point sound');
+      else {
+        runLog.error({ summary: verifySummary(ran) }, 'verify found damage');
+        await notify(config, log, { event: 'verify.damaged', id, summary: verifySummary(ran) });
+      }
+      return { status: ok ? 'success' : 'failed', result: ran };
+    });
+  }
+
+  /** Restores the latest restore point into scratch buckets and a scratch directory, compares, cleans up. */
+  function startDrill(trigger: string): { started: OperationView } | { busy: OperationView } {
+    return operations.start('drill', trigger, async (signal, _progress, id) => {
+      const runLog = log.child({ runId: id, trigger });
+      const gateway = createRestoreGateway(config, etcd, { signal });
+      let ran;
+      try {
+        ran = await locked('drill', runLog, signal, (signal) =>
+          runDrill(
+            {
+              config,
+              repository,
+              etcd,
+              gateway: gateway.get,
+              sshTarget: (host) => sshTarget(config, host),
+              reporter: silentReporter,
+              log: runLog,
+            },
+            { bucketSuffix: config.drill.bucketSuffix, directory: config.drill.directory, signal },
+          ),
+        );
+      } catch (err) {
+        if (!(signal.aborted || isAbort(err))) {
+          metrics.drillFinished(false, new Date());
+          runLog.error({ error: describeError(err) }, 'restore drill failed');
+        }
+        throw err;
+      } finally {
+        gateway.close();
+      }
+      if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
+      const ok = ran.status === 'success';
+      const at = new Date();
+      metrics.drillFinished(ok, at);
+      const summary = `${ran.snapshot}: ${ran.checks.map((c) => `${c.step} ${c.status}`).join(', ')}`;
+      await recordCheck(repository, 'drill', { ok, at, summary }, { signal }).catch((err: unknown) => {
+        runLog.warn({ error: describeError(err) }, 'drill outcome not recorded in the target');
+      });
+      if (ok) runLog.info({ snapshot: ran.snapshot }, 'restore drill succeeded');
+      else {
+        runLog.error(
+          { snapshot: ran.snapshot, checks: ran.checks, cleanup: ran.cleanup },
+          'restore drill failed',
+        );
+        await notify(config, log, { event: 'drill.failed', id, summary });
+      }
+      return { status: ok ? 'success' : 'failed', result: ran };
     });
   }
 
@@ -186,19 +360,29 @@ export async function startDaemon(
       };
       const gateway = createRestoreGateway(config, etcd, { signal });
       try {
-        const report = await restoreSnapshot(
-          {
-            config,
-            repository,
-            etcd,
-            gateway: gateway.get,
-            sshTarget: (host) => sshTarget(config, host),
-            reporter,
-            log: runLog,
-          },
-          request,
-          { signal },
-        );
+        const restore = (signal: AbortSignal) =>
+          restoreSnapshot(
+            {
+              config,
+              repository,
+              etcd,
+              gateway: gateway.get,
+              sshTarget: (host) => sshTarget(config, host),
+              reporter,
+              log: runLog,
+            },
+            request,
+            { signal },
+          );
+        // A dry run only reads; a real restore must not race a forget or prune of what it reads.
+        const report = request.dryRun
+          ? await restore(signal)
+          : await underLock(
+              { lock, log: runLog, waitSeconds: config.lock.waitSeconds },
+              'restore',
+              { signal },
+              restore,
+            );
         metrics.restoreFinished(report.status);
         runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
         return { status: report.status, result: report };
@@ -251,6 +435,8 @@ export async function startDaemon(
     readiness,
     startBackup,
     startRestore,
+    startVerify,
+    startDrill,
   });
   await server.listen({ host: config.http.host, port: config.http.port });
   const address = server.server.address();
@@ -264,6 +450,7 @@ export async function startDaemon(
   }, 60_000);
   probe.unref();
   await task.start();
+  for (const check of checks) await check.start();
   log.info(
     {
       url,
@@ -283,6 +470,7 @@ export async function startDaemon(
     stop() {
       stopping ??= (async () => {
         await task.destroy();
+        for (const check of checks) await check.destroy();
         clearInterval(probe);
         const idle = await operations.idle(SHUTDOWN_WAIT_MS);
         if (!idle)
@@ -296,6 +484,28 @@ export async function startDaemon(
     },
   };
 }
+
+/** Seconds between the next two runs of a cron task (a day when it cannot tell). */
+function cronInterval(task: ScheduledTask): number {
+  const [first, second] = task.getNextRuns(2);
+  return first && second ? (second.getTime() - first.getTime()) / 1000 : 86_400;
+}
+
+/** One line on a verify's outcome, for logs, webhooks and the recorded status. */
+function verifySummary(report: VerifyReport): string {
+  const damaged = report.snapshots.filter((s) => s.status !== 'ok');
+  if (report.status === 'ok') return `${report.snapshots.length} restore point(s) sound`;
+  const first = damaged[0]?.errors[0] ?? report.unreadable[0]?.error ?? 'damage found';
+  return `${damaged.length + report.unreadable.length} restore point(s) damaged; first: ${first}`;
+}
+
+/** Drills report through their result, not progress lines. */
+const silentReporter: Reporter = {
+  started: () => undefined,
+  finished: () => undefined,
+  progress: () => undefined,
+  warn: () => undefined,
+};
 
 /** POSTs a JSON event to the configured webhook; failures are logged, never thrown. */
 async function notify(config: Config, log: Logger, event: Record<string, unknown>): Promise<void> {

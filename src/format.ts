@@ -3,6 +3,11 @@ import type { BackupResult } from './backup.js';
 import type { Manifest, SourceRecord } from './repository/manifest.js';
 import type { RestoreReport } from './restore.js';
 import type { StepCounts } from './restore/report.js';
+import type { RetentionOutcome } from './jobs.js';
+import type { ForgetReport } from './repository/forget.js';
+import type { PruneReport } from './repository/prune.js';
+import type { VerifyReport } from './repository/verify.js';
+import type { DrillReport } from './drill.js';
 
 /** 1536 → "1.5 KiB". */
 export function formatBytes(bytes: number): string {
@@ -26,6 +31,7 @@ export function formatSources(sources: readonly SourceRecord[]): string[] {
       `${c.objects} ${s.kind === 'bucket' ? 'objects' : s.kind === 'volume' ? 'entries' : 'dump'}`,
     ];
     if (s.kind === 'bucket') parts.push(`${c.unchanged} unchanged`, `${c.vanished} vanished`);
+    if ((c.resumed ?? 0) > 0) parts.push(`${c.resumed ?? 0} reused from an interrupted run`);
     if (c.failed > 0) parts.push(`${c.failed} failed`);
     parts.push(`${formatBytes(c.bytesRead)} read`, `${formatBytes(c.bytesStored)} stored`);
     if (c.warnings > 0) parts.push(`${c.warnings} warning(s)`);
@@ -112,4 +118,74 @@ export function snapshotSummary(m: Manifest) {
     bytesStored: m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0),
     sources: m.sources.map((s) => ({ id: s.id, status: s.status, counts: s.counts })),
   };
+}
+
+/** The forget decision: every restore point kept or dropped, with its reasons. */
+export function formatForget(report: ForgetReport): string[] {
+  const lines = [`policy: ${report.policy}`];
+  const line = (verb: string, e: ForgetReport['keep'][number]): string =>
+    `${verb} ${e.id}  ${e.startedAt.replace(/\.\d+Z$/, 'Z')}  ${e.status.padEnd(7)}  ${e.reasons.join(', ')}`;
+  const rows = [
+    ...report.keep.map((e) => ({ e, verb: 'keep' })),
+    ...report.drop.map((e) => ({ e, verb: report.dryRun ? 'would drop' : 'drop' })),
+  ].sort((a, b) => a.e.startedAt.localeCompare(b.e.startedAt) || a.e.id.localeCompare(b.e.id));
+  for (const { e, verb } of rows) lines.push(line(verb.padEnd(10), e));
+  lines.push(
+    `${report.keep.length} kept, ${report.drop.length} ${report.dryRun ? 'to drop (dry run)' : 'dropped'}`,
+  );
+  return lines;
+}
+
+/** What prune removed or would remove. */
+export function formatPrune(report: PruneReport): string {
+  const verb = report.dryRun ? 'would remove' : 'removed';
+  const interrupted =
+    report.interrupted.length > 0 ? ` (incl. ${report.interrupted.length} interrupted run(s))` : '';
+  return `prune: ${verb} ${report.removedBlobs} blob(s) and ${report.removedKeys} other key(s)${interrupted}, ${formatBytes(report.freedBytes)}; ${report.referencedBlobs} blob(s) of ${report.snapshots} restore point(s) kept, ${formatBytes(report.keptBytes)}`;
+}
+
+/** Retention after a backup, one line. */
+export function formatRetention(outcome: RetentionOutcome): string[] {
+  if (outcome.error !== undefined) return [`retention failed (the restore point stands): ${outcome.error}`];
+  const lines: string[] = [];
+  if (outcome.forget && outcome.forget.drop.length > 0) {
+    const dropped = outcome.forget.drop.map((e) => e.id);
+    lines.push(
+      `retention (${outcome.forget.policy}): ${outcome.forget.keep.length} kept${dropped.length > 0 ? `, dropped ${dropped.join(', ')}` : ''}`,
+    );
+  }
+  if (outcome.prune) lines.push(formatPrune(outcome.prune));
+  return lines;
+}
+
+/** One line per restore point verified, then its findings. */
+export function formatVerify(report: VerifyReport): string[] {
+  const lines: string[] = [];
+  for (const bad of report.unreadable) lines.push(`${bad.id}  damaged  ${bad.error}`);
+  for (const s of report.snapshots) {
+    const walE = s.walE
+      ? `; WAL-E in ${s.walE.bucket}: ${s.walE.baseBackups} base backup(s), ${s.walE.segments} WAL segment(s)`
+      : '';
+    const read = s.checkedBytes > 0 ? `, ${formatBytes(s.checkedBytes)} re-hashed` : '';
+    lines.push(`${s.id}  ${s.status.padEnd(7)}  ${s.checkedObjects} object(s) checked${read}${walE}`);
+    for (const e of s.errors) lines.push(`  error: ${e}`);
+    for (const w of s.warnings) lines.push(`  warning: ${w}`);
+  }
+  lines.push(
+    report.status === 'ok'
+      ? `verify: ${report.snapshots.length} restore point(s) ok`
+      : 'verify: damage found; see the errors above',
+  );
+  return lines;
+}
+
+/** The drill's checks and cleanup. */
+export function formatDrill(report: DrillReport): string[] {
+  const lines = [`drill of ${report.snapshot}: ${report.status}`];
+  for (const c of report.checks) {
+    lines.push(`  ${c.step.padEnd(8)}  ${c.status.padEnd(7)}  ${c.detail}`);
+    for (const e of c.errors) lines.push(`    error: ${e}`);
+  }
+  for (const c of report.cleanup) lines.push(`  cleanup: ${c}`);
+  return lines;
 }

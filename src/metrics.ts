@@ -31,6 +31,15 @@ export class Metrics {
   private readonly restoreSuccesses: Counter;
   private readonly restoreFailures: Counter;
   private readonly lastSuccessBySource = new Map<string, number>();
+  private readonly verifyLastSuccess: Gauge;
+  private readonly verifySuccess: Gauge<'read_data'>;
+  private readonly drillLastSuccess: Gauge;
+  private readonly drillSuccess: Gauge;
+  private readonly drillInterval: Gauge;
+  private readonly lockHeld: Gauge<'operation'>;
+  private readonly lockBusy: Counter<'operation'>;
+  private readonly forgotten: Counter;
+  private readonly prunedBytes: Counter;
 
   constructor(registry: Registry, version: string) {
     this.registry = registry;
@@ -87,6 +96,37 @@ export class Metrics {
       'deis_backup_restore_failure_total',
       'Restores that failed or were partial',
     );
+    this.verifyLastSuccess = gauge(
+      'deis_backup_verify_last_success_timestamp_seconds',
+      'Unix time of the last verify that found every restore point sound',
+    );
+    this.verifySuccess = gauge(
+      'deis_backup_verify_success',
+      'Outcome of the last verify: 1 sound, 0 damage found or the verify failed',
+      ['read_data'],
+    );
+    this.drillLastSuccess = gauge(
+      'deis_backup_restore_test_last_success_timestamp_seconds',
+      'Unix time of the last restore drill that restored and matched the restore point',
+    );
+    this.drillSuccess = gauge(
+      'deis_backup_restore_test_success',
+      'Outcome of the last restore drill: 1 or 0',
+    );
+    this.drillInterval = gauge(
+      'deis_backup_restore_test_expected_interval_seconds',
+      'Seconds between two scheduled restore drills; absent when drills are off',
+    );
+    this.lockHeld = gauge('deis_backup_lock_held', 'Whether this daemon holds the cluster lock', [
+      'operation',
+    ]);
+    this.lockBusy = counter(
+      'deis_backup_lock_busy_total',
+      'Operations skipped because another deis-backup held the cluster lock',
+      ['operation'],
+    );
+    this.forgotten = counter('deis_backup_forgotten_total', 'Restore points removed by the retention policy');
+    this.prunedBytes = counter('deis_backup_pruned_bytes_total', 'Bytes removed by prune');
     gauge('deis_backup_build_info', 'Build of the running daemon', ['version']).set({ version }, 1);
     this.inProgress.set({ operation: 'backup' }, 0);
     this.inProgress.set({ operation: 'restore' }, 0);
@@ -159,6 +199,39 @@ export class Metrics {
 
   setExpectedInterval(seconds: number): void {
     this.expectedInterval.set(seconds);
+  }
+
+  /** Records a verify's outcome; `at` is when it finished. */
+  verifyFinished(ok: boolean, readData: boolean, at: Date): void {
+    this.verifySuccess.set({ read_data: String(readData) }, ok ? 1 : 0);
+    if (ok) this.verifyLastSuccess.set(at.getTime() / 1000);
+  }
+
+  /** Records a restore drill's outcome; `at` is when it finished. */
+  drillFinished(ok: boolean, at: Date): void {
+    this.drillSuccess.set(ok ? 1 : 0);
+    if (ok) this.drillLastSuccess.set(at.getTime() / 1000);
+  }
+
+  /** The seconds between two scheduled drills (only set when drills are on). */
+  setDrillInterval(seconds: number): void {
+    this.drillInterval.set(seconds);
+  }
+
+  /** Whether this daemon holds the cluster lock for `operation`. */
+  setLockHeld(operation: string, held: boolean): void {
+    this.lockHeld.set({ operation }, held ? 1 : 0);
+  }
+
+  /** An operation skipped because another runner held the lock. */
+  lockWasBusy(operation: string): void {
+    this.lockBusy.inc({ operation });
+  }
+
+  /** What retention removed. */
+  retentionApplied(forgotten: number, prunedBytes: number): void {
+    this.forgotten.inc(forgotten);
+    this.prunedBytes.inc(prunedBytes);
   }
 
   /** Unix time of the last success of a source ("all" for the restore point), 0 when never. */

@@ -4,14 +4,14 @@ import { randomBytes } from 'node:crypto';
 import { describeError, isAbort } from './errors.js';
 
 /** What the daemon does. */
-export type OperationKind = 'backup' | 'restore';
+export type OperationKind = 'backup' | 'restore' | 'verify' | 'drill';
 
 /** A snapshot of an operation, as the HTTP API shows it. */
 export interface OperationView {
   id: string;
   kind: OperationKind;
   trigger: string;
-  status: 'running' | 'success' | 'partial' | 'failed' | 'aborted';
+  status: 'running' | 'success' | 'partial' | 'failed' | 'aborted' | 'skipped';
   startedAt: string;
   finishedAt?: string;
   progress?: unknown;
@@ -26,7 +26,8 @@ interface Operation extends OperationView {
 
 /** The outcome an operation's work reports. */
 export interface WorkOutcome {
-  status: 'success' | 'partial' | 'failed' | 'aborted';
+  /** skipped: another deis-backup in the cluster held the lock, nothing ran. */
+  status: 'success' | 'partial' | 'failed' | 'aborted' | 'skipped';
   result: unknown;
 }
 

@@ -14,6 +14,9 @@ import { VolumeSource } from './sources/volume.js';
 import type { UnavailableSource } from './backup.js';
 import { DirTarget } from './targets/dir.js';
 import type { Target } from './targets/target.js';
+import { EtcdLock } from './lock/etcd-lock.js';
+import type { ClusterLock } from './lock/lock.js';
+import { TargetLock } from './lock/target-lock.js';
 
 /** The parts of a restore point a run can be limited to. */
 export const SOURCE_KINDS = ['buckets', 'volume', 'database'] as const;
@@ -56,6 +59,14 @@ export async function createRepository(config: Config): Promise<Repository> {
 /** Builds the etcd reader. */
 export function createClusterEtcd(config: Config): Etcd {
   return createEtcd(config.etcd.endpoints, config.etcd.timeoutMs);
+}
+
+/** The one-runner lock: in the cluster's etcd, or as lock objects in the target. */
+export function createClusterLock(config: Config, etcd: Etcd, target: Target): ClusterLock {
+  const { backend, key, ttlSeconds } = config.lock;
+  return backend === 'etcd'
+    ? new EtcdLock(etcd, { key, ttlSeconds })
+    : new TargetLock(target, { ttlSeconds });
 }
 
 /** SSH settings for a host. */

@@ -37,10 +37,14 @@ export interface ServerDeps {
     trigger: string,
     request: RestoreRequest,
   ): { started: OperationView } | { busy: OperationView };
+  startVerify(trigger: string): { started: OperationView } | { busy: OperationView };
+  startDrill(trigger: string): { started: OperationView } | { busy: OperationView };
 }
 
 const STEP = z.enum(['buckets', 'volume', 'database']);
 const BUCKET = /^[a-z0-9][a-z0-9._-]{1,62}$/;
+
+const emptyBody = z.object({}).strict();
 
 const backupBody = z.object({ only: z.array(STEP).min(1).optional() }).strict();
 
@@ -103,9 +107,10 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     reply: FastifyReply,
     kind: string,
     outcome: { started: OperationView } | { busy: OperationView },
+    what = kind,
   ) => {
     if ('busy' in outcome) {
-      deps.log.warn({ running: outcome.busy.id }, `${kind} refused: another operation is running`);
+      deps.log.warn({ running: outcome.busy.id }, `${what} refused: another operation is running`);
       return reply.code(409).send({
         error: `a ${outcome.busy.kind} is running (${outcome.busy.id}); try again when it has finished`,
         running: outcome.busy,
@@ -163,6 +168,19 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   app.get<{ Params: { id: string } }>('/restores/:id', (request, reply) =>
     find('restore', request.params.id, reply),
   );
+  for (const kind of ['verify', 'drill'] as const) {
+    const path = kind === 'verify' ? '/verifications' : '/drills';
+    const start = (trigger: string) =>
+      kind === 'verify' ? deps.startVerify(trigger) : deps.startDrill(trigger);
+    app.post(path, (request, reply) => {
+      if (!authorize(request, reply)) return reply;
+      if (!parse(emptyBody, request.body, reply)) return reply;
+      return started(reply, path.slice(1, -1), start('http'), kind);
+    });
+    app.get<{ Params: { id: string } }>(`${path}/:id`, (request, reply) =>
+      find(kind, request.params.id, reply),
+    );
+  }
   app.delete<{ Params: { id: string } }>('/restores/:id', (request, reply) => {
     if (!authorize(request, reply)) return reply;
     const op = deps.operations.get(request.params.id);

@@ -82,8 +82,9 @@ export class Repository {
    * its folder. Blobs are shared between restore points and left to prune.
    */
   async removeSnapshot(id: string, opts: { signal: AbortSignal }): Promise<number> {
+    const manifest = await this.target.stat(manifestKey(id), opts);
     await this.target.remove(manifestKey(id), opts);
-    return this.removeFolder(id, opts);
+    return (manifest?.size ?? 0) + (await this.removeFolder(id, opts));
   }
 
   /** Removes every key of a snapshot folder; returns the bytes freed. */
@@ -94,6 +95,29 @@ export class Repository {
       freed += info.size;
     }
     return freed;
+  }
+
+  /**
+   * Records the outcome of a check (verify, drill) under `status/<name>.json`, so a restarted
+   * daemon still knows when it last succeeded. Not part of any restore point; prune leaves it.
+   */
+  async writeStatus(name: 'verify' | 'drill', value: object, opts: { signal: AbortSignal }): Promise<void> {
+    const text = Buffer.from(`${JSON.stringify(value, null, 2)}\n`);
+    await this.target.put(`status/${name}.json`, Readable.from([text]), {
+      signal: opts.signal,
+      size: text.length,
+    });
+  }
+
+  /** The recorded outcome of a check, or undefined when there is none or it cannot be read. */
+  async readStatus(name: 'verify' | 'drill', opts: { signal: AbortSignal }): Promise<unknown> {
+    try {
+      return JSON.parse(await readAll(await this.target.get(`status/${name}.json`, opts))) as unknown;
+    } catch (err) {
+      if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND') return undefined;
+      if (err instanceof SyntaxError) return undefined;
+      throw err;
+    }
   }
 
   /** Reads a stored object to its end: its size and sha256, as a reader would see them. */

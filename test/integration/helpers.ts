@@ -128,10 +128,17 @@ export async function cli(
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
-/** Writes a config object to a temporary file and returns its path. */
+/**
+ * Writes a config object to a temporary file and returns its path. Unless the config sets `lock`,
+ * it gets a cluster lock key of its own, so tests that kill a holder never block the next test.
+ */
 export function writeConfig(config: unknown): string {
   const file = join(tempDir('config'), 'config.json');
-  writeFileSync(file, JSON.stringify(config, null, 2));
+  const withLock =
+    typeof config === 'object' && config !== null && !('lock' in config)
+      ? { ...config, lock: { key: `/deis-backup-test/${unique('lock')}` } }
+      : config;
+  writeFileSync(file, JSON.stringify(withLock, null, 2));
   return file;
 }
 

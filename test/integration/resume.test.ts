@@ -67,6 +67,8 @@ describeWithStack('resume after an interrupted backup', (stack) => {
         database: { enabled: false },
       },
       target: { type: 'dir', path: target },
+      // The killed run's cluster lock outlives it until its TTL; the next run waits that out.
+      lock: { key: `/deis-backup-test/${unique('lock')}`, ttlSeconds: 3, waitSeconds: 30 },
     });
     const child = spawn(
       'node',

@@ -1,0 +1,138 @@
+// Repository work that must never overlap anywhere in the cluster (backup, restore, forget, prune,
+// verify, drill) runs under the cluster lock; a committed backup is followed by the retention policy.
+import { BackupError, describeError } from './errors.js';
+import type { Logger } from './log.js';
+import { acquireLock, describeHolder, type ClusterLock } from './lock/lock.js';
+import { forget, type ForgetReport } from './repository/forget.js';
+import { prune, type PruneReport } from './repository/prune.js';
+import type { Repository } from './repository/repository.js';
+import { policyFromConfig } from './repository/retention.js';
+import type { Config } from './config.js';
+
+/** What `underLock` needs. */
+export interface LockDeps {
+  lock: ClusterLock;
+  log: Logger;
+  /** How long to wait for another holder before giving up; 0 tries once. */
+  waitSeconds: number;
+  /** Told once per attempt while waiting for another holder; the default logs it. */
+  onWait?: (holder: string) => void;
+}
+
+/** Someone else holds the cluster lock; `holder` describes them. */
+export class LockBusyError extends BackupError {
+  readonly holder: string;
+  constructor(operation: string, where: string, holder: string, waitSeconds: number) {
+    super(
+      'ERR_LOCKED',
+      `${operation}: another deis-backup holds the cluster lock in ${where} (${holder}); ${
+        waitSeconds > 0 ? `waited ${waitSeconds} s; ` : ''
+      }try again later, or raise lock.waitSeconds to wait for it`,
+    );
+    this.holder = holder;
+  }
+}
+
+/**
+ * Runs `work` while holding the cluster lock. Throws LockBusyError when another runner holds it
+ * after lock.waitSeconds. `work` gets a signal that also aborts when the lock is lost.
+ */
+export async function underLock<T>(
+  deps: LockDeps,
+  operation: string,
+  opts: { signal: AbortSignal },
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  let told = false;
+  const got = await acquireLock(deps.lock, operation, {
+    waitSeconds: deps.waitSeconds,
+    signal: opts.signal,
+    onWait: (holder) => {
+      if (told) return;
+      told = true;
+      if (deps.onWait) deps.onWait(describeHolder(holder));
+      else deps.log.info({ operation, holder: describeHolder(holder) }, 'waiting for the cluster lock');
+    },
+  }).catch((err: unknown) => {
+    opts.signal.throwIfAborted();
+    throw new BackupError(
+      err instanceof BackupError ? err.code : 'ERR_LOCKED',
+      `${operation}: cannot take the cluster lock in ${deps.lock.where}: ${describeError(err)}`,
+      { cause: err },
+    );
+  });
+  if ('busy' in got) {
+    throw new LockBusyError(operation, deps.lock.where, describeHolder(got.busy), deps.waitSeconds);
+  }
+  deps.log.debug({ operation, where: deps.lock.where }, 'cluster lock acquired');
+  try {
+    return await work(AbortSignal.any([opts.signal, got.held.lost]));
+  } finally {
+    await got.held.release();
+  }
+}
+
+/** What the retention policy did after a backup. */
+export interface RetentionOutcome {
+  forget?: ForgetReport;
+  prune?: PruneReport;
+  /** Why retention did not complete; the backup itself stands. */
+  error?: string;
+}
+
+/**
+ * Applies the configured retention after a committed backup (the caller holds the lock): forgets
+ * what the policy drops, then prunes when something was dropped or an interrupted run left data.
+ * Never throws for a retention failure: the restore point is committed either way.
+ */
+export async function applyRetention(
+  config: Config,
+  repository: Repository,
+  opts: { now: Date; signal: AbortSignal; log: Logger },
+): Promise<RetentionOutcome> {
+  const outcome: RetentionOutcome = {};
+  try {
+    outcome.forget = await forget(repository, policyFromConfig(config.retention), {
+      now: opts.now,
+      timezone: config.schedule.timezone,
+      dryRun: false,
+      signal: opts.signal,
+      log: opts.log,
+    });
+    if (config.retention.prune && (outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0)) {
+      outcome.prune = await prune(repository, { dryRun: false, signal: opts.signal, log: opts.log });
+    }
+  } catch (err) {
+    opts.signal.throwIfAborted();
+    outcome.error = describeError(err);
+    opts.log.error({ error: outcome.error }, 'retention failed');
+  }
+  return outcome;
+}
+
+/** A check's outcome as kept in the target (status/<name>.json). */
+export interface CheckStatus {
+  ok: boolean;
+  finishedAt: string;
+  /** When the check last succeeded, this run or an earlier one; null when never. */
+  lastSuccessAt: string | null;
+  summary: string;
+}
+
+/** Records a verify or drill outcome in the target, keeping the time of the last success. */
+export async function recordCheck(
+  repository: Repository,
+  name: 'verify' | 'drill',
+  outcome: { ok: boolean; at: Date; summary: string },
+  opts: { signal: AbortSignal },
+): Promise<CheckStatus> {
+  const previous = (await repository.readStatus(name, opts)) as Partial<CheckStatus> | undefined;
+  const status: CheckStatus = {
+    ok: outcome.ok,
+    finishedAt: outcome.at.toISOString(),
+    lastSuccessAt: outcome.ok ? outcome.at.toISOString() : (previous?.lastSuccessAt ?? null),
+    summary: outcome.summary,
+  };
+  await repository.writeStatus(name, status, opts);
+  return status;
+}
