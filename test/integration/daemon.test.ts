@@ -113,7 +113,7 @@ describeWithStack('daemon', (stack) => {
         string,
     };
   };
-  const finished = (daemon: Daemon, kind: 'backups' | 'restores', id: string) =>
+  const finished = (daemon: Daemon, kind: 'backups' | 'restores' | 'verifications' | 'drills', id: string) =>
     until(
       `${kind} ${id}`,
       async () => {
@@ -163,6 +163,60 @@ describeWithStack('daemon', (stack) => {
       20_000,
     );
     expect(logs.some((l) => l.includes('scheduled backup skipped: another operation is running'))).toBe(true);
+  });
+
+  it('verifies and drills on request, exports both in metrics, and keeps them across a restart', async () => {
+    const target = tempDir('target');
+    const patch = {
+      target: { type: 'dir', path: target },
+      drill: { enabled: true, bucketSuffix: '-drl', directory: tempDir('drill') },
+    };
+    const { daemon, file } = await start(patch);
+    const backup = await call(daemon, 'POST', '/backups');
+    expect(await finished(daemon, 'backups', String(backup.body['id']))).toMatchObject({ status: 'success' });
+
+    const verify = await call(daemon, 'POST', '/verifications');
+    expect(verify.status).toBe(202);
+    const verified = await finished(daemon, 'verifications', String(verify.body['id']));
+    expect(verified).toMatchObject({ kind: 'verify', status: 'success', result: { status: 'ok' } });
+    const drill = await call(daemon, 'POST', '/drills');
+    expect(drill.status).toBe(202);
+    const drilled = await finished(daemon, 'drills', String(drill.body['id']));
+    expect(drilled, JSON.stringify(drilled)).toMatchObject({ kind: 'drill', status: 'success' });
+
+    const metrics = String((await call(daemon, 'GET', '/metrics')).body);
+    expect(sample(metrics, 'deis_backup_verify_success', 'read_data="false"')).toBe(1);
+    const verifiedAt = sample(metrics, 'deis_backup_verify_last_success_timestamp_seconds') ?? 0;
+    const drilledAt = sample(metrics, 'deis_backup_restore_test_last_success_timestamp_seconds') ?? 0;
+    expect(verifiedAt).toBeGreaterThan(Date.now() / 1000 - 60);
+    expect(drilledAt).toBeGreaterThan(Date.now() / 1000 - 60);
+    expect(sample(metrics, 'deis_backup_restore_test_expected_interval_seconds')).toBe(7 * 86_400);
+
+    // A restarted daemon reads both outcomes back from the target.
+    await daemon.stop();
+    const { daemon: again } = await start(patch);
+    const after = String((await call(again, 'GET', '/metrics')).body);
+    expect(sample(after, 'deis_backup_verify_last_success_timestamp_seconds')).toBe(verifiedAt);
+    expect(sample(after, 'deis_backup_restore_test_last_success_timestamp_seconds')).toBe(drilledAt);
+
+    // Damage in the target: the CLI names it and exits 1, and the next verify flips the metric.
+    const repository = new Repository(new DirTarget(target));
+    const [manifest] = await repository.listSnapshots({ signal });
+    const index = manifest?.sources.find((s) => s.bucket === registry)?.artifacts[0];
+    if (!index) throw new Error('no registry index');
+    let victim: { key: string; blob: string } | undefined;
+    for await (const entry of repository.readIndex(index, { signal })) victim ??= entry;
+    await repository.target.remove(victim?.blob ?? '', { signal });
+    const cliVerify = await cli(['verify', '--all', '--config', file]);
+    expect(cliVerify.code).toBe(1);
+    expect(cliVerify.out).toContain(`${registry}/${victim?.key ?? ''}`);
+    const again2 = await call(again, 'POST', '/verifications');
+    expect(await finished(again, 'verifications', String(again2.body['id']))).toMatchObject({
+      status: 'failed',
+    });
+    const damaged = String((await call(again, 'GET', '/metrics')).body);
+    expect(sample(damaged, 'deis_backup_verify_success', 'read_data="false"')).toBe(0);
+    expect(sample(damaged, 'deis_backup_verify_last_success_timestamp_seconds')).toBe(verifiedAt);
   });
 
   it('guards mutating routes with the bearer token, and disables them without one', async () => {

@@ -32,6 +32,7 @@ import { DirTarget } from '../../src/targets/dir.js';
 import { createClusterEtcd, createRestoreGateway, sshTarget } from '../../src/wiring.js';
 import {
   BASE_BACKUPS,
+  DB_WAL_OBJECTS,
   IMAGES,
   ODD_KEYS,
   seedDbWal,
@@ -162,7 +163,7 @@ describeWithStack('drill', (stack) => {
       ['volume', 'success', []],
       ['database', 'success', []],
     ]);
-    const objects = 5 * BASE_BACKUPS.length + 1 + ODD_KEYS.length + 1 + 4 * IMAGES.length + 2 * 7;
+    const objects = DB_WAL_OBJECTS + ODD_KEYS.length + 1 + 4 * IMAGES.length + 2 * 7;
     expect(report.checks[0]?.detail).toMatch(
       new RegExp(`^${objects} object\\(s\\) \\(.* MiB\\) identical in ${wal}-drill, ${registry}-drill$`),
     );
