@@ -100,10 +100,7 @@ async function comparePath(
   differs('gid', st.gid, entry.gid);
   // A symlink's own mode is always 777 on Linux and not restorable: only its target counts.
   if (entry.type !== 'symlink') differs('mode', (st.mode & 0o7777).toString(8), entry.mode.toString(8));
-  // The restore extracts into an existing root with --skip-old-files, so tar leaves the root's mtime
-  // alone (its owner and mode are set by hand): only the entries under it keep theirs.
-  if (entry.type !== 'link' && entry.path !== '')
-    differs('mtime', Math.floor(st.mtimeMs / 1000), entry.mtime);
+  if (entry.type !== 'link') differs('mtime', Math.floor(st.mtimeMs / 1000), entry.mtime);
   switch (entry.type) {
     case 'file':
       differs('size', st.size, entry.size);

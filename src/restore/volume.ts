@@ -231,11 +231,11 @@ export async function applyVolume(
   const dest = plan.destination;
   const path = shellQuote(dest.path);
   const keep = opts.overwrite ? '--overwrite' : '--skip-old-files';
-  // tar needs the directory to exist, and then leaves an existing one's owner and mode alone:
-  // the archive's root entry is applied by hand when the directory is new or to be replaced.
+  // tar needs the directory to exist, and then leaves an existing one's owner, mode and mtime
+  // alone: the archive's root entry is applied by hand when the directory is new or to be replaced.
   const root = plan.root;
   const fixRoot = root
-    ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path}`
+    ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path} && ${sudo(dest)}touch -d @${root.mtime} ${path}`
     : '';
   const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}${fixRoot}`;
   const running = await runCommand(command, dest, opts);
