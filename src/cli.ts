@@ -6,6 +6,7 @@ import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from './clust
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, redactedView, type Config } from './config.js';
 import { BackupError, describeError } from './errors.js';
 import {
+  drillSummary,
   formatDrill,
   formatForget,
   formatOutcome,
@@ -57,7 +58,7 @@ commands:
   config check                                      validate and print the resolved config (secrets redacted)
 
 --config defaults to $DEIS_BACKUP_CONFIG, then ${DEFAULT_CONFIG_PATH}.
-Every command that reads or changes restore points holds the cluster lock (config "lock").
+backup, restore (not --dry-run), forget, prune, verify and drill hold the cluster lock (config "lock").
 exit codes: 0 success, 3 partial, 1 failed or damaged, 2 usage or config error`;
 
 /** Exit codes of every command. */
@@ -107,7 +108,9 @@ export async function main(
       },
     });
   } catch (err) {
-    io.err(`deis-backup: ${(err as Error).message}; see deis-backup --help`);
+    // node:util's messages run to several sentences and lines; the first sentence says what is wrong.
+    const first = ((err as Error).message.split('\n')[0] ?? '').replace(/\.( .*)?$/, '');
+    io.err(`deis-backup: ${first}; see deis-backup --help`);
     return EXIT.usage;
   }
   const { values, positionals } = parsed;
@@ -149,7 +152,9 @@ export async function main(
         if (sub !== 'check')
           throw new BackupError(
             'ERR_USAGE',
-            `config: unknown subcommand "${sub ?? ''}"; use deis-backup config check`,
+            sub === undefined
+              ? 'config: name a subcommand; use deis-backup config check'
+              : `config: unknown subcommand "${sub}"; use deis-backup config check`,
           );
         return await configCheckCommand(configFile, env, io, signal);
       default:
@@ -361,7 +366,7 @@ async function drillCommand(
           signal,
         },
       );
-      const summary = formatDrill(report)[0] ?? '';
+      const summary = drillSummary(report);
       await recordCheck(
         repository,
         'drill',

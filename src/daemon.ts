@@ -4,7 +4,7 @@ import { createTask, type ScheduledTask } from 'node-cron';
 import { Registry } from 'prom-client';
 import { runBackup, TOOL, type BackupResult } from './backup.js';
 import type { Config } from './config.js';
-import { describeError, isAbort } from './errors.js';
+import { BackupError, describeError, isAbort } from './errors.js';
 import { buildServer, type Readiness } from './http/server.js';
 import type { Logger } from './log.js';
 import { ALL, Metrics } from './metrics.js';
@@ -12,6 +12,7 @@ import { Operations, type OperationView } from './operations.js';
 import { restoreSnapshot, type RestoreRequest } from './restore.js';
 import type { Reporter } from './restore/report.js';
 import { runDrill } from './drill.js';
+import { drillSummary } from './format.js';
 import {
   applyRetention,
   LockBusyError,
@@ -175,8 +176,8 @@ export async function startDaemon(
           runLog.warn('backup aborted: no restore point written');
           throw err;
         }
-        // The target could not even be listed: a failed run like any other, for the metrics.
-        metrics.setTargetUp(false);
+        // The target could not even be listed, or the lock not taken: a failed run like any other.
+        if (err instanceof BackupError && err.code === 'ERR_TARGET') metrics.setTargetUp(false);
         const now = new Date().toISOString();
         metrics.backupFinished(
           { status: 'failed', startedAt: now, finishedAt: now, sources: [] },
@@ -251,7 +252,13 @@ export async function startDaemon(
       const readData = config.verify.readData;
       const ran = await locked('verify', runLog, signal, (signal) =>
         verifySnapshots(repository, 'all', { readData, signal, log: runLog }),
-      );
+      ).catch((err: unknown) => {
+        if (!(signal.aborted || isAbort(err))) {
+          metrics.verifyFinished(false, readData, new Date());
+          runLog.error({ error: describeError(err) }, 'verify failed');
+        }
+        throw err;
+      });
       if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
       const ok = ran.status === 'ok';
       const at = new Date();
@@ -305,7 +312,7 @@ export async function startDaemon(
       const ok = ran.status === 'success';
       const at = new Date();
       metrics.drillFinished(ok, at);
-      const summary = `${ran.snapshot}: ${ran.checks.map((c) => `${c.step} ${c.status}`).join(', ')}`;
+      const summary = drillSummary(ran);
       await recordCheck(repository, 'drill', { ok, at, summary }, { signal }).catch((err: unknown) => {
         runLog.warn({ error: describeError(err) }, 'drill outcome not recorded in the target');
       });
@@ -387,7 +394,16 @@ export async function startDaemon(
         runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
         return { status: report.status, result: report };
       } catch (err) {
-        metrics.restoreFinished(signal.aborted || isAbort(err) ? 'aborted' : 'failed');
+        // An abort is not a failure: what was restored stays, and the same restore again skips it.
+        if (signal.aborted || isAbort(err)) {
+          metrics.restoreFinished('aborted');
+          runLog.warn(
+            { error: describeError(err) },
+            'restore aborted: what was restored stays; the same restore again skips it and finishes',
+          );
+          throw err;
+        }
+        metrics.restoreFinished('failed');
         runLog.error({ error: describeError(err) }, 'restore failed');
         throw err;
       } finally {
@@ -445,8 +461,12 @@ export async function startDaemon(
       ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
       : '';
   // Keep target_up current between runs, for the TargetDown alert.
+  // Also pick up verify and drill outcomes recorded by a CLI run.
   const probe = setInterval(() => {
-    void scan(AbortSignal.timeout(30_000)).catch(() => undefined);
+    const signal = AbortSignal.timeout(30_000);
+    void scan(signal)
+      .then(() => restoreCheckMetrics(signal))
+      .catch(() => undefined);
   }, 60_000);
   probe.unref();
   await task.start();

@@ -179,6 +179,13 @@ export function formatVerify(report: VerifyReport): string[] {
   return lines;
 }
 
+/** One line on a drill's outcome, for logs, webhooks and the recorded status. */
+export function drillSummary(report: DrillReport): string {
+  return `${report.snapshot}: ${report.checks.map((c) => `${c.step} ${c.status}`).join(', ')}${
+    report.cleanup.length > 0 ? `, ${report.cleanup.length} cleanup problem(s)` : ''
+  }`;
+}
+
 /** The drill's checks and cleanup. */
 export function formatDrill(report: DrillReport): string[] {
   const lines = [`drill of ${report.snapshot}: ${report.status}`];

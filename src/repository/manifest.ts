@@ -27,7 +27,7 @@ export interface SourceCounts {
   bytesStored: number;
   /** Objects taken over from the previous restore point without being read. */
   unchanged: number;
-  /** Objects whose body an interrupted earlier run had stored, reused without a read (absent before 0.2). */
+  /** Objects whose body an interrupted earlier run had stored, reused without a read (absent in manifests written before resume existed). */
   resumed?: number;
   /** Objects deleted between listing and reading (WAL-E prunes db_wal on its own). */
   vanished: number;
