@@ -548,7 +548,10 @@ async function report(): Promise<void> {
     '',
   ].join('\n');
   await mkdir('bench', { recursive: true });
-  await writeFile('bench/results.md', md);
+  // The hand-written "## Before/after" notes (what each fix changed) survive a re-run.
+  const previous = await readFile('bench/results.md', 'utf8').catch(() => '');
+  const notes = /^## Before\/after[\s\S]*?(?=^## (?!Before\/after)|(?![\s\S]))/m.exec(previous)?.[0];
+  await writeFile('bench/results.md', notes ? `${md}\n${notes.trimEnd()}\n` : md);
   process.stdout.write(`${table.join('\n')}\n`);
 }
 

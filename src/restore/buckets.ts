@@ -239,6 +239,7 @@ async function uploadObject(
       await client.putObjectMultipart(bucket, entry.key, body, {
         ...common,
         partSize: partSizeFor(entry.size, Number(/-(\d+)$/.exec(entry.etag)?.[1] ?? 1)),
+        size: entry.size,
         beforeComplete: () => {
           sha256 = hashing.digest();
           if (sha256 !== entry.sha256) throw mismatch();

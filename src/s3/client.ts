@@ -4,7 +4,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { XMLParser } from 'fast-xml-parser';
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
@@ -176,7 +176,9 @@ export class S3Client {
 
   /**
    * Stores body with a multipart upload in parts of `partSize` bytes (the last may be shorter), so the
-   * object gets a `<md5>-<parts>` ETag as registry layers do. Holds one part in memory at a time.
+   * object gets a `<md5>-<parts>` ETag as registry layers do. With `size` (the body's exact length)
+   * each part streams straight from the body and a body of any other length fails the upload;
+   * without it, one part at a time is held in memory.
    */
   async putObjectMultipart(
     bucket: string,
@@ -185,6 +187,8 @@ export class S3Client {
     opts: {
       signal: AbortSignal;
       partSize: number;
+      /** The body's length in bytes, when known. */
+      size?: number;
       contentType?: string;
       metadata?: Readonly<Record<string, string>>;
       /** Runs after the last part, before completion; throwing aborts the upload, leaving no object. */
@@ -207,15 +211,31 @@ export class S3Client {
       throw new S3Error(0, 'MalformedResponse', `initiate upload of ${bucket}/${key}: no UploadId`);
     try {
       const etags: string[] = [];
-      for await (const part of chunked(body, opts.partSize)) {
+      const putPart = async (length: number, part: Readable | Buffer): Promise<void> => {
         const res = await this.request('PUT', bucket, key, {
           query: new URLSearchParams({ partNumber: String(etags.length + 1), uploadId }),
-          headers: { 'content-length': String(part.length) },
+          headers: { 'content-length': String(length) },
           body: part,
           signal: opts.signal,
         });
         res.resume();
         etags.push(res.headers.etag ?? '');
+      };
+      if (opts.size === undefined) {
+        for await (const part of chunked(body, opts.partSize)) await putPart(part.length, part);
+      } else {
+        // Known length: no part is gathered in memory (a copy of every byte, and partSize of memory
+        // per upload); each part is the next `length` bytes of the body, sent as they are read.
+        const parts = new PartReader(body, opts.size);
+        try {
+          for (const length of partLengths(opts.size, opts.partSize)) {
+            await putPart(length, Readable.from(parts.next(length), { objectMode: false }));
+          }
+          await parts.end();
+        } catch (err) {
+          // A body that failed is the cause; the part request only reports it as a dropped upload.
+          throw parts.failure ?? err;
+        }
       }
       opts.beforeComplete?.();
       const completion = Buffer.from(
@@ -332,6 +352,9 @@ export class S3Client {
       signal: opts.signal,
     });
     const responded = once(req, 'response') as Promise<[http.IncomingMessage]>;
+    // Awaited only once the body is sent: when sending fails first (an abort, a reset), the request's
+    // 'error' rejects this too, and unobserved that rejection would crash the process.
+    responded.catch(() => undefined);
     try {
       if (opts.body === undefined) req.end();
       else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
@@ -375,6 +398,80 @@ function headFrom(res: http.IncomingMessage): ObjectHead {
     contentType: res.headers['content-type'],
     metadata,
   };
+}
+
+/** The part lengths of a `size`-byte body in parts of `partSize` (one part for an empty body). */
+function partLengths(size: number, partSize: number): number[] {
+  const lengths: number[] = [];
+  for (let offset = 0; offset < size; offset += partSize) lengths.push(Math.min(partSize, size - offset));
+  return lengths.length > 0 ? lengths : [0];
+}
+
+/** Reads a body of announced length as consecutive parts; a body of any other length fails. */
+class PartReader {
+  private readonly iterator: AsyncIterator<unknown>;
+  private readonly size: number;
+  private rest: Buffer | undefined;
+  private read = 0;
+  /** Why reading the body failed, once it has. */
+  failure: Error | undefined;
+
+  constructor(body: Readable, size: number) {
+    this.iterator = body[Symbol.asyncIterator]();
+    this.size = size;
+  }
+
+  /** Yields the next `length` bytes of the body. */
+  async *next(length: number): AsyncGenerator<Buffer> {
+    try {
+      yield* this.take(length);
+    } catch (err) {
+      this.failure ??= toErrorObject(err);
+      throw err;
+    }
+  }
+
+  private async *take(length: number): AsyncGenerator<Buffer> {
+    let remaining = length;
+    while (remaining > 0) {
+      let chunk = this.rest;
+      this.rest = undefined;
+      if (chunk === undefined) {
+        const step = await this.iterator.next();
+        if (step.done === true) {
+          throw new Error(`body ended after ${this.read} of ${this.size} bytes`);
+        }
+        chunk = step.value as Buffer;
+      }
+      if (chunk.length > remaining) {
+        this.rest = chunk.subarray(remaining);
+        chunk = chunk.subarray(0, remaining);
+      }
+      remaining -= chunk.length;
+      this.read += chunk.length;
+      yield chunk;
+    }
+  }
+
+  /** Reads the body to its end, failing if bytes are left beyond the announced length. */
+  async end(): Promise<void> {
+    let extra = this.rest?.length ?? 0;
+    try {
+      for (let step = await this.iterator.next(); step.done !== true; step = await this.iterator.next())
+        extra += (step.value as Buffer).length;
+    } catch (err) {
+      this.failure ??= toErrorObject(err);
+      throw err;
+    }
+    if (extra > 0) {
+      this.failure = new Error(`body is ${extra} bytes longer than ${this.size} bytes`);
+      throw this.failure;
+    }
+  }
+}
+
+function toErrorObject(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 /** Re-cuts a stream into buffers of exactly `size` bytes (the last may be shorter). */

@@ -2,9 +2,8 @@
 // `docker exec deis-database sudo -u postgres pg_dumpall`) or locally. A dump counts only when the
 // command exits 0 and the stream ends with pg_dumpall's completion line.
 import { Transform, type TransformCallback } from 'node:stream';
-import { createGzip } from 'node:zlib';
-import { BackupError } from '../errors.js';
-import { chain } from '../streams.js';
+import { BackupError, describeError } from '../errors.js';
+import { chain, createParallelGzip } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
 import { runCommand, whereText } from '../command.js';
 import type { SshTarget } from '../ssh.js';
@@ -37,15 +36,26 @@ export class DatabaseSource implements Source {
     const tail = new TailKeeper(512);
     let stored;
     try {
-      stored = await ctx.writer.putArtifact(DATABASE_ARTIFACT, chain(running.stdout, tail, createGzip()), {
-        signal: ctx.signal,
-      });
+      stored = await ctx.writer.putArtifact(
+        DATABASE_ARTIFACT,
+        chain(running.stdout, tail, createParallelGzip()),
+        {
+          signal: ctx.signal,
+        },
+      );
     } catch (err) {
       await running.finished.catch(() => undefined);
       throw err;
     }
-    const { code, signal, stderr } = await running.finished;
     const where = whereText(ssh);
+    const { code, signal, stderr } = await running.finished.catch(async (err: unknown) => {
+      // The SSH connection went away mid-dump: what was stored is cut somewhere.
+      ctx.signal.throwIfAborted();
+      await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });
+      throw new BackupError('ERR_SOURCE', `database: dump command ${where}: ${describeError(err)}`, {
+        cause: err,
+      });
+    });
     let problem: string | undefined;
     if (code !== 0)
       problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;

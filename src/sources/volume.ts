@@ -6,10 +6,9 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { pack as createPack, type Header, type Pack } from 'tar-stream';
-import { BackupError } from '../errors.js';
-import { chain } from '../streams.js';
+import { BackupError, describeError } from '../errors.js';
+import { chain, createParallelGzip } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
 import { runCommand } from '../command.js';
 import type { SshTarget } from '../ssh.js';
@@ -67,7 +66,7 @@ export class VolumeSource implements Source {
     const pack = createPack();
     const storing = ctx.writer.putArtifact(
       VOLUME_ARTIFACT,
-      chain(pack as unknown as Readable, createGzip()),
+      chain(pack as unknown as Readable, createParallelGzip()),
       { signal: ctx.signal },
     );
     const walking = (async () => {
@@ -92,7 +91,14 @@ export class VolumeSource implements Source {
     const remote = await runCommand(command, { ssh }, { signal: ctx.signal });
     remote.stdin.end();
     const stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, remote.stdout, { signal: ctx.signal });
-    const { code, stderr } = await remote.finished;
+    const { code, stderr } = await remote.finished.catch(async (err: unknown) => {
+      // The SSH connection went away mid-archive: what was stored is cut somewhere.
+      ctx.signal.throwIfAborted();
+      await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
+      throw new BackupError('ERR_SOURCE', `volume ${ssh.host}:${path}: ${describeError(err)}`, {
+        cause: err,
+      });
+    });
     const lines = stderr.split('\n').filter((l) => l.trim() !== '');
     // GNU tar exits 1 when "some files differ" (a live log grew while read): the archive is complete.
     // Exit 1 from anything else (sudo wanting a password, say) is a failure.
