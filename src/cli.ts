@@ -119,6 +119,13 @@ export async function main(
     (command === undefined && !values.help ? io.err : io.out)(USAGE);
     return command === undefined && !values.help ? EXIT.usage : EXIT.success;
   }
+  // Words the command does not take are refused rather than silently ignored.
+  const takes = ['restore', 'verify', 'drill', 'config'].includes(command) ? 2 : 1;
+  const extra = positionals[takes] ?? (takes === 1 ? sub : undefined);
+  if (extra !== undefined) {
+    io.err(`deis-backup: ${command}: unexpected argument "${extra}"; see deis-backup --help`);
+    return EXIT.usage;
+  }
   const configFile = values.config ?? env['DEIS_BACKUP_CONFIG'] ?? DEFAULT_CONFIG_PATH;
   try {
     switch (command) {

@@ -343,9 +343,12 @@ export class ConfigError extends BackupError {
   readonly file: string;
   readonly problems: readonly string[];
   constructor(file: string, problems: readonly string[]) {
+    // One problem fits on one line; several get a count and one indented line each.
     super(
       'ERR_CONFIG',
-      `config ${file}: ${problems.length} problem(s)\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+      problems.length === 1
+        ? `config ${file}: ${problems[0] ?? ''}`
+        : `config ${file}: ${problems.length} problem(s)\n${problems.map((p) => `  - ${p}`).join('\n')}`,
     );
     this.file = file;
     this.problems = problems;

@@ -522,7 +522,11 @@ async function finishAdvice(
       const running = await runCommand(command, { ssh: deps.sshTarget(host) }, opts);
       running.stdin.end(republishSnippet(version));
       running.stdout.resume();
-      const { code, stderr } = await running.finished;
+      // A lost SSH connection is a failed re-save like any other: reported, not thrown.
+      const { code, stderr } = await running.finished.catch((err: unknown) => ({
+        code: null,
+        stderr: describeError(err),
+      }));
       const ok = code === 0;
       deps.reporter.finished(
         'finish',

@@ -131,11 +131,24 @@ export async function runRemote(
       channel.on('exit', (code: number | null, signal?: string) => {
         exit = { code, signal };
       });
+      let lost: string | undefined;
+      conn.on('error', (err: Error & { code?: string }) => {
+        lost ??= err.code ?? err.message;
+      });
       channel.on('close', () => {
         opts.signal.removeEventListener('abort', onAbort);
         conn.end();
         if (opts.signal.aborted) reject(toError(opts.signal.reason));
-        else resolve({ code: exit?.code ?? null, signal: exit?.signal, stderr });
+        // sshd always reports how a command ended (exit-status or exit-signal); without that report
+        // the connection itself went away, and the output may be cut anywhere.
+        else if (exit === undefined)
+          reject(
+            new BackupError(
+              'ERR_SSH',
+              `${where}: connection lost before the command finished (${lost ?? 'closed by the peer'}); its output is incomplete`,
+            ),
+          );
+        else resolve({ code: exit.code, signal: exit.signal, stderr });
       });
     },
   );

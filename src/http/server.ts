@@ -67,10 +67,18 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   // Fastify's own request logging stays off: the daemon logs what matters with its own logger.
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
 
-  app.setErrorHandler((err: { statusCode?: number; message: string }, _request, reply) => {
+  // The API speaks JSON only: a text/plain body gets 415 like a form does, not a confusing 400.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler((err: { statusCode?: number; message: string; code?: string }, request, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode <= 503 ? err.statusCode : 500;
     if (status === 500) deps.log.error({ err }, 'request failed');
-    void reply.code(status).send({ error: status === 500 ? 'internal error' : err.message });
+    const message =
+      err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+        ? `content-type ${request.headers['content-type'] ?? '(none)'} is not accepted; send JSON with Content-Type: application/json`
+        : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+          ? 'request body is larger than 64 KiB'
+          : err.message;
+    void reply.code(status).send({ error: status === 500 ? 'internal error' : message });
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: `no route ${request.method} ${request.url}` });

@@ -52,7 +52,40 @@ export async function inspectArchive(
       { cause: err },
     );
   }
+  checkSymlinkParents(entries);
   return entries;
+}
+
+/**
+ * Refuses entries whose path, or hard link target, runs through a symlink of the archive: each link
+ * may point inside on its own, yet a chain such as `s -> .` then `s/up -> ..` leads out, which
+ * checkEntry cannot see one header at a time. tar of a real directory never stores anything below a
+ * symlink, so a genuine volume archive is never refused here.
+ */
+function checkSymlinkParents(entries: readonly ArchiveEntry[]): void {
+  const symlinks = new Set(entries.filter((e) => e.type === 'symlink').map((e) => e.path));
+  if (symlinks.size === 0) return;
+  const throughLink = (path: string): string | undefined => {
+    const parts = posix
+      .normalize(path)
+      .replace(/^\.\/?/, '')
+      .split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const parent = parts.slice(0, i).join('/');
+      if (symlinks.has(parent)) return parent;
+    }
+    return undefined;
+  };
+  for (const entry of entries) {
+    const viaPath = throughLink(entry.path);
+    const viaTarget = entry.type === 'link' ? throughLink(entry.linkname) : undefined;
+    const link = viaPath ?? viaTarget;
+    if (link !== undefined)
+      throw new BackupError(
+        'ERR_INTEGRITY',
+        `volume archive entry ${JSON.stringify(entry.path)} rejected: ${viaPath === undefined ? `hard link to ${entry.linkname}` : 'it'} goes through the symlink ${JSON.stringify(link)}`,
+      );
+  }
 }
 
 /** Validates one header: no absolute path, no "..", links stay inside, only files, dirs and links. */

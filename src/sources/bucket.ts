@@ -41,6 +41,9 @@ export class BucketSource implements Source {
     const listing = client.listObjects(bucket, { signal: ctx.signal, listVersion: this.options.listVersion });
     const iterator = listing[Symbol.asyncIterator]();
     let listError: unknown;
+    // A target that refuses a body (full, gone) would refuse every later one too: the source fails
+    // rather than commit a restore point without bodies that were there to read.
+    let targetError: BackupError | undefined;
 
     const capture = async (object: ListedObject): Promise<void> => {
       const known = previous.get(object.key);
@@ -64,13 +67,24 @@ export class BucketSource implements Source {
         return;
       }
       const { head, body } = got;
-      const stored = await ctx.writer.putBlob(
-        { bucket, key: object.key, size: head.size, etag: head.etag },
-        body,
-        {
+      // A body the gateway stopped sending says only "aborted": name the gateway instead.
+      let cut: Error | undefined;
+      body.once('error', (err: Error) => {
+        cut = err;
+      });
+      const stored = await ctx.writer
+        .putBlob({ bucket, key: object.key, size: head.size, etag: head.etag }, body, {
           signal: ctx.signal,
-        },
-      );
+        })
+        .catch((err: unknown) => {
+          if (cut === undefined || err instanceof BackupError) throw err;
+          const code = (cut as NodeJS.ErrnoException).code ?? cut.message;
+          throw new BackupError(
+            'ERR_GATEWAY',
+            `read from gateway ${client.endpoint.origin} cut short (${code})`,
+            { cause: err },
+          );
+        });
       counts.bytesRead += stored.size;
       counts.bytesStored += stored.size;
       entries.push({
@@ -95,11 +109,21 @@ export class BucketSource implements Source {
           listError ??= err;
           return;
         }
-        if (next.done || listError !== undefined) return;
+        if (next.done || listError !== undefined || targetError !== undefined) return;
         try {
           await capture(next.value);
         } catch (err) {
           ctx.signal.throwIfAborted();
+          if (err instanceof BackupError && err.code === 'ERR_TARGET') {
+            targetError ??= err;
+            return;
+          }
+          // A gateway that refuses connections serves no later object either: the source fails
+          // (naming the gateway) rather than commit a restore point missing everything after.
+          if (err instanceof S3Error && err.status === 0 && UNREACHABLE.has(err.s3Code)) {
+            listError ??= err;
+            return;
+          }
           findings.fail(`${next.value.key}: ${describeError(err)}`);
           ctx.log.warn({ key: next.value.key, err }, 'object not captured');
         }
@@ -108,6 +132,7 @@ export class BucketSource implements Source {
     await Promise.all(Array.from({ length: this.options.concurrency }, worker));
     ctx.signal.throwIfAborted();
     if (listError !== undefined) throw gatewayError(listError, bucket, client.endpoint.origin);
+    if (targetError !== undefined) throw targetError;
 
     counts.objects = entries.length;
     if (counts.failed > 0 && entries.length === 0) {
@@ -186,6 +211,9 @@ export class BucketSource implements Source {
     }
   }
 }
+
+/** Connection errors that mean the gateway is not there at all (not one request gone wrong). */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /** Turns a listing failure into one line naming the bucket, the gateway and the fix. */
 export function gatewayError(err: unknown, bucket: string, endpoint: string): BackupError {

@@ -140,7 +140,9 @@ export class S3Target implements Target {
 
   private wrap(op: string, key: string, err: unknown): BackupError {
     const code = (err as { code?: string }).code ?? (err as Error).message;
-    const fix = ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(code)
+    const fix = ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(
+      code,
+    )
       ? 'check target.endpoint'
       : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
         ? 'check target.accessKey and target.secretKey'

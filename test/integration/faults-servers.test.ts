@@ -1,0 +1,484 @@
+// Servers failing mid-run, for real: radosgw behind a proxy that dies mid-read or mid-upload, sshd
+// behind one that dies mid-dump and mid-volume, a PostgreSQL of our own stopped mid-dump. Each run
+// fails naming the cause, lists no new restore point, leaves the older ones verifying and restoring,
+// and the next run succeeds reusing what was stored.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { startDaemon } from '../../src/daemon.js';
+import { createLogger } from '../../src/log.js';
+import type { S3Client } from '../../src/s3/client.js';
+import { bytes, seedVolume } from '../fixtures/deis-sample.js';
+import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
+import { startPrivatePostgres, type PrivatePostgres } from '../fixtures/private-postgres.js';
+import { stackSsh } from '../fixtures/stack.js';
+import {
+  bucketContents,
+  cli,
+  describeTree,
+  describeWithStack,
+  gatewayClient,
+  tempDir,
+  unique,
+  until,
+  writeConfig,
+} from './helpers.js';
+
+const signal = AbortSignal.timeout(300_000);
+const MiB = 1024 * 1024;
+const TOKEN = 'faults-token-0123456789abcdef';
+
+/** One metric sample from the text exposition, or undefined. */
+function sample(text: string, name: string, labels = ''): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
+  return line === undefined ? undefined : Number(line.split(' ').pop());
+}
+
+/** What `backup --json` prints. */
+interface BackupJson {
+  id?: string;
+  status: string;
+  sources: {
+    id: string;
+    status: string;
+    errors: string[];
+    counts: { objects: number; unchanged: number; resumed?: number; bytesRead: number; bytesStored: number };
+    artifacts: { size: number }[];
+  }[];
+}
+
+describeWithStack('servers failing mid-run', (stack) => {
+  const rgwPort = Number(new URL(stack.rgwEndpoint).port);
+  const secrets = [stack.gatewaySecretKey, stack.targetSecretKey, stack.gatewayAccessKey, TOKEN];
+  let gateway: S3Client;
+  let pg: PrivatePostgres;
+  const proxies: FaultProxy[] = [];
+  /** A fault proxy that is shut when the file ends. */
+  const proxyTo = async (port: number) => {
+    const proxy = await startFaultProxy(port);
+    proxies.push(proxy);
+    return proxy;
+  };
+
+  /** A backup through the CLI; never leaks a key. */
+  const backup = async (file: string, ...args: string[]) => {
+    const run = await cli(['backup', '--config', file, ...args]);
+    for (const secret of secrets) expect(run.out + run.err).not.toContain(secret);
+    return run;
+  };
+  /** The next run, as JSON: must succeed. */
+  const backupJson = async (file: string) => {
+    const run = await backup(file, '--json');
+    expect(run.code, run.err).toBe(0);
+    return JSON.parse(run.out) as BackupJson;
+  };
+  const snapshotIds = async (file: string) => {
+    const run = await cli(['snapshots', '--json', '--config', file]);
+    expect(run.code, run.err).toBe(0);
+    return (JSON.parse(run.out) as { id: string }[]).map((s) => s.id);
+  };
+  /** No new restore point, and every older one still verifies byte for byte. */
+  const expectOlderIntact = async (file: string, ids: string[]) => {
+    expect(await snapshotIds(file)).toEqual(ids);
+    const verify = await cli(['verify', '--all', '--read-data', '--json', '--config', file]);
+    expect(verify.code, verify.out + verify.err).toBe(0);
+    const report = JSON.parse(verify.out) as { status: string; snapshots: { id: string; status: string }[] };
+    expect(report.status).toBe('ok');
+    expect(report.snapshots.map((s) => [s.id, s.status])).toEqual(ids.map((id) => [id, 'ok']));
+  };
+  const restore = async (file: string, args: string[]) => {
+    const run = await cli(['restore', '--config', file, '--yes', '--json', ...args]);
+    expect(run.code, run.out + run.err).toBe(0);
+  };
+  const putObject = (bucket: string, key: string, body: Buffer) =>
+    gateway.putObject(bucket, key, body, {
+      signal,
+      size: body.length,
+      contentType: 'application/octet-stream',
+    });
+
+  beforeAll(async () => {
+    gateway = gatewayClient(stack);
+    pg = await startPrivatePostgres();
+    pg.psql('create database faults');
+    // About 16 MB of dump: long enough to cut over SSH mid-stream.
+    pg.psql(
+      "create table filler as select g, md5(g::text) as h, repeat('x', 40) as pad from generate_series(1, 200000) g",
+      'faults',
+    );
+  });
+  afterAll(async () => {
+    gateway.close();
+    pg.destroy();
+    for (const proxy of proxies) await proxy.cut();
+  });
+
+  it('fails when the gateway stops mid-read, and the next run reuses the bodies already stored', async () => {
+    const bucket = unique('fgw');
+    await gateway.createBucket(bucket, { signal });
+    for (let i = 0; i < 4; i++) await putObject(bucket, `old/${i}`, bytes(`old-${i}`, 10_000));
+    const atFirst = await bucketContents(gateway, bucket);
+    const proxy = await proxyTo(rgwPort);
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: { endpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: tempDir('target') },
+    });
+    const first = await backup(file);
+    expect(first.code, first.err).toBe(0);
+    const older = [first.out.trim()];
+
+    // Keys in order: four bodies read whole, the big one cut in the middle, two never reached.
+    for (let i = 0; i < 4; i++) await putObject(bucket, `new/a-${i}`, bytes(`new-${i}`, MiB));
+    await putObject(bucket, 'new/m-big', bytes('big', 24 * MiB));
+    for (let i = 0; i < 2; i++) await putObject(bucket, `new/z-${i}`, bytes(`z-${i}`, 1000));
+    const cutting = proxy.cutAfter('down', 12 * MiB);
+    const run = await backup(file);
+    await cutting;
+    expect(run.code).toBe(1);
+    expect(run.out).toBe('');
+    expect(run.err).toMatch(
+      new RegExp(
+        `^bucket:${bucket}  failed\n  error: bucket ${bucket}: cannot reach gateway ${endpoint} \\(ECONNREFUSED\\); check gateway\\.endpoint or /deis/store/gateway/host and port in etcd: .*\nbackup failed: no restore point written$`,
+      ),
+    );
+
+    await proxy.open();
+    await expectOlderIntact(file, older);
+    const fresh = unique('fgw-back');
+    await restore(file, [older[0] ?? '', '--only', 'buckets', '--bucket', `${bucket}=${fresh}`]);
+    expect(await bucketContents(gateway, fresh)).toEqual(atFirst);
+
+    const next = await backupJson(file);
+    expect(next.status).toBe('success');
+    expect(next.sources[0]?.counts).toMatchObject({
+      objects: 11,
+      unchanged: 4,
+      resumed: 4,
+      bytesRead: 24 * MiB + 2000,
+    });
+    expect(await snapshotIds(file)).toEqual([...older, next.id]);
+  });
+
+  it('is partial when the gateway drops one transfer but stays up, naming the gateway and the key', async () => {
+    const bucket = unique('fgwp');
+    await gateway.createBucket(bucket, { signal });
+    await putObject(bucket, 'a-small', bytes('a', 10_000));
+    await putObject(bucket, 'm-big', bytes('big', 24 * MiB));
+    await putObject(bucket, 'z-small', bytes('z', 10_000));
+    const proxy = await proxyTo(rgwPort);
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: { endpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: tempDir('target') },
+    });
+    const cutting = proxy.cutAfter('down', 8 * MiB, { keepListening: true });
+    const run = await backup(file);
+    await cutting;
+    expect(run.code).toBe(3);
+    expect(run.err).toMatch(
+      new RegExp(
+        `^bucket:${bucket}  partial  2 objects, 0 unchanged, 0 vanished, 1 failed, .*\n  error: m-big: read from gateway ${endpoint} cut short \\(ECONNRESET\\)`,
+      ),
+    );
+    const partial = run.out.trim();
+    expect(await snapshotIds(file)).toEqual([partial]);
+    const next = await backupJson(file);
+    expect(next.status).toBe('success');
+    expect(next.sources[0]?.counts).toMatchObject({ objects: 3, unchanged: 2, bytesRead: 24 * MiB });
+  });
+
+  it('fails when the S3 target stops mid-upload, and the next run reuses the blobs already stored', async () => {
+    const bucket = unique('ftg');
+    await gateway.createBucket(bucket, { signal });
+    for (let i = 0; i < 4; i++) await putObject(bucket, `old/${i}`, bytes(`old-${i}`, 10_000));
+    const atFirst = await bucketContents(gateway, bucket);
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('faults');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: {
+        endpoint: stack.rgwEndpoint,
+        accessKey: stack.gatewayAccessKey,
+        secretKey: stack.gatewaySecretKey,
+      },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: {
+        type: 's3',
+        endpoint: `http://127.0.0.1:${proxy.port}`,
+        bucket: stack.targetBucket,
+        prefix,
+        accessKey: stack.targetAccessKey,
+        secretKey: stack.targetSecretKey,
+        partSizeMiB: 5,
+      },
+    });
+    const first = await backup(file);
+    expect(first.code, first.err).toBe(0);
+    const older = [first.out.trim()];
+
+    for (let i = 0; i < 4; i++) await putObject(bucket, `new/a-${i}`, bytes(`new-${i}`, MiB));
+    await putObject(bucket, 'new/m-big', bytes('big', 12 * MiB));
+    await putObject(bucket, 'new/z-0', bytes('z-0', 1000));
+    // Four bodies uploaded whole, then the big one (a multipart upload) cut in its second part.
+    const cutting = proxy.cutAfter('up', 4 * MiB + 7 * MiB);
+    const run = await backup(file);
+    await cutting;
+    expect(run.code).toBe(1);
+    expect(run.out).toBe('');
+    expect(run.err).toMatch(
+      new RegExp(
+        `^bucket:${bucket}  failed\n  error: put blobs/[0-9a-f]{2}/[0-9a-f]{64} in s3://${stack.targetBucket}/${prefix}: (ECONNRESET|EPIPE); check target\\.endpoint.*\nbackup failed: no restore point written$`,
+      ),
+    );
+
+    await proxy.open();
+    await expectOlderIntact(file, older);
+    const fresh = unique('ftg-back');
+    await restore(file, [older[0] ?? '', '--only', 'buckets', '--bucket', `${bucket}=${fresh}`]);
+    expect(await bucketContents(gateway, fresh)).toEqual(atFirst);
+
+    const next = await backupJson(file);
+    expect(next.status).toBe('success');
+    expect(next.sources[0]?.counts).toMatchObject({ objects: 10, unchanged: 4, resumed: 4 });
+    expect(next.sources[0]?.counts.bytesStored).toBe(
+      12 * MiB + 1000 + (next.sources[0]?.artifacts[0]?.size ?? 0),
+    );
+  });
+
+  it('fails when the SSH connection drops mid-volume and mid-dump', async () => {
+    const proxy = await proxyTo(stack.sshPort);
+    const knownHosts = join(tempDir('known'), 'known_hosts');
+    await writeFile(
+      knownHosts,
+      (await readFile(stack.sshKnownHosts, 'utf8')).replace(
+        `[127.0.0.1]:${stack.sshPort}`,
+        `[127.0.0.1]:${proxy.port}`,
+      ),
+    );
+    const volume = tempDir('fvol');
+    await seedVolume(volume);
+    await mkdir(join(volume, 'big'));
+    for (let i = 0; i < 3; i++) await writeFile(join(volume, 'big', `blob-${i}`), randomBytes(4 * MiB));
+    const loaded = join(tempDir('loaded'), 'dump.sql');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh: { ...stackSsh(stack), port: proxy.port, knownHostsFile: knownHosts },
+      sources: {
+        buckets: { enabled: false },
+        volume: { path: volume, host: '127.0.0.1' },
+        database: { host: '127.0.0.1', command: pg.dumpCommand },
+      },
+      target: { type: 'dir', path: tempDir('target') },
+      restore: { databaseCommand: `cat > ${loaded}` },
+    });
+    const sshLost = `ssh root@[127.0.0.1]:${proxy.port}: connection lost before the command finished (closed by the peer); its output is incomplete`;
+    const first = await backup(file);
+    expect(first.code, first.err).toBe(0);
+    const older = [first.out.trim()];
+
+    let cutting = proxy.cutAfter('down', 2 * MiB);
+    const volumeRun = await backup(file, '--only', 'volume');
+    await cutting;
+    expect(volumeRun.code).toBe(1);
+    expect(volumeRun.err).toBe(
+      `volume    failed\n  error: volume 127.0.0.1:${volume}: ${sshLost}\nbackup failed: no restore point written`,
+    );
+    await proxy.open();
+    cutting = proxy.cutAfter('down', 2 * MiB);
+    const dumpRun = await backup(file, '--only', 'database');
+    await cutting;
+    expect(dumpRun.code).toBe(1);
+    expect(dumpRun.err).toBe(
+      `database  failed\n  error: database: dump command on 127.0.0.1: ${sshLost}\nbackup failed: no restore point written`,
+    );
+
+    await proxy.open();
+    await expectOlderIntact(file, older);
+    const into = join(tempDir('restored'), 'store');
+    await restore(file, [older[0] ?? '', '--only', 'volume', '--volume-to', into]);
+    expect(await describeTree(into)).toEqual(await describeTree(volume));
+    await restore(file, [older[0] ?? '', '--only', 'database']);
+    const sql = await readFile(loaded, 'utf8');
+    expect(sql.includes('COPY public.filler')).toBe(true);
+    expect(sql.trimEnd().endsWith('-- PostgreSQL database cluster dump complete\n--')).toBe(true);
+
+    const next = await backupJson(file);
+    expect(next.status).toBe('success');
+    expect(next.sources.map((s) => [s.id, s.status])).toEqual([
+      ['volume', 'success'],
+      ['database', 'success'],
+    ]);
+    expect(next.sources[1]?.counts.bytesRead).toBeGreaterThan(10 * MiB);
+    expect(await snapshotIds(file)).toEqual([...older, next.id]);
+  });
+
+  /** Holds an exclusive lock on the filler table, so a dump stops there until the server dies. */
+  const holdLock = () => {
+    const holder = spawn(
+      'psql',
+      ['-X', '-q', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-d', 'faults', '-c'].concat(
+        'begin; lock table filler in access exclusive mode; select pg_sleep(60);',
+      ),
+      { stdio: 'ignore' },
+    );
+    // Listened for now: the holder dies with the server, often before anyone awaits it.
+    return { exited: once(holder, 'exit') };
+  };
+  const dumpWaiting = () =>
+    until('the dump to wait on the lock', async () =>
+      pg
+        .psql(
+          "select count(*) from pg_stat_activity where application_name = 'pg_dump' and wait_event_type = 'Lock'",
+        )
+        .trim() === '1'
+        ? Promise.resolve(true)
+        : Promise.resolve(undefined),
+    );
+
+  it('fails when PostgreSQL stops mid-dump', async () => {
+    const loaded = join(tempDir('loaded'), 'dump.sql');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { enabled: false },
+        volume: { enabled: false },
+        database: { host: 'local', command: pg.dumpCommand },
+      },
+      target: { type: 'dir', path: tempDir('target') },
+      restore: { databaseCommand: `cat > ${loaded}` },
+    });
+    const first = await backup(file);
+    expect(first.code, first.err).toBe(0);
+    const older = [first.out.trim()];
+
+    const holder = holdLock();
+    const running = backup(file);
+    await dumpWaiting();
+    pg.crash();
+    const run = await running;
+    await holder.exited;
+    expect(run.code).toBe(1);
+    expect(run.err).toBe(
+      'database  failed\n  error: database: dump command locally exited 1: pg_dump: error: query failed: server closed the connection unexpectedly; check sources.database.command and that deis-database runs\nbackup failed: no restore point written',
+    );
+    pg.start();
+
+    await expectOlderIntact(file, older);
+    await restore(file, [older[0] ?? '', '--only', 'database']);
+    const sql = await readFile(loaded, 'utf8');
+    expect(sql.includes('COPY public.filler')).toBe(true);
+    expect(sql.trimEnd().endsWith('-- PostgreSQL database cluster dump complete\n--')).toBe(true);
+    const next = await backupJson(file);
+    expect(next.status).toBe('success');
+    expect(next.sources[0]?.counts.bytesRead).toBeGreaterThan(10 * MiB);
+    expect(await snapshotIds(file)).toEqual([...older, next.id]);
+  });
+
+  it('tells the truth in metrics and /readyz when PostgreSQL stops mid-dump under the daemon', async () => {
+    const logs: string[] = [];
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { enabled: false },
+        volume: { enabled: false },
+        database: { host: 'local', command: pg.dumpCommand },
+      },
+      target: { type: 'dir', path: tempDir('target') },
+      schedule: { cron: '0 3 * * *' },
+      http: { host: '127.0.0.1', port: 0, token: TOKEN },
+    });
+    const config = loadConfig({ file, env: {} });
+    const log = createLogger({ level: 'debug' }, { write: (line: string) => logs.push(line) });
+    const shutdown = new AbortController();
+    const daemon = await startDaemon(config, { log, shutdown: shutdown.signal });
+    const call = async (method: string, path: string) => {
+      const res = await fetch(`${daemon.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      const text = await res.text();
+      return { status: res.status, text, json: () => JSON.parse(text) as Record<string, unknown> };
+    };
+    const backupOnce = async () => {
+      const id = String((await call('POST', '/backups')).json()['id']);
+      return until(`backup ${id}`, async () => {
+        const body = (await call('GET', `/backups/${id}`)).json();
+        return body['status'] === 'running' ? undefined : body;
+      });
+    };
+    try {
+      expect(await backupOnce()).toMatchObject({ status: 'success' });
+      const ready = await call('GET', '/readyz');
+      expect(ready.status).toBe(200);
+      const lastSuccess = ready.json()['lastSuccess'];
+      expect(lastSuccess).toEqual(expect.any(String));
+      const successAt = sample(
+        (await call('GET', '/metrics')).text,
+        'deis_backup_last_success_timestamp_seconds',
+        'source="all"',
+      );
+      expect(successAt).toBeGreaterThan(0);
+
+      const holder = holdLock();
+      const running = backupOnce();
+      await dumpWaiting();
+      pg.crash();
+      const failed = await running;
+      await holder.exited;
+      expect(failed).toMatchObject({
+        status: 'failed',
+        result: {
+          status: 'failed',
+          sources: [
+            {
+              id: 'database',
+              errors: [
+                'database: dump command locally exited 1: pg_dump: error: query failed: server closed the connection unexpectedly; check sources.database.command and that deis-database runs',
+              ],
+            },
+          ],
+        },
+      });
+      expect((failed['result'] as { id?: string }).id).toBeUndefined();
+      const metrics = (await call('GET', '/metrics')).text;
+      expect(sample(metrics, 'deis_backup_last_status', 'source="all"')).toBe(0);
+      expect(sample(metrics, 'deis_backup_failure_total', 'source="database"')).toBe(1);
+      expect(sample(metrics, 'deis_backup_last_success_timestamp_seconds', 'source="all"')).toBe(successAt);
+      expect(sample(metrics, 'deis_backup_restore_points')).toBe(1);
+      const after = await call('GET', '/readyz');
+      expect(after.status).toBe(200);
+      expect(after.json()).toMatchObject({ ready: true, lastSuccess, targetUp: true });
+
+      pg.start();
+      expect(await backupOnce()).toMatchObject({ status: 'success' });
+      const recovered = (await call('GET', '/metrics')).text;
+      expect(sample(recovered, 'deis_backup_last_status', 'source="all"')).toBe(1);
+      expect(sample(recovered, 'deis_backup_restore_points')).toBe(2);
+      expect((await call('GET', '/readyz')).json()['lastSuccess']).not.toBe(lastSuccess);
+    } finally {
+      await daemon.stop();
+    }
+    for (const line of logs) for (const secret of secrets) expect(line).not.toContain(secret);
+  });
+});
