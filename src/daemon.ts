@@ -384,12 +384,8 @@ export async function startDaemon(
         // A dry run only reads; a real restore must not race a forget or prune of what it reads.
         const report = request.dryRun
           ? await restore(signal)
-          : await underLock(
-              { lock, log: runLog, waitSeconds: config.lock.waitSeconds },
-              'restore',
-              { signal },
-              restore,
-            );
+          : await locked('restore', runLog, signal, restore);
+        if ('skipped' in report) return { status: 'skipped', result: { reason: report.skipped } };
         metrics.restoreFinished(report.status);
         runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
         return { status: report.status, result: report };

@@ -12,6 +12,8 @@ import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { Repository } from '../../src/repository/repository.js';
 import { DirTarget } from '../../src/targets/dir.js';
+import { EtcdLock } from '../../src/lock/etcd-lock.js';
+import { createClusterEtcd } from '../../src/wiring.js';
 import { seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import {
@@ -217,6 +219,35 @@ describeWithStack('daemon', (stack) => {
     const damaged = String((await call(again, 'GET', '/metrics')).body);
     expect(sample(damaged, 'deis_backup_verify_success', 'read_data="false"')).toBe(0);
     expect(sample(damaged, 'deis_backup_verify_last_success_timestamp_seconds')).toBe(verifiedAt);
+  });
+
+  it('skips a backup and a restore while another runner holds the cluster lock, and counts it', async () => {
+    const key = `/deis-backup-test/${unique('held')}`;
+    const { daemon, config } = await start({ lock: { key, ttlSeconds: 10 } });
+    const other = new EtcdLock(createClusterEtcd(config), { key, ttlSeconds: 10 });
+    const got = await other.tryAcquire('backup', { signal });
+    if (!('held' in got)) throw new Error('the test could not take the lock');
+    try {
+      const backup = await call(daemon, 'POST', '/backups');
+      expect(await finished(daemon, 'backups', String(backup.body['id']))).toMatchObject({
+        status: 'skipped',
+        result: { reason: expect.stringContaining('another deis-backup holds the cluster lock') as unknown },
+      });
+      const restore = await call(daemon, 'POST', '/restores', { snapshot: 'latest' });
+      expect(await finished(daemon, 'restores', String(restore.body['id']))).toMatchObject({
+        status: 'skipped',
+      });
+      const metrics = String((await call(daemon, 'GET', '/metrics')).body);
+      expect(sample(metrics, 'deis_backup_lock_busy_total', 'operation="backup"')).toBe(1);
+      expect(sample(metrics, 'deis_backup_lock_busy_total', 'operation="restore"')).toBe(1);
+      expect(logs.some((l) => l.includes('backup skipped: another deis-backup holds the cluster lock'))).toBe(
+        true,
+      );
+    } finally {
+      await got.held.release();
+    }
+    const after = await call(daemon, 'POST', '/backups', { only: ['volume'] });
+    expect(await finished(daemon, 'backups', String(after.body['id']))).toMatchObject({ status: 'success' });
   });
 
   it('guards mutating routes with the bearer token, and disables them without one', async () => {
