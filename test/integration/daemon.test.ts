@@ -26,16 +26,11 @@ import {
   unique,
   until,
   writeConfig,
+  sample,
 } from './helpers.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const signal = AbortSignal.timeout(600_000);
-
-/** One metric sample from the text exposition, or undefined. */
-function sample(text: string, name: string, labels = ''): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
-  return line === undefined ? undefined : Number(line.split(' ').pop());
-}
 
 /** A TCP forwarder to radosgw that can be shut and opened again on the same port. */
 async function switchableProxy(port: number, upstream: number) {

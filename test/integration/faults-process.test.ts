@@ -25,6 +25,7 @@ import {
   unique,
   until,
   writeConfig,
+  sample,
 } from './helpers.js';
 
 const TOKEN = 'faults-token-0123456789abcdef';
@@ -117,9 +118,7 @@ async function call(
 
 /** One sample of the daemon's /metrics, or undefined. */
 async function metric(daemon: Child, name: string, labels = ''): Promise<number | undefined> {
-  const text = (await call(daemon, 'GET', '/metrics')).body;
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
-  return line === undefined ? undefined : Number(line.split(' ').pop());
+  return sample((await call(daemon, 'GET', '/metrics')).body, name, labels);
 }
 
 /** Waits for an operation of the daemon to end and returns its view. */

@@ -26,17 +26,12 @@ import {
   unique,
   until,
   writeConfig,
+  sample,
 } from './helpers.js';
 
 const signal = AbortSignal.timeout(300_000);
 const MiB = 1024 * 1024;
 const TOKEN = 'faults-token-0123456789abcdef';
-
-/** One metric sample from the text exposition, or undefined. */
-function sample(text: string, name: string, labels = ''): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
-  return line === undefined ? undefined : Number(line.split(' ').pop());
-}
 
 /** What `backup --json` prints. */
 interface BackupJson {

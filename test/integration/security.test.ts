@@ -6,17 +6,16 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { createGunzip, createGzip } from 'node:zlib';
-import { pack as createPack } from 'tar-stream';
+import { createGunzip } from 'node:zlib';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { FORMAT_VERSION, emptyCounts } from '../../src/repository/manifest.js';
 import { Repository } from '../../src/repository/repository.js';
 import { chain } from '../../src/streams.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { createRepository } from '../../src/wiring.js';
+import { craftedRestorePoint, type CraftedEntry } from '../fixtures/crafted.js';
 import { seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import { cli, describeWithStack, gatewayClient, tempDir, unique, until, writeConfig } from './helpers.js';
@@ -423,60 +422,8 @@ describeWithStack('security', (stack) => {
     expect(await new Repository(new DirTarget(target)).listSnapshots({ signal })).toEqual([]);
   });
 
-  /** A tar entry of a crafted archive. */
-  type Entry = {
-    name: string;
-    type: 'file' | 'directory' | 'symlink' | 'link' | 'character-device';
-    linkname?: string;
-  };
-
-  /** Commits a restore point whose volume archive holds exactly `entries`, after a harmless root and file. */
-  async function craftedRestorePoint(dir: string, entries: readonly Entry[]): Promise<string> {
-    const pack = createPack();
-    pack.entry({ name: './', type: 'directory', mode: 0o755 });
-    pack.entry({ name: './logs/', type: 'directory', mode: 0o755 });
-    pack.entry({ name: './logs/ok.log', type: 'file', mode: 0o644 }, 'fine\n');
-    for (const entry of entries) {
-      if (entry.type === 'file') pack.entry({ name: entry.name, type: 'file', mode: 0o644 }, 'owned\n');
-      else pack.entry({ name: entry.name, type: entry.type, mode: 0o755, linkname: entry.linkname ?? '' });
-    }
-    pack.finalize();
-    const writer = new Repository(new DirTarget(dir)).begin(new Date());
-    const stored = await writer.putArtifact(
-      'volume.tar.gz',
-      chain(pack as unknown as Readable, createGzip()),
-      {
-        signal,
-      },
-    );
-    await writer.commit(
-      {
-        formatVersion: FORMAT_VERSION,
-        id: writer.id,
-        tool: 'test',
-        startedAt: new Date().toISOString(),
-        finishedAt: new Date().toISOString(),
-        status: 'success',
-        sources: [
-          {
-            id: 'volume',
-            kind: 'volume',
-            status: 'success',
-            origin: 'crafted',
-            counts: emptyCounts(),
-            warnings: [],
-            errors: [],
-            artifacts: [{ name: 'volume.tar.gz', ...stored }],
-          },
-        ],
-      },
-      { signal },
-    );
-    return writer.id;
-  }
-
   // crafted-archive.test.ts covers "../x", "/etc/x" and a symlink to "../../../etc"; these are the rest.
-  it.each<[string, Entry[], string]>([
+  it.each<[string, CraftedEntry[], string]>([
     [
       'a symlink chain that leads out, then a file through it',
       [
@@ -524,7 +471,7 @@ describeWithStack('security', (stack) => {
     ],
   ])('refuses an archive with %s before writing anything', async (_name, entries, why) => {
     const dir = tempDir('crafted');
-    const id = await craftedRestorePoint(dir, entries);
+    const id = await craftedRestorePoint(dir, entries, { signal });
     const parent = tempDir('restored');
     const into = join(parent, 'store');
     const file = writeConfig({
