@@ -2,34 +2,16 @@
 // health, readiness and Prometheus metrics, and a shutdown that commits nothing half done.
 import { createTask, type ScheduledTask } from 'node-cron';
 import { Registry } from 'prom-client';
-import { runBackup, TOOL, type BackupResult } from './backup.js';
+import { TOOL } from './backup.js';
 import type { Config } from './config.js';
-import { BackupError, describeError, isAbort } from './errors.js';
+import { createRunners } from './daemon/runners.js';
+import { describeError } from './errors.js';
 import { buildServer, type Readiness } from './http/server.js';
+import type { CheckStatus } from './jobs.js';
 import type { Logger } from './log.js';
 import { ALL, Metrics } from './metrics.js';
 import { Operations, type OperationView } from './operations.js';
-import { restoreSnapshot, type RestoreRequest } from './restore.js';
-import type { Reporter } from './restore/report.js';
-import { runDrill } from './drill.js';
-import { drillSummary } from './format.js';
-import {
-  applyRetention,
-  LockBusyError,
-  recordCheck,
-  underLock,
-  type CheckStatus,
-  type RetentionOutcome,
-} from './jobs.js';
-import { verifySnapshots, type VerifyReport } from './repository/verify.js';
-import {
-  createClusterEtcd,
-  createClusterLock,
-  createRepository,
-  createRestoreGateway,
-  createSources,
-  sshTarget,
-} from './wiring.js';
+import { createClusterEtcd, createClusterLock, createRepository } from './wiring.js';
 
 /** A running daemon. */
 export interface Daemon {
@@ -125,6 +107,17 @@ export async function startDaemon(
       throw err;
     }
   };
+  // The cron tasks above call these only once started, below.
+  const { startBackup, startRestore, startVerify, startDrill } = createRunners({
+    config,
+    log,
+    repository,
+    etcd,
+    metrics,
+    operations,
+    lock,
+    scan,
+  });
   await scan(AbortSignal.any([shutdown, AbortSignal.timeout(30_000)])).catch((err: unknown) => {
     log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
   });
@@ -139,274 +132,6 @@ export async function startDaemon(
     const drill = (await repository.readStatus('drill', { signal })) as CheckStatus | undefined;
     if (drill?.lastSuccessAt) metrics.drillFinished(true, new Date(drill.lastSuccessAt));
     if (drill && !drill.ok) metrics.drillFinished(false, new Date(drill.finishedAt));
-  }
-
-  function startBackup(
-    trigger: string,
-    only: RestoreRequest['only'] | undefined,
-  ): { started: OperationView } | { busy: OperationView } {
-    return operations.start('backup', trigger, async (signal, _progress, id) => {
-      const runLog = log.child({ runId: id, trigger });
-      const started = Date.now();
-      let result: BackupResult;
-      let retention: RetentionOutcome | undefined;
-      try {
-        const ran = await locked('backup', runLog, signal, async (signal) => {
-          metrics.setInProgress('backup', true);
-          try {
-            const run = await createSources(config, etcd, only, { signal });
-            let result: BackupResult;
-            try {
-              result = await runBackup({ repository, log: runLog }, run.sources, { signal });
-            } finally {
-              run.close();
-            }
-            const retention = result.id
-              ? await applyRetention(config, repository, { now: new Date(), signal, log: runLog })
-              : undefined;
-            return { result, retention };
-          } finally {
-            metrics.setInProgress('backup', false);
-          }
-        });
-        if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
-        ({ result, retention } = ran);
-      } catch (err) {
-        if (signal.aborted || isAbort(err)) {
-          runLog.warn('backup aborted: no restore point written');
-          throw err;
-        }
-        // The target could not even be listed, or the lock not taken: a failed run like any other.
-        if (err instanceof BackupError && err.code === 'ERR_TARGET') metrics.setTargetUp(false);
-        const now = new Date().toISOString();
-        metrics.backupFinished(
-          { status: 'failed', startedAt: now, finishedAt: now, sources: [] },
-          (Date.now() - started) / 1000,
-          new Date(),
-        );
-        runLog.error({ error: describeError(err) }, 'backup failed');
-        await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });
-        throw err;
-      }
-      metrics.backupFinished(result, (Date.now() - started) / 1000, new Date());
-      if (retention)
-        metrics.retentionApplied(retention.forget?.drop.length ?? 0, retention.prune?.freedBytes ?? 0);
-      if (result.status === 'aborted') {
-        runLog.warn('backup aborted: no restore point written');
-        return { status: 'aborted', result };
-      }
-      await scan(signal).catch(() => undefined);
-      if (result.status !== 'success') {
-        await notify(config, log, {
-          event: `backup.${result.status}`,
-          id,
-          snapshot: result.id ?? null,
-          sources: result.sources
-            .filter((s) => s.status !== 'success')
-            .map((s) => ({ id: s.id, status: s.status, errors: s.errors })),
-        });
-      }
-      return { status: result.status, result: { ...result, retention } };
-    });
-  }
-
-  /**
-   * Runs `work` under the cluster lock, tracking it in the metrics. When another runner holds the
-   * lock (after lock.waitSeconds), nothing runs: a warning names the holder and `skipped` says why.
-   */
-  async function locked<T>(
-    operation: string,
-    runLog: Logger,
-    signal: AbortSignal,
-    work: (signal: AbortSignal) => Promise<T>,
-  ): Promise<T | { skipped: string }> {
-    try {
-      return await underLock(
-        { lock, log: runLog, waitSeconds: config.lock.waitSeconds },
-        operation,
-        { signal },
-        async (signal) => {
-          metrics.setLockHeld(operation, true);
-          try {
-            return await work(signal);
-          } finally {
-            metrics.setLockHeld(operation, false);
-          }
-        },
-      );
-    } catch (err) {
-      if (!(err instanceof LockBusyError)) throw err;
-      metrics.lockWasBusy(operation);
-      runLog.warn(
-        { operation, holder: err.holder, where: lock.where },
-        `${operation} skipped: another deis-backup holds the cluster lock`,
-      );
-      return { skipped: err.message };
-    }
-  }
-
-  /** Verifies every restore point (metadata, or every byte with verify.readData) and records it. */
-  function startVerify(trigger: string): { started: OperationView } | { busy: OperationView } {
-    return operations.start('verify', trigger, async (signal, _progress, id) => {
-      const runLog = log.child({ runId: id, trigger });
-      const readData = config.verify.readData;
-      const ran = await locked('verify', runLog, signal, (signal) =>
-        verifySnapshots(repository, 'all', { readData, signal, log: runLog }),
-      ).catch((err: unknown) => {
-        if (!(signal.aborted || isAbort(err))) {
-          metrics.verifyFinished(false, readData, new Date());
-          runLog.error({ error: describeError(err) }, 'verify failed');
-        }
-        throw err;
-      });
-      if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
-      const ok = ran.status === 'ok';
-      const at = new Date();
-      metrics.verifyFinished(ok, readData, at);
-      await recordCheck(repository, 'verify', { ok, at, summary: verifySummary(ran) }, { signal }).catch(
-        (err: unknown) => {
-          runLog.warn({ error: describeError(err) }, 'verify outcome not recorded in the target');
-        },
-      );
-      if (ok)
-        runLog.info({ snapshots: ran.snapshots.length, readData }, 'verify found every restore point sound');
-      else {
-        runLog.error({ summary: verifySummary(ran) }, 'verify found damage');
-        await notify(config, log, { event: 'verify.damaged', id, summary: verifySummary(ran) });
-      }
-      return { status: ok ? 'success' : 'failed', result: ran };
-    });
-  }
-
-  /** Restores the latest restore point into scratch buckets and a scratch directory, compares, cleans up. */
-  function startDrill(trigger: string): { started: OperationView } | { busy: OperationView } {
-    return operations.start('drill', trigger, async (signal, _progress, id) => {
-      const runLog = log.child({ runId: id, trigger });
-      const gateway = createRestoreGateway(config, etcd, { signal });
-      let ran;
-      try {
-        ran = await locked('drill', runLog, signal, (signal) =>
-          runDrill(
-            {
-              config,
-              repository,
-              etcd,
-              gateway: gateway.get,
-              sshTarget: (host) => sshTarget(config, host),
-              reporter: silentReporter,
-              log: runLog,
-            },
-            { bucketSuffix: config.drill.bucketSuffix, directory: config.drill.directory, signal },
-          ),
-        );
-      } catch (err) {
-        if (!(signal.aborted || isAbort(err))) {
-          metrics.drillFinished(false, new Date());
-          runLog.error({ error: describeError(err) }, 'restore drill failed');
-        }
-        throw err;
-      } finally {
-        gateway.close();
-      }
-      if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
-      const ok = ran.status === 'success';
-      const at = new Date();
-      metrics.drillFinished(ok, at);
-      const summary = drillSummary(ran);
-      await recordCheck(repository, 'drill', { ok, at, summary }, { signal }).catch((err: unknown) => {
-        runLog.warn({ error: describeError(err) }, 'drill outcome not recorded in the target');
-      });
-      if (ok) runLog.info({ snapshot: ran.snapshot }, 'restore drill succeeded');
-      else {
-        runLog.error(
-          { snapshot: ran.snapshot, checks: ran.checks, cleanup: ran.cleanup },
-          'restore drill failed',
-        );
-        await notify(config, log, { event: 'drill.failed', id, summary });
-      }
-      return { status: ok ? 'success' : 'failed', result: ran };
-    });
-  }
-
-  function startRestore(
-    trigger: string,
-    request: RestoreRequest,
-  ): { started: OperationView } | { busy: OperationView } {
-    return operations.start('restore', trigger, async (signal, progress, id) => {
-      const runLog = log.child({ runId: id, trigger });
-      metrics.restoreStarted();
-      metrics.setInProgress('restore', true);
-      const state: {
-        steps: Record<string, { status: string; detail: string }>;
-        progress?: unknown;
-        warnings: string[];
-      } = { steps: {}, warnings: [] };
-      const reporter: Reporter = {
-        started(step, detail) {
-          state.steps[step] = { status: 'running', detail };
-          progress({ ...state });
-        },
-        finished(step, status, detail) {
-          state.steps[step] = { status, detail };
-          progress({ ...state });
-        },
-        progress(step, done, total) {
-          state.progress = {
-            step,
-            objects: done.objects,
-            bytes: done.bytes,
-            totalObjects: total.objects,
-            totalBytes: total.bytes,
-          };
-          progress({ ...state });
-        },
-        warn(message) {
-          state.warnings.push(message);
-          progress({ ...state });
-        },
-      };
-      const gateway = createRestoreGateway(config, etcd, { signal });
-      try {
-        const restore = (signal: AbortSignal) =>
-          restoreSnapshot(
-            {
-              config,
-              repository,
-              etcd,
-              gateway: gateway.get,
-              sshTarget: (host) => sshTarget(config, host),
-              reporter,
-              log: runLog,
-            },
-            request,
-            { signal },
-          );
-        // A dry run only reads; a real restore must not race a forget or prune of what it reads.
-        const report = request.dryRun
-          ? await restore(signal)
-          : await locked('restore', runLog, signal, restore);
-        if ('skipped' in report) return { status: 'skipped', result: { reason: report.skipped } };
-        metrics.restoreFinished(report.status);
-        runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
-        return { status: report.status, result: report };
-      } catch (err) {
-        // An abort is not a failure: what was restored stays, and the same restore again skips it.
-        if (signal.aborted || isAbort(err)) {
-          metrics.restoreFinished('aborted');
-          runLog.warn(
-            { error: describeError(err) },
-            'restore aborted: what was restored stays; the same restore again skips it and finishes',
-          );
-          throw err;
-        }
-        metrics.restoreFinished('failed');
-        runLog.error({ error: describeError(err) }, 'restore failed');
-        throw err;
-      } finally {
-        gateway.close();
-        metrics.setInProgress('restore', false);
-      }
-    });
   }
 
   const readiness = async (signal: AbortSignal): Promise<Readiness> => {
@@ -505,38 +230,4 @@ export async function startDaemon(
 function cronInterval(task: ScheduledTask): number {
   const [first, second] = task.getNextRuns(2);
   return first && second ? (second.getTime() - first.getTime()) / 1000 : 86_400;
-}
-
-/** One line on a verify's outcome, for logs, webhooks and the recorded status. */
-function verifySummary(report: VerifyReport): string {
-  const damaged = report.snapshots.filter((s) => s.status !== 'ok');
-  if (report.status === 'ok') return `${report.snapshots.length} restore point(s) sound`;
-  const first = damaged[0]?.errors[0] ?? report.unreadable[0]?.error ?? 'damage found';
-  return `${damaged.length + report.unreadable.length} restore point(s) damaged; first: ${first}`;
-}
-
-/** Drills report through their result, not progress lines. */
-const silentReporter: Reporter = {
-  started: () => undefined,
-  finished: () => undefined,
-  progress: () => undefined,
-  warn: () => undefined,
-};
-
-/** POSTs a JSON event to the configured webhook; failures are logged, never thrown. */
-async function notify(config: Config, log: Logger, event: Record<string, unknown>): Promise<void> {
-  const url = config.webhook.url;
-  if (url === undefined) return;
-  try {
-    const res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ source: 'deis-backup', at: new Date().toISOString(), ...event }),
-      signal: AbortSignal.timeout(config.webhook.timeoutMs),
-    });
-    await res.body?.cancel();
-    if (!res.ok) log.warn({ status: res.status }, 'webhook answered with an error');
-  } catch (err) {
-    log.warn({ error: describeError(err) }, 'webhook not delivered');
-  }
 }
