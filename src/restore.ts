@@ -4,18 +4,17 @@
 import { setMaxListeners } from 'node:events';
 import type { Config } from './config.js';
 import type { Etcd } from './etcd.js';
-import { BackupError, describeError } from './errors.js';
+import { describeError } from './errors.js';
 import type { Logger } from './log.js';
-import type { IndexEntry, Manifest, SourceRecord } from './repository/manifest.js';
 import type { Repository } from './repository/repository.js';
-import { applyBucket, isSentinel, planBucket, type BucketPlan } from './restore/buckets.js';
+import { applyBucket } from './restore/buckets.js';
 import { loadDump } from './restore/database.js';
 import { appNames, needsRepublish, parseVersion, republishSnippet, scaleAdvice } from './restore/finish.js';
 import { emptyStepCounts, type Reporter, type StepCounts, type StepName } from './restore/report.js';
-import { applyVolume, inspectArchive, planVolume, type VolumePlan } from './restore/volume.js';
+import { applyVolume } from './restore/volume.js';
+import { preflight, type Prepared } from './restore/preflight.js';
 import { runCommand, whereText } from './command.js';
 import type { S3Client } from './s3/client.js';
-import { gatewayError } from './sources/bucket.js';
 import { errorLine } from './sources/source.js';
 import type { SshTarget } from './ssh.js';
 
@@ -71,14 +70,6 @@ export interface RestoreReport {
   hazards: string[];
   /** What the operator still has to do. */
   next: string[];
-}
-
-interface Prepared {
-  manifest: Manifest;
-  buckets: { record: SourceRecord; plan: BucketPlan }[];
-  volume?: { record: SourceRecord; plan: VolumePlan };
-  database?: { record: SourceRecord; where: { command: string; ssh?: SshTarget | undefined } };
-  hazards: string[];
 }
 
 /** Runs the restore (or, with dryRun, only its preflight and plan). Throws on a failed preflight. */
@@ -146,213 +137,6 @@ export async function restoreSnapshot(
     steps: results,
     hazards: prepared.hazards,
     next: finishNext,
-  };
-}
-
-async function preflight(
-  deps: RestoreDeps,
-  request: RestoreRequest,
-  opts: { signal: AbortSignal },
-): Promise<Prepared> {
-  const { repository, config } = deps;
-  const manifest = await repository.readManifest(request.snapshot, opts);
-  const hazards: string[] = [];
-  if (manifest.status === 'partial') {
-    const missing = manifest.sources.reduce((n, s) => n + s.counts.failed, 0);
-    hazards.push(
-      `restore point ${manifest.id} is partial: ${missing} item(s) were not captured at backup time`,
-    );
-  }
-  const wanted = new Set(request.only);
-  const bucketRecords = manifest.sources.filter((s) => s.kind === 'bucket' && wanted.has('buckets'));
-  for (const name of request.bucketMap.keys()) {
-    if (!manifest.sources.some((s) => s.bucket === name)) {
-      throw new BackupError(
-        'ERR_USAGE',
-        `--bucket ${name}=…: restore point ${manifest.id} has no bucket ${name}; its buckets: ${manifest.sources.flatMap((s) => (s.bucket ? [s.bucket] : [])).join(', ')}`,
-      );
-    }
-  }
-  const missingStep = (kind: string) =>
-    new BackupError(
-      'ERR_NOT_FOUND',
-      `restore point ${manifest.id} holds no ${kind}; choose the steps it has with --only`,
-    );
-  if (wanted.has('volume') && !manifest.sources.some((s) => s.kind === 'volume')) throw missingStep('volume');
-  if (wanted.has('database') && !manifest.sources.some((s) => s.kind === 'database'))
-    throw missingStep('database');
-
-  // Every body the buckets need is present in the target with its size, before anything is written.
-  const entriesByBucket = new Map<SourceRecord, IndexEntry[]>();
-  if (bucketRecords.length > 0) {
-    const stored = new Map<string, number>();
-    for await (const info of repository.target.list('blobs/', opts)) stored.set(info.key, info.size);
-    for (const record of bucketRecords) {
-      const artifact = record.artifacts[0];
-      if (!artifact)
-        throw new BackupError(
-          'ERR_INTEGRITY',
-          `restore point ${manifest.id}: bucket ${record.bucket ?? '?'} has no index`,
-        );
-      const entries: IndexEntry[] = [];
-      try {
-        for await (const entry of repository.readIndex(artifact, opts)) entries.push(entry);
-      } catch (err) {
-        if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND')
-          throw incomplete(manifest.id, [artifact.key], repository.target.name);
-        throw err;
-      }
-      const missing = entries
-        .filter((e) => stored.get(e.blob) !== e.size)
-        .map((e) => `${record.bucket ?? ''}/${e.key} (${e.blob})`);
-      if (missing.length > 0) throw incomplete(manifest.id, missing, repository.target.name);
-      entriesByBucket.set(record, entries);
-    }
-  }
-
-  const prepared: Prepared = { manifest, buckets: [], hazards };
-  if (wanted.has('volume')) {
-    const record = manifest.sources.find((s) => s.kind === 'volume');
-    const artifact = record?.artifacts[0];
-    if (record && artifact) {
-      const entries = await inspectArchive(repository, artifact, opts).catch(
-        rethrowMissing(manifest.id, artifact.key, repository),
-      );
-      const host = config.sources.volume.host;
-      const dest = {
-        path: request.volumeTo ?? config.sources.volume.path,
-        ssh: host === undefined || host === 'local' ? undefined : deps.sshTarget(host),
-      };
-      const plan = await planVolume(entries, artifact, dest, {
-        signal: opts.signal,
-        overwrite: request.overwrite,
-      });
-      if (plan.counts.conflict > 0) {
-        hazards.push(
-          `${plan.counts.conflict} volume entr(ies) in ${dest.path} differ from the restore point and stay as they are (${plan.conflicts.slice(0, 5).join(', ')}); pass --overwrite to replace them`,
-        );
-      }
-      prepared.volume = { record, plan };
-    }
-  }
-  if (wanted.has('database')) {
-    const record = manifest.sources.find((s) => s.kind === 'database');
-    const artifact = record?.artifacts[0];
-    if (record && artifact) {
-      await repository
-        .verifyArtifact(artifact, opts)
-        .catch(rethrowMissing(manifest.id, artifact.key, repository));
-      const host = config.sources.database.host ?? (await deps.etcd.get('/deis/database/host', opts));
-      if (host === undefined) {
-        throw new BackupError(
-          'ERR_CONFIG',
-          'database: no host to load the dump on: set sources.database.host (or "local"), or start deis-database so /deis/database/host is in etcd',
-        );
-      }
-      prepared.database = {
-        record,
-        where: {
-          command: config.restore.databaseCommand,
-          ssh: host === 'local' ? undefined : deps.sshTarget(host),
-        },
-      };
-    }
-  }
-  if (bucketRecords.length > 0) {
-    await checkDatabaseAsleep(deps, request, bucketRecords, entriesByBucket, hazards, opts);
-    const gateway = await deps.gateway();
-    // WAL-E's bucket goes first: the registry can wait, the database cannot.
-    const ordered = [...bucketRecords].sort(
-      (a, b) => Number(hasSentinels(entriesByBucket.get(b))) - Number(hasSentinels(entriesByBucket.get(a))),
-    );
-    for (const record of ordered) {
-      const source = record.bucket ?? '';
-      const destination = request.bucketMap.get(source) ?? source;
-      let plan: BucketPlan;
-      try {
-        plan = await planBucket(
-          gateway.client,
-          {
-            source,
-            destination,
-            entries: entriesByBucket.get(record) ?? [],
-            overwrite: request.overwrite,
-            listVersion: gateway.listVersion,
-          },
-          opts,
-        );
-      } catch (err) {
-        throw gatewayError(err, destination, gateway.endpoint);
-      }
-      hazards.push(...plan.hazards);
-      prepared.buckets.push({ record, plan });
-    }
-  }
-  return prepared;
-}
-
-/**
- * A database that boots while its db_wal is half restored initialises empty, and its first base
- * backup becomes LATEST for good (deis/deis#4421). So restoring WAL-E data into the database's own
- * bucket is refused while /deis/database/host says the database runs, unless --yes.
- */
-async function checkDatabaseAsleep(
-  deps: RestoreDeps,
-  request: RestoreRequest,
-  records: readonly SourceRecord[],
-  entriesByBucket: ReadonlyMap<SourceRecord, IndexEntry[]>,
-  hazards: string[],
-  opts: { signal: AbortSignal },
-): Promise<void> {
-  const lookup = async (key: string): Promise<string | undefined> => {
-    try {
-      return await deps.etcd.get(key, opts);
-    } catch (err) {
-      if (request.yes || request.dryRun) {
-        hazards.push(`could not check whether deis-database runs (${describeError(err)})`);
-        return undefined;
-      }
-      throw new BackupError(
-        'ERR_ETCD',
-        `cannot tell whether deis-database is running (${describeError(err)}); if it is stopped, pass --yes`,
-      );
-    }
-  };
-  const walDestinations = records
-    .filter((r) => hasSentinels(entriesByBucket.get(r)))
-    .map((r) => request.bucketMap.get(r.bucket ?? '') ?? r.bucket ?? '');
-  if (walDestinations.length === 0) return;
-  const databaseBucket = (await lookup('/deis/database/bucketName')) ?? 'db_wal';
-  if (!walDestinations.includes(databaseBucket)) return;
-  const alive = await lookup('/deis/database/host');
-  if (alive === undefined) return;
-  if (!request.yes && !request.dryRun) {
-    throw new BackupError(
-      'ERR_USAGE',
-      `deis-database looks alive (/deis/database/host = ${alive} in etcd): a database that starts while ${databaseBucket} is half restored initialises empty and pushes a backup that wins; stop it (deisctl stop database) or pass --yes`,
-    );
-  }
-  hazards.push(
-    `deis-database looks alive (/deis/database/host = ${alive} in etcd); stop it before restoring ${databaseBucket}`,
-  );
-}
-
-function hasSentinels(entries: readonly IndexEntry[] | undefined): boolean {
-  return (entries ?? []).some((e) => isSentinel(e.key));
-}
-
-function incomplete(id: string, missing: readonly string[], where: string): BackupError {
-  return new BackupError(
-    'ERR_INTEGRITY',
-    `restore point ${id} is incomplete: ${missing.length} item(s) missing or of the wrong size in ${where} (first: ${missing.slice(0, 3).join(', ')}); nothing was restored; choose another restore point`,
-  );
-}
-
-function rethrowMissing(id: string, key: string, repository: Repository): (err: unknown) => never {
-  return (err) => {
-    if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND')
-      throw incomplete(id, [key], repository.target.name);
-    throw err;
   };
 }
 
