@@ -24,4 +24,10 @@ echo
 echo "== deis-backup snapshots"
 node dist/bin.js snapshots --config "$config"
 echo
+echo "== deis-backup verify latest --read-data (every stored byte hashed again; WAL-E continuity)"
+node dist/bin.js verify latest --read-data --config "$config"
+echo
+echo "== deis-backup forget --dry-run (what the retention policy would keep and drop)"
+node dist/bin.js forget --dry-run --config "$config"
+echo
 echo "restore points are in $demo/backups; the stack keeps running (stop it with npm run stack:stop)"
