@@ -111,11 +111,22 @@ ssh_up() {
     -o ConnectTimeout=3 -p "$SSH_PORT" root@127.0.0.1 true
 }
 
+# The OSD keeps objects in a fixed amount of RAM (memstore): once it is (nearly) full, radosgw holds
+# writes instead of failing them, and every test that writes would hang until its timeout.
+osd_has_room() {
+  local health
+  health=$(ceph_cli health 2>/dev/null) || return 0
+  if grep -Eq 'full osd|pool\(s\) full' <<<"$health"; then
+    log "the OSD is (nearly) full ($health): starting afresh"
+    return 1
+  fi
+}
+
 stack_healthy() {
   local d
   for d in "${DAEMONS[@]}"; do pid_alive "$d" || return 1; done
   [[ -f $DIR/stack.env && -f $DIR/stack.json ]] || return 1
-  rgw_up && etcd_up && pg_up "$PG_PORT" && pg_up "$PG_SCRATCH_PORT" && ssh_up
+  rgw_up && etcd_up && pg_up "$PG_PORT" && pg_up "$PG_SCRATCH_PORT" && ssh_up && osd_has_room
 }
 
 # --- already running? -------------------------------------------------------------------------
