@@ -26,8 +26,6 @@ import { prune } from './repository/prune.js';
 import type { Repository } from './repository/repository.js';
 import { policyFromConfig } from './repository/retention.js';
 import { verifySnapshots } from './repository/verify.js';
-import { runDrill } from './drill.js';
-import { restoreSnapshot } from './restore.js';
 import { createReporter } from './restore/report.js';
 import { createLogger } from './log.js';
 import type { DestinationStream } from 'pino';
@@ -356,6 +354,8 @@ async function drillCommand(
   return underLock(lockDeps(config, etcd, repository, io, log), 'drill', { signal }, async (signal) => {
     const gateway = createRestoreGateway(config, etcd, { signal });
     try {
+      // Loaded only by the drill: the archive reader (tar-stream) need not load on every start.
+      const { runDrill } = await import('./drill.js');
       const report = await runDrill(
         {
           config,
@@ -417,6 +417,8 @@ async function restoreCommand(
   const restore = async (signal: AbortSignal): Promise<number> => {
     const gateway = createRestoreGateway(config, etcd, { signal });
     try {
+      // Loaded only by a restore: the archive reader (tar-stream) need not load on every start.
+      const { restoreSnapshot } = await import('./restore.js');
       const report = await restoreSnapshot(
         {
           config,

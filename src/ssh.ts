@@ -3,7 +3,7 @@
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { Client, type ClientChannel } from 'ssh2';
+import type { ClientChannel } from 'ssh2';
 import { BackupError, toError } from './errors.js';
 
 /** How to reach a host. */
@@ -81,6 +81,8 @@ export async function runRemote(
       `${where}: host not listed in ${target.knownHostsFile}; add its key with ssh-keyscan -p ${target.port} ${target.host} >> ${target.knownHostsFile}`,
     );
   }
+  // ssh2 costs about 40 ms to load: only runs that open a connection pay for it.
+  const { Client } = await import('ssh2');
   const conn = new Client();
   let hostKeyRejected = false;
   const onAbort = (): void => {

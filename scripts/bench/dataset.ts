@@ -427,3 +427,53 @@ export function ensureDatabase(pg: Pg, scale: Scale, log: (line: string) => void
      insert into bench_marker values ('${scale.name}');`,
   );
 }
+
+/** The bucket holding one 1 GiB object (one large body: streaming and multipart, no per-object cost). */
+export const BIG_BUCKET = 'bench-big';
+export const BIG_OBJECT: PlannedObject = {
+  bucket: BIG_BUCKET,
+  key: 'registry/images/big/layer',
+  size: 1024 * MiB,
+  seed: 'big',
+};
+/** The bucket holding 50,000 objects of 200 B–2 KiB (per-object cost, index size in memory). */
+export const TINY_BUCKET = 'bench-tiny';
+export const TINY_OBJECTS = 50_000;
+
+/** The tiny objects: keys spread over 500 "apps", sizes 200–2048 bytes, deterministic. */
+export function planTiny(): PlannedObject[] {
+  return Array.from({ length: TINY_OBJECTS }, (_, i) => {
+    const size = 200 + Math.floor(hashUnit(`tiny:${i}`) * (2048 - 200 + 1));
+    const key = `registry/repositories/app${String(i % 500).padStart(3, '0')}/tag_${String(i).padStart(6, '0')}_json`;
+    return { bucket: TINY_BUCKET, key, size, seed: `tiny:${i}` };
+  });
+}
+
+/**
+ * Makes `bucket` hold exactly `plan`: a bucket whose listing already matches (keys and sizes) is
+ * left alone, so re-runs are cheap; otherwise it is emptied and written with `concurrency` uploads.
+ */
+export async function ensureExact(
+  client: S3Client,
+  bucket: string,
+  plan: readonly PlannedObject[],
+  log: (line: string) => void,
+  concurrency = 16,
+): Promise<{ objects: number; bytes: number }> {
+  await client.createBucket(bucket, { signal: signal() });
+  const listed = await listKeys(client, bucket);
+  const want = new Map(plan.map((o) => [o.key, o.size]));
+  const same = listed.length === plan.length && listed.every((o) => want.get(o.key) === o.size);
+  if (same) {
+    log(`${bucket}: ${plan.length} objects already present`);
+  } else {
+    log(`${bucket}: writing ${plan.length} objects`);
+    await deleteKeys(
+      client,
+      bucket,
+      listed.map((o) => o.key),
+    );
+    await putAll(client, plan, concurrency);
+  }
+  return { objects: plan.length, bytes: plan.reduce((a, o) => a + o.size, 0) };
+}

@@ -8,14 +8,19 @@ import { join } from 'node:path';
 import { S3Client } from '../../src/s3/client.js';
 import { gatewayOptions, loadStack, stackDumpCommand, stackSsh } from '../../test/fixtures/stack.js';
 import {
+  BIG_BUCKET,
+  BIG_OBJECT,
   BUCKETS,
   REGISTRY_BUCKET,
+  TINY_BUCKET,
   SCALES,
   WAL_BUCKET,
   ensureBuckets,
   ensureDatabase,
+  ensureExact,
   ensureVolume,
   planIncrement,
+  planTiny,
   putAll,
   removeIncrements,
 } from './dataset.js';
@@ -30,6 +35,10 @@ if (scaleName !== 'small' && scaleName !== 'full') throw new Error('BENCH_SCALE 
 const scale = SCALES[scaleName];
 const root = process.env['BENCH_DIR'] ?? '/tmp/deis-backup-bench';
 const work = join(root, 'work');
+// BENCH_ONLY=extras runs only the one-big-object and many-tiny-objects works and prints their table
+// (bench/results.md is left alone); unset, every work runs and the results are written.
+const only = process.env['BENCH_ONLY'];
+if (only !== undefined && only !== 'extras') throw new Error('BENCH_ONLY must be extras or unset');
 const stack = loadStack();
 if (!stack) throw new Error('the test stack is not running; start it with npm run stack:start');
 const log = (line: string): void => {
@@ -126,6 +135,7 @@ function node(args: readonly string[]): string[] {
 interface ConfigInput {
   target: string;
   volume?: string;
+  buckets?: readonly string[];
 }
 
 async function writeConfig(name: string, input: ConfigInput): Promise<string> {
@@ -134,7 +144,7 @@ async function writeConfig(name: string, input: ConfigInput): Promise<string> {
     etcd: { endpoints: [stack?.etcdEndpoint] },
     ssh: stack ? stackSsh(stack) : undefined,
     sources: {
-      buckets: { names: [...BUCKETS], concurrency: CONCURRENCY },
+      buckets: { names: [...(input.buckets ?? BUCKETS)], concurrency: CONCURRENCY },
       volume: { path: input.volume ?? '/nonexistent', host: 'local' },
       database: { host: 'local', command: stack ? stackDumpCommand(stack) : '' },
     },
@@ -201,11 +211,113 @@ function rcloneSync(from: string, to: string): string[] {
   return ['rclone', 'sync', from, to, '--transfers', String(CONCURRENCY)];
 }
 
+/**
+ * The two edge cases of the issue, each against rclone at the same concurrency: a bucket holding one
+ * 1 GiB object (first backup) and a bucket holding 50,000 objects of 200 B–2 KiB (first backup, and
+ * the nothing-changed nightly against a bare listing). The buckets are written once and reused.
+ */
+async function extraWorks(gateway: S3Client): Promise<void> {
+  const started = Date.now();
+  const big = await ensureExact(gateway, BIG_BUCKET, [BIG_OBJECT], log, 1);
+  const tiny = await ensureExact(gateway, TINY_BUCKET, planTiny(), log, 16);
+  log(`extra buckets ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+  // One 1 GiB object: fresh directories every repetition, removed at once (the memstore is RAM).
+  const bigRow: Row = {
+    work: 'first backup, one 1 GiB object',
+    theirName: 'rclone sync',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: big.bytes,
+    goal: 1.0,
+  };
+  for (let r = 0; r < REPS; r++) {
+    const target = join(work, `ours-big-${r}`);
+    const config = await writeConfig(`big-${r}`, { target, buckets: [BIG_BUCKET] });
+    const ours = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'big-object backup');
+    bigRow.ours.push(ours.seconds);
+    bigRow.rss.push(ours.rssMiB);
+    await rm(target, { recursive: true, force: true });
+    const copy = join(work, `rclone-big-${r}`);
+    const theirs = await timed(rcloneSync(`gw:${BIG_BUCKET}`, copy), rcloneEnv);
+    bigRow.theirs.push(theirs.seconds);
+    check('rclone copy', await dirStats(copy), big);
+    await rm(copy, { recursive: true, force: true });
+    log(
+      `1 GiB object ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone ${theirs.seconds.toFixed(2)} s`,
+    );
+  }
+  rows.push(bigRow);
+
+  // 50,000 tiny objects: first backup, then the nothing-changed nightly onto the last copy.
+  const tinyFirst: Row = {
+    work: `first backup, ${tiny.objects} tiny objects`,
+    theirName: 'rclone sync',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: tiny.bytes,
+    goal: 1.0,
+  };
+  let tinyTarget = '';
+  for (let r = 0; r < REPS; r++) {
+    const target = join(work, `ours-tiny-${r}`);
+    const config = await writeConfig(`tiny-${r}`, { target, buckets: [TINY_BUCKET] });
+    const ours = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'tiny-object backup');
+    tinyFirst.ours.push(ours.seconds);
+    tinyFirst.rss.push(ours.rssMiB);
+    const copy = join(work, `rclone-tiny-${r}`);
+    const theirs = await timed(rcloneSync(`gw:${TINY_BUCKET}`, copy), rcloneEnv);
+    tinyFirst.theirs.push(theirs.seconds);
+    check('rclone copy', await dirStats(copy), tiny);
+    await rm(copy, { recursive: true, force: true });
+    if (r < REPS - 1) await rm(target, { recursive: true, force: true });
+    else tinyTarget = target;
+    log(
+      `${tiny.objects} tiny objects ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone ${theirs.seconds.toFixed(2)} s`,
+    );
+  }
+  rows.push(tinyFirst);
+  const tinyStill: Row = {
+    work: `nightly, nothing changed, ${tiny.objects} tiny objects`,
+    theirName: 'rclone lsf -R',
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: tiny.bytes,
+    goal: 1.2,
+  };
+  const tinyConfig = await writeConfig('tiny-nightly', { target: tinyTarget, buckets: [TINY_BUCKET] });
+  for (let r = 0; r < REPS; r++) {
+    const ours = await timed(node(['backup', '--config', tinyConfig, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'tiny-object nightly');
+    tinyStill.ours.push(ours.seconds);
+    tinyStill.rss.push(ours.rssMiB);
+    const theirs = await timed(['rclone', 'lsf', '-R', `gw:${TINY_BUCKET}`], rcloneEnv);
+    tinyStill.theirs.push(theirs.seconds);
+    log(
+      `${tiny.objects} tiny objects unchanged ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone lsf ${theirs.seconds.toFixed(2)} s`,
+    );
+  }
+  rows.push(tinyStill);
+  await rm(tinyTarget, { recursive: true, force: true });
+}
+
 async function main(): Promise<void> {
   if (!stack) return;
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
   const gateway = new S3Client({ ...gatewayOptions(stack), maxSockets: 8 });
+  if (only === 'extras') {
+    await extraWorks(gateway);
+    gateway.close();
+    await report();
+    await rm(work, { recursive: true, force: true });
+    return;
+  }
   const genStart = Date.now();
   const data = await ensureBuckets(gateway, scale, log);
   const volumeDir = join(root, `volume-${scale.name}`);
@@ -482,6 +594,7 @@ async function main(): Promise<void> {
   }
   rows.push(restore);
   await removeIncrements(gateway);
+  await extraWorks(gateway);
   gateway.close();
 
   await report();
@@ -533,7 +646,7 @@ async function report(): Promise<void> {
     `- date: ${new Date().toISOString()}`,
     `- machine: ${cpus().length} CPUs (nproc ${output('nproc', [])}), ${(totalmem() / 1024 ** 3).toFixed(1)} GiB memory, kernel ${output('uname', ['-r'])}`,
     `- versions: node ${versions.node}; ${versions.rclone}; ${versions.s3cmd}; ${versions.tar}; ${versions.gzip}; ${versions.pg_dumpall}`,
-    `- scale: ${scale.name} — buckets ${WAL_BUCKET} + ${REGISTRY_BUCKET}; store-volume ${scale.volumeFiles} log files, ${(scale.volumeBytes / MB).toFixed(0)} MB; benchdb ${scale.dbRows} rows`,
+    `- scale: ${scale.name} — buckets ${WAL_BUCKET} + ${REGISTRY_BUCKET}; store-volume ${scale.volumeFiles} log files, ${(scale.volumeBytes / MB).toFixed(0)} MB; benchdb ${scale.dbRows} rows; plus ${BIG_BUCKET} (one 1 GiB object) and ${TINY_BUCKET} (50,000 objects of 200 B–2 KiB), the same at every scale`,
     `- stack: Ceph radosgw ${stack?.rgwEndpoint ?? ''} (memstore OSD), PostgreSQL 15 on ${stack?.pgPort ?? 0}; targets are local directories`,
     `- method: each work ${REPS} times, medians; wall time from the driver, peak RSS of our process from \`/usr/bin/time -f '%e %M'\` (max over the runs);` +
       ` concurrency ${CONCURRENCY} for both us and rclone (\`--transfers ${CONCURRENCY}\`); bucket work sums both buckets (rclone and s3cmd run once per bucket).`,
@@ -547,6 +660,10 @@ async function report(): Promise<void> {
     ...raw,
     '',
   ].join('\n');
+  if (only !== undefined) {
+    process.stdout.write(`${[...table, '', ...raw].join('\n')}\n`);
+    return;
+  }
   await mkdir('bench', { recursive: true });
   // The hand-written "## Before/after" notes (what each fix changed) survive a re-run.
   const previous = await readFile('bench/results.md', 'utf8').catch(() => '');

@@ -5,7 +5,7 @@ import https from 'node:https';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { XMLParser } from 'fast-xml-parser';
+import type { XMLParser } from 'fast-xml-parser';
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
 
@@ -51,12 +51,24 @@ export class S3Error extends Error {
   }
 }
 
-const xml = new XMLParser({
-  ignoreAttributes: true,
-  parseTagValue: false,
-  trimValues: false,
-  isArray: (name) => name === 'Contents' || name === 'Bucket',
-});
+let xmlParser: XMLParser | undefined;
+
+/**
+ * Parses an S3 XML response. fast-xml-parser costs about 28 ms to load, so it is loaded on the first
+ * response that has XML to read: runs that never talk to S3 (a volume or database run) skip it.
+ */
+async function parseXml(text: string): Promise<unknown> {
+  if (xmlParser === undefined) {
+    const { XMLParser } = await import('fast-xml-parser');
+    xmlParser = new XMLParser({
+      ignoreAttributes: true,
+      parseTagValue: false,
+      trimValues: false,
+      isArray: (name) => name === 'Contents' || name === 'Bucket',
+    });
+  }
+  return xmlParser.parse(text) as unknown;
+}
 
 /** Encodes an object key for the request path: every byte but unreserved characters and '/'. */
 export function encodeKey(key: string): string {
@@ -96,7 +108,7 @@ export class S3Client {
       query.set('max-keys', String(opts.pageSize ?? 1000));
       if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
       const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
-      const parsed = xml.parse(await readText(res)) as { ListBucketResult?: Record<string, unknown> };
+      const parsed = (await parseXml(await readText(res))) as { ListBucketResult?: Record<string, unknown> };
       const page = parsed.ListBucketResult;
       if (!page)
         throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: no ListBucketResult`);
@@ -203,7 +215,7 @@ export class S3Client {
       headers,
       signal: opts.signal,
     });
-    const parsed = xml.parse(await readText(initiated)) as {
+    const parsed = (await parseXml(await readText(initiated))) as {
       InitiateMultipartUploadResult?: { UploadId?: string };
     };
     const uploadId = parsed.InitiateMultipartUploadResult?.UploadId;
@@ -248,8 +260,9 @@ export class S3Client {
         signal: opts.signal,
       });
       const text = await readText(done);
-      if (text.includes('<Error>')) throw errorFromResponse(200, text, `complete upload of ${bucket}/${key}`);
-      const result = xml.parse(text) as { CompleteMultipartUploadResult?: { ETag?: string } };
+      if (text.includes('<Error>'))
+        throw await errorFromResponse(200, text, `complete upload of ${bucket}/${key}`);
+      const result = (await parseXml(text)) as { CompleteMultipartUploadResult?: { ETag?: string } };
       return unquote(result.CompleteMultipartUploadResult?.ETag ?? '');
     } catch (err) {
       const abort = await this.request('DELETE', bucket, key, {
@@ -364,7 +377,11 @@ export class S3Client {
       if (status >= 200 && status < 300) return res;
       const text = method === 'HEAD' ? '' : await readText(res, 64 * 1024);
       res.resume();
-      throw errorFromResponse(status, text, `${method} /${bucket}${key === undefined ? '' : `/${key}`}`);
+      throw await errorFromResponse(
+        status,
+        text,
+        `${method} /${bucket}${key === undefined ? '' : `/${key}`}`,
+      );
     } catch (err) {
       req.destroy();
       if (err instanceof S3Error) throw err;
@@ -375,8 +392,8 @@ export class S3Client {
   }
 }
 
-function errorFromResponse(status: number, body: string, what: string): S3Error {
-  const parsed = body ? (xml.parse(body) as { Error?: Record<string, string> }) : {};
+async function errorFromResponse(status: number, body: string, what: string): Promise<S3Error> {
+  const parsed = body ? ((await parseXml(body)) as { Error?: Record<string, string> }) : {};
   const fallback: Record<number, string> = {
     403: 'AccessDenied',
     404: 'NotFound',

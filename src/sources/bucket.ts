@@ -37,7 +37,11 @@ export class BucketSource implements Source {
     const counts = emptyCounts();
     const findings = new Findings(counts);
     const previous = await this.previousIndex(ctx, findings);
-    const entries: IndexEntry[] = [];
+    // The new index as [key, JSON line] pairs: a line takes a fraction of an entry object's memory.
+    const entries: [string, string][] = [];
+    const add = (entry: IndexEntry): void => {
+      entries.push([entry.key, `${JSON.stringify(entry)}\n`]);
+    };
     const listing = client.listObjects(bucket, { signal: ctx.signal, listVersion: this.options.listVersion });
     const iterator = listing[Symbol.asyncIterator]();
     let listError: unknown;
@@ -45,17 +49,16 @@ export class BucketSource implements Source {
     // rather than commit a restore point without bodies that were there to read.
     let targetError: BackupError | undefined;
 
-    const capture = async (object: ListedObject): Promise<void> => {
-      const known = previous.get(object.key);
+    const capture = async (object: ListedObject, known: IndexEntry | undefined): Promise<void> => {
       if (known && known.size === object.size && known.etag === object.etag) {
-        entries.push({ ...known, lastModified: object.lastModified });
+        add({ ...known, lastModified: object.lastModified });
         counts.unchanged++;
         return;
       }
       if (ctx.resume) {
         const reused = await this.reuse(object, ctx);
         if (reused) {
-          entries.push(reused);
+          add(reused);
           counts.resumed = (counts.resumed ?? 0) + 1;
           return;
         }
@@ -87,7 +90,7 @@ export class BucketSource implements Source {
         });
       counts.bytesRead += stored.size;
       counts.bytesStored += stored.size;
-      entries.push({
+      add({
         key: object.key,
         size: stored.size,
         etag: head.etag,
@@ -100,18 +103,30 @@ export class BucketSource implements Source {
       ctx.log.debug({ key: object.key, bytes: stored.size }, 'object stored');
     };
 
+    // The listing and the previous index are both in key order: each listed key is looked up by
+    // walking the index forward, one step at a time across the workers, so neither is held whole.
+    let step: Promise<unknown> = Promise.resolve();
+    const nextObject = (): Promise<{ next: IteratorResult<ListedObject>; known: IndexEntry | undefined }> => {
+      const taken = step.then(async () => {
+        const next = await iterator.next();
+        return { next, known: next.done ? undefined : await previous.find(next.value.key) };
+      });
+      step = taken.catch(() => undefined);
+      return taken;
+    };
     const worker = async (): Promise<void> => {
       for (;;) {
         let next: IteratorResult<ListedObject>;
+        let known: IndexEntry | undefined;
         try {
-          next = await iterator.next();
+          ({ next, known } = await nextObject());
         } catch (err) {
           listError ??= err;
           return;
         }
         if (next.done || listError !== undefined || targetError !== undefined) return;
         try {
-          await capture(next.value);
+          await capture(next.value, known);
         } catch (err) {
           ctx.signal.throwIfAborted();
           if (err instanceof BackupError && err.code === 'ERR_TARGET') {
@@ -131,6 +146,7 @@ export class BucketSource implements Source {
     };
     await Promise.all(Array.from({ length: this.options.concurrency }, worker));
     ctx.signal.throwIfAborted();
+    await previous.close();
     if (listError !== undefined) throw gatewayError(listError, bucket, client.endpoint.origin);
     if (targetError !== undefined) throw targetError;
 
@@ -141,10 +157,17 @@ export class BucketSource implements Source {
         `bucket ${bucket}: no object could be read (${findings.errors[0] ?? 'unknown error'})`,
       );
     }
-    entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     const index = await ctx.writer.putArtifact(
       bucketIndexName(bucket),
-      chain(Readable.from(entries.map((e) => `${JSON.stringify(e)}\n`)), createGzip()),
+      chain(
+        Readable.from(
+          (function* () {
+            for (const [, line] of entries) yield line;
+          })(),
+        ),
+        createGzip(),
+      ),
       { signal: ctx.signal },
     );
     counts.bytesStored += index.size;
@@ -190,24 +213,78 @@ export class BucketSource implements Source {
   }
 
   /**
-   * The previous restore point's index of this bucket, by key; empty when there is none. An index
-   * that cannot be read or fails its sha256 only costs a full read, with a warning.
+   * The previous restore point's index of this bucket, walked forward by key; empty when there is
+   * none. Its sha256 is checked before any entry is used. An index that cannot be read or fails
+   * its sha256 only costs a full read, with a warning.
    */
-  private async previousIndex(ctx: SourceRunContext, findings: Findings): Promise<Map<string, IndexEntry>> {
-    const map = new Map<string, IndexEntry>();
+  private async previousIndex(ctx: SourceRunContext, findings: Findings): Promise<PreviousIndex> {
     const record = ctx.previous?.sources.find((s) => s.kind === 'bucket' && s.bucket === this.options.bucket);
     const artifact = record?.artifacts[0];
-    if (!artifact) return map;
-    try {
-      for await (const entry of ctx.repository.readIndex(artifact, { signal: ctx.signal }))
-        map.set(entry.key, entry);
-      return map;
-    } catch (err) {
-      ctx.signal.throwIfAborted();
+    if (!artifact) return new PreviousIndex(undefined, () => undefined);
+    const unusable = (err: unknown): void => {
       findings.warn(
         `previous index ${artifact.key} unusable (${describeError(err)}); every object read again`,
       );
-      return new Map();
+    };
+    try {
+      // Hashing the stored bytes is cheap next to parsing them: check first, then stream the entries.
+      await ctx.repository.verifyArtifact(artifact, { signal: ctx.signal });
+    } catch (err) {
+      ctx.signal.throwIfAborted();
+      unusable(err);
+      return new PreviousIndex(undefined, () => undefined);
+    }
+    const entries = ctx.repository.readIndex(artifact, { signal: ctx.signal })[Symbol.asyncIterator]();
+    return new PreviousIndex(entries, (err) => {
+      ctx.signal.throwIfAborted();
+      unusable(err);
+    });
+  }
+}
+
+/**
+ * A forward-only lookup in the previous index (sorted by key) for keys asked in ascending order,
+ * as the gateway lists them. A key asked out of order is only missed (its object read again), so a
+ * listing in another order costs reads, never a wrong entry.
+ */
+class PreviousIndex {
+  private readonly entries: AsyncIterator<IndexEntry> | undefined;
+  private readonly onError: (err: unknown) => void;
+  private current: IndexEntry | undefined;
+  private started = false;
+  private done = false;
+
+  constructor(entries: AsyncIterator<IndexEntry> | undefined, onError: (err: unknown) => void) {
+    this.entries = entries;
+    this.onError = onError;
+    this.done = entries === undefined;
+  }
+
+  /** The entry of `key`, or undefined; entries before `key` are passed over for good. */
+  async find(key: string): Promise<IndexEntry | undefined> {
+    if (!this.started) {
+      this.started = true;
+      await this.advance();
+    }
+    while (!this.done && this.current !== undefined && this.current.key < key) await this.advance();
+    return this.current?.key === key ? this.current : undefined;
+  }
+
+  /** Reads the index to its end, so that its stream closes and its sha256 is checked once more. */
+  async close(): Promise<void> {
+    while (!this.done) await this.advance();
+  }
+
+  private async advance(): Promise<void> {
+    if (this.entries === undefined || this.done) return;
+    try {
+      const next = await this.entries.next();
+      this.current = next.done ? undefined : next.value;
+      this.done = next.done === true;
+    } catch (err) {
+      this.current = undefined;
+      this.done = true;
+      this.onError(err);
     }
   }
 }
