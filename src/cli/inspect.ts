@@ -1,0 +1,56 @@
+// The commands that only look: snapshots and config check.
+import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from '../cluster.js';
+import { loadConfig, redactedView, type Config } from '../config.js';
+import { describeError } from '../errors.js';
+import { formatSnapshots, snapshotSummary } from '../format.js';
+import { createClusterEtcd, createRepository } from '../wiring.js';
+import { EXIT, type Io } from './common.js';
+export async function snapshotsCommand(
+  config: Config,
+  json: boolean,
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const { snapshots: manifests, unreadable } = await (await createRepository(config)).scan({ signal });
+  for (const bad of unreadable) io.err(`warning: restore point ${bad.id} is not usable: ${bad.error}`);
+  if (json) {
+    io.out(JSON.stringify(manifests.map(snapshotSummary), null, 2));
+  } else {
+    for (const line of formatSnapshots(manifests)) io.out(line);
+  }
+  return EXIT.success;
+}
+
+export async function configCheckCommand(
+  file: string,
+  env: NodeJS.ProcessEnv,
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const config = loadConfig({ file, env });
+  const etcd = createClusterEtcd(config);
+  const problems: string[] = [];
+  const cluster: Record<string, unknown> = {};
+  const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+    try {
+      cluster[what] = await fn();
+    } catch (err) {
+      problems.push(describeError(err));
+    }
+  };
+  if (config.sources.buckets.enabled) {
+    await attempt('gateway', () => resolveGateway(config, etcd, { signal }));
+    await attempt('buckets', () => resolveBucketNames(config, etcd, { signal }));
+  }
+  if (config.sources.database.enabled)
+    await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
+  const view = { file, config: redactedView(config), resolved: redactedView(cluster) };
+  io.out(JSON.stringify(view, null, 2));
+  if (problems.length > 0) {
+    io.err(`deis-backup: config ${file}: ${problems.length} problem(s)`);
+    for (const p of problems) io.err(`  - ${p}`);
+    return EXIT.usage;
+  }
+  io.err(`config ${file}: ok`);
+  return EXIT.success;
+}

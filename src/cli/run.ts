@@ -1,0 +1,147 @@
+// The commands that move platform state: daemon, backup and restore.
+import { runBackup } from '../backup.js';
+import type { Config } from '../config.js';
+import { BackupError } from '../errors.js';
+import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
+import { applyRetention } from '../jobs.js';
+import { createLogger } from '../log.js';
+import { createReporter } from '../restore/report.js';
+import { createRestoreGateway, createSources, parseOnly, sshTarget } from '../wiring.js';
+import { commandContext, EXIT, exitFor, type Io } from './common.js';
+export async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
+  const log = createLogger({ level: config.log.level }, io.log);
+  // Loaded here so the other commands start without fastify, prom-client and node-cron.
+  const { startDaemon } = await import('../daemon.js');
+  const daemon = await startDaemon(config, { log, shutdown: signal }).catch((err: unknown) => {
+    const code = (err as { code?: string }).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      throw new BackupError(
+        'ERR_CONFIG',
+        `http: cannot listen on ${config.http.host}:${config.http.port} (${code}); free the port or change http.port`,
+      );
+    }
+    throw err;
+  });
+  io.err(`deis-backup daemon listening on ${daemon.url}`);
+  await new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    else
+      signal.addEventListener(
+        'abort',
+        () => {
+          resolve();
+        },
+        { once: true },
+      );
+  });
+  log.info('shutting down');
+  await daemon.stop();
+  return EXIT.success;
+}
+
+export async function backupCommand(
+  config: Config,
+  values: { json: boolean; only?: string | undefined; verbose: boolean },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const only = parseOnly(values.only);
+  const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
+  return locked('backup', signal, async (signal) => {
+    const run = await createSources(config, etcd, only, { signal });
+    let result;
+    try {
+      result = await runBackup({ repository, log }, run.sources, { signal });
+    } finally {
+      run.close();
+    }
+    const retention = result.id
+      ? await applyRetention(config, repository, { now: new Date(), signal, log })
+      : undefined;
+    if (values.json) io.out(JSON.stringify({ ...result, retention }, null, 2));
+    else {
+      for (const line of formatSources(result.sources)) io.err(line);
+      io.err(formatOutcome(result, repository.target.name));
+      for (const line of retention ? formatRetention(retention) : []) io.err(line);
+      if (result.id) io.out(result.id);
+    }
+    return exitFor(result.status);
+  });
+}
+
+export async function restoreCommand(
+  config: Config,
+  snapshot: string,
+  values: {
+    json: boolean;
+    only?: string | undefined;
+    bucket?: string[] | undefined;
+    'volume-to'?: string | undefined;
+    'dry-run': boolean;
+    overwrite: boolean;
+    yes: boolean;
+    verbose: boolean;
+  },
+  io: Io,
+  signal: AbortSignal,
+): Promise<number> {
+  const only = parseOnly(values.only) ?? ['buckets', 'volume'];
+  const bucketMap = parseBucketMap(values.bucket ?? []);
+  const volumeTo = values['volume-to'];
+  if (volumeTo !== undefined && !volumeTo.startsWith('/')) {
+    throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
+  }
+  const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
+  const restore = async (signal: AbortSignal): Promise<number> => {
+    const gateway = createRestoreGateway(config, etcd, { signal });
+    try {
+      // Loaded only by a restore: the archive reader (tar-stream) need not load on every start.
+      const { restoreSnapshot } = await import('../restore.js');
+      const report = await restoreSnapshot(
+        {
+          config,
+          repository,
+          etcd,
+          gateway: gateway.get,
+          sshTarget: (host) => sshTarget(config, host),
+          reporter: createReporter(io.progress ?? { write: () => undefined }),
+          log,
+        },
+        {
+          snapshot,
+          only,
+          bucketMap,
+          volumeTo,
+          dryRun: values['dry-run'],
+          overwrite: values.overwrite,
+          yes: values.yes,
+        },
+        { signal },
+      );
+      if (values.json) io.out(JSON.stringify(report, null, 2));
+      else for (const line of formatRestore(report)) io.out(line);
+      return exitFor(report.status);
+    } finally {
+      gateway.close();
+    }
+  };
+  // A dry run only reads; a real restore must not race a forget or prune of what it reads.
+  if (values['dry-run']) return restore(signal);
+  return locked('restore', signal, restore);
+}
+
+/** Parses repeated `--bucket SRC=DEST`. */
+export function parseBucketMap(values: readonly string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const value of values) {
+    const match = /^([a-z0-9][a-z0-9._-]+)=([a-z0-9][a-z0-9._-]+)$/.exec(value);
+    if (!match?.[1] || !match[2]) {
+      throw new BackupError(
+        'ERR_USAGE',
+        `--bucket ${value}: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored`,
+      );
+    }
+    map.set(match[1], match[2]);
+  }
+  return map;
+}
