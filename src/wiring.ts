@@ -12,6 +12,9 @@ import { DatabaseSource } from './sources/database.js';
 import type { Source } from './sources/source.js';
 import { VolumeSource } from './sources/volume.js';
 import type { UnavailableSource } from './backup.js';
+import type { Logger } from './log.js';
+import type { RestoreDeps } from './restore.js';
+import type { Reporter } from './restore/report.js';
 import { DirTarget } from './targets/dir.js';
 import type { Target } from './targets/target.js';
 import { EtcdLock } from './lock/etcd-lock.js';
@@ -174,4 +177,34 @@ export function createRestoreGateway(
       );
     },
   };
+}
+
+/** What a restore or a drill needs besides the new cluster's gateway and SSH settings. */
+export interface RestoreParts {
+  config: Config;
+  repository: Repository;
+  etcd: Etcd;
+  reporter: Reporter;
+  log: Logger;
+}
+
+/**
+ * Runs `work` with the dependencies of a restore or a drill: the new cluster's gateway is resolved
+ * on first use and released afterwards, SSH hosts get the configured settings.
+ */
+export async function withRestoreDeps<T>(
+  parts: RestoreParts,
+  signal: AbortSignal,
+  work: (deps: RestoreDeps) => Promise<T>,
+): Promise<T> {
+  const gateway = createRestoreGateway(parts.config, parts.etcd, { signal });
+  try {
+    return await work({
+      ...parts,
+      gateway: gateway.get,
+      sshTarget: (host) => sshTarget(parts.config, host),
+    });
+  } finally {
+    gateway.close();
+  }
 }

@@ -7,7 +7,7 @@ import { prune } from '../repository/prune.js';
 import { policyFromConfig } from '../repository/retention.js';
 import { verifySnapshots } from '../repository/verify.js';
 import { createReporter } from '../restore/report.js';
-import { createRestoreGateway, sshTarget } from '../wiring.js';
+import { withRestoreDeps } from '../wiring.js';
 import { commandContext, EXIT, exitFor, type Io } from './common.js';
 export async function forgetCommand(
   config: Config,
@@ -77,40 +77,30 @@ export async function drillCommand(
   signal: AbortSignal,
 ): Promise<number> {
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
-  return locked('drill', signal, async (signal) => {
-    const gateway = createRestoreGateway(config, etcd, { signal });
-    try {
-      // Loaded only by the drill: the archive reader (tar-stream) need not load on every start.
-      const { runDrill } = await import('../drill.js');
-      const report = await runDrill(
-        {
-          config,
-          repository,
-          etcd,
-          gateway: gateway.get,
-          sshTarget: (host) => sshTarget(config, host),
-          reporter: createReporter(io.progress ?? { write: () => undefined }),
-          log,
-        },
-        {
+  return locked('drill', signal, (signal) =>
+    withRestoreDeps(
+      { config, repository, etcd, reporter: createReporter(io.progress ?? { write: () => undefined }), log },
+      signal,
+      async (deps) => {
+        // Loaded only by the drill: the archive reader (tar-stream) need not load on every start.
+        const { runDrill } = await import('../drill.js');
+        const report = await runDrill(deps, {
           ...(snapshot === undefined ? {} : { snapshot }),
           bucketSuffix: config.drill.bucketSuffix,
           directory: config.drill.directory,
           signal,
-        },
-      );
-      const summary = drillSummary(report);
-      await recordCheck(
-        repository,
-        'drill',
-        { ok: report.status === 'success', at: new Date(), summary },
-        { signal },
-      );
-      if (values.json) io.out(JSON.stringify(report, null, 2));
-      else for (const line of formatDrill(report)) io.out(line);
-      return exitFor(report.status);
-    } finally {
-      gateway.close();
-    }
-  });
+        });
+        const summary = drillSummary(report);
+        await recordCheck(
+          repository,
+          'drill',
+          { ok: report.status === 'success', at: new Date(), summary },
+          { signal },
+        );
+        if (values.json) io.out(JSON.stringify(report, null, 2));
+        else for (const line of formatDrill(report)) io.out(line);
+        return exitFor(report.status);
+      },
+    ),
+  );
 }

@@ -6,7 +6,7 @@ import { formatOutcome, formatRestore, formatRetention, formatSources } from '..
 import { applyRetention } from '../jobs.js';
 import { createLogger } from '../log.js';
 import { createReporter } from '../restore/report.js';
-import { createRestoreGateway, createSources, parseOnly, sshTarget } from '../wiring.js';
+import { createSources, parseOnly, withRestoreDeps } from '../wiring.js';
 import { commandContext, EXIT, exitFor, type Io } from './common.js';
 export async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
   const log = createLogger({ level: config.log.level }, io.log);
@@ -92,39 +92,31 @@ export async function restoreCommand(
     throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
   }
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
-  const restore = async (signal: AbortSignal): Promise<number> => {
-    const gateway = createRestoreGateway(config, etcd, { signal });
-    try {
-      // Loaded only by a restore: the archive reader (tar-stream) need not load on every start.
-      const { restoreSnapshot } = await import('../restore.js');
-      const report = await restoreSnapshot(
-        {
-          config,
-          repository,
-          etcd,
-          gateway: gateway.get,
-          sshTarget: (host) => sshTarget(config, host),
-          reporter: createReporter(io.progress ?? { write: () => undefined }),
-          log,
-        },
-        {
-          snapshot,
-          only,
-          bucketMap,
-          volumeTo,
-          dryRun: values['dry-run'],
-          overwrite: values.overwrite,
-          yes: values.yes,
-        },
-        { signal },
-      );
-      if (values.json) io.out(JSON.stringify(report, null, 2));
-      else for (const line of formatRestore(report)) io.out(line);
-      return exitFor(report.status);
-    } finally {
-      gateway.close();
-    }
-  };
+  const restore = (signal: AbortSignal): Promise<number> =>
+    withRestoreDeps(
+      { config, repository, etcd, reporter: createReporter(io.progress ?? { write: () => undefined }), log },
+      signal,
+      async (deps) => {
+        // Loaded only by a restore: the archive reader (tar-stream) need not load on every start.
+        const { restoreSnapshot } = await import('../restore.js');
+        const report = await restoreSnapshot(
+          deps,
+          {
+            snapshot,
+            only,
+            bucketMap,
+            volumeTo,
+            dryRun: values['dry-run'],
+            overwrite: values.overwrite,
+            yes: values.yes,
+          },
+          { signal },
+        );
+        if (values.json) io.out(JSON.stringify(report, null, 2));
+        else for (const line of formatRestore(report)) io.out(line);
+        return exitFor(report.status);
+      },
+    );
   // A dry run only reads; a real restore must not race a forget or prune of what it reads.
   if (values['dry-run']) return restore(signal);
   return locked('restore', signal, restore);

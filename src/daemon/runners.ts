@@ -16,7 +16,7 @@ import type { Repository } from '../repository/repository.js';
 import { verifySnapshots, type VerifyReport } from '../repository/verify.js';
 import { restoreSnapshot, type RestoreRequest } from '../restore.js';
 import type { Reporter } from '../restore/report.js';
-import { createRestoreGateway, createSources, sshTarget } from '../wiring.js';
+import { createSources, withRestoreDeps } from '../wiring.js';
 
 /** What the runners share with the daemon. */
 export interface DaemonContext {
@@ -189,21 +189,18 @@ export function createRunners(ctx: DaemonContext): Runners {
   function startDrill(trigger: string): { started: OperationView } | { busy: OperationView } {
     return operations.start('drill', trigger, async (signal, _progress, id) => {
       const runLog = log.child({ runId: id, trigger });
-      const gateway = createRestoreGateway(config, etcd, { signal });
       let ran;
       try {
         ran = await locked('drill', runLog, signal, (signal) =>
-          runDrill(
-            {
-              config,
-              repository,
-              etcd,
-              gateway: gateway.get,
-              sshTarget: (host) => sshTarget(config, host),
-              reporter: silentReporter,
-              log: runLog,
-            },
-            { bucketSuffix: config.drill.bucketSuffix, directory: config.drill.directory, signal },
+          withRestoreDeps(
+            { config, repository, etcd, reporter: silentReporter, log: runLog },
+            signal,
+            (deps) =>
+              runDrill(deps, {
+                bucketSuffix: config.drill.bucketSuffix,
+                directory: config.drill.directory,
+                signal,
+              }),
           ),
         );
       } catch (err) {
@@ -212,8 +209,6 @@ export function createRunners(ctx: DaemonContext): Runners {
           runLog.error({ error: describeError(err) }, 'restore drill failed');
         }
         throw err;
-      } finally {
-        gateway.close();
       }
       if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
       const ok = ran.status === 'success';
@@ -272,21 +267,10 @@ export function createRunners(ctx: DaemonContext): Runners {
           progress({ ...state });
         },
       };
-      const gateway = createRestoreGateway(config, etcd, { signal });
       try {
         const restore = (signal: AbortSignal) =>
-          restoreSnapshot(
-            {
-              config,
-              repository,
-              etcd,
-              gateway: gateway.get,
-              sshTarget: (host) => sshTarget(config, host),
-              reporter,
-              log: runLog,
-            },
-            request,
-            { signal },
+          withRestoreDeps({ config, repository, etcd, reporter, log: runLog }, signal, (deps) =>
+            restoreSnapshot(deps, request, { signal }),
           );
         // A dry run only reads; a real restore must not race a forget or prune of what it reads.
         const report = request.dryRun
@@ -310,7 +294,6 @@ export function createRunners(ctx: DaemonContext): Runners {
         runLog.error({ error: describeError(err) }, 'restore failed');
         throw err;
       } finally {
-        gateway.close();
         metrics.setInProgress('restore', false);
       }
     });
