@@ -1,16 +1,12 @@
 // Bad input of every kind — config files and secret variables, command lines, HTTP requests — gets
 // one clear line, the documented exit code or status, no stack trace and no secret.
-import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { cli, describeWithStack, tempDir, writeConfig } from './helpers.js';
-
-const bin = join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
+import { cli, describeWithStack, runBin, tempDir, writeConfig } from './helpers.js';
 
 /** Values that must never be printed, whatever goes wrong around them. */
 const SECRET = 'bad-input-secret-value-0123';
@@ -24,22 +20,6 @@ function expectOneCleanLine(text: string, extraSecrets: readonly string[] = []):
   expect(text, 'no stack frame').not.toMatch(/^\s+at /m);
   expect(text, 'no error class dump').not.toMatch(/\b\w*Error:/);
   for (const secret of [...SECRETS, ...extraSecrets]) expect(text, 'no secret').not.toContain(secret);
-}
-
-/** Runs the built executable; returns exit code, stdout and stderr. */
-async function runBin(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [bin, ...args], {
-      env: { PATH: process.env['PATH'], ...env },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
 }
 
 const secretsDir = tempDir('bad-secrets');

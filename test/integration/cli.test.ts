@@ -1,28 +1,9 @@
 // The installed `deis-backup` executable end to end: exit codes, what goes to stdout and stderr,
 // `config check` with etcd discovery and redaction, and restore points that cannot be read.
-import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { expect, it } from 'vitest';
-import { describeWithStack, tempDir, writeConfig } from './helpers.js';
-
-const bin = join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
-
-async function run(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [bin, ...args], {
-      env: { PATH: process.env['PATH'], ...env },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { describeWithStack, runBin, tempDir, writeConfig } from './helpers.js';
 
 describeWithStack('deis-backup executable', (stack) => {
   const volume = tempDir('volume');
@@ -34,13 +15,13 @@ describeWithStack('deis-backup executable', (stack) => {
       sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
       target: { type: 'dir', path: dir },
     });
-    const result = await run(['backup', '--config', file]);
+    const result = await runBin(['backup', '--config', file]);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{4}\n$/);
     expect(result.stderr).toMatch(
       /^volume +success +1 entries, 0 B read, .* stored\nrestore point \S+ committed to dir:\S+ \(success\)\n$/,
     );
-    const listed = await run(['snapshots'], { DEIS_BACKUP_CONFIG: file });
+    const listed = await runBin(['snapshots'], { DEIS_BACKUP_CONFIG: file });
     expect(listed.code).toBe(0);
     expect(listed.stdout.split('\n')[1]).toMatch(
       new RegExp(`^${result.stdout.trim()} +\\S+ +success +volume +`),
@@ -58,7 +39,7 @@ describeWithStack('deis-backup executable', (stack) => {
         secretKey: 'target-secret-value',
       },
     });
-    const result = await run(['config', 'check', '--config', file], {
+    const result = await runBin(['config', 'check', '--config', file], {
       DEIS_BACKUP_TARGET_SECRET_KEY: 'env-secret-value',
     });
     expect(result.code).toBe(0);
@@ -97,12 +78,12 @@ describeWithStack('deis-backup executable', (stack) => {
       etcd: { endpoints: ['http://127.0.0.1:24999'], timeoutMs: 2000 },
       target: { type: 'dir', path: '/tmp/x' },
     });
-    const result = await run(['config', 'check', '--config', file]);
+    const result = await runBin(['config', 'check', '--config', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(
       'etcd: cannot read /deis/store/gateway/host from http://127.0.0.1:24999 (ECONNREFUSED); check etcd.endpoints (Deis v1 serves the v2 API on port 4001)',
     );
-    const backup = await run(['backup', '--config', file, '--only', 'buckets']);
+    const backup = await runBin(['backup', '--config', file, '--only', 'buckets']);
     expect(backup.code).toBe(1);
     // The cluster lock lives in that etcd too: the run stops before reading anything.
     expect(backup.stderr).toMatch(
@@ -111,22 +92,22 @@ describeWithStack('deis-backup executable', (stack) => {
   });
 
   it('answers usage errors with exit 2 and one line', async () => {
-    expect(await run(['frobnicate', '--config', '/dev/null'])).toMatchObject({
+    expect(await runBin(['frobnicate', '--config', '/dev/null'])).toMatchObject({
       code: 2,
       stderr: 'deis-backup: unknown command "frobnicate"; see deis-backup --help\n',
     });
-    expect(await run(['backup', '--bogus'])).toMatchObject({
+    expect(await runBin(['backup', '--bogus'])).toMatchObject({
       code: 2,
       stderr: expect.stringMatching(
         /^deis-backup: Unknown option '--bogus'.*; see deis-backup --help\n$/,
       ) as unknown,
     });
-    expect(await run(['snapshots', '--config', '/nonexistent/config.json'])).toMatchObject({
+    expect(await runBin(['snapshots', '--config', '/nonexistent/config.json'])).toMatchObject({
       code: 2,
       stderr:
         'deis-backup: config /nonexistent/config.json: not found; pass --config FILE or copy config.example.json to /etc/deis-backup/config.json\n',
     });
-    const help = await run(['--help']);
+    const help = await runBin(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('usage: deis-backup');
   });
@@ -137,17 +118,17 @@ describeWithStack('deis-backup executable', (stack) => {
       sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
       target: { type: 'dir', path: dir },
     });
-    const good = (await run(['backup', '--config', file])).stdout.trim();
+    const good = (await runBin(['backup', '--config', file])).stdout.trim();
     const badId = '20200101T000000Z-dead';
     await mkdir(join(dir, 'snapshots', badId), { recursive: true });
     await writeFile(join(dir, 'snapshots', badId, 'manifest.json'), '{"formatVersion": 99, "id": "x"}');
-    const listed = await run(['snapshots', '--json', '--config', file]);
+    const listed = await runBin(['snapshots', '--json', '--config', file]);
     expect(listed.code).toBe(0);
     expect((JSON.parse(listed.stdout) as { id: string }[]).map((s) => s.id)).toEqual([good]);
     expect(listed.stderr).toBe(
       `warning: restore point ${badId} is not usable: manifest snapshots/${badId}/manifest.json has format version 99; this deis-backup reads version 1\n`,
     );
     // A later backup still works and takes the readable one as its base.
-    expect((await run(['backup', '--config', file])).code).toBe(0);
+    expect((await runBin(['backup', '--config', file])).code).toBe(0);
   });
 });

@@ -27,6 +27,7 @@ import {
   until,
   writeConfig,
   sample,
+  callApi,
 } from './helpers.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -92,23 +93,8 @@ describeWithStack('daemon', (stack) => {
     body?: unknown,
     token: string | null = TOKEN,
   ) => {
-    const res = await fetch(`${daemon.url}${path}`, {
-      method,
-      headers: {
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    return {
-      status: res.status,
-      body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as Record<
-        string,
-        unknown
-      > &
-        string,
-    };
+    const res = await callApi(daemon.url, method, path, { body, token: token ?? undefined });
+    return { status: res.status, body: res.body };
   };
   const finished = (daemon: Daemon, kind: 'backups' | 'restores' | 'verifications' | 'drills', id: string) =>
     until(

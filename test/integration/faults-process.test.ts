@@ -26,6 +26,7 @@ import {
   until,
   writeConfig,
   sample,
+  callApi,
 } from './helpers.js';
 
 const TOKEN = 'faults-token-0123456789abcdef';
@@ -91,29 +92,8 @@ async function stopDaemon(
 }
 
 /** Calls the daemon's API with the token. */
-async function call(
-  daemon: Child,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<{ status: number; body: Record<string, unknown> & string }> {
-  const res = await fetch(`${daemon.url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${TOKEN}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return {
-    status: res.status,
-    body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as Record<
-      string,
-      unknown
-    > &
-      string,
-  };
+function call(daemon: Child, method: string, path: string, body?: unknown) {
+  return callApi(daemon.url, method, path, { body, token: TOKEN });
 }
 
 /** One sample of the daemon's /metrics, or undefined. */

@@ -1,11 +1,12 @@
 // Shared helpers for tests against the real stack: stack lookup that fails (never skips) when the
 // stack is required, fresh bucket names, gateway snapshots, tree comparison, and an in-process CLI.
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe } from 'vitest';
 import { main } from '../../src/cli.js';
 import { S3Client } from '../../src/s3/client.js';
@@ -256,4 +257,52 @@ export async function until<T>(what: string, check: () => Promise<T | undefined>
 export function sample(text: string, name: string, labels = ''): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
   return line === undefined ? undefined : Number(line.split(' ').pop());
+}
+
+/** The built executable (npm test builds it before the tests run). */
+export const BIN = join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
+
+/** Runs the built executable with only PATH and `env`; returns its exit code, stdout and stderr. */
+export async function runBin(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)('node', [BIN, ...args], {
+      env: { PATH: process.env['PATH'], ...env },
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** One request to a daemon's HTTP API: `body` sent as JSON, `token` as the bearer; JSON answers parsed. */
+export async function callApi(
+  url: string,
+  method: string,
+  path: string,
+  opts: { body?: unknown; token?: string | undefined } = {},
+): Promise<{ status: number; text: string; headers: Headers; body: Record<string, unknown> & string }> {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: {
+      ...(opts.token === undefined ? {} : { authorization: `Bearer ${opts.token}` }),
+      ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
+  });
+  const text = await res.text();
+  return {
+    status: res.status,
+    text,
+    headers: res.headers,
+    body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as Record<
+      string,
+      unknown
+    > &
+      string,
+  };
 }

@@ -1,11 +1,10 @@
 // Nobody gets in and nothing leaks: mutating routes need the token (compared in constant time),
 // read-only routes, logs, outputs and stored metadata never hold a credential, changed SSH host keys
 // stop a run, and crafted archives cannot write outside the restore root.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -18,7 +17,17 @@ import { createRepository } from '../../src/wiring.js';
 import { craftedRestorePoint, type CraftedEntry } from '../fixtures/crafted.js';
 import { seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
-import { cli, describeWithStack, gatewayClient, tempDir, unique, until, writeConfig } from './helpers.js';
+import {
+  callApi,
+  cli,
+  describeWithStack,
+  runBin,
+  gatewayClient,
+  tempDir,
+  unique,
+  until,
+  writeConfig,
+} from './helpers.js';
 
 /** Every timingSafeEqual call the server makes, as the byte lengths of its two operands. */
 const compared = vi.hoisted(() => [] as [number, number][]);
@@ -42,7 +51,6 @@ const WRONG_GATEWAY_SECRET = 'wronggatewaysecretkey0000000000000000000';
 /** A wrong target access key, for a run the target refuses. */
 const WRONG_TARGET_ACCESS = 'WRONGTARGETACCESS000';
 const signal = AbortSignal.timeout(600_000);
-const bin = join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
 
 describeWithStack('security', (stack) => {
   const secrets = [
@@ -116,17 +124,9 @@ describeWithStack('security', (stack) => {
     path: string,
     opts: { body?: unknown; token?: string } = {},
   ) => {
-    const res = await fetch(`${daemon.url}${path}`, {
-      method,
-      headers: {
-        ...(opts.token === undefined ? {} : { authorization: `Bearer ${opts.token}` }),
-        ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
-    });
-    const text = await res.text();
-    seen.push({ where: `${method} ${path} ${res.status}`, text });
-    return { status: res.status, text, headers: res.headers };
+    const res = await callApi(daemon.url, method, path, opts);
+    seen.push({ where: `${method} ${path} ${res.status}`, text: res.text });
+    return res;
   };
   const finished = (daemon: Daemon, id: string) =>
     until(
@@ -142,18 +142,8 @@ describeWithStack('security', (stack) => {
     for (const secret of secrets) expect(text, `${where} holds a secret`).not.toContain(secret);
   };
   /** Runs the real executable; every line it prints is kept for the scan. */
-  const runBin = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    let result: { code: number; stdout: string; stderr: string };
-    try {
-      const { stdout, stderr } = await promisify(execFile)('node', [bin, ...args], {
-        env: { PATH: process.env['PATH'], ...env },
-        maxBuffer: 64 * 1024 * 1024,
-      });
-      result = { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      result = { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
+  const runScanned = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const result = await runBin(args, env);
     seen.push({ where: `${args.join(' ')} (stdout)`, text: result.stdout });
     seen.push({ where: `${args.join(' ')} (stderr)`, text: result.stderr });
     return result;
@@ -328,16 +318,16 @@ describeWithStack('security', (stack) => {
       ['config', 'check'],
     ];
     for (const args of commands) {
-      const run = await runBin([...args, '--config', file], secretEnv);
+      const run = await runScanned([...args, '--config', file], secretEnv);
       expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(0);
     }
     // A failing run prints its errors: the gateway refuses a wrong secret, the target a wrong key.
-    const failing = await runBin(['backup', '--verbose', '--config', file], {
+    const failing = await runScanned(['backup', '--verbose', '--config', file], {
       ...secretEnv,
       DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: write('wrong-gateway-secret', WRONG_GATEWAY_SECRET),
     });
     expect(failing.code).toBe(1);
-    const refused = await runBin(['snapshots', '--config', file], {
+    const refused = await runScanned(['snapshots', '--config', file], {
       ...secretEnv,
       DEIS_BACKUP_TARGET_ACCESS_KEY: WRONG_TARGET_ACCESS,
     });
