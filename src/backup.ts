@@ -41,7 +41,7 @@ export async function runBackup(
   // a folder without a manifest is an interrupted run whose stored bodies this run may reuse.
   const { snapshots, uncommitted } = await deps.repository.scan(opts);
   const previous = snapshots.at(-1);
-  const resume = uncommitted.length > 0;
+  const resume = await deps.repository.resumable(uncommitted, opts);
   const writer = deps.repository.begin(started);
   const runLog = log.child({ snapshot: writer.id });
   await writer.start(
@@ -49,7 +49,7 @@ export async function runBackup(
     opts,
   );
   runLog.info(
-    { sources: sources.map((s) => s.id), previous: previous?.id, interrupted: uncommitted },
+    { sources: sources.map((s) => s.id), previous: previous?.id, interrupted: uncommitted, resume },
     'backup started',
   );
   const records: SourceRecord[] = [];

@@ -1,12 +1,13 @@
 // Restore points in a target: write artifacts and bodies (hashed while streaming), commit with the
 // manifest last, and list or read committed manifests. Keys without a manifest are not restore points.
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
 import { BackupError } from '../errors.js';
-import type { Target } from '../targets/target.js';
+import type { PutOptions, Target } from '../targets/target.js';
 import { chain } from '../streams.js';
 import { HashingStream } from './hashing.js';
 import {
@@ -120,6 +121,34 @@ export class Repository {
     }
   }
 
+  /**
+   * Whether a run may reuse the bodies the interrupted runs `ids` stored. Always on a target whose
+   * puts are durable when they return. On one that defers syncs (a directory) only when every one
+   * of those runs wrote its marker since this machine last booted: after a crash, a body that was
+   * never synced can hold other bytes under its full size, and must be read again.
+   */
+  async resumable(ids: readonly string[], opts: { signal: AbortSignal }): Promise<boolean> {
+    if (ids.length === 0) return false;
+    if (!this.target.defersSync) return true;
+    const boot = await bootId();
+    if (boot === undefined) return false;
+    for (const id of ids) {
+      const marker = await this.target
+        .get(runMarkerKey(id), opts)
+        .then(readAll)
+        .catch(() => '');
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(marker);
+      } catch {
+        return false;
+      }
+      if (typeof parsed !== 'object' || parsed === null || (parsed as { boot?: unknown }).boot !== boot)
+        return false;
+    }
+    return true;
+  }
+
   /** Reads a stored object to its end: its size and sha256, as a reader would see them. */
   async hashStored(key: string, opts: { signal: AbortSignal }): Promise<{ size: number; sha256: string }> {
     const hash = createHash('sha256');
@@ -220,7 +249,8 @@ export class SnapshotWriter {
    * marker and no manifest tells the next run that blobs of an interrupted run may be reused.
    */
   async start(details: Record<string, unknown>, opts: { signal: AbortSignal }): Promise<void> {
-    const text = Buffer.from(`${JSON.stringify({ id: this.id, ...details }, null, 2)}\n`);
+    const boot = await bootId();
+    const text = Buffer.from(`${JSON.stringify({ id: this.id, ...details, boot }, null, 2)}\n`);
     await this.store(runMarkerKey(this.id), Readable.from([text]), {
       signal: opts.signal,
       size: text.length,
@@ -245,7 +275,12 @@ export class SnapshotWriter {
     body: Readable,
     opts: { signal: AbortSignal },
   ): Promise<Stored> {
-    const stored = await this.store(blobKey(identity), body, { signal: opts.signal, size: identity.size });
+    // Bodies are synced once, before the bucket's index (the next plain put), not one by one.
+    const stored = await this.store(blobKey(identity), body, {
+      signal: opts.signal,
+      size: identity.size,
+      deferSync: true,
+    });
     if (stored.size !== identity.size) {
       await this.target.remove(stored.key, opts);
       throw new BackupError(
@@ -270,11 +305,7 @@ export class SnapshotWriter {
     });
   }
 
-  private async store(
-    key: string,
-    body: Readable,
-    opts: { signal: AbortSignal; size?: number },
-  ): Promise<Stored> {
+  private async store(key: string, body: Readable, opts: PutOptions): Promise<Stored> {
     const hashing = new HashingStream();
     const forwarding = pipeline(body, hashing, { signal: opts.signal });
     const putting = this.target.put(key, hashing, opts);
@@ -313,6 +344,15 @@ class VerifyingStream extends HashingStream {
       return;
     }
     callback();
+  }
+}
+
+/** This machine's boot id (the kernel's, also inside a container); undefined where there is none. */
+export async function bootId(): Promise<string | undefined> {
+  try {
+    return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim() || undefined;
+  } catch {
+    return undefined;
   }
 }
 

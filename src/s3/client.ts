@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { XMLParser } from 'fast-xml-parser';
+import { MalformedListing, parseListing, type ListingPage } from './listing.js';
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
 
@@ -108,24 +109,26 @@ export class S3Client {
       query.set('max-keys', String(opts.pageSize ?? 1000));
       if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
       const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
-      const parsed = (await parseXml(await readText(res))) as { ListBucketResult?: Record<string, unknown> };
-      const page = parsed.ListBucketResult;
-      if (!page)
-        throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: no ListBucketResult`);
-      const contents = (page['Contents'] ?? []) as Record<string, string>[];
+      let page: ListingPage;
+      try {
+        page = parseListing(await readText(res));
+      } catch (err) {
+        if (!(err instanceof MalformedListing)) throw err;
+        throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: ${err.message}`);
+      }
       let last: string | undefined;
-      for (const item of contents) {
-        last = item['Key'] ?? '';
+      for (const item of page.contents) {
+        last = item.key;
         yield {
           key: last,
-          size: Number(item['Size']),
-          etag: unquote(item['ETag'] ?? ''),
-          lastModified: item['LastModified'] ?? '',
+          size: Number(item.size),
+          etag: unquote(item.etag),
+          lastModified: item.lastModified,
         };
       }
-      if (page['IsTruncated'] !== 'true') return;
-      const next = opts.listVersion === 2 ? page['NextContinuationToken'] : (page['NextMarker'] ?? last);
-      if (typeof next !== 'string' || next === '' || next === marker) {
+      if (!page.isTruncated) return;
+      const next = opts.listVersion === 2 ? page.nextContinuationToken : (page.nextMarker ?? last);
+      if (next === undefined || next === '' || next === marker) {
         throw new S3Error(0, 'MalformedListing', `list ${bucket}: truncated page without a next marker`);
       }
       marker = next;

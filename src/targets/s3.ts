@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { Client, S3Error as MinioS3Error } from 'minio';
 import { BackupError } from '../errors.js';
 import type { Secret } from '../secret.js';
-import { checkKey, type ObjectInfo, type Target } from './target.js';
+import { checkKey, type ObjectInfo, type PutOptions, type Target } from './target.js';
 
 /** Settings of an S3 target. */
 export interface S3TargetOptions {
@@ -20,6 +20,8 @@ export interface S3TargetOptions {
 /** S3-backed Target. */
 export class S3Target implements Target {
   readonly name: string;
+  /** An S3 PUT is durable once it returns: deferSync changes nothing. */
+  readonly defersSync = false;
   private readonly client: Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -44,7 +46,7 @@ export class S3Target implements Target {
     });
   }
 
-  async put(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<void> {
+  async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
     const name = this.key(key);
     // minio pipes the body without watching its errors: a failing body would leave the upload
     // waiting forever, so a body error (or an abort) settles the put here.

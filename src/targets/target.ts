@@ -8,15 +8,33 @@ export interface ObjectInfo {
   size: number;
 }
 
+/** Options of a put. */
+export interface PutOptions {
+  signal: AbortSignal;
+  /** The body's length when known in advance. */
+  size?: number;
+  /**
+   * The put may return before its object is on stable storage; the next put without deferSync
+   * makes it durable before that put begins. Meant for the many bodies a run stores before its
+   * manifest. Until then a crash of the machine may lose the object, never a key stored before.
+   */
+  deferSync?: boolean;
+}
+
 /** Storage for restore points. */
 export interface Target {
   /** For logs and messages, e.g. "s3://backups/prod" or "dir:/var/lib/deis-backup". Never holds credentials. */
   readonly name: string;
   /**
+   * True when a put with deferSync can still be lost by a crash of this machine after it returned
+   * (a directory); false when every put is durable once it returns (S3).
+   */
+  readonly defersSync: boolean;
+  /**
    * Stores body under key, replacing any object there. The object appears whole or not at all.
    * Not retried: a stream cannot be rewound. The target consumes the stream.
    */
-  put(key: string, body: Readable, opts: { signal: AbortSignal; size?: number }): Promise<void>;
+  put(key: string, body: Readable, opts: PutOptions): Promise<void>;
   /** Opens the object for reading. Throws BackupError('ERR_NOT_FOUND') if key does not exist. */
   get(key: string, opts: { signal: AbortSignal }): Promise<Readable>;
   /** undefined means "does not exist"; existence checks throw only when the target cannot answer. */

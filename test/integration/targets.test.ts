@@ -1,6 +1,8 @@
 // One conformance suite for every Target: the directory target and the S3 target on radosgw.
 import { Readable } from 'node:stream';
-import { expect, it } from 'vitest';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
 import { Secret } from '../../src/secret.js';
 import { DirTarget } from '../../src/targets/dir.js';
@@ -70,6 +72,39 @@ function conformance(name: string, make: () => Target): void {
     expect(await target.stat('big/body', { signal })).toEqual({ key: 'big/body', size: 40 * 1024 * 1024 });
   });
 
+  it(`${name}: deferred puts read back at once, replace existing keys and precede a plain put`, async () => {
+    const target = make();
+    await target.put('blobs/aa/old', Readable.from([Buffer.from('old')]), { signal, size: 3 });
+    for (const [key, body] of [
+      ['blobs/aa/new', 'small new body'],
+      ['blobs/aa/old', 'replaced'],
+    ] as const) {
+      await target.put(key, Readable.from([Buffer.from(body)]), {
+        signal,
+        size: Buffer.byteLength(body),
+        deferSync: true,
+      });
+      expect((await read(target, key)).toString()).toBe(body);
+    }
+    await target.put('blobs/bb/large', byteStream('deferred-large', 3 * 1024 * 1024), {
+      signal,
+      deferSync: true,
+    });
+    await target.put('snapshots/x/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+    const keys: string[] = [];
+    for await (const info of target.list('', { signal })) keys.push(info.key);
+    expect(keys.sort()).toEqual([
+      'blobs/aa/new',
+      'blobs/aa/old',
+      'blobs/bb/large',
+      'snapshots/x/manifest.json',
+    ]);
+    expect(await target.stat('blobs/bb/large', { signal })).toEqual({
+      key: 'blobs/bb/large',
+      size: 3 * 1024 * 1024,
+    });
+  });
+
   it(`${name}: refuses keys that would leave its root`, async () => {
     const target = make();
     await expect(target.put('../escape', Readable.from([Buffer.from('x')]), { signal })).rejects.toThrow(
@@ -94,4 +129,33 @@ describeWithStack('targets', (stack) => {
         partSizeMiB: 5,
       }),
   );
+});
+
+describe('dir target', () => {
+  it('gathers a small body only up to its announced size: a longer one stores nothing', async () => {
+    const target = new DirTarget(tempDir('dir-long'));
+    await expect(
+      target.put('blobs/cc/long', Readable.from([Buffer.from('four')]), { signal, size: 3, deferSync: true }),
+    ).rejects.toThrow(/longer than|size|length/i);
+    expect(await target.stat('blobs/cc/long', { signal })).toBeUndefined();
+  });
+
+  it('stores deferred puts durably one by one when `sync -f` cannot run', async () => {
+    const root = tempDir('dir-nosync');
+    const path = process.env['PATH'];
+    process.env['PATH'] = '/nonexistent';
+    try {
+      const target = new DirTarget(root);
+      await target.put('blobs/aa/one', Readable.from([Buffer.from('one')]), {
+        signal,
+        size: 3,
+        deferSync: true,
+      });
+      await target.put('snapshots/x/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+      expect((await read(target, 'blobs/aa/one')).toString()).toBe('one');
+    } finally {
+      process.env['PATH'] = path;
+    }
+    expect((await readdir(join(root, 'blobs', 'aa'))).sort()).toEqual(['one']);
+  });
 });

@@ -23,11 +23,13 @@ const log = createLogger({ level: 'silent' });
 /** Wraps a target: counts reads per key and fails any write, so a verify provably writes nothing. */
 class ReadOnlyTarget implements Target {
   readonly name: string;
+  readonly defersSync: boolean;
   readonly gets = new Map<string, number>();
   private readonly inner: Target;
   constructor(inner: Target) {
     this.inner = inner;
     this.name = inner.name;
+    this.defersSync = inner.defersSync;
   }
   put(key: string): Promise<void> {
     return Promise.reject(new Error(`verify wrote ${key}`));
