@@ -15,12 +15,13 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src/ src/
 RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
-# Stage 2: runtime. GNU tar, gzip and find are what a volume backup and restore run locally;
+# Stage 2: runtime. GNU tar, gzip and find are what a volume backup and restore run locally, and
+# coreutils `sync -f` flushes a directory target once per run;
 # ssh/psql clients help when debugging the database and SSH sources from inside the container.
 FROM node:20-bookworm-slim
 RUN apt-get update \
   && apt-get install -y --no-install-recommends \
-    tar gzip openssh-client findutils postgresql-client ca-certificates \
+    coreutils tar gzip openssh-client findutils postgresql-client ca-certificates \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
