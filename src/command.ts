@@ -86,6 +86,8 @@ export async function feedCommand(
 
 /** Resolves when the stream can take more data, or can never take any again. */
 function writable(stream: Writable): Promise<void> {
+  // A stream that has already failed or closed emits nothing more: waiting for it would hang.
+  if (stream.destroyed || stream.writableFinished || !stream.writableNeedDrain) return Promise.resolve();
   return new Promise((resolve) => {
     const done = (): void => {
       stream.off('drain', done);

@@ -1,0 +1,42 @@
+// feedCommand against real local commands: a command that stops reading must end the feed with its
+// exit status, whenever its input closes relative to the writes.
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { feedCommand, runCommand } from '../../src/command.js';
+
+const signal = AbortSignal.timeout(30_000);
+
+/** Chunks of 64 KiB, each after a pause long enough for a dead reader's pipe to be closed. */
+function slowBody(chunks: number, pauseMs: number): Readable {
+  return Readable.from(
+    (async function* () {
+      for (let i = 0; i < chunks; i++) {
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
+        yield Buffer.alloc(64 * 1024, i);
+      }
+    })(),
+  );
+}
+
+describe('feedCommand', () => {
+  it('returns the exit status of a command that exits without reading, between two writes', async () => {
+    const running = await runCommand('echo gave up >&2; exit 5', {}, { signal });
+    const fed = await feedCommand(running, slowBody(20, 20));
+    expect(fed).toMatchObject({ code: 5, stderr: 'gave up\n' });
+  });
+
+  it('returns the exit status of a command that stops reading part way', async () => {
+    const running = await runCommand('head -c 1000 > /dev/null; exit 4', {}, { signal });
+    const fed = await feedCommand(running, slowBody(50, 5));
+    expect(fed.code).toBe(4);
+  });
+
+  it('feeds every byte to a command that reads them all', async () => {
+    const running = await runCommand('wc -c', {}, { signal });
+    let out = '';
+    running.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const fed = await feedCommand(running, slowBody(8, 1));
+    expect(fed.code).toBe(0);
+    expect(out.trim()).toBe(String(8 * 64 * 1024));
+  });
+});
