@@ -44,7 +44,9 @@ export async function prune(
     );
   }
   const referenced = new Set<string>();
-  const blobs = new Set<string>();
+  // Referenced blobs with their sizes from the indexes: the blob folder is then listed by key
+  // alone, and only what is removed is asked for its size (a stat per blob was most of the time).
+  const blobs = new Map<string, number>();
   for (const manifest of snapshots) {
     referenced.add(manifestKey(manifest.id));
     referenced.add(runMarkerKey(manifest.id));
@@ -53,7 +55,8 @@ export async function prune(
         referenced.add(artifact.key);
         if (source.kind !== 'bucket') continue;
         try {
-          for await (const entry of repository.readIndex(artifact, { signal })) blobs.add(entry.blob);
+          for await (const entry of repository.readIndex(artifact, { signal }))
+            blobs.set(entry.blob, entry.size);
         } catch (err) {
           signal.throwIfAborted();
           throw new BackupError(
@@ -76,21 +79,23 @@ export async function prune(
     freedBytes: 0,
     keptBytes: 0,
   };
-  const doomed: { key: string; size: number; blob: boolean }[] = [];
+  const doomed: { key: string; size: number | undefined; blob: boolean }[] = [];
   for await (const info of target.list(SNAPSHOTS, { signal })) {
     if (referenced.has(info.key)) report.keptBytes += info.size;
     else doomed.push({ ...info, blob: false });
   }
-  for await (const info of target.list(BLOBS, { signal })) {
-    if (blobs.has(info.key)) report.keptBytes += info.size;
-    else doomed.push({ ...info, blob: true });
+  for await (const key of target.listKeys(BLOBS, { signal })) {
+    const size = blobs.get(key);
+    if (size !== undefined) report.keptBytes += size;
+    else doomed.push({ key, size: undefined, blob: true });
   }
   let next = 0;
   const worker = async (): Promise<void> => {
     for (let item = doomed[next++]; item !== undefined; item = doomed[next++]) {
       signal.throwIfAborted();
+      const size = item.size ?? (await target.stat(item.key, { signal }))?.size ?? 0;
       if (!opts.dryRun) await target.remove(item.key, { signal });
-      report.freedBytes += item.size;
+      report.freedBytes += size;
       if (item.blob) report.removedBlobs++;
       else report.removedKeys++;
     }

@@ -166,17 +166,42 @@ export class DirTarget implements Target {
   }
 
   async *list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo> {
-    // Walk from the deepest directory the prefix names, then filter on the full prefix.
+    for await (const file of this.files(prefix, opts.signal)) {
+      const info = await stat(file.path).catch(() => undefined);
+      if (info && (!file.partial || isStale(info.mtimeMs))) yield { key: file.key, size: info.size };
+    }
+  }
+
+  async *listKeys(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<string> {
+    for await (const file of this.files(prefix, opts.signal)) {
+      if (!file.partial) {
+        yield file.key;
+        continue;
+      }
+      const info = await stat(file.path).catch(() => undefined);
+      if (info && isStale(info.mtimeMs)) yield file.key;
+    }
+  }
+
+  /** The files under the deepest directory the prefix names whose keys start with prefix. */
+  private files(
+    prefix: string,
+    signal: AbortSignal,
+  ): AsyncIterable<{ key: string; path: string; partial: boolean }> {
     const slash = prefix.lastIndexOf('/');
     const start = slash < 0 ? this.root : join(this.root, prefix.slice(0, slash));
-    yield* this.walk(start, prefix, opts.signal);
+    return this.walk(start, prefix, signal);
   }
 
   async remove(key: string, _opts: { signal: AbortSignal }): Promise<void> {
     await rm(this.path(key), { force: true });
   }
 
-  private async *walk(dir: string, prefix: string, signal: AbortSignal): AsyncIterable<ObjectInfo> {
+  private async *walk(
+    dir: string,
+    prefix: string,
+    signal: AbortSignal,
+  ): AsyncIterable<{ key: string; path: string; partial: boolean }> {
     let handle;
     try {
       handle = await opendir(dir);
@@ -188,16 +213,12 @@ export class DirTarget implements Target {
     }
     for await (const entry of handle) {
       signal.throwIfAborted();
-      const full = join(dir, entry.name);
-      const key = relative(this.root, full).split(sep).join('/');
+      const path = join(dir, entry.name);
+      const key = relative(this.root, path).split(sep).join('/');
       if (entry.isDirectory()) {
-        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(full, prefix, signal);
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(path, prefix, signal);
       } else if (entry.isFile() && key.startsWith(prefix)) {
-        const info = await stat(full).catch(() => undefined);
-        // A temporary is a put in progress and not an object, unless nothing has written to it for
-        // STALE_PARTIAL_MS: then a kill -9 left it, and it is listed so that prune can remove it.
-        if (info && (!entry.name.includes(PARTIAL) || Date.now() - info.mtimeMs > STALE_PARTIAL_MS))
-          yield { key, size: info.size };
+        yield { key, path, partial: entry.name.includes(PARTIAL) };
       }
     }
   }
@@ -237,6 +258,14 @@ async function writeBatched(handle: FileHandle, body: Readable, signal: AbortSig
     if (batched >= READ_CHUNK_MAX) await flush();
   }
   if (batched > 0) await flush();
+}
+
+/**
+ * A temporary is a put in progress and not an object, unless nothing has written to it for
+ * STALE_PARTIAL_MS: then a kill -9 left it, and it is listed so that prune can remove it.
+ */
+function isStale(mtimeMs: number): boolean {
+  return Date.now() - mtimeMs > STALE_PARTIAL_MS;
 }
 
 /**

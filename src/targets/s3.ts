@@ -111,6 +111,10 @@ export class S3Target implements Target {
     }
   }
 
+  async *listKeys(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<string> {
+    for await (const info of this.list(prefix, opts)) yield info.key;
+  }
+
   async *list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo> {
     const stream = this.client.listObjectsV2(this.bucket, this.prefix + prefix, true);
     try {

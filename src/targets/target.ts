@@ -41,6 +41,8 @@ export interface Target {
   stat(key: string, opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined>;
   /** Yields each object whose key starts with prefix exactly once, in no particular order. */
   list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo>;
+  /** The keys `list` yields, where that is cheaper than their sizes (a directory: no stat per file). */
+  listKeys(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<string>;
   /** Idempotent: removing a missing key succeeds. */
   remove(key: string, opts: { signal: AbortSignal }): Promise<void>;
 }

@@ -48,6 +48,9 @@ function conformance(name: string, make: () => Target): void {
       return keys.sort();
     };
     expect(await listed('a/')).toEqual(['a/b/one', 'a/two']);
+    const keys: string[] = [];
+    for await (const key of target.listKeys('a', { signal })) keys.push(key);
+    expect(keys.sort()).toEqual(['a/b/one', 'a/two', 'ab']);
     expect(await listed('a')).toEqual(['a/b/one', 'a/two', 'ab']);
     expect(await listed('zzz/')).toEqual([]);
     await target.remove('a/two', { signal });

@@ -47,6 +47,9 @@ class ReadOnlyTarget implements Target {
   list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo> {
     return this.inner.list(prefix, opts);
   }
+  listKeys(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<string> {
+    return this.inner.listKeys(prefix, opts);
+  }
 }
 
 /** A WAL-E 005 copy on timeline 1: one base backup from segment 1 (two partitions) and the given segments. */
