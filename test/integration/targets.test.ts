@@ -1,6 +1,6 @@
 // One conformance suite for every Target: the directory target and the S3 target on radosgw.
 import { Readable } from 'node:stream';
-import { readdir } from 'node:fs/promises';
+import { chmod, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
@@ -135,6 +135,35 @@ describeWithStack('targets', (stack) => {
 });
 
 describe('dir target', () => {
+  it('fails a plain put, and stores nothing for it, when syncing earlier deferred puts fails', async () => {
+    const root = tempDir('dir-syncfail');
+    // A `sync` that answers the target's first probe and fails every later call, as a disk
+    // reporting a write error at syncfs would.
+    const bin = tempDir('fake-sync');
+    const script = join(bin, 'sync');
+    await writeFile(
+      script,
+      `#!/bin/sh\nif [ -e "${bin}/probed" ]; then echo "sync: error syncing '$2': Input/output error" >&2; exit 1; fi\ntouch "${bin}/probed"\n`,
+    );
+    await chmod(script, 0o755);
+    const path = process.env['PATH'];
+    process.env['PATH'] = `${bin}:${path ?? ''}`;
+    try {
+      const target = new DirTarget(root);
+      await target.put('blobs/aa/one', Readable.from([Buffer.from('one')]), {
+        signal,
+        size: 3,
+        deferSync: true,
+      });
+      await expect(
+        target.put('snapshots/x/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 }),
+      ).rejects.toThrow(/^sync dir:.*Input\/output error/);
+      expect(await target.stat('snapshots/x/manifest.json', { signal })).toBeUndefined();
+    } finally {
+      process.env['PATH'] = path;
+    }
+  });
+
   it('gathers a small body only up to its announced size: a longer one stores nothing', async () => {
     const target = new DirTarget(tempDir('dir-long'));
     await expect(
