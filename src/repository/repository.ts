@@ -275,7 +275,7 @@ export class SnapshotWriter {
     body: Readable,
     opts: { signal: AbortSignal },
   ): Promise<Stored> {
-    // Bodies are synced once, before the bucket's index (the next plain put), not one by one.
+    // Bodies are synced once, before the bucket's index appears (a plain put), not one by one.
     const stored = await this.store(blobKey(identity), body, {
       signal: opts.signal,
       size: identity.size,

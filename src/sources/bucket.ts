@@ -1,13 +1,13 @@
 // A store-gateway bucket (db_wal, registry): every object with its content-type and user metadata,
 // incremental against the previous restore point by key, size and ETag, with bounded concurrency.
 import { setMaxListeners } from 'node:events';
-import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import { BackupError, describeError } from '../errors.js';
 import { chain } from '../streams.js';
 import { blobKey, bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
 import { S3Error, type ListedObject, type S3Client } from '../s3/client.js';
+import { IndexLines } from './index-lines.js';
 import { Findings, type Source, type SourceRunContext } from './source.js';
 
 /** Settings of one bucket source. */
@@ -37,37 +37,41 @@ export class BucketSource implements Source {
     const counts = emptyCounts();
     const findings = new Findings(counts);
     const previous = await this.previousIndex(ctx, findings);
-    // The new index as [key, JSON line] pairs: a line takes a fraction of an entry object's memory.
-    const entries: [string, string][] = [];
-    const add = (entry: IndexEntry): void => {
-      entries.push([entry.key, `${JSON.stringify(entry)}\n`]);
-    };
+    // The new index is written as the objects settle, in listing order; its put runs alongside.
+    const index = new IndexLines();
+    const putting = ctx.writer.putArtifact(bucketIndexName(bucket), chain(index.readable, createGzip()), {
+      signal: ctx.signal,
+    });
+    putting.catch(() => undefined);
     const listing = client.listObjects(bucket, { signal: ctx.signal, listVersion: this.options.listVersion });
     const iterator = listing[Symbol.asyncIterator]();
     let listError: unknown;
     // A target that refuses a body (full, gone) would refuse every later one too: the source fails
     // rather than commit a restore point without bodies that were there to read.
     let targetError: BackupError | undefined;
+    let indexError: unknown;
 
-    const capture = async (object: ListedObject, known: IndexEntry | undefined): Promise<void> => {
+    /** The object's index entry, or undefined when it vanished before it was read. */
+    const capture = async (
+      object: ListedObject,
+      known: IndexEntry | undefined,
+    ): Promise<IndexEntry | undefined> => {
       if (known && known.size === object.size && known.etag === object.etag) {
-        add({ ...known, lastModified: object.lastModified });
         counts.unchanged++;
-        return;
+        return { ...known, lastModified: object.lastModified };
       }
       if (ctx.resume) {
         const reused = await this.reuse(object, ctx);
         if (reused) {
-          add(reused);
           counts.resumed = (counts.resumed ?? 0) + 1;
-          return;
+          return reused;
         }
       }
       const got = await client.getObject(bucket, object.key, { signal: ctx.signal });
       if (!got) {
         counts.vanished++;
         ctx.log.debug({ key: object.key }, 'object vanished before it was read');
-        return;
+        return undefined;
       }
       const { head, body } = got;
       // A body the gateway stopped sending says only "aborted": name the gateway instead.
@@ -90,7 +94,8 @@ export class BucketSource implements Source {
         });
       counts.bytesRead += stored.size;
       counts.bytesStored += stored.size;
-      add({
+      ctx.log.debug({ key: object.key, bytes: stored.size }, 'object stored');
+      return {
         key: object.key,
         size: stored.size,
         etag: head.etag,
@@ -99,17 +104,26 @@ export class BucketSource implements Source {
         metadata: head.metadata,
         sha256: stored.sha256,
         blob: stored.key,
-      });
-      ctx.log.debug({ key: object.key, bytes: stored.size }, 'object stored');
+      };
     };
 
     // The listing and the previous index are both in key order: each listed key is looked up by
     // walking the index forward, one step at a time across the workers, so neither is held whole.
+    // Each listed object gets its position in the listing, which orders the new index.
     let step: Promise<unknown> = Promise.resolve();
-    const nextObject = (): Promise<{ next: IteratorResult<ListedObject>; known: IndexEntry | undefined }> => {
+    let listed = 0;
+    const nextObject = (): Promise<{
+      next: IteratorResult<ListedObject>;
+      known: IndexEntry | undefined;
+      seq: number;
+    }> => {
       const taken = step.then(async () => {
         const next = await iterator.next();
-        return { next, known: next.done ? undefined : await previous.find(next.value.key) };
+        return {
+          next,
+          known: next.done ? undefined : await previous.find(next.value.key),
+          seq: next.done ? -1 : listed++,
+        };
       });
       step = taken.catch(() => undefined);
       return taken;
@@ -118,15 +132,18 @@ export class BucketSource implements Source {
       for (;;) {
         let next: IteratorResult<ListedObject>;
         let known: IndexEntry | undefined;
+        let seq: number;
         try {
-          ({ next, known } = await nextObject());
+          ({ next, known, seq } = await nextObject());
         } catch (err) {
           listError ??= err;
           return;
         }
-        if (next.done || listError !== undefined || targetError !== undefined) return;
+        if (next.done || listError !== undefined || targetError !== undefined || indexError !== undefined)
+          return;
+        let entry: IndexEntry | undefined;
         try {
-          await capture(next.value, known);
+          entry = await capture(next.value, known);
         } catch (err) {
           ctx.signal.throwIfAborted();
           if (err instanceof BackupError && err.code === 'ERR_TARGET') {
@@ -142,45 +159,36 @@ export class BucketSource implements Source {
           findings.fail(`${next.value.key}: ${describeError(err)}`);
           ctx.log.warn({ key: next.value.key, err }, 'object not captured');
         }
+        try {
+          await index.settle(seq, entry);
+        } catch (err) {
+          // The index's put has failed: the source fails with that put's error (below).
+          indexError ??= err;
+          return;
+        }
       }
     };
-    await Promise.all(Array.from({ length: this.options.concurrency }, worker));
-    ctx.signal.throwIfAborted();
-    await previous.close();
-    if (listError !== undefined) throw gatewayError(listError, bucket, client.endpoint.origin);
-    if (targetError !== undefined) throw targetError;
-
-    counts.objects = entries.length;
-    if (counts.failed > 0 && entries.length === 0) {
-      throw new BackupError(
-        'ERR_SOURCE',
-        `bucket ${bucket}: no object could be read (${findings.errors[0] ?? 'unknown error'})`,
-      );
+    try {
+      await Promise.all(Array.from({ length: this.options.concurrency }, worker));
+      ctx.signal.throwIfAborted();
+      await previous.close();
+      if (listError !== undefined) throw gatewayError(listError, bucket, client.endpoint.origin);
+      if (targetError !== undefined) throw targetError;
+      counts.objects = index.lines;
+      if (counts.failed > 0 && index.lines === 0) {
+        throw new BackupError(
+          'ERR_SOURCE',
+          `bucket ${bucket}: no object could be read (${findings.errors[0] ?? 'unknown error'})`,
+        );
+      }
+      if (indexError === undefined) index.end();
+    } catch (err) {
+      index.fail(err as Error);
+      await putting.catch(() => undefined);
+      throw err;
     }
-    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    const index = await ctx.writer.putArtifact(
-      bucketIndexName(bucket),
-      chain(
-        Readable.from(
-          (function* () {
-            // Lines go to gzip in batches: each write is a thread-pool trip, and one per line
-            // cost 300 ms of a 5,000-object nightly.
-            let batch = '';
-            for (const [, line] of entries) {
-              batch += line;
-              if (batch.length >= 64 * 1024) {
-                yield batch;
-                batch = '';
-              }
-            }
-            if (batch !== '') yield batch;
-          })(),
-        ),
-        createGzip(),
-      ),
-      { signal: ctx.signal },
-    );
-    counts.bytesStored += index.size;
+    const stored = await putting;
+    counts.bytesStored += stored.size;
     ctx.log.info({ bucket, ...counts }, 'bucket captured');
     return {
       id: this.id,
@@ -191,7 +199,7 @@ export class BucketSource implements Source {
       counts,
       warnings: findings.warnings,
       errors: findings.errors,
-      artifacts: [{ name: bucketIndexName(bucket), ...index }],
+      artifacts: [{ name: bucketIndexName(bucket), ...stored }],
     };
   }
 

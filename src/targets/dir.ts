@@ -2,9 +2,9 @@
 // and renames it into place, so a key holds a whole object or nothing.
 //
 // Durability: a plain put fsyncs the file before the rename and the directory after it. A put with
-// deferSync (a run's many bucket bodies) does neither; the next plain put (the index, the manifest)
-// first syncs the whole file system once (`sync -f`), so the manifest is never durable before the
-// bodies it names. A deferred put never replaces a key in place without a sync, so a crash can lose
+// deferSync (a run's many bucket bodies) does neither; before a plain put (the index, the manifest)
+// renames its file into place, the whole file system is synced once (`sync -f`), so no index or
+// manifest is durable before the bodies it names. A deferred put never replaces a key in place without a sync, so a crash can lose
 // only keys the run itself added.
 import { spawn } from 'node:child_process';
 import {
@@ -35,7 +35,7 @@ const READ_CHUNK_MAX = 1024 * 1024;
  */
 const SMALL_BODY = 128 * 1024;
 const fsyncFd = promisify(fsync);
-/** A temporary nothing has written to for this long belongs to a killed put (see walk). */
+/** A temporary nothing has written to for this long belongs to a killed put (see isStale). */
 const STALE_PARTIAL_MS = 60 * 60 * 1000;
 
 /** Directory-backed Target. */
@@ -43,8 +43,10 @@ export class DirTarget implements Target {
   readonly name: string;
   readonly defersSync = true;
   private readonly root: string;
-  /** Deferred puts have returned since the last file-system sync. */
+  /** Deferred puts have returned since the last file-system sync began. */
   private unsynced = false;
+  /** The file-system sync in progress, if any. */
+  private syncing: Promise<void> | undefined;
   /** Whether `sync -f` works here; until it is known to, deferred puts are plain puts. */
   private syncWorks: Promise<boolean> | undefined;
   /** Temporaries are named by this instance's tag and a counter (no random draw per put). */
@@ -60,7 +62,7 @@ export class DirTarget implements Target {
     const file = this.path(key);
     const temp = this.temporary(file);
     try {
-      const deferred = await this.prepare(opts);
+      const deferred = opts.deferSync === true && (await this.canDefer());
       if (opts.size !== undefined && opts.size <= SMALL_BODY) {
         await writeSmall(temp, body, opts.size, !deferred);
       } else {
@@ -72,19 +74,15 @@ export class DirTarget implements Target {
           await handle.close();
         }
       }
+      // Deferred puts that returned before this one's body ended are synced before it appears:
+      // an index streamed during a run's captures still lands after the bodies it names.
+      if (!deferred) await this.syncDeferred();
       await this.place(temp, file, deferred);
     } catch (err) {
       body.destroy();
       await rm(temp, { force: true });
       throw this.failure(key, err, opts.signal);
     }
-  }
-
-  /** Syncs earlier deferred puts before a plain one; true when this put may defer its own sync. */
-  private async prepare(opts: PutOptions): Promise<boolean> {
-    const deferred = opts.deferSync === true && (await this.canDefer());
-    if (!deferred) await this.syncDeferred();
-    return deferred;
   }
 
   /**
@@ -116,12 +114,20 @@ export class DirTarget implements Target {
     return `${file}${PARTIAL}${this.tag}-${(this.temps++).toString(36)}`;
   }
 
-  /** Makes every deferred put so far durable: one sync of the file system holding the root. */
+  /**
+   * Makes every deferred put that has returned durable: one sync of the file system holding the
+   * root. A sync already running may have started before some of them returned: it is waited
+   * for, and another runs if any returned since it began.
+   */
   private async syncDeferred(): Promise<void> {
+    while (this.syncing !== undefined) await this.syncing.catch(() => undefined);
     if (!this.unsynced) return;
     this.unsynced = false;
+    this.syncing = syncFileSystem(this.root).finally(() => {
+      this.syncing = undefined;
+    });
     try {
-      await syncFileSystem(this.root);
+      await this.syncing;
     } catch (err) {
       this.unsynced = true;
       throw new BackupError('ERR_TARGET', `sync ${this.name}: ${(err as Error).message}`, { cause: err });
@@ -297,15 +303,20 @@ async function writeSmall(temp: string, body: Readable, size: number, durable: b
   }
 }
 
+/** Why a hard link can fail on a file system that has none (some FUSE and SMB mounts). */
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK']);
+
 /**
  * Links a written temporary to its key when the key is new, and drops the temporary; false (the
- * temporary kept) when the key exists: replacing it must not happen before the bytes are durable.
+ * temporary kept) when the key exists, since replacing it must not happen before the bytes are
+ * durable, and where the file system cannot link: the caller then syncs and renames.
  */
 function placeNew(temp: string, file: string): boolean {
   try {
     linkSync(temp, file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (code === 'EEXIST' || NO_LINKS.has(code)) return false;
     throw err;
   }
   unlinkSync(temp);

@@ -14,8 +14,8 @@ export interface PutOptions {
   /** The body's length when known in advance. */
   size?: number;
   /**
-   * The put may return before its object is on stable storage; the next put without deferSync
-   * makes it durable before that put begins. Meant for the many bodies a run stores before its
+   * The put may return before its object is on stable storage; a put without deferSync makes every
+   * deferred put that returned before its body ended durable before its own object appears. Meant for the many bodies a run stores before its
    * manifest. Until then a crash of the machine may lose the object, never a key stored before.
    */
   deferSync?: boolean;
