@@ -134,6 +134,29 @@ describeWithStack('targets', (stack) => {
   );
 });
 
+/** Runs fn with PATH set to `path`: the `sync` the directory target finds, or none. */
+async function withPath(path: string, fn: () => Promise<void>): Promise<void> {
+  const saved = process.env['PATH'];
+  process.env['PATH'] = path;
+  try {
+    await fn();
+  } finally {
+    process.env['PATH'] = saved;
+  }
+}
+
+function putDeferred(target: Target): Promise<void> {
+  return target.put('blobs/aa/one', Readable.from([Buffer.from('one')]), {
+    signal,
+    size: 3,
+    deferSync: true,
+  });
+}
+
+function putManifest(target: Target): Promise<void> {
+  return target.put('snapshots/x/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+}
+
 describe('dir target', () => {
   it('fails a plain put, and stores nothing for it, when syncing earlier deferred puts fails', async () => {
     const root = tempDir('dir-syncfail');
@@ -146,48 +169,30 @@ describe('dir target', () => {
       `#!/bin/sh\nif [ -e "${bin}/probed" ]; then echo "sync: error syncing '$2': Input/output error" >&2; exit 1; fi\ntouch "${bin}/probed"\n`,
     );
     await chmod(script, 0o755);
-    const path = process.env['PATH'];
-    process.env['PATH'] = `${bin}:${path ?? ''}`;
-    try {
+    await withPath(`${bin}:${process.env['PATH'] ?? ''}`, async () => {
       const target = new DirTarget(root);
-      await target.put('blobs/aa/one', Readable.from([Buffer.from('one')]), {
-        signal,
-        size: 3,
-        deferSync: true,
-      });
-      await expect(
-        target.put('snapshots/x/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 }),
-      ).rejects.toThrow(/^sync dir:.*Input\/output error/);
+      await putDeferred(target);
+      await expect(putManifest(target)).rejects.toThrow(/^sync dir:.*Input\/output error/);
       expect(await target.stat('snapshots/x/manifest.json', { signal })).toBeUndefined();
-    } finally {
-      process.env['PATH'] = path;
-    }
+    });
   });
 
   it('gathers a small body only up to its announced size: a longer one stores nothing', async () => {
     const target = new DirTarget(tempDir('dir-long'));
     await expect(
       target.put('blobs/cc/long', Readable.from([Buffer.from('four')]), { signal, size: 3, deferSync: true }),
-    ).rejects.toThrow(/longer than|size|length/i);
+    ).rejects.toThrow(/body longer than its announced 3 bytes/);
     expect(await target.stat('blobs/cc/long', { signal })).toBeUndefined();
   });
 
   it('stores deferred puts durably one by one when `sync -f` cannot run', async () => {
     const root = tempDir('dir-nosync');
-    const path = process.env['PATH'];
-    process.env['PATH'] = '/nonexistent';
-    try {
+    await withPath('/nonexistent', async () => {
       const target = new DirTarget(root);
-      await target.put('blobs/aa/one', Readable.from([Buffer.from('one')]), {
-        signal,
-        size: 3,
-        deferSync: true,
-      });
-      await target.put('snapshots/x/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+      await putDeferred(target);
+      await putManifest(target);
       expect((await read(target, 'blobs/aa/one')).toString()).toBe('one');
-    } finally {
-      process.env['PATH'] = path;
-    }
+    });
     expect((await readdir(join(root, 'blobs', 'aa'))).sort()).toEqual(['one']);
   });
 });
