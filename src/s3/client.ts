@@ -5,8 +5,11 @@ import https from 'node:https';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import type { XMLParser } from 'fast-xml-parser';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
+import { chunked, partLengths, PartReader } from './parts.js';
+import { errorFromResponse, headFrom, parseXml, readText, S3Error, unquote } from './responses.js';
+
+export { S3Error };
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
 
@@ -38,37 +41,6 @@ export interface ObjectHead {
   contentType: string | undefined;
   /** User metadata, names lowercased without the `x-amz-meta-` prefix. */
   metadata: Record<string, string>;
-}
-
-/** An S3 error answer (status > 0) or a connection failure (status 0, s3Code = the errno code). */
-export class S3Error extends Error {
-  override name = 'S3Error';
-  readonly status: number;
-  readonly s3Code: string;
-  constructor(status: number, s3Code: string, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.status = status;
-    this.s3Code = s3Code;
-  }
-}
-
-let xmlParser: XMLParser | undefined;
-
-/**
- * Parses an S3 XML response. fast-xml-parser costs about 28 ms to load, so it is loaded on the first
- * response that has XML to read: runs that never talk to S3 (a volume or database run) skip it.
- */
-async function parseXml(text: string): Promise<unknown> {
-  if (xmlParser === undefined) {
-    const { XMLParser } = await import('fast-xml-parser');
-    xmlParser = new XMLParser({
-      ignoreAttributes: true,
-      parseTagValue: false,
-      trimValues: false,
-      isArray: (name) => name === 'Contents' || name === 'Bucket',
-    });
-  }
-  return xmlParser.parse(text) as unknown;
 }
 
 /** Encodes an object key for the request path: every byte but unreserved characters and '/'. */
@@ -393,141 +365,4 @@ export class S3Client {
       throw new S3Error(0, code, `${method} ${this.endpoint.host}: ${code}`, { cause: err });
     }
   }
-}
-
-async function errorFromResponse(status: number, body: string, what: string): Promise<S3Error> {
-  const parsed = body ? ((await parseXml(body)) as { Error?: Record<string, string> }) : {};
-  const fallback: Record<number, string> = {
-    403: 'AccessDenied',
-    404: 'NotFound',
-    411: 'MissingContentLength',
-  };
-  const code = parsed.Error?.['Code'] ?? fallback[status] ?? `HTTP${status}`;
-  return new S3Error(status, code, `${what}: ${status} ${code}`);
-}
-
-function headFrom(res: http.IncomingMessage): ObjectHead {
-  const metadata: Record<string, string> = {};
-  for (const [name, value] of Object.entries(res.headers)) {
-    if (name.startsWith('x-amz-meta-') && typeof value === 'string') metadata[name.slice(11)] = value;
-  }
-  return {
-    size: Number(res.headers['content-length'] ?? 0),
-    etag: unquote(res.headers.etag ?? ''),
-    lastModified: new Date(String(res.headers['last-modified'] ?? 0)).toISOString(),
-    contentType: res.headers['content-type'],
-    metadata,
-  };
-}
-
-/** The part lengths of a `size`-byte body in parts of `partSize` (one part for an empty body). */
-function partLengths(size: number, partSize: number): number[] {
-  const lengths: number[] = [];
-  for (let offset = 0; offset < size; offset += partSize) lengths.push(Math.min(partSize, size - offset));
-  return lengths.length > 0 ? lengths : [0];
-}
-
-/** Reads a body of announced length as consecutive parts; a body of any other length fails. */
-class PartReader {
-  private readonly iterator: AsyncIterator<unknown>;
-  private readonly size: number;
-  private rest: Buffer | undefined;
-  private read = 0;
-  /** Why reading the body failed, once it has. */
-  failure: Error | undefined;
-
-  constructor(body: Readable, size: number) {
-    this.iterator = body[Symbol.asyncIterator]();
-    this.size = size;
-  }
-
-  /** Yields the next `length` bytes of the body. */
-  async *next(length: number): AsyncGenerator<Buffer> {
-    try {
-      yield* this.take(length);
-    } catch (err) {
-      this.failure ??= toErrorObject(err);
-      throw err;
-    }
-  }
-
-  private async *take(length: number): AsyncGenerator<Buffer> {
-    let remaining = length;
-    while (remaining > 0) {
-      let chunk = this.rest;
-      this.rest = undefined;
-      if (chunk === undefined) {
-        const step = await this.iterator.next();
-        if (step.done === true) {
-          throw new Error(`body ended after ${this.read} of ${this.size} bytes`);
-        }
-        chunk = step.value as Buffer;
-      }
-      if (chunk.length > remaining) {
-        this.rest = chunk.subarray(remaining);
-        chunk = chunk.subarray(0, remaining);
-      }
-      remaining -= chunk.length;
-      this.read += chunk.length;
-      yield chunk;
-    }
-  }
-
-  /** Reads the body to its end, failing if bytes are left beyond the announced length. */
-  async end(): Promise<void> {
-    let extra = this.rest?.length ?? 0;
-    try {
-      for (let step = await this.iterator.next(); step.done !== true; step = await this.iterator.next())
-        extra += (step.value as Buffer).length;
-    } catch (err) {
-      this.failure ??= toErrorObject(err);
-      throw err;
-    }
-    if (extra > 0) {
-      this.failure = new Error(`body is ${extra} bytes longer than ${this.size} bytes`);
-      throw this.failure;
-    }
-  }
-}
-
-function toErrorObject(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
-/** Re-cuts a stream into buffers of exactly `size` bytes (the last may be shorter). */
-async function* chunked(body: Readable, size: number): AsyncGenerator<Buffer> {
-  let pending: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of body) {
-    let buf = chunk as Buffer;
-    while (length + buf.length >= size) {
-      const take = size - length;
-      pending.push(buf.subarray(0, take));
-      yield Buffer.concat(pending);
-      buf = buf.subarray(take);
-      pending = [];
-      length = 0;
-    }
-    if (buf.length > 0) {
-      pending.push(buf);
-      length += buf.length;
-    }
-  }
-  if (length > 0) yield Buffer.concat(pending);
-}
-
-function unquote(etag: string): string {
-  return etag.replace(/^"|"$/g, '').replace(/^&quot;|&quot;$/g, '');
-}
-
-async function readText(res: Readable, limit = 64 * 1024 * 1024): Promise<string> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of res) {
-    const buf = chunk as Buffer;
-    total += buf.length;
-    if (total > limit) break;
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
