@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { describe } from 'vitest';
 import { main } from '../../src/cli.js';
 import { S3Client } from '../../src/s3/client.js';
-import { gatewayOptions, loadStack, type Stack } from '../fixtures/stack.js';
+import { gatewayOptions, loadStack, runPsql, type Stack } from '../fixtures/stack.js';
 
 /**
  * The running stack. When it is required (npm test, CI) and missing, this throws so the suite fails;
@@ -145,29 +145,7 @@ export function writeConfig(config: unknown): string {
 
 /** Runs SQL on a cluster of the stack with psql; returns stdout. */
 export function psql(stack: Stack, port: number, sql: string, database = 'postgres'): string {
-  return execFileSync(
-    'psql',
-    [
-      '-X',
-      '-q',
-      '-At',
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-h',
-      stack.pgHost,
-      '-p',
-      String(port),
-      '-U',
-      stack.pgUser,
-      '-d',
-      database,
-      '-c',
-      sql,
-    ],
-    {
-      encoding: 'utf8',
-    },
-  );
+  return runPsql({ host: stack.pgHost, port, user: stack.pgUser }, sql, database);
 }
 
 /** pg_dumpall of a cluster of the stack, without the random per-dump `\\restrict` keys of PostgreSQL 15.14+. */
