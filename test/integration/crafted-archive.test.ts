@@ -1,28 +1,81 @@
 // A restore point whose volume archive was crafted to escape the destination is refused in
-// preflight, before anything is written.
+// preflight, before anything is written: no destination, nothing beside it, nothing in /etc.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { craftedRestorePoint } from '../fixtures/crafted.js';
+import { craftedRestorePoint, type CraftedEntry } from '../fixtures/crafted.js';
 import { cli, describeWithStack, tempDir, writeConfig } from './helpers.js';
 
 const signal = AbortSignal.timeout(60_000);
 
 describeWithStack('crafted archives', (stack) => {
-  it.each([
-    [{ name: '../escape.txt', type: 'file' as const }, '"../escape.txt" rejected: ".." in the path'],
+  it.each<[string, CraftedEntry[], string]>([
     [
-      { name: '/etc/deis-backup-test-owned', type: 'file' as const },
+      '".." at the start of a path',
+      [{ name: '../escape.txt', type: 'file' }],
+      '"../escape.txt" rejected: ".." in the path',
+    ],
+    [
+      'an absolute path',
+      [{ name: '/etc/deis-backup-test-owned', type: 'file' }],
       '"/etc/deis-backup-test-owned" rejected: absolute path',
     ],
     [
-      { name: './logs/evil', type: 'symlink' as const, linkname: '../../../etc' },
+      'a symlink out of the volume',
+      [{ name: './logs/evil', type: 'symlink', linkname: '../../../etc' }],
       '"./logs/evil" rejected: symlink ../../../etc points outside the volume',
     ],
-  ])('refuses %o before writing anything', async (crafted, why) => {
+
+    [
+      'a symlink chain that leads out, then a file through it',
+      [
+        { name: './s', type: 'symlink', linkname: '.' },
+        { name: './s/up', type: 'symlink', linkname: '..' },
+        { name: './s/up/escaped.txt', type: 'file' },
+      ],
+      '"s/up" rejected: it goes through the symlink "s"',
+    ],
+    [
+      'a file written through a symlink of the archive',
+      [
+        { name: './logs/tmp', type: 'symlink', linkname: '../logs' },
+        { name: './logs/tmp/planted.txt', type: 'file' },
+      ],
+      '"logs/tmp/planted.txt" rejected: it goes through the symlink "logs/tmp"',
+    ],
+    [
+      'a hard link through a symlink',
+      [
+        { name: './up', type: 'symlink', linkname: 'logs' },
+        { name: './logs/second.log', type: 'link', linkname: 'up/ok.log' },
+      ],
+      '"logs/second.log" rejected: hard link to up/ok.log goes through the symlink "up"',
+    ],
+    [
+      'a symlink to an absolute path',
+      [{ name: './logs/etc', type: 'symlink', linkname: '/etc' }],
+      '"./logs/etc" rejected: symlink to the absolute path /etc',
+    ],
+    [
+      'a hard link out of the volume',
+      [{ name: './logs/shadow', type: 'link', linkname: '../../etc/shadow' }],
+      '"./logs/shadow" rejected: hard link to ../../etc/shadow outside the volume',
+    ],
+    [
+      '".." in the middle of a path',
+      [{ name: './logs/../../escaped.txt', type: 'file' }],
+      '"./logs/../../escaped.txt" rejected: ".." in the path',
+    ],
+    [
+      'a device node',
+      [{ name: './logs/null', type: 'character-device' }],
+      '"./logs/null" rejected: entry type character-device is not restored',
+    ],
+  ])('refuses an archive with %s before writing anything', async (_name, entries, why) => {
     const dir = tempDir('crafted');
-    const id = await craftedRestorePoint(dir, [{ ...crafted }], { signal });
-    const into = join(tempDir('restored'), 'store');
+    const id = await craftedRestorePoint(dir, entries, { signal });
+    const parent = tempDir('restored');
+    const into = join(parent, 'store');
     const file = writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
       target: { type: 'dir', path: dir },
@@ -41,6 +94,7 @@ describeWithStack('crafted archives', (stack) => {
     expect(run.code).toBe(1);
     expect(run.err).toBe(`deis-backup: volume archive entry ${why}`);
     expect(existsSync(into)).toBe(false);
+    expect(existsSync(join(parent, 'escaped.txt'))).toBe(false);
     expect(existsSync('/etc/deis-backup-test-owned')).toBe(false);
   });
 });
