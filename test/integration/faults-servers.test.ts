@@ -59,6 +59,18 @@ describeWithStack('servers failing mid-run', (stack) => {
     return proxy;
   };
 
+  /** A config that backs up only `bucket`, one object at a time, from the gateway at `endpoint`. */
+  const bucketConfig = (bucket: string, endpoint: string, target: Record<string, unknown>) =>
+    writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: { endpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target,
+    });
   /** A backup through the CLI; never leaks a key. */
   const backup = async (file: string, ...args: string[]) => {
     const run = await cli(['backup', '--config', file, ...args]);
@@ -119,16 +131,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     const atFirst = await bucketContents(gateway, bucket);
     const proxy = await proxyTo(rgwPort);
     const endpoint = `http://127.0.0.1:${proxy.port}`;
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      gateway: { endpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey },
-      sources: {
-        buckets: { names: [bucket], concurrency: 1 },
-        volume: { enabled: false },
-        database: { enabled: false },
-      },
-      target: { type: 'dir', path: tempDir('target') },
-    });
+    const file = bucketConfig(bucket, endpoint, { type: 'dir', path: tempDir('target') });
     const first = await backup(file);
     expect(first.code, first.err).toBe(0);
     const older = [first.out.trim()];
@@ -173,16 +176,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     await putObject(bucket, 'z-small', bytes('z', 10_000));
     const proxy = await proxyTo(rgwPort);
     const endpoint = `http://127.0.0.1:${proxy.port}`;
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      gateway: { endpoint, accessKey: stack.gatewayAccessKey, secretKey: stack.gatewaySecretKey },
-      sources: {
-        buckets: { names: [bucket], concurrency: 1 },
-        volume: { enabled: false },
-        database: { enabled: false },
-      },
-      target: { type: 'dir', path: tempDir('target') },
-    });
+    const file = bucketConfig(bucket, endpoint, { type: 'dir', path: tempDir('target') });
     const cutting = proxy.cutAfter('down', 8 * MiB, { keepListening: true });
     const run = await backup(file);
     await cutting;
@@ -206,27 +200,14 @@ describeWithStack('servers failing mid-run', (stack) => {
     const atFirst = await bucketContents(gateway, bucket);
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('faults');
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      gateway: {
-        endpoint: stack.rgwEndpoint,
-        accessKey: stack.gatewayAccessKey,
-        secretKey: stack.gatewaySecretKey,
-      },
-      sources: {
-        buckets: { names: [bucket], concurrency: 1 },
-        volume: { enabled: false },
-        database: { enabled: false },
-      },
-      target: {
-        type: 's3',
-        endpoint: `http://127.0.0.1:${proxy.port}`,
-        bucket: stack.targetBucket,
-        prefix,
-        accessKey: stack.targetAccessKey,
-        secretKey: stack.targetSecretKey,
-        partSizeMiB: 5,
-      },
+    const file = bucketConfig(bucket, stack.rgwEndpoint, {
+      type: 's3',
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      bucket: stack.targetBucket,
+      prefix,
+      accessKey: stack.targetAccessKey,
+      secretKey: stack.targetSecretKey,
+      partSizeMiB: 5,
     });
     const first = await backup(file);
     expect(first.code, first.err).toBe(0);
