@@ -1,11 +1,12 @@
 // One schema for the JSON config file plus secret overrides from the environment; parsed once at
 // startup into a fully defaulted, deeply readonly Config. Cluster facts left out are found in etcd.
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { z } from 'zod';
+import * as v from 'valibot';
 import { BackupError } from './errors.js';
 import { Secret } from './secret.js';
 import { parseDuration } from './duration.js';
+import { cronProblem, isTimeZone } from './cron.js';
+import { type Problem, strictObject, validate } from './validation.js';
 
 /** Where the config file is looked for when --config is not given. */
 export const DEFAULT_CONFIG_PATH = '/etc/deis-backup/config.json';
@@ -20,13 +21,21 @@ export const DEFAULT_CONTROLLER_COMMAND =
 /** The pg_dumpall command of the Deis docs, run on the database host. */
 export const DEFAULT_DUMP_COMMAND = 'docker exec deis-database sudo -u postgres pg_dumpall';
 
-const secretField = z.string().min(1, { error: 'must not be empty' });
+const text = (min = 1) => v.pipe(v.string(), v.minLength(min));
+const secretField = v.pipe(v.string(), v.minLength(1, 'must not be empty'));
 const url = (what: string) =>
-  z.string().refine((v) => /^https?:\/\/[^/\s]+/.test(v), {
-    error: `must be an http(s) URL such as ${what}`,
-  });
+  v.pipe(v.string(), v.regex(/^https?:\/\/[^/\s]+/, `must be an http(s) URL such as ${what}`));
+const absolutePath = v.pipe(v.string(), v.startsWith('/', 'must be an absolute path'));
+const whole = (min: number, max?: number, minMessage?: string, maxMessage?: string) =>
+  max === undefined
+    ? v.pipe(v.number(), v.integer(), v.minValue(min, minMessage))
+    : v.pipe(v.number(), v.integer(), v.minValue(min, minMessage), v.maxValue(max, maxMessage));
+const flag = (value: boolean) => v.optional(v.boolean(), value);
+/** A section of the file: every key in it optional or defaulted, so a missing section is its defaults. */
+const section = <const E extends v.ObjectEntries>(entries: E) =>
+  v.optional(strictObject(entries), {} as v.InferInput<v.StrictObjectSchema<E, undefined>>);
 
-const keepCount = z.number().int().min(1, { error: 'must be at least 1 (leave the rule out to not use it)' });
+const keepCount = v.optional(whole(1, undefined, 'must be at least 1 (leave the rule out to not use it)'));
 
 /** The keep rules of a retention policy, in the order the decision applies them. */
 export const KEEP_RULES = [
@@ -39,228 +48,208 @@ export const KEEP_RULES = [
   'keepWithin',
 ] as const;
 
-function cronRefinement(value: { cron: string; timezone?: string }, ctx: z.core.$RefinementCtx): void {
-  const problem = cronProblem(value.cron, value.timezone ?? 'UTC');
-  if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
+/** A schedule section whose `cron` (in `timezone`, else UTC) must fire: the problem lands on `cron`. */
+function firing<const E extends v.ObjectEntries>(entries: E) {
+  const problem = (value: unknown) => {
+    const { cron, timezone } = value as { cron: string; timezone?: string };
+    return cronProblem(cron, timezone ?? 'UTC');
+  };
+  // Every schedule section has a `cron` key, which the generic entries cannot show the compiler.
+  const cronPath = ['cron'] as never;
+  return v.optional(
+    v.pipe(
+      strictObject(entries),
+      v.forward(
+        v.check(
+          (value) => problem(value) === undefined,
+          (issue) => problem(issue.input) ?? 'is not valid',
+        ),
+        cronPath,
+      ),
+    ),
+    {} as v.InferInput<v.StrictObjectSchema<E, undefined>>,
+  );
 }
 
-const schema = z
-  .object({
-    etcd: z
-      .object({
-        endpoints: z
-          .array(url('"http://10.21.1.44:4001"'))
-          .min(1, { error: 'list at least one etcd endpoint' })
-          .default(['http://127.0.0.1:4001']),
-        timeoutMs: z.number().int().positive().default(5000),
-      })
-      .strict()
-      .prefault({}),
-    gateway: z
-      .object({
-        endpoint: url(
-          '"http://10.21.1.44:8888" (or leave it out to read /deis/store/gateway/host and port from etcd)',
-        ).optional(),
-        accessKey: secretField.optional(),
-        secretKey: secretField.optional(),
-        signatureVersion: z
-          .enum(['v2', 'v4'], { error: 'must be "v2" (Deis v1, Ceph hammer) or "v4"' })
-          .default('v2'),
-        region: z.string().min(1).default('us-east-1'),
-        listVersion: z
-          .union([z.literal(1), z.literal(2)], { error: 'must be 1 (ListObjects, what hammer speaks) or 2' })
-          .default(1),
-      })
-      .strict()
-      .prefault({}),
-    ssh: z
-      .object({
-        user: z.string().min(1).default('core'),
-        port: z.number().int().min(1).max(65535).default(22),
-        privateKeyFile: z.string().min(1).default('/etc/deis-backup/id_ed25519'),
-        knownHostsFile: z.string().min(1).default('/etc/deis-backup/known_hosts'),
-        timeoutMs: z.number().int().positive().default(20000),
-      })
-      .strict()
-      .prefault({}),
-    sources: z
-      .object({
-        buckets: z
-          .object({
-            enabled: z.boolean().default(true),
-            names: z
-              .array(z.string().regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, { error: 'is not a bucket name' }))
-              .min(1, { error: 'list at least one bucket, or set enabled to false' })
-              .optional(),
-            concurrency: z.number().int().min(1).max(64, { error: 'must be at most 64' }).default(4),
-          })
-          .strict()
-          .prefault({}),
-        volume: z
-          .object({
-            enabled: z.boolean().default(true),
-            path: z
-              .string()
-              .startsWith('/', { error: 'must be an absolute path' })
-              .default('/var/lib/deis/store'),
-            host: z.string().min(1).optional(),
-          })
-          .strict()
-          .prefault({}),
-        database: z
-          .object({
-            enabled: z.boolean().default(true),
-            host: z.string().min(1).optional(),
-            command: z.string().min(1).default(DEFAULT_DUMP_COMMAND),
-          })
-          .strict()
-          .prefault({}),
-      })
-      .strict()
-      .prefault({}),
-    target: z
-      .discriminatedUnion(
-        'type',
-        [
-          z
-            .object({
-              type: z.literal('s3'),
-              endpoint: url('"https://s3.eu-west-1.amazonaws.com"'),
-              region: z.string().min(1).default('us-east-1'),
-              bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, {
-                error: 'must be a DNS-style bucket name (lowercase letters, digits, "-" and ".")',
-              }),
-              prefix: z
-                .string()
-                .default('')
-                .refine((p) => !p.startsWith('/'), { error: 'must not start with "/"' }),
-              accessKey: secretField,
-              secretKey: secretField,
-              partSizeMiB: z.number().int().min(5).max(512).default(16),
-            })
-            .strict(),
-          z
-            .object({
-              type: z.literal('dir'),
-              path: z.string().startsWith('/', { error: 'must be an absolute path' }),
-            })
-            .strict(),
-        ],
-        { error: 'must have type "s3" or "dir"' },
-      )
-      .default({ type: 'dir', path: '/var/lib/deis-backup' }),
-    restore: z
-      .object({
-        databaseCommand: z.string().min(1).default(DEFAULT_LOAD_COMMAND),
-        deisVersion: z
-          .string()
-          .regex(/^v?\d+\.\d+(\.\d+)?$/, { error: 'must be a Deis version such as "v1.10.1"' })
-          .optional(),
-        controllerHost: z.string().min(1).optional(),
-        controllerCommand: z.string().min(1).default(DEFAULT_CONTROLLER_COMMAND),
-      })
-      .strict()
-      .prefault({}),
-    schedule: z
-      .object({
-        cron: z.string().min(1).default('0 3 * * *'),
-        timezone: z
-          .string()
-          .refine(isTimeZone, {
-            error: 'is not an IANA time zone; use a name such as "UTC" or "Europe/Berlin"',
-          })
-          .default('UTC'),
-        runAtStart: z.boolean().default(false),
-        jitterSeconds: z.number().int().min(0).max(3600).default(0),
-      })
-      .strict()
-      .superRefine(cronRefinement)
-      .prefault({}),
-    webhook: z
-      .object({
-        url: url('"https://hooks.example.com/deis-backup"').optional(),
-        timeoutMs: z.number().int().positive().default(5000),
-      })
-      .strict()
-      .prefault({}),
-    retention: z
-      .object({
-        keepLast: keepCount.optional(),
-        keepHourly: keepCount.optional(),
-        keepDaily: keepCount.optional(),
-        keepWeekly: keepCount.optional(),
-        keepMonthly: keepCount.optional(),
-        keepYearly: keepCount.optional(),
-        keepWithin: z
-          .string()
-          .refine((v) => parseDuration(v) !== undefined, {
-            error: 'must be a duration such as "30d", "2w", "6m", "1y" or "1y6m"',
-          })
-          .optional(),
-        prune: z.boolean().default(true),
-      })
-      .strict()
-      .refine((value) => KEEP_RULES.some((rule) => value[rule] !== undefined), {
-        error: `set at least one of ${KEEP_RULES.join(', ')}: a policy that keeps nothing is refused`,
-      })
-      .prefault({ keepLast: 7 }),
-    verify: z
-      .object({
-        enabled: z.boolean().default(true),
-        cron: z.string().min(1).default('30 4 * * *'),
-        readData: z.boolean().default(false),
-      })
-      .strict()
-      .superRefine(cronRefinement)
-      .prefault({}),
-    drill: z
-      .object({
-        enabled: z.boolean().default(false),
-        cron: z.string().min(1).default('0 5 * * 0'),
-        bucketSuffix: z
-          .string()
-          .regex(/^-[a-z0-9-]{1,20}$/, { error: 'must be "-" and up to 20 of a-z, 0-9, "-", e.g. "-drill"' })
-          .default('-drill'),
-        directory: z
-          .string()
-          .startsWith('/', { error: 'must be an absolute path' })
-          .default('/var/lib/deis-backup-drill'),
-      })
-      .strict()
-      .superRefine(cronRefinement)
-      .prefault({}),
-    lock: z
-      .object({
-        backend: z
-          .enum(['auto', 'etcd', 'target'], {
-            error: 'must be "etcd", "target" or "auto" (etcd when etcd.endpoints or ETCD is set)',
-          })
-          .default('auto'),
-        key: z
-          .string()
-          .regex(/^\/[^\s]+$/, { error: 'must be an etcd key such as "/deis/backup/lock"' })
-          .default('/deis/backup/lock'),
-        ttlSeconds: z.number().int().min(3, { error: 'must be at least 3' }).max(3600).default(60),
-        waitSeconds: z.number().int().min(0).max(86_400).default(0),
-      })
-      .strict()
-      .prefault({}),
-    http: z
-      .object({
-        host: z.string().min(1).default('0.0.0.0'),
-        port: z.number().int().min(0).max(65535).default(9480),
-        token: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
-      })
-      .strict()
-      .prefault({}),
-    log: z
-      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
-      .strict()
-      .prefault({}),
-  })
-  .strict();
+const schema = strictObject({
+  etcd: section({
+    endpoints: v.optional(
+      v.pipe(v.array(url('"http://10.21.1.44:4001"')), v.minLength(1, 'list at least one etcd endpoint')),
+      ['http://127.0.0.1:4001'],
+    ),
+    timeoutMs: v.optional(whole(1), 5000),
+  }),
+  gateway: section({
+    endpoint: v.optional(
+      url('"http://10.21.1.44:8888" (or leave it out to read /deis/store/gateway/host and port from etcd)'),
+    ),
+    accessKey: v.optional(secretField),
+    secretKey: v.optional(secretField),
+    signatureVersion: v.optional(
+      v.picklist(['v2', 'v4'], 'must be "v2" (Deis v1, Ceph hammer) or "v4"'),
+      'v2',
+    ),
+    region: v.optional(text(), 'us-east-1'),
+    listVersion: v.optional(
+      v.union([v.literal(1), v.literal(2)], 'must be 1 (ListObjects, what hammer speaks) or 2'),
+      1,
+    ),
+  }),
+  ssh: section({
+    user: v.optional(text(), 'core'),
+    port: v.optional(whole(1, 65535), 22),
+    privateKeyFile: v.optional(text(), '/etc/deis-backup/id_ed25519'),
+    knownHostsFile: v.optional(text(), '/etc/deis-backup/known_hosts'),
+    timeoutMs: v.optional(whole(1), 20000),
+  }),
+  sources: section({
+    buckets: section({
+      enabled: flag(true),
+      names: v.optional(
+        v.pipe(
+          v.array(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, 'is not a bucket name'))),
+          v.minLength(1, 'list at least one bucket, or set enabled to false'),
+        ),
+      ),
+      concurrency: v.optional(whole(1, 64, undefined, 'must be at most 64'), 4),
+    }),
+    volume: section({
+      enabled: flag(true),
+      path: v.optional(absolutePath, '/var/lib/deis/store'),
+      host: v.optional(text()),
+    }),
+    database: section({
+      enabled: flag(true),
+      host: v.optional(text()),
+      command: v.optional(text(), DEFAULT_DUMP_COMMAND),
+    }),
+  }),
+  target: v.optional(
+    v.variant(
+      'type',
+      [
+        strictObject({
+          type: v.literal('s3'),
+          endpoint: url('"https://s3.eu-west-1.amazonaws.com"'),
+          region: v.optional(text(), 'us-east-1'),
+          bucket: v.pipe(
+            v.string(),
+            v.regex(
+              /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+              'must be a DNS-style bucket name (lowercase letters, digits, "-" and ".")',
+            ),
+          ),
+          prefix: v.optional(
+            v.pipe(
+              v.string(),
+              v.check((p) => !p.startsWith('/'), 'must not start with "/"'),
+            ),
+            '',
+          ),
+          accessKey: secretField,
+          secretKey: secretField,
+          partSizeMiB: v.optional(whole(5, 512), 16),
+        }),
+        strictObject({ type: v.literal('dir'), path: absolutePath }),
+      ],
+      'must have type "s3" or "dir"',
+    ),
+    { type: 'dir', path: '/var/lib/deis-backup' },
+  ),
+  restore: section({
+    databaseCommand: v.optional(text(), DEFAULT_LOAD_COMMAND),
+    deisVersion: v.optional(
+      v.pipe(v.string(), v.regex(/^v?\d+\.\d+(\.\d+)?$/, 'must be a Deis version such as "v1.10.1"')),
+    ),
+    controllerHost: v.optional(text()),
+    controllerCommand: v.optional(text(), DEFAULT_CONTROLLER_COMMAND),
+  }),
+  schedule: firing({
+    cron: v.optional(text(), '0 3 * * *'),
+    timezone: v.optional(
+      v.pipe(
+        v.string(),
+        v.check(isTimeZone, 'is not an IANA time zone; use a name such as "UTC" or "Europe/Berlin"'),
+      ),
+      'UTC',
+    ),
+    runAtStart: flag(false),
+    jitterSeconds: v.optional(whole(0, 3600), 0),
+  }),
+  webhook: section({
+    url: v.optional(url('"https://hooks.example.com/deis-backup"')),
+    timeoutMs: v.optional(whole(1), 5000),
+  }),
+  retention: v.optional(
+    v.pipe(
+      strictObject({
+        keepLast: keepCount,
+        keepHourly: keepCount,
+        keepDaily: keepCount,
+        keepWeekly: keepCount,
+        keepMonthly: keepCount,
+        keepYearly: keepCount,
+        keepWithin: v.optional(
+          v.pipe(
+            v.string(),
+            v.check(
+              (value) => parseDuration(value) !== undefined,
+              'must be a duration such as "30d", "2w", "6m", "1y" or "1y6m"',
+            ),
+          ),
+        ),
+        prune: flag(true),
+      }),
+      v.check(
+        (value) => KEEP_RULES.some((rule) => value[rule] !== undefined),
+        `set at least one of ${KEEP_RULES.join(', ')}: a policy that keeps nothing is refused`,
+      ),
+    ),
+    { keepLast: 7 },
+  ),
+  verify: firing({
+    enabled: flag(true),
+    cron: v.optional(text(), '30 4 * * *'),
+    readData: flag(false),
+  }),
+  drill: firing({
+    enabled: flag(false),
+    cron: v.optional(text(), '0 5 * * 0'),
+    bucketSuffix: v.optional(
+      v.pipe(
+        v.string(),
+        v.regex(/^-[a-z0-9-]{1,20}$/, 'must be "-" and up to 20 of a-z, 0-9, "-", e.g. "-drill"'),
+      ),
+      '-drill',
+    ),
+    directory: v.optional(absolutePath, '/var/lib/deis-backup-drill'),
+  }),
+  lock: section({
+    backend: v.optional(
+      v.picklist(
+        ['auto', 'etcd', 'target'],
+        'must be "etcd", "target" or "auto" (etcd when etcd.endpoints or ETCD is set)',
+      ),
+      'auto',
+    ),
+    key: v.optional(
+      v.pipe(v.string(), v.regex(/^\/[^\s]+$/, 'must be an etcd key such as "/deis/backup/lock"')),
+      '/deis/backup/lock',
+    ),
+    ttlSeconds: v.optional(whole(3, 3600, 'must be at least 3'), 60),
+    waitSeconds: v.optional(whole(0, 86_400), 0),
+  }),
+  http: section({
+    host: v.optional(text(), '0.0.0.0'),
+    port: v.optional(whole(0, 65535), 9480),
+    token: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
+  }),
+  log: section({
+    level: v.optional(v.picklist(['trace', 'debug', 'info', 'warn', 'error', 'fatal']), 'info'),
+  }),
+});
 
-type Parsed = z.output<typeof schema>;
+type Parsed = v.InferOutput<typeof schema>;
 type DeepReadonly<T> = T extends Secret
   ? T
   : T extends readonly (infer U)[]
@@ -321,14 +310,12 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
     const endpoint = /^https?:\/\//.test(etcdEnv) ? etcdEnv : `http://${etcdEnv}`;
     raw['etcd'] = { ...(typeof etcdSection === 'object' ? etcdSection : {}), endpoints: [endpoint] };
   }
-  const result = schema.safeParse(raw);
-  if (!result.success) {
-    for (const issue of result.error.issues) problems.push(formatIssue(issue));
-  }
-  if (problems.length > 0 || !result.success) {
+  const result = validate(schema, raw);
+  if (!result.ok) problems.push(...result.problems.map(describeProblem));
+  if (problems.length > 0 || !result.ok) {
     throw new ConfigError(opts.file, problems);
   }
-  const data = result.data;
+  const data = result.value;
   // "auto": the cluster's etcd holds the lock when the operator pointed us at one.
   const etcdGiven = (raw['etcd'] as { endpoints?: unknown } | undefined)?.endpoints !== undefined;
   const lock = {
@@ -403,15 +390,16 @@ function readSecretEnv(name: string, env: NodeJS.ProcessEnv, problems: string[])
   }
 }
 
-function formatIssue(issue: z.core.$ZodIssue): string {
-  const path = issue.path.map(String).join('.') || '(top level)';
-  if (issue.code === 'unrecognized_keys') {
-    return `${path === '(top level)' ? '' : `${path}: `}unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove them or check the spelling against config.example.json`;
+function describeProblem(problem: Problem): string {
+  const path = problem.path || '(top level)';
+  switch (problem.kind) {
+    case 'unknown':
+      return `${problem.path === '' ? '' : `${path}: `}unknown key(s) ${problem.keys.map((k) => `"${k}"`).join(', ')}; remove them or check the spelling against config.example.json`;
+    case 'missing':
+      return `${path}: is required; add it (see config.example.json)`;
+    case 'invalid':
+      return `${path}: ${problem.message}`;
   }
-  if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined')) {
-    return `${path}: is required; add it (see config.example.json)`;
-  }
-  return `${path}: ${issue.message}`;
 }
 
 function wrapSecrets(value: unknown, key?: string): unknown {
@@ -427,72 +415,4 @@ function wrapSecrets(value: unknown, key?: string): unknown {
 /** The config as printed by `config check`: secrets shown as **redacted**, set or not. */
 export function redactedView(value: unknown): unknown {
   return JSON.parse(JSON.stringify(value)) as unknown;
-}
-
-function isTimeZone(zone: string): boolean {
-  // ECMA-402 requires "UTC" everywhere; the first DateTimeFormat costs about 20 ms (ICU set-up),
-  // which the default time zone need not pay on every start.
-  if (zone === 'UTC') return true;
-  try {
-    new Intl.DateTimeFormat('en', { timeZone: zone });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Why a cron expression cannot drive the schedule (invalid, or never fires), or undefined. */
-export function cronProblem(cron: string, timezone: string): string | undefined {
-  if (plainCronFires(cron)) return undefined;
-  // node-cron costs about 25 ms to load and 7 ms to check: only expressions the plain check above
-  // does not settle pay for it. Loaded synchronously (its CommonJS build) because zod's refinements
-  // are synchronous.
-  const { validateDetailed, createTask } = createRequire(import.meta.url)(
-    'node-cron',
-  ) as typeof import('node-cron');
-  const detail = validateDetailed(cron);
-  if (!detail.valid) {
-    const why = detail.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
-    return `"${cron}" is not a cron expression that ever fires (${why || 'invalid'}); write e.g. "0 3 * * *" for 03:00 daily`;
-  }
-  if (!isTimeZone(timezone)) return undefined;
-  const task = createTask(cron, () => undefined, { timezone });
-  const next = task.getNextRuns(1)[0];
-  void task.destroy();
-  return next ? undefined : `"${cron}" never fires; write e.g. "0 3 * * *" for 03:00 daily`;
-}
-
-/** Inclusive ranges of the five cron fields: minute, hour, day of month, month, day of week. */
-const CRON_RANGES = [
-  [0, 59],
-  [0, 23],
-  [1, 31],
-  [1, 12],
-  [0, 6],
-] as const;
-
-/**
- * True for the common shape that is valid and fires in any time zone: five fields, each `*` or one
- * in-range number, a day of month that every month named has (no day-and-month pair like 30 2), and
- * no weekday next to a day or month. Anything else (lists, ranges, steps, names, seconds) returns false and goes to node-cron.
- */
-function plainCronFires(cron: string): boolean {
-  const fields = cron.trim().split(/\s+/);
-  if (fields.length !== CRON_RANGES.length) return false;
-  const values: (number | undefined)[] = [];
-  for (const [i, field] of fields.entries()) {
-    if (field === '*') {
-      values.push(undefined);
-      continue;
-    }
-    if (!/^(0|[1-9][0-9]?)$/.test(field)) return false;
-    const value = Number(field);
-    const [lo, hi] = CRON_RANGES[i] ?? [0, -1];
-    if (value < lo || value > hi) return false;
-    values.push(value);
-  }
-  const [, , day, month, weekday] = values;
-  // A weekday together with a day or month is rare enough to leave to node-cron's search.
-  if (weekday !== undefined && (day !== undefined || month !== undefined)) return false;
-  return day === undefined || month === undefined || day <= 28;
 }

@@ -2,7 +2,7 @@
 // Mutating routes need `Authorization: Bearer <token>`; without a configured token they are off.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { z } from 'zod';
+import * as v from 'valibot';
 import { snapshotSummary } from '../format.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -10,6 +10,7 @@ import type { Operations, OperationView } from '../operations.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { RestoreRequest } from '../restore.js';
 import type { Secret } from '../secret.js';
+import { type Problem, strictObject, validate } from '../validation.js';
 
 /** What /readyz answers. */
 export interface Readiness {
@@ -41,26 +42,28 @@ export interface ServerDeps {
   startDrill(trigger: string): { started: OperationView } | { busy: OperationView };
 }
 
-const STEP = z.enum(['buckets', 'volume', 'database']);
+const STEP = v.picklist(['buckets', 'volume', 'database']);
 const BUCKET = /^[a-z0-9][a-z0-9._-]{1,62}$/;
+const steps = v.optional(v.pipe(v.array(STEP), v.minLength(1)));
 
-const emptyBody = z.object({}).strict();
+const emptyBody = strictObject({});
 
-const backupBody = z.object({ only: z.array(STEP).min(1).optional() }).strict();
+const backupBody = strictObject({ only: steps });
 
-const restoreBody = z
-  .object({
-    snapshot: z.string().min(1),
-    only: z.array(STEP).min(1).optional(),
-    buckets: z
-      .record(z.string().regex(BUCKET), z.string().regex(BUCKET, { error: 'is not a bucket name' }))
-      .optional(),
-    volumeTo: z.string().startsWith('/', { error: 'must be an absolute path' }).optional(),
-    dryRun: z.boolean().optional(),
-    overwrite: z.boolean().optional(),
-    yes: z.boolean().optional(),
-  })
-  .strict();
+const restoreBody = strictObject({
+  snapshot: v.pipe(v.string(), v.minLength(1)),
+  only: steps,
+  buckets: v.optional(
+    v.record(
+      v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
+      v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
+    ),
+  ),
+  volumeTo: v.optional(v.pipe(v.string(), v.startsWith('/', 'must be an absolute path'))),
+  dryRun: v.optional(v.boolean()),
+  overwrite: v.optional(v.boolean()),
+  yes: v.optional(v.boolean()),
+});
 
 /** Builds the API on a new fastify instance. */
 export function buildServer(deps: ServerDeps): FastifyInstance {
@@ -103,12 +106,14 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     }
     return true;
   };
-  const parse = <T>(schema: z.ZodType<T>, body: unknown, reply: FastifyReply): T | undefined => {
-    const result = schema.safeParse(body ?? {});
-    if (result.success) return result.data;
-    const issue = result.error.issues[0];
-    const field = ['body', ...(issue?.path.map(String) ?? [])].join('.');
-    void reply.code(400).send({ error: `${field}: ${issue?.message ?? 'invalid'}` });
+  const parse = <S extends v.GenericSchema>(
+    schema: S,
+    body: unknown,
+    reply: FastifyReply,
+  ): v.InferOutput<S> | undefined => {
+    const result = validate(schema, body ?? {});
+    if (result.ok) return result.value;
+    void reply.code(400).send({ error: result.problems.map(describeProblem).join('; ') });
     return undefined;
   };
   const started = (
@@ -205,4 +210,17 @@ function sameSecret(given: string, expected: string): boolean {
   const a = createHash('sha256').update(given).digest();
   const b = createHash('sha256').update(expected).digest();
   return timingSafeEqual(a, b);
+}
+
+/** One line per problem in a request body, its path under "body". */
+function describeProblem(problem: Problem): string {
+  const field = ['body', ...(problem.path === '' ? [] : [problem.path])].join('.');
+  switch (problem.kind) {
+    case 'unknown':
+      return `${field}: unknown key(s) ${problem.keys.map((k) => `"${k}"`).join(', ')}`;
+    case 'missing':
+      return `${field}: is required`;
+    case 'invalid':
+      return `${field}: ${problem.message}`;
+  }
 }

@@ -244,7 +244,7 @@ describeWithStack('daemon', (stack) => {
     expect(
       (await call(daemon, 'POST', '/restores', { snapshot: 'latest', only: ['teleport'] })).body,
     ).toEqual({
-      error: 'body.only.0: Invalid option: expected one of "buckets"|"volume"|"database"',
+      error: 'body.only.0: must be one of "buckets", "volume", "database"',
     });
     expect((await call(daemon, 'GET', '/healthz', undefined, null)).body).toEqual({ status: 'ok' });
     const { daemon: open } = await start({ http: { host: '127.0.0.1', port: 0 } });

@@ -290,7 +290,7 @@ describeWithStack('failed and partial runs', (stack) => {
     expect(run.code).toBe(2);
     expect(run.err.split('\n')).toEqual([
       expect.stringMatching(/^deis-backup: config .*config\.json: 2 problem\(s\)$/),
-      '  - sources.buckets.concurrency: Invalid input: expected number, received string',
+      '  - sources.buckets.concurrency: must be a number, not a string',
       '  - target.type: must have type "s3" or "dir"',
     ]);
   });

@@ -1,7 +1,7 @@
 // cronProblem's fast path for plain expressions must agree with node-cron, which settles the rest.
 import { createTask, validateDetailed } from 'node-cron';
 import { describe, expect, it } from 'vitest';
-import { cronProblem } from '../../src/config.js';
+import { cronProblem } from '../../src/cron.js';
 
 function nodeCronFires(cron: string, timezone: string): boolean {
   if (!validateDetailed(cron).valid) return false;

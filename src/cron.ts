@@ -1,0 +1,72 @@
+// Checks that a cron expression and time zone can drive a schedule, cheaply for the common shapes:
+// node-cron is loaded only for an expression the plain check does not settle.
+import { createRequire } from 'node:module';
+
+/** True when zone is an IANA time zone this runtime knows. */
+export function isTimeZone(zone: string): boolean {
+  // ECMA-402 requires "UTC" everywhere; the first DateTimeFormat costs about 20 ms (ICU set-up),
+  // which the default time zone need not pay on every start.
+  if (zone === 'UTC') return true;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why a cron expression cannot drive the schedule (invalid, or never fires), or undefined. */
+export function cronProblem(cron: string, timezone: string): string | undefined {
+  if (plainCronFires(cron)) return undefined;
+  // node-cron costs about 25 ms to load and 7 ms to check: only expressions the plain check above
+  // does not settle pay for it. Loaded synchronously (its CommonJS build) because the config checks
+  // are synchronous.
+  const { validateDetailed, createTask } = createRequire(import.meta.url)(
+    'node-cron',
+  ) as typeof import('node-cron');
+  const detail = validateDetailed(cron);
+  if (!detail.valid) {
+    const why = detail.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+    return `"${cron}" is not a cron expression that ever fires (${why || 'invalid'}); write e.g. "0 3 * * *" for 03:00 daily`;
+  }
+  if (!isTimeZone(timezone)) return undefined;
+  const task = createTask(cron, () => undefined, { timezone });
+  const next = task.getNextRuns(1)[0];
+  void task.destroy();
+  return next ? undefined : `"${cron}" never fires; write e.g. "0 3 * * *" for 03:00 daily`;
+}
+
+/** Inclusive ranges of the five cron fields: minute, hour, day of month, month, day of week. */
+const CRON_RANGES = [
+  [0, 59],
+  [0, 23],
+  [1, 31],
+  [1, 12],
+  [0, 6],
+] as const;
+
+/**
+ * True for the common shape that is valid and fires in any time zone: five fields, each `*` or one
+ * in-range number, a day of month that every month named has (no day-and-month pair like 30 2), and
+ * no weekday next to a day or month. Anything else (lists, ranges, steps, names, seconds) returns false and goes to node-cron.
+ */
+function plainCronFires(cron: string): boolean {
+  const fields = cron.trim().split(/\s+/);
+  if (fields.length !== CRON_RANGES.length) return false;
+  const values: (number | undefined)[] = [];
+  for (const [i, field] of fields.entries()) {
+    if (field === '*') {
+      values.push(undefined);
+      continue;
+    }
+    if (!/^(0|[1-9][0-9]?)$/.test(field)) return false;
+    const value = Number(field);
+    const [lo, hi] = CRON_RANGES[i] ?? [0, -1];
+    if (value < lo || value > hi) return false;
+    values.push(value);
+  }
+  const [, , day, month, weekday] = values;
+  // A weekday together with a day or month is rare enough to leave to node-cron's search.
+  if (weekday !== undefined && (day !== undefined || month !== undefined)) return false;
+  return day === undefined || month === undefined || day <= 28;
+}
