@@ -8,6 +8,7 @@ import type { ForgetReport } from './repository/forget.js';
 import type { PruneReport } from './repository/prune.js';
 import type { VerifyReport } from './repository/verify.js';
 import type { DrillReport } from './drill.js';
+import { compareText } from './compare.js';
 
 /** 1536 → "1.5 KiB". */
 export function formatBytes(bytes: number): string {
@@ -128,7 +129,7 @@ export function formatForget(report: ForgetReport): string[] {
   const rows = [
     ...report.keep.map((e) => ({ e, verb: 'keep' })),
     ...report.drop.map((e) => ({ e, verb: report.dryRun ? 'would drop' : 'drop' })),
-  ].sort((a, b) => a.e.startedAt.localeCompare(b.e.startedAt) || a.e.id.localeCompare(b.e.id));
+  ].sort((a, b) => compareText(a.e.startedAt, b.e.startedAt) || compareText(a.e.id, b.e.id));
   for (const { e, verb } of rows) lines.push(line(verb.padEnd(10), e));
   lines.push(
     `${report.keep.length} kept, ${report.drop.length} ${report.dryRun ? 'to drop (dry run)' : 'dropped'}`,

@@ -5,6 +5,7 @@ import { BackupError, describeError } from '../errors.js';
 import type { IndexEntry } from '../repository/manifest.js';
 import type { S3Client } from '../s3/client.js';
 import { forEachLimited, ProblemList } from './pool.js';
+import { compareText } from '../compare.js';
 
 /** Objects read or deleted at once. */
 const CONCURRENCY = 4;
@@ -166,6 +167,6 @@ function canonical(metadata: Readonly<Record<string, string>>): string {
   return JSON.stringify(
     Object.entries(metadata)
       .map(([name, value]) => [name.toLowerCase(), value] as const)
-      .sort(([a], [b]) => a.localeCompare(b)),
+      .sort(([a], [b]) => compareText(a, b)),
   );
 }

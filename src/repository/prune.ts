@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { BackupError, describeError } from '../errors.js';
 import { BLOBS, manifestKey, runMarkerKey, SNAPSHOTS } from './layout.js';
 import type { Repository } from './repository.js';
+import { mapConcurrently } from '../concurrency.js';
 
 /** What prune removed (or, in a dry run, would remove). */
 export interface PruneReport {
@@ -47,13 +48,18 @@ export async function prune(
   // Referenced blobs with their sizes from the indexes: the blob folder is then listed by key
   // alone, and only what is removed is asked for its size (a stat per blob was most of the time).
   const blobs = new Map<string, number>();
+  // Indexes with the same sha256 hold the same entries (a bucket that did not change between two
+  // runs): one of them is read. Were another copy damaged, its restore point would reference the
+  // same blobs all the same.
+  const indexesRead = new Set<string>();
   for (const manifest of snapshots) {
     referenced.add(manifestKey(manifest.id));
     referenced.add(runMarkerKey(manifest.id));
     for (const source of manifest.sources) {
       for (const artifact of source.artifacts) {
         referenced.add(artifact.key);
-        if (source.kind !== 'bucket') continue;
+        if (source.kind !== 'bucket' || indexesRead.has(artifact.sha256)) continue;
+        indexesRead.add(artifact.sha256);
         try {
           for await (const entry of repository.readIndex(artifact, { signal }))
             blobs.set(entry.blob, entry.size);
@@ -89,18 +95,14 @@ export async function prune(
     if (size !== undefined) report.keptBytes += size;
     else doomed.push({ key, size: undefined, blob: true });
   }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let item = doomed[next++]; item !== undefined; item = doomed[next++]) {
-      signal.throwIfAborted();
-      const size = item.size ?? (await target.stat(item.key, { signal }))?.size ?? 0;
-      if (!opts.dryRun) await target.remove(item.key, { signal });
-      report.freedBytes += size;
-      if (item.blob) report.removedBlobs++;
-      else report.removedKeys++;
-    }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  await mapConcurrently(doomed, CONCURRENCY, async (item) => {
+    signal.throwIfAborted();
+    const size = item.size ?? (await target.stat(item.key, { signal }))?.size ?? 0;
+    if (!opts.dryRun) await target.remove(item.key, { signal });
+    report.freedBytes += size;
+    if (item.blob) report.removedBlobs++;
+    else report.removedKeys++;
+  });
   log.info(
     {
       dryRun: opts.dryRun,

@@ -20,6 +20,11 @@ import {
   SNAPSHOTS,
 } from './layout.js';
 import { parseManifest, type ArtifactRecord, type IndexEntry, type Manifest } from './manifest.js';
+import { compareText } from '../compare.js';
+import { mapConcurrently } from '../concurrency.js';
+
+/** How many manifests a scan reads at once. */
+const MANIFEST_READS = 8;
 
 /** Stored bytes: key, size and sha256 as counted while they streamed to the target. */
 export interface Stored {
@@ -57,24 +62,33 @@ export class Repository {
     uncommitted: string[];
   }> {
     const folders = new Map<string, boolean>();
-    for await (const info of this.target.list(SNAPSHOTS, opts)) {
-      const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
+    for await (const key of this.target.listKeys(SNAPSHOTS, opts)) {
+      const [id, name] = key.slice(SNAPSHOTS.length).split('/');
       if (id === undefined || !isSnapshotId(id)) continue;
       folders.set(id, (folders.get(id) ?? false) || name === 'manifest.json');
     }
     const ids = [...folders.keys()].sort();
+    // Manifests are read a few at a time: each read is a few round trips to the target.
+    const read = await mapConcurrently(
+      ids.filter((i) => folders.get(i)),
+      MANIFEST_READS,
+      async (id) => {
+        try {
+          return { id, manifest: await this.readManifest(id, opts) };
+        } catch (err) {
+          if (!(err instanceof BackupError) || err.code !== 'ERR_INTEGRITY') throw err;
+          return { id, error: err.message };
+        }
+      },
+    );
     const snapshots: Manifest[] = [];
     const unreadable: { id: string; error: string }[] = [];
-    for (const id of ids.filter((i) => folders.get(i))) {
-      try {
-        snapshots.push(await this.readManifest(id, opts));
-      } catch (err) {
-        if (!(err instanceof BackupError) || err.code !== 'ERR_INTEGRITY') throw err;
-        unreadable.push({ id, error: err.message });
-      }
+    for (const item of read) {
+      if (item.manifest) snapshots.push(item.manifest);
+      else unreadable.push({ id: item.id, error: item.error });
     }
     // Ids sort by second; two runs within one second are ordered by when they started.
-    snapshots.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.id.localeCompare(b.id));
+    snapshots.sort((a, b) => compareText(a.startedAt, b.startedAt) || compareText(a.id, b.id));
     return { snapshots, unreadable, uncommitted: ids.filter((i) => folders.get(i) === false) };
   }
 

@@ -5,6 +5,7 @@
 // on applyRetention).
 import { type Duration, formatDuration, parseDuration } from '../duration.js';
 import { BackupError } from '../errors.js';
+import { compareText } from '../compare.js';
 
 /** Keep rules, combined with "or": a snapshot is kept when any rule keeps it. Counts are whole numbers ≥ 1. */
 export interface RetentionPolicy {
@@ -94,7 +95,7 @@ export function applyRetention<T extends { id: string; startedAt: string; status
   const wall = wallClock(opts.timezone);
   const started = new Map(snapshots.map((s) => [s, startedAt(s)]));
   const time = (s: T): number => started.get(s) ?? 0;
-  const newestFirst = [...snapshots].sort((a, b) => time(b) - time(a) || b.id.localeCompare(a.id));
+  const newestFirst = [...snapshots].sort((a, b) => time(b) - time(a) || compareText(b.id, a.id));
   const reasons = new Map<string, string[]>();
   const keep = (s: T, reason: string): void => {
     reasons.set(s.id, [...(reasons.get(s.id) ?? []), reason]);

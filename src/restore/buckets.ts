@@ -8,6 +8,7 @@ import type { Target } from '../targets/target.js';
 import { S3Error, type S3Client } from '../s3/client.js';
 import { chain } from '../streams.js';
 import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
+import { compareText } from '../compare.js';
 
 const SENTINEL = '_backup_stop_sentinel.json';
 const MIB = 1024 * 1024;
@@ -70,7 +71,7 @@ export async function planBucket(
   // one is written after it too, or an older base backup would become WAL-E's LATEST.
   const sentinels = input.entries
     .filter((e) => isSentinel(e.key))
-    .sort((a, b) => a.lastModified.localeCompare(b.lastModified));
+    .sort((a, b) => compareText(a.lastModified, b.lastModified));
   let writing = false;
   for (const entry of sentinels) {
     let action = decide(entry);

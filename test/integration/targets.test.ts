@@ -58,6 +58,27 @@ function conformance(name: string, make: () => Target): void {
     expect(await listed('a/')).toEqual(['a/b/one']);
   });
 
+  it(`${name}: lists every key across many folders, and a listing left early stops cleanly`, async () => {
+    const target = make();
+    // More folders than the directory target reads ahead (8), some nested, one key in each.
+    const keys = Array.from({ length: 20 }, (_, i) => `fan/${i.toString(16).padStart(2, '0')}/k${i}`);
+    keys.push('fan/0a/deeper/k', 'fan/top');
+    for (const key of keys)
+      await target.put(key, Readable.from([Buffer.from(key)]), { signal, size: key.length });
+    const all: string[] = [];
+    for await (const key of target.listKeys('fan/', { signal })) all.push(key);
+    expect(all.sort()).toEqual([...keys].sort());
+    const inOne: string[] = [];
+    for await (const info of target.list('fan/0a/', { signal })) inOne.push(info.key);
+    expect(inOne.sort()).toEqual(['fan/0a/deeper/k', 'fan/0a/k10']);
+    let seen = 0;
+    for await (const key of target.listKeys('fan/', { signal })) {
+      expect(keys).toContain(key);
+      if (++seen === 3) break;
+    }
+    expect(seen).toBe(3);
+  });
+
   it(`${name}: a put whose body fails leaves no object`, async () => {
     const target = make();
     await expect(target.put('broken/key', failingStream(), { signal })).rejects.toThrow(
