@@ -5,9 +5,6 @@ import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config.js';
 import { BackupError, describeError } from './errors.js';
 import { EXIT, type Io } from './cli/common.js';
-import { configCheckCommand, snapshotsCommand } from './cli/inspect.js';
-import { drillCommand, forgetCommand, pruneCommand, verifyCommand } from './cli/maintain.js';
-import { backupCommand, daemonCommand, restoreCommand } from './cli/run.js';
 
 export { EXIT, type Io } from './cli/common.js';
 
@@ -30,6 +27,11 @@ commands:
 --config defaults to $DEIS_BACKUP_CONFIG, then ${DEFAULT_CONFIG_PATH}.
 backup, restore (not --dry-run), forget, prune, verify and drill hold the cluster lock (config "lock").
 exit codes: 0 success, 3 partial, 1 failed or damaged, 2 usage or config error`;
+
+// Each command's module is loaded when it runs: a backup need not compile restore, verify or drill.
+const run = () => import('./cli/run.js');
+const maintain = () => import('./cli/maintain.js');
+const inspect = () => import('./cli/inspect.js');
 
 /** Runs the CLI with argv (without node and script) and returns the exit code. */
 export async function main(
@@ -82,31 +84,31 @@ export async function main(
   try {
     switch (command) {
       case 'daemon':
-        return await daemonCommand(load(configFile, env), io, signal);
+        return await (await run()).daemonCommand(load(configFile, env), io, signal);
       case 'backup':
-        return await backupCommand(load(configFile, env), values, io, signal);
+        return await (await run()).backupCommand(load(configFile, env), values, io, signal);
       case 'restore':
         if (sub === undefined)
           throw new BackupError(
             'ERR_USAGE',
             'restore: name a restore point id or "latest"; list them with deis-backup snapshots',
           );
-        return await restoreCommand(load(configFile, env), sub, values, io, signal);
+        return await (await run()).restoreCommand(load(configFile, env), sub, values, io, signal);
       case 'snapshots':
-        return await snapshotsCommand(load(configFile, env), values.json, io, signal);
+        return await (await inspect()).snapshotsCommand(load(configFile, env), values.json, io, signal);
       case 'forget':
-        return await forgetCommand(load(configFile, env), values, io, signal);
+        return await (await maintain()).forgetCommand(load(configFile, env), values, io, signal);
       case 'prune':
-        return await pruneCommand(load(configFile, env), values, io, signal);
+        return await (await maintain()).pruneCommand(load(configFile, env), values, io, signal);
       case 'verify':
         if ((sub === undefined) === !values.all)
           throw new BackupError(
             'ERR_USAGE',
             'verify: name one restore point id, "latest", or pass --all; list them with deis-backup snapshots',
           );
-        return await verifyCommand(load(configFile, env), sub, values, io, signal);
+        return await (await maintain()).verifyCommand(load(configFile, env), sub, values, io, signal);
       case 'drill':
-        return await drillCommand(load(configFile, env), sub, values, io, signal);
+        return await (await maintain()).drillCommand(load(configFile, env), sub, values, io, signal);
       case 'config':
         if (sub !== 'check')
           throw new BackupError(
@@ -115,7 +117,7 @@ export async function main(
               ? 'config: name a subcommand; use deis-backup config check'
               : `config: unknown subcommand "${sub}"; use deis-backup config check`,
           );
-        return await configCheckCommand(configFile, env, io, signal);
+        return await (await inspect()).configCheckCommand(configFile, env, io, signal);
       default:
         throw new BackupError('ERR_USAGE', `unknown command "${command}"; see deis-backup --help`);
     }
