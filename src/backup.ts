@@ -52,41 +52,54 @@ export async function runBackup(
     { sources: sources.map((s) => s.id), previous: previous?.id, interrupted: uncommitted, resume },
     'backup started',
   );
+  // Buckets run side by side (they share the gateway's transfer slots), then the other sources in
+  // order. Records keep the order of `sources`.
   const records: SourceRecord[] = [];
-  for (const source of sources) {
-    opts.signal.throwIfAborted();
+  const buckets = sources.filter((s) => s.kind === 'bucket');
+  const rest = sources.filter((s) => s.kind !== 'bucket');
+  const capture = async (source: Source | UnavailableSource): Promise<SourceRecord | 'aborted'> => {
     if (!('backup' in source)) {
-      records.push(failedRecord(source.id, source.kind, source.error));
       runLog.error({ source: source.id, error: source.error }, 'source failed');
-      continue;
+      return failedRecord(source.id, source.kind, source.error);
     }
     const sourceLog = runLog.child({ source: source.id });
     try {
-      records.push(
-        await source.backup({
-          writer,
-          repository: deps.repository,
-          previous,
-          resume,
-          signal: opts.signal,
-          log: sourceLog,
-        }),
-      );
+      return await source.backup({
+        writer,
+        repository: deps.repository,
+        previous,
+        resume,
+        signal: opts.signal,
+        log: sourceLog,
+      });
     } catch (err) {
       if (opts.signal.aborted || isAbort(err)) {
         runLog.warn({ source: source.id }, 'backup aborted');
-        return {
-          status: 'aborted',
-          startedAt: started.toISOString(),
-          finishedAt: now().toISOString(),
-          sources: records,
-        };
+        return 'aborted';
       }
       const message = describeError(err);
-      records.push(failedRecord(source.id, source.kind, message));
       sourceLog.error({ error: message }, 'source failed');
+      return failedRecord(source.id, source.kind, message);
     }
+  };
+  const aborted = (): BackupResult => ({
+    status: 'aborted',
+    startedAt: started.toISOString(),
+    finishedAt: now().toISOString(),
+    sources: records,
+  });
+  opts.signal.throwIfAborted();
+  for (const outcome of await Promise.all(buckets.map(capture))) {
+    if (outcome !== 'aborted') records.push(outcome);
   }
+  if (records.length < buckets.length) return aborted();
+  for (const source of rest) {
+    opts.signal.throwIfAborted();
+    const outcome = await capture(source);
+    if (outcome === 'aborted') return aborted();
+    records.push(outcome);
+  }
+  records.sort((a, b) => sources.findIndex((s) => s.id === a.id) - sources.findIndex((s) => s.id === b.id));
   const finishedAt = now().toISOString();
   if (records.some((r) => r.status === 'failed')) {
     runLog.error('backup failed: no restore point written');

@@ -30,3 +30,26 @@ export async function mapConcurrently<T, R>(
   if (failure) throw failure.reason;
   return results;
 }
+
+/** A count of slots shared by several loops: at most `size` of the functions given to run() at once. */
+export class Limiter {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      // The slot passes straight to the next waiter, if any, so `free` never overshoots.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    }
+  }
+}

@@ -8,6 +8,7 @@ import { Repository } from './repository/repository.js';
 import { S3Client } from './s3/client.js';
 import type { SshTarget } from './ssh.js';
 import { BucketSource } from './sources/bucket.js';
+import { Limiter } from './concurrency.js';
 import { DatabaseSource } from './sources/database.js';
 import type { Source } from './sources/source.js';
 import { VolumeSource } from './sources/volume.js';
@@ -77,15 +78,15 @@ export function sshTarget(config: Config, host: string): SshTarget {
   return { host, ...config.ssh };
 }
 
-/** A client for the resolved gateway, with one connection per concurrent object at most. */
-function gatewayClient(config: Config, gateway: GatewaySettings): S3Client {
+/** A client for the resolved gateway: a connection per object in flight, plus one per bucket's listing. */
+function gatewayClient(config: Config, gateway: GatewaySettings, buckets = 0): S3Client {
   return new S3Client({
     endpoint: gateway.endpoint,
     accessKey: gateway.accessKey.reveal(),
     secretKey: gateway.secretKey.reveal(),
     signatureVersion: gateway.signatureVersion,
     region: gateway.region,
-    maxSockets: config.sources.buckets.concurrency,
+    maxSockets: config.sources.buckets.concurrency + buckets,
   });
 }
 
@@ -109,8 +110,10 @@ export async function createSources(
     try {
       const gateway = await resolveGateway(config, etcd, opts);
       const names = await resolveBucketNames(config, etcd, opts);
-      const client = gatewayClient(config, gateway);
+      // The buckets run side by side: one bucket's last slow objects overlap the next one's first.
+      const client = gatewayClient(config, gateway, names.length);
       clients.push(client);
+      const transfers = new Limiter(config.sources.buckets.concurrency);
       for (const bucket of names) {
         sources.push(
           new BucketSource({
@@ -118,6 +121,7 @@ export async function createSources(
             client,
             listVersion: gateway.listVersion,
             concurrency: config.sources.buckets.concurrency,
+            transfers,
           }),
         );
       }

@@ -7,6 +7,7 @@ import { chain } from '../streams.js';
 import { blobKey, bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
 import { S3Error, type ListedObject, type S3Client } from '../s3/client.js';
+import { Limiter } from '../concurrency.js';
 import { IndexLines } from './index-lines.js';
 import { Findings, type Source, type SourceRunContext } from './source.js';
 
@@ -15,7 +16,10 @@ export interface BucketSourceOptions {
   bucket: string;
   client: S3Client;
   listVersion: 1 | 2;
+  /** Objects listed and looked up at once. */
   concurrency: number;
+  /** Reads from the gateway at once, shared by the buckets of one run (default: `concurrency` of its own). */
+  transfers?: Limiter;
 }
 
 /** One bucket of the store-gateway. */
@@ -36,6 +40,7 @@ export class BucketSource implements Source {
     const origin = `${bucket} at ${client.endpoint.origin}`;
     const counts = emptyCounts();
     const findings = new Findings(counts);
+    const transfers = this.options.transfers ?? new Limiter(this.options.concurrency);
     const previous = await this.previousIndex(ctx, findings);
     // The new index is written as the objects settle, in listing order; its put runs alongside.
     const index = new IndexLines();
@@ -67,6 +72,11 @@ export class BucketSource implements Source {
           return reused;
         }
       }
+      return transfers.run(() => fetch(object));
+    };
+
+    /** Reads an object from the gateway into a blob: its index entry, or undefined when it vanished. */
+    const fetch = async (object: ListedObject): Promise<IndexEntry | undefined> => {
       const got = await client.getObject(bucket, object.key, { signal: ctx.signal });
       if (!got) {
         counts.vanished++;

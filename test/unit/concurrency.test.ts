@@ -1,7 +1,8 @@
 // mapConcurrently: input order, the bound on calls in flight, and no new call after a failure.
+// Limiter: one bound shared by several loops, released on failure too.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { mapConcurrently } from '../../src/concurrency.js';
+import { Limiter, mapConcurrently } from '../../src/concurrency.js';
 
 describe('mapConcurrently', () => {
   it('returns results in input order with at most `limit` calls in flight', async () => {
@@ -36,5 +37,35 @@ describe('mapConcurrently', () => {
 
   it('handles an empty list', async () => {
     expect(await mapConcurrently([], 4, () => Promise.resolve(1))).toEqual([]);
+  });
+});
+
+describe('Limiter', () => {
+  it('bounds the calls of several loops together and frees a slot when a call fails', async () => {
+    const limiter = new Limiter(2);
+    let inFlight = 0;
+    let most = 0;
+    const call = async (fail: boolean): Promise<string> => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await sleep(2);
+      inFlight--;
+      if (fail) throw new Error('failed call');
+      return 'ok';
+    };
+    const loop = async (n: number): Promise<string[]> => {
+      const out: string[] = [];
+      for (let i = 0; i < n; i++) {
+        out.push(await limiter.run(() => call(i === 1)).catch((err: unknown) => (err as Error).message));
+      }
+      return out;
+    };
+    const results = await Promise.all([loop(4), loop(4), loop(4), loop(4)]);
+    expect(most).toBe(2);
+    for (const r of results) expect(r).toEqual(['ok', 'failed call', 'ok', 'ok']);
+    // Every slot came back: two calls still run at once.
+    most = 0;
+    await Promise.all([limiter.run(() => call(false)), limiter.run(() => call(false))]);
+    expect(most).toBe(2);
   });
 });
