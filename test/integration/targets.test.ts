@@ -1,4 +1,5 @@
 // One conformance suite for every Target: the directory target and the S3 target on radosgw.
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { chmod, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -90,10 +91,21 @@ function conformance(name: string, make: () => Target): void {
     expect(keys).toEqual([]);
   });
 
-  it(`${name}: streams a 40 MiB body of unknown size`, async () => {
+  it(`${name}: streams 40 MiB bodies of unknown size, plain and deferred, byte for byte`, async () => {
     const target = make();
-    await target.put('big/body', byteStream('target-big', 40 * 1024 * 1024), { signal });
-    expect(await target.stat('big/body', { signal })).toEqual({ key: 'big/body', size: 40 * 1024 * 1024 });
+    const data = randomBytes(40 * 1024 * 1024);
+    const body = (): Readable =>
+      Readable.from(
+        (function* () {
+          for (let at = 0; at < data.length; at += 1024 * 1024) yield data.subarray(at, at + 1024 * 1024);
+        })(),
+      );
+    await target.put('big/body', body(), { signal });
+    await target.put('big/deferred', body(), { signal, deferSync: true });
+    await target.put('big/manifest', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+    expect(await target.stat('big/body', { signal })).toEqual({ key: 'big/body', size: data.length });
+    expect((await read(target, 'big/body')).equals(data)).toBe(true);
+    expect((await read(target, 'big/deferred')).equals(data)).toBe(true);
   });
 
   it(`${name}: deferred puts read back at once, replace existing keys and precede a plain put`, async () => {
@@ -204,6 +216,31 @@ describe('dir target', () => {
       target.put('blobs/cc/long', Readable.from([Buffer.from('four')]), { signal, size: 3, deferSync: true }),
     ).rejects.toThrow(/body longer than its announced 3 bytes/);
     expect(await target.stat('blobs/cc/long', { signal })).toBeUndefined();
+  });
+
+  it('removes the folders a remove empties, up to its root, and a later put makes them again', async () => {
+    const root = tempDir('dir-folders');
+    const target = new DirTarget(root);
+    await target.put('snapshots/a/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+    await target.put('snapshots/a/index', Readable.from([Buffer.from('i')]), { signal, size: 1 });
+    await target.put('snapshots/b/manifest.json', Readable.from([Buffer.from('{}')]), { signal, size: 2 });
+    await target.remove('snapshots/a/manifest.json', { signal });
+    expect((await readdir(join(root, 'snapshots'))).sort()).toEqual(['a', 'b']);
+    await target.remove('snapshots/a/index', { signal });
+    expect(await readdir(join(root, 'snapshots'))).toEqual(['b']);
+    await target.remove('snapshots/b/manifest.json', { signal });
+    expect(await readdir(root)).toEqual([]);
+    await target.put('snapshots/b/x', byteStream('again', 200 * 1024), { signal, deferSync: true });
+    await target.put('snapshots/c/y', Readable.from([Buffer.from('y')]), {
+      signal,
+      size: 1,
+      deferSync: true,
+    });
+    expect(await target.stat('snapshots/b/x', { signal })).toEqual({
+      key: 'snapshots/b/x',
+      size: 200 * 1024,
+    });
+    expect((await read(target, 'snapshots/c/y')).toString()).toBe('y');
   });
 
   it('stores deferred puts durably one by one when `sync -f` cannot run', async () => {
