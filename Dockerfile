@@ -40,5 +40,6 @@ EXPOSE 9480
 # Node's own fetch, so the image needs no curl. Assumes the default http.port (9480).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9480/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "/app/dist/bin.js"]
+# The same Node flag as the shebang of dist/bin.js (why: src/bin.ts).
+ENTRYPOINT ["node", "--initial-old-space-size=64", "/app/dist/bin.js"]
 CMD ["daemon"]

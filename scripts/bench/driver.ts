@@ -2,6 +2,7 @@
 // on the real test stack. Each measurement runs 3 times; medians go to bench/results.md and stdout.
 // Scale: BENCH_SCALE=small (default) or full. Scratch space: BENCH_DIR (default /tmp/deis-backup-bench).
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -128,8 +129,13 @@ interface Row {
 
 const rows: Row[] = [];
 
+/** Node's flags in the shebang of dist/bin.js: the installed command and the image run with them. */
+const NODE_FLAGS = (readFileSync('dist/bin.js', 'utf8').split('\n', 1)[0] ?? '')
+  .split(' ')
+  .filter((word) => word.startsWith('--'));
+
 function node(args: readonly string[]): string[] {
-  return ['node', 'dist/bin.js', ...args];
+  return ['node', ...NODE_FLAGS, 'dist/bin.js', ...args];
 }
 
 interface ConfigInput {
