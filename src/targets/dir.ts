@@ -150,15 +150,38 @@ export class DirTarget implements Target {
   }
 
   async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
-    const file = this.path(key);
-    const info = await this.stat(key, opts);
-    if (info === undefined) {
-      throw new BackupError('ERR_NOT_FOUND', `${key} not found in ${this.name}`);
+    // The file is open before the stream is returned: a key removed after it was listed (a lock
+    // released, a restore point forgotten) is ERR_NOT_FOUND here, not an ENOENT from a later read.
+    let handle: FileHandle;
+    try {
+      handle = await open(this.path(key), 'r');
+    } catch (err) {
+      throw this.readFailure(key, err);
     }
-    // Reads of up to 1 MiB: a 64 KiB default costs 16 times the reads (each a trip through the
-    // thread pool) on large bodies; small bodies get a buffer of their own size.
-    const highWaterMark = Math.min(READ_CHUNK_MAX, Math.max(READ_CHUNK_MIN, info.size + 1));
-    return createReadStream(file, { signal: opts.signal, highWaterMark });
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw this.notFound(key);
+      // Reads of up to 1 MiB: a 64 KiB default costs 16 times the reads (each a trip through the
+      // thread pool) on large bodies; small bodies get a buffer of their own size.
+      const highWaterMark = Math.min(READ_CHUNK_MAX, Math.max(READ_CHUNK_MIN, info.size + 1));
+      return createReadStream('', { fd: handle, signal: opts.signal, highWaterMark });
+    } catch (err) {
+      await handle.close();
+      throw err instanceof BackupError ? err : this.readFailure(key, err);
+    }
+  }
+
+  private notFound(key: string): BackupError {
+    return new BackupError('ERR_NOT_FOUND', `${key} not found in ${this.name}`);
+  }
+
+  /** ERR_NOT_FOUND for a key that is not there, else ERR_TARGET naming it. */
+  private readFailure(key: string, err: unknown): BackupError {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return this.notFound(key);
+    return new BackupError('ERR_TARGET', `get ${key} from ${this.name}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 
   async stat(key: string, _opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined> {

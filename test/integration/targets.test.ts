@@ -191,6 +191,30 @@ function putManifest(target: Target): Promise<void> {
 }
 
 describe('dir target', () => {
+  it('gets a key removed at the same time whole or as ERR_NOT_FOUND, and no folder as a key', async () => {
+    // A lock file released, or a restore point forgotten, while another reader gets it: the
+    // reader sees the bytes or ERR_NOT_FOUND, never an ENOENT from the stream's first read.
+    const target = new DirTarget(tempDir('dir-get-removed'));
+    const body = randomBytes(200 * 1024);
+    const seen = { whole: 0, notFound: 0 };
+    for (let i = 0; i < 200; i++) {
+      await target.put('locks/one.json', Readable.from([body]), { signal, size: body.length });
+      const removing = target.remove('locks/one.json', { signal });
+      try {
+        expect((await read(target, 'locks/one.json')).equals(body)).toBe(true);
+        seen.whole++;
+      } catch (err) {
+        expect(err).toMatchObject({ code: 'ERR_NOT_FOUND' });
+        seen.notFound++;
+      }
+      await removing;
+    }
+    expect(seen.whole + seen.notFound).toBe(200);
+    await target.put('a/b/c', Readable.from([Buffer.from('c')]), { signal, size: 1 });
+    await expect(target.get('a/b', { signal })).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' });
+    await expect(target.get('a/b/c/d', { signal })).rejects.toMatchObject({ code: 'ERR_NOT_FOUND' });
+  });
+
   it('fails a plain put, and stores nothing for it, when syncing earlier deferred puts fails', async () => {
     const root = tempDir('dir-syncfail');
     // A `sync` that answers the target's first probe and fails every later call, as a disk
