@@ -40,8 +40,8 @@ EXPOSE 9480
 # Node's own fetch, so the image needs no curl. Assumes the default http.port (9480).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9480/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# A larger first old space than the shebang of dist/bin.js (why: src/bin.ts): the daemon's own heap
-# is larger. Three daemon-started first backups of 2.6 GB each took 7.9-12.7 s of CPU without it, 7.4-7.9 s
-# with it (and 9.0-9.8 s with 48).
+# A larger first old space for the daemon (why: src/bin.ts): it loads pino, fastify and prom-client,
+# and with V8's default heap it ran a full mark-compact every few MB of bucket data. Three
+# daemon-started first backups of 2.6 GB each took 10-14 s of CPU without it, 8.6-9.2 s with it.
 ENTRYPOINT ["node", "--initial-old-space-size=64", "/app/dist/bin.js"]
 CMD ["daemon"]

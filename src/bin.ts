@@ -1,12 +1,11 @@
-#!/usr/bin/env -S node --initial-old-space-size=48
+#!/usr/bin/env node
 // The `deis-backup` executable: wires process signals and streams to the CLI. A first SIGINT or
 // SIGTERM aborts the run cleanly (no restore point is committed); a second one exits at once.
-// Why --initial-old-space-size: with V8's default the heap stayed near 8 MB while the socket
-// buffers of bucket bodies waited for collection, and V8 ran a full mark-compact every few MB of
-// data (about 165 in a first backup of 2.6 GB; user CPU 7.0 s, with 48 MB 5.1-5.4 s). 64 MB saved
-// as much but took peak RSS past 150 MB here; 40 MB saved nothing. The image's ENTRYPOINT uses 64
-// for the daemon, whose own heap is larger. Any V8 flag costs about 20 ms at start (Node then
-// compiles its built-in modules without their code cache).
+// No V8 flags here: any flag costs about 20 ms at start (Node then compiles its built-in modules
+// without their code cache). A first backup ran about 165 full mark-compacts on V8's default heap
+// only while pino, fastify or another large module was loaded (the heap it left sat just where
+// V8 starts marking at once); the commands load neither, and ran about 50. The daemon does load
+// them: the image's ENTRYPOINT starts Node with --initial-old-space-size=64 (see the Dockerfile).
 import { main } from './cli.js';
 import { BackupError } from './errors.js';
 

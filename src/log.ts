@@ -1,5 +1,6 @@
 // Root pino logger with redaction; loggers are passed down as children, never imported as singletons.
-import { pino, type Logger, type DestinationStream } from 'pino';
+import { pino, type DestinationStream } from 'pino';
+import type { Logger } from './logger.js';
 
 export type { Logger };
 

@@ -129,7 +129,7 @@ interface Row {
 
 const rows: Row[] = [];
 
-/** Node's flags in the shebang of dist/bin.js: the installed command and the image run with them. */
+/** Node's flags in the shebang of dist/bin.js, if any: the installed command runs with them. */
 const NODE_FLAGS = (readFileSync('dist/bin.js', 'utf8').split('\n', 1)[0] ?? '')
   .split(' ')
   .filter((word) => word.startsWith('--'));

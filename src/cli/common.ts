@@ -3,7 +3,7 @@ import type { DestinationStream } from 'pino';
 import type { Config } from '../config.js';
 import type { Etcd } from '../etcd.js';
 import { underLock, type LockDeps } from '../jobs.js';
-import { createLogger, type Logger } from '../log.js';
+import { silentLogger, type Logger } from '../logger.js';
 import type { Repository } from '../repository/repository.js';
 import { createClusterEtcd, createClusterLock, createRepository } from '../wiring.js';
 
@@ -38,9 +38,15 @@ export interface CommandContext {
   ) => Promise<T>;
 }
 
+/** The pino logger --verbose asks for; pino is loaded only then. */
+async function verboseLogger(level: string): Promise<Logger> {
+  const { createLogger } = await import('../log.js');
+  return createLogger({ level });
+}
+
 /** The logger (silent unless --verbose), repository, etcd and cluster lock of one command. */
 export async function commandContext(config: Config, verbose: boolean, io: Io): Promise<CommandContext> {
-  const log = createLogger({ level: verbose ? config.log.level : 'silent' });
+  const log = verbose ? await verboseLogger(config.log.level) : silentLogger;
   const repository = await createRepository(config);
   const etcd = createClusterEtcd(config);
   const deps: LockDeps = {

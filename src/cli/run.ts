@@ -4,13 +4,13 @@ import type { Config } from '../config.js';
 import { BackupError } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
 import { applyRetention } from '../jobs.js';
-import { createLogger } from '../log.js';
 import { createReporter } from '../restore/report.js';
 import { createSources, parseOnly, withRestoreDeps } from '../wiring.js';
 import { commandContext, EXIT, exitFor, type Io } from './common.js';
 export async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
+  // Loaded here so the other commands start without pino, fastify, prom-client and node-cron.
+  const { createLogger } = await import('../log.js');
   const log = createLogger({ level: config.log.level }, io.log);
-  // Loaded here so the other commands start without fastify, prom-client and node-cron.
   const { startDaemon } = await import('../daemon.js');
   const daemon = await startDaemon(config, { log, shutdown: signal }).catch((err: unknown) => {
     const code = (err as { code?: string }).code;
