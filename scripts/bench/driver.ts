@@ -161,6 +161,21 @@ async function writeConfig(name: string, input: ConfigInput): Promise<string> {
   return file;
 }
 
+/** The retention a config without one gets (`retention.keepLast` 7): forget drops one per run past it. */
+const DEFAULT_KEEP_LAST = 7;
+const RETENTION_FORGETS = 1;
+
+/** Fails unless the run forgot one restore point and then pruned. */
+function expectRetention(stdout: string): void {
+  const result = JSON.parse(stdout) as { retention?: { forget?: { drop?: unknown[] }; prune?: unknown } };
+  const dropped = result.retention?.forget?.drop?.length;
+  if (dropped !== RETENTION_FORGETS || result.retention?.prune === undefined) {
+    throw new Error(
+      `nightly at the retention limit: forgot ${String(dropped)}, pruned: ${String(result.retention?.prune !== undefined)}`,
+    );
+  }
+}
+
 function expectSuccess(stdout: string, what: string): void {
   const result = JSON.parse(stdout) as { status?: string };
   if (result.status !== 'success') throw new Error(`${what}: status ${String(result.status)}\n${stdout}`);
@@ -488,6 +503,38 @@ async function main(): Promise<void> {
   incr.bytes = median(added);
   incr.work = `nightly, 5% new objects (+${planIncrement(scale, data.objects, 0).length} objects)`;
   rows.push(incr);
+
+  // 3b. The nothing-changed nightly in the steady state: the target holds as many restore points
+  // as the default retention keeps, so each run also forgets the oldest one and prunes.
+  const steady: Row = {
+    ...still,
+    work: `nightly, nothing changed, at the retention limit (forget ${RETENTION_FORGETS} + prune)`,
+    ours: [],
+    theirs: [],
+    rss: [],
+    bytes: data.bytes + added.reduce((a, b) => a + b, 0),
+  };
+  while ((await readdir(join(oursTarget, 'snapshots'))).length < DEFAULT_KEEP_LAST) {
+    expectSuccess(
+      (await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']))).stdout,
+      'nightly filling the retention',
+    );
+  }
+  for (let r = 0; r < REPS; r++) {
+    const ours = await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']));
+    expectSuccess(ours.stdout, 'nightly at the retention limit');
+    expectRetention(ours.stdout);
+    steady.ours.push(ours.seconds);
+    steady.rss.push(ours.rssMiB);
+    let t = 0;
+    for (const bucket of BUCKETS)
+      t += (await timed(['rclone', 'lsf', '-R', `gw:${bucket}`], rcloneEnv)).seconds;
+    steady.theirs.push(t);
+    log(
+      `nightly at the retention limit ${r + 1}/${REPS}: ours ${ours.seconds.toFixed(2)} s, rclone lsf ${t.toFixed(2)} s`,
+    );
+  }
+  rows.push(steady);
 
   // 4. Store-volume vs tar czf.
   const volume: Row = {
