@@ -142,7 +142,10 @@ export function formatPrune(report: PruneReport): string {
   const verb = report.dryRun ? 'would remove' : 'removed';
   const interrupted =
     report.interrupted.length > 0 ? ` (incl. ${report.interrupted.length} interrupted run(s))` : '';
-  return `prune: ${verb} ${report.removedBlobs} blob(s) and ${report.removedKeys} other key(s)${interrupted}, ${formatBytes(report.freedBytes)}; ${report.referencedBlobs} blob(s) of ${report.snapshots} restore point(s) kept, ${formatBytes(report.keptBytes)}`;
+  if (report.scope === 'forgotten') {
+    return `prune: removed ${report.removedBlobs} blob(s) only the forgotten restore point(s) held, ${formatBytes(report.freedBytes)}`;
+  }
+  return `prune: ${verb} ${report.removedBlobs} blob(s) and ${report.removedKeys} other key(s)${interrupted}, ${formatBytes(report.freedBytes)}; ${report.referencedBlobs ?? 0} blob(s) of ${report.snapshots} restore point(s) kept, ${formatBytes(report.keptBytes ?? 0)}`;
 }
 
 /** Retention after a backup, one line. */

@@ -4,7 +4,7 @@ import { BackupError, describeError } from './errors.js';
 import type { Logger } from './log.js';
 import { acquireLock, describeHolder, type ClusterLock } from './lock/lock.js';
 import { forget, type ForgetReport } from './repository/forget.js';
-import { prune, type PruneReport } from './repository/prune.js';
+import { fullPruneDue, prune, sweep, type PruneReport } from './repository/prune.js';
 import type { Repository } from './repository/repository.js';
 import { policyFromConfig } from './repository/retention.js';
 import type { Config } from './config.js';
@@ -82,7 +82,9 @@ export interface RetentionOutcome {
 
 /**
  * Applies the configured retention after a committed backup (the caller holds the lock): forgets
- * what the policy drops, then prunes when something was dropped or an interrupted run left data.
+ * what the policy drops, then prunes. Routinely only the blobs of the points just forgotten
+ * (sweep); every stored key after an interrupted run, while a manifest cannot be read (which
+ * prune then refuses), or when the last full prune is older than FULL_PRUNE_EVERY_MS.
  * Never throws for a retention failure: the restore point is committed either way.
  */
 export async function applyRetention(
@@ -91,21 +93,35 @@ export async function applyRetention(
   opts: { now: Date; signal: AbortSignal; log: Logger },
 ): Promise<RetentionOutcome> {
   const outcome: RetentionOutcome = {};
+  const { signal, log } = opts;
   try {
+    const scan = await repository.scan({ signal });
+    const pruning = config.retention.prune;
+    const sweeping =
+      pruning &&
+      scan.uncommitted.length === 0 &&
+      scan.unreadable.length === 0 &&
+      !(await fullPruneDue(repository, opts.now, { signal }));
     outcome.forget = await forget(repository, policyFromConfig(config.retention), {
       now: opts.now,
       timezone: config.schedule.timezone,
       dryRun: false,
-      signal: opts.signal,
-      log: opts.log,
+      signal,
+      log,
+      scan,
+      afterManifests: sweeping
+        ? async (dropped, kept) => {
+            outcome.prune = await sweep(repository, dropped, kept, { signal, log });
+          }
+        : undefined,
     });
-    if (config.retention.prune && (outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0)) {
-      outcome.prune = await prune(repository, { dryRun: false, signal: opts.signal, log: opts.log });
+    if (pruning && !sweeping && (outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0)) {
+      outcome.prune = await prune(repository, { dryRun: false, signal, log });
     }
   } catch (err) {
-    opts.signal.throwIfAborted();
+    signal.throwIfAborted();
     outcome.error = describeError(err);
-    opts.log.error({ error: outcome.error }, 'retention failed');
+    log.error({ error: outcome.error }, 'retention failed');
   }
   return outcome;
 }

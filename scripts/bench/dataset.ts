@@ -398,6 +398,11 @@ function psql(pg: Pg, db: string, sql: string): string {
   return res.stdout.trim();
 }
 
+/** Drops benchdb, if there is one. */
+export function dropDatabase(pg: Pg): void {
+  psql(pg, 'postgres', 'drop database if exists benchdb');
+}
+
 /** Creates benchdb (generate_series rows) unless its marker row names this scale. */
 export function ensureDatabase(pg: Pg, scale: Scale, log: (line: string) => void): void {
   const exists = psql(pg, 'postgres', "select 1 from pg_database where datname = 'benchdb'") === '1';

@@ -17,6 +17,7 @@ import {
   SCALES,
   WAL_BUCKET,
   ensureBuckets,
+  dropDatabase,
   ensureDatabase,
   ensureExact,
   ensureVolume,
@@ -593,6 +594,9 @@ async function main(): Promise<void> {
     );
   }
   rows.push(database);
+  // The test suite dumps every database of this cluster: benchdb (300 MB at full scale) would
+  // swamp it. Creating it again takes seconds.
+  dropDatabase({ host: stack.pgHost, port: stack.pgPort, user: stack.pgUser });
 
   // 6. Restore of the buckets into fresh buckets (both copies now hold the base data plus the increments).
   let restoredBytes = 0;

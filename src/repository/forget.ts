@@ -1,6 +1,7 @@
 // Forget: apply the retention policy to the committed restore points and remove the ones it drops,
-// manifest first. Blobs they shared stay until prune. Manifests that cannot be read are never touched.
+// manifests first. Blobs they shared stay until prune. Manifests that cannot be read are never touched.
 import type { Logger } from '../log.js';
+import type { Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from './retention.js';
 
@@ -24,13 +25,30 @@ export interface ForgetReport {
   interrupted: string[];
 }
 
-/** Applies the policy; removes the dropped restore points unless dryRun. */
+/** What a restore point scan found (Repository.scan). */
+export type Scan = Awaited<ReturnType<Repository['scan']>>;
+
+/**
+ * Applies the policy; removes the dropped restore points unless dryRun: every dropped manifest
+ * first, so each stops being a restore point at once, then `afterManifests` (the routine prune),
+ * then the rest of their folders. Killed in between, a folder without its manifest is an
+ * interrupted run to the next scan, and the next retention prunes in full. `scan` is one the
+ * caller made under the same lock.
+ */
 export async function forget(
   repository: Repository,
   policy: RetentionPolicy,
-  opts: { now: Date; timezone: string; dryRun: boolean; signal: AbortSignal; log: Logger },
+  opts: {
+    now: Date;
+    timezone: string;
+    dryRun: boolean;
+    signal: AbortSignal;
+    log: Logger;
+    scan?: Scan;
+    afterManifests?: (dropped: Manifest[], kept: Manifest[]) => Promise<void>;
+  },
 ): Promise<ForgetReport> {
-  const { snapshots, uncommitted } = await repository.scan({ signal: opts.signal });
+  const { snapshots, uncommitted } = opts.scan ?? (await repository.scan({ signal: opts.signal }));
   const decision = applyRetention(snapshots, policy, { now: opts.now, timezone: opts.timezone });
   const entry = (m: (typeof snapshots)[number]): ForgetEntry => ({
     id: m.id,
@@ -46,14 +64,19 @@ export async function forget(
     freedBytes: 0,
     interrupted: uncommitted,
   };
-  if (opts.dryRun) return report;
+  if (opts.dryRun || decision.drop.length === 0) return report;
   for (const dropped of decision.drop) {
     opts.signal.throwIfAborted();
-    report.freedBytes += await repository.removeSnapshot(dropped.id, { signal: opts.signal });
+    report.freedBytes += await repository.removeManifest(dropped.id, { signal: opts.signal });
     opts.log.info(
       { snapshot: dropped.id, reasons: decision.reasons.get(dropped.id) },
       'restore point forgotten',
     );
+  }
+  await opts.afterManifests?.(decision.drop, decision.keep);
+  for (const dropped of decision.drop) {
+    opts.signal.throwIfAborted();
+    report.freedBytes += await repository.removeFolder(dropped.id, { signal: opts.signal });
   }
   return report;
 }

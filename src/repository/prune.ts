@@ -1,29 +1,41 @@
 // Prune: remove what no restore point references (blobs of forgotten points, folders of interrupted
 // runs, leftovers inside committed folders). The caller holds the cluster lock, so no run is writing:
-// the lock, not a grace period, is what keeps a running backup's bodies safe.
+// the lock, not a grace period, is what keeps a running backup's bodies safe. `sweep` is the
+// routine one after forget: only the blobs of the points just forgotten.
 import type { Logger } from '../log.js';
 import { BackupError, describeError } from '../errors.js';
 import { BLOBS, manifestKey, runMarkerKey, SNAPSHOTS } from './layout.js';
+import type { ArtifactRecord, IndexEntry, Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
 import { mapConcurrently } from '../concurrency.js';
 
 /** What prune removed (or, in a dry run, would remove). */
 export interface PruneReport {
   dryRun: boolean;
+  /** `all`: every stored key was checked; `forgotten`: only the blobs of the points just forgotten (sweep). */
+  scope: 'all' | 'forgotten';
   /** Restore points whose references were read. */
   snapshots: number;
-  referencedBlobs: number;
+  /** Blobs the restore points reference (scope `all` only). */
+  referencedBlobs?: number;
   removedBlobs: number;
   /** Keys under snapshots/ removed: interrupted runs and unreferenced leftovers. */
   removedKeys: number;
   /** Ids of interrupted runs whose folders were removed. */
   interrupted: string[];
   freedBytes: number;
-  keptBytes: number;
+  /** Bytes the restore points reference (scope `all` only). */
+  keptBytes?: number;
 }
 
 /** How many removals run at once. */
 const CONCURRENCY = 8;
+
+/**
+ * The longest the prune after each backup goes on sweeping without listing every stored key. A
+ * sweep does not see what a killed put left (a temporary is only removable once an hour old).
+ */
+export const FULL_PRUNE_EVERY_MS = 7 * 24 * 60 * 60 * 1000;
 
 /**
  * Removes every stored key that no committed restore point references. Refuses (ERR_INTEGRITY)
@@ -51,50 +63,39 @@ export async function prune(
   // Indexes with the same sha256 hold the same entries (a bucket that did not change between two
   // runs): one of them is read. Were another copy damaged, its restore point would reference the
   // same blobs all the same.
-  const indexesRead = new Set<string>();
   for (const manifest of snapshots) {
     referenced.add(manifestKey(manifest.id));
     referenced.add(runMarkerKey(manifest.id));
     for (const source of manifest.sources) {
-      for (const artifact of source.artifacts) {
-        referenced.add(artifact.key);
-        if (source.kind !== 'bucket' || indexesRead.has(artifact.sha256)) continue;
-        indexesRead.add(artifact.sha256);
-        try {
-          for await (const entry of repository.readIndex(artifact, { signal }))
-            blobs.set(entry.blob, entry.size);
-        } catch (err) {
-          signal.throwIfAborted();
-          throw new BackupError(
-            'ERR_INTEGRITY',
-            `prune: index ${artifact.key} of restore point ${manifest.id} cannot be read (${describeError(err)}); nothing removed`,
-            { cause: err },
-          );
-        }
-      }
+      for (const artifact of source.artifacts) referenced.add(artifact.key);
     }
+  }
+  for (const index of bucketIndexes(snapshots).values()) {
+    for await (const entry of indexEntries(repository, index, signal)) blobs.set(entry.blob, entry.size);
   }
 
   const report: PruneReport = {
     dryRun: opts.dryRun,
+    scope: 'all',
     snapshots: snapshots.length,
     referencedBlobs: blobs.size,
     removedBlobs: 0,
     removedKeys: 0,
     interrupted: uncommitted,
     freedBytes: 0,
-    keptBytes: 0,
   };
+  let keptBytes = 0;
   const doomed: { key: string; size: number | undefined; blob: boolean }[] = [];
   for await (const info of target.list(SNAPSHOTS, { signal })) {
-    if (referenced.has(info.key)) report.keptBytes += info.size;
+    if (referenced.has(info.key)) keptBytes += info.size;
     else doomed.push({ ...info, blob: false });
   }
   for await (const key of target.listKeys(BLOBS, { signal })) {
     const size = blobs.get(key);
-    if (size !== undefined) report.keptBytes += size;
+    if (size !== undefined) keptBytes += size;
     else doomed.push({ key, size: undefined, blob: true });
   }
+  report.keptBytes = keptBytes;
   await mapConcurrently(doomed, CONCURRENCY, async (item) => {
     signal.throwIfAborted();
     const size = item.size ?? (await target.stat(item.key, { signal }))?.size ?? 0;
@@ -103,6 +104,9 @@ export async function prune(
     if (item.blob) report.removedBlobs++;
     else report.removedKeys++;
   });
+  if (!opts.dryRun) {
+    await repository.writeStatus('prune', { lastFullAt: new Date().toISOString() }, { signal });
+  }
   log.info(
     {
       dryRun: opts.dryRun,
@@ -114,4 +118,102 @@ export async function prune(
     opts.dryRun ? 'prune planned' : 'prune finished',
   );
   return report;
+}
+
+/**
+ * The routine prune after forget, run between the removal of the dropped points' manifests and of
+ * the rest of their folders (forget's afterManifests): removes the blobs the dropped points'
+ * indexes name and no kept point's index does. An index a kept point shares (same sha256) is not
+ * read: nothing in it can go. The blob folder is not listed, so what a killed run or prune left
+ * there waits for a full prune: applyRetention runs one after an interrupted run and at least
+ * every FULL_PRUNE_EVERY_MS.
+ */
+export async function sweep(
+  repository: Repository,
+  dropped: readonly Manifest[],
+  kept: readonly Manifest[],
+  opts: { signal: AbortSignal; log: Logger },
+): Promise<PruneReport> {
+  const { signal } = opts;
+  const keptIndexes = bucketIndexes(kept);
+  const doomed = new Map<string, number>();
+  for (const [sha256, index] of bucketIndexes(dropped)) {
+    if (keptIndexes.has(sha256)) continue;
+    for await (const entry of indexEntries(repository, index, signal)) {
+      // Like the full prune, which lists only blobs/ and snapshots/: an entry naming a key outside
+      // blobs/ removes nothing (and the target refuses a key that climbs out of it).
+      if (typeof entry.blob === 'string' && entry.blob.startsWith(BLOBS)) doomed.set(entry.blob, entry.size);
+    }
+  }
+  if (doomed.size > 0) {
+    for (const index of keptIndexes.values()) {
+      for await (const entry of indexEntries(repository, index, signal)) doomed.delete(entry.blob);
+    }
+  }
+  const report: PruneReport = {
+    dryRun: false,
+    scope: 'forgotten',
+    snapshots: kept.length,
+    removedBlobs: 0,
+    removedKeys: 0,
+    interrupted: [],
+    freedBytes: 0,
+  };
+  await mapConcurrently([...doomed], CONCURRENCY, async ([key, size]) => {
+    signal.throwIfAborted();
+    await repository.target.remove(key, { signal });
+    report.freedBytes += size;
+    report.removedBlobs++;
+  });
+  opts.log.info(
+    { removedBlobs: report.removedBlobs, freedBytes: report.freedBytes, forgotten: dropped.map((m) => m.id) },
+    'prune of the forgotten restore points finished',
+  );
+  return report;
+}
+
+/** Whether the last full prune is older than FULL_PRUNE_EVERY_MS, or not on record. */
+export async function fullPruneDue(
+  repository: Repository,
+  now: Date,
+  opts: { signal: AbortSignal },
+): Promise<boolean> {
+  const status = (await repository.readStatus('prune', opts)) as { lastFullAt?: unknown } | undefined;
+  const last = typeof status?.lastFullAt === 'string' ? Date.parse(status.lastFullAt) : Number.NaN;
+  // A time ahead of now (a clock set back) is no proof of a recent full prune either.
+  return Number.isNaN(last) || last > now.getTime() || now.getTime() - last >= FULL_PRUNE_EVERY_MS;
+}
+
+/** The bucket indexes of the restore points, one per sha256 (unchanged buckets share one). */
+function bucketIndexes(
+  manifests: readonly Manifest[],
+): Map<string, { artifact: ArtifactRecord; snapshot: string }> {
+  const indexes = new Map<string, { artifact: ArtifactRecord; snapshot: string }>();
+  for (const manifest of manifests) {
+    for (const source of manifest.sources) {
+      if (source.kind !== 'bucket') continue;
+      for (const artifact of source.artifacts) {
+        if (!indexes.has(artifact.sha256)) indexes.set(artifact.sha256, { artifact, snapshot: manifest.id });
+      }
+    }
+  }
+  return indexes;
+}
+
+/** The entries of an index; ERR_INTEGRITY naming it when it cannot be read whole. */
+async function* indexEntries(
+  repository: Repository,
+  index: { artifact: ArtifactRecord; snapshot: string },
+  signal: AbortSignal,
+): AsyncIterable<IndexEntry> {
+  try {
+    yield* repository.readIndex(index.artifact, { signal });
+  } catch (err) {
+    signal.throwIfAborted();
+    throw new BackupError(
+      'ERR_INTEGRITY',
+      `prune: index ${index.artifact.key} of restore point ${index.snapshot} cannot be read (${describeError(err)}); nothing removed`,
+      { cause: err },
+    );
+  }
 }

@@ -33,6 +33,9 @@ export interface Stored {
   sha256: string;
 }
 
+/** The records kept under `status/`. */
+export type StatusName = 'verify' | 'drill' | 'prune';
+
 /** Restore points in one target. */
 export class Repository {
   readonly target: Target;
@@ -93,13 +96,14 @@ export class Repository {
   }
 
   /**
-   * Removes a restore point: its manifest first, so it stops being one at once, then the rest of
-   * its folder. Blobs are shared between restore points and left to prune.
+   * Removes a restore point's manifest: it stops being one at once. The rest of its folder
+   * (removeFolder) goes after; blobs are shared between restore points and left to prune.
+   * Returns the bytes freed.
    */
-  async removeSnapshot(id: string, opts: { signal: AbortSignal }): Promise<number> {
+  async removeManifest(id: string, opts: { signal: AbortSignal }): Promise<number> {
     const manifest = await this.target.stat(manifestKey(id), opts);
     await this.target.remove(manifestKey(id), opts);
-    return (manifest?.size ?? 0) + (await this.removeFolder(id, opts));
+    return manifest?.size ?? 0;
   }
 
   /** Removes every key of a snapshot folder; returns the bytes freed. */
@@ -113,10 +117,11 @@ export class Repository {
   }
 
   /**
-   * Records the outcome of a check (verify, drill) under `status/<name>.json`, so a restarted
-   * daemon still knows when it last succeeded. Not part of any restore point; prune leaves it.
+   * Records the outcome of a check (verify, drill) or when prune last listed every blob, under
+   * `status/<name>.json`, so a restarted daemon still knows. Not part of any restore point; prune
+   * leaves it.
    */
-  async writeStatus(name: 'verify' | 'drill', value: object, opts: { signal: AbortSignal }): Promise<void> {
+  async writeStatus(name: StatusName, value: object, opts: { signal: AbortSignal }): Promise<void> {
     const text = Buffer.from(`${JSON.stringify(value, null, 2)}\n`);
     await this.target.put(`status/${name}.json`, Readable.from([text]), {
       signal: opts.signal,
@@ -125,7 +130,7 @@ export class Repository {
   }
 
   /** The recorded outcome of a check, or undefined when there is none or it cannot be read. */
-  async readStatus(name: 'verify' | 'drill', opts: { signal: AbortSignal }): Promise<unknown> {
+  async readStatus(name: StatusName, opts: { signal: AbortSignal }): Promise<unknown> {
     try {
       return JSON.parse(await readAll(await this.target.get(`status/${name}.json`, opts))) as unknown;
     } catch (err) {

@@ -4,7 +4,9 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { forget } from '../../src/repository/forget.js';
 import { Repository } from '../../src/repository/repository.js';
+import { silentLogger } from '../../src/logger.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { bytes } from '../fixtures/deis-sample.js';
@@ -198,5 +200,109 @@ describeWithStack('retention', (stack) => {
     });
     expect((await cli(['backup', '--config', failing])).code).toBe(1);
     expect((await repository.listSnapshots({ signal })).map((m) => m.id)).toEqual(ids.slice(1));
+  });
+
+  it('after a backup, prunes only what the forgotten points held, and every key weekly or after a kill', async () => {
+    const own = unique('sweep');
+    await gateway.createBucket(own, { signal });
+    const putOwn = (key: string) =>
+      gateway.putObject(own, key, bytes(key, 3000), {
+        signal,
+        size: 3000,
+        contentType: 'text/plain',
+        metadata: {},
+      });
+    const target = tempDir('sweep-target');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [own] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: target },
+      retention: { keepLast: 1 },
+    });
+    const repository = new Repository(new DirTarget(target));
+    const backup = async () => {
+      const run = await cli(['backup', '--config', file, '--json']);
+      expect(run.code, run.err).toBe(0);
+      return JSON.parse(run.out) as {
+        id: string;
+        retention: { prune?: { scope: string; removedBlobs: number } };
+      };
+    };
+    const blobs = async () =>
+      [...(await targetKeys(repository)).keys()].filter((k) => k.startsWith('blobs/')).sort();
+    const needed = async (id: string) =>
+      [...(await referencedKeys(repository, id))].filter((k) => k.startsWith('blobs/')).sort();
+    const leftover = 'blobs/00/left-by-a-killed-put';
+
+    await putOwn('a');
+    await putOwn('b');
+    expect((await backup()).retention.prune).toBeUndefined();
+    // No full prune on record yet: the first drop lists every key, and records when.
+    await gateway.deleteObject(own, 'a', { signal });
+    await putOwn('c');
+    let run = await backup();
+    expect(run.retention.prune).toMatchObject({ scope: 'all', removedBlobs: 1 });
+    expect(await blobs()).toEqual(await needed(run.id));
+
+    // Within the week: only the forgotten point's own blobs go; a leftover nobody names stays.
+    await repository.target.put(leftover, Readable.from([Buffer.from('x')]), { signal, size: 1 });
+    await gateway.deleteObject(own, 'b', { signal });
+    await putOwn('d');
+    run = await backup();
+    expect(run.retention.prune).toEqual(expect.objectContaining({ scope: 'forgotten', removedBlobs: 1 }));
+    expect(await blobs()).toEqual([...(await needed(run.id)), leftover].sort());
+    run = await backup();
+    expect(run.retention.prune).toEqual(expect.objectContaining({ scope: 'forgotten', removedBlobs: 0 }));
+
+    // A week after the last full prune, the next one lists every key again.
+    const weekAgo = new Date(Date.now() - 8 * 24 * 3600 * 1000).toISOString();
+    await writeFile(join(target, 'status', 'prune.json'), JSON.stringify({ lastFullAt: weekAgo }));
+    run = await backup();
+    expect(run.retention.prune).toMatchObject({ scope: 'all', removedBlobs: 1 });
+    expect(await blobs()).toEqual(await needed(run.id));
+    const fresh = (await repository.readStatus('prune', { signal })) as { lastFullAt: string };
+    expect(Date.parse(fresh.lastFullAt)).toBeGreaterThan(Date.parse(weekAgo));
+
+    // Killed between the manifests and the folders (here: a sweep that throws), the forgotten points
+    // are gone as restore points and their folders are interrupted runs: the next backup prunes in full.
+    const keepThree = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [own] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: target },
+      retention: { keepLast: 3 },
+    });
+    const before = run.id;
+    const later: string[] = [];
+    for (const key of ['e', 'f']) {
+      await putOwn(key);
+      const made = await cli(['backup', '--config', keepThree]);
+      expect(made.code, made.err).toBe(0);
+      later.push(made.out.trim());
+    }
+    const [second, third] = later;
+    const killed = forget(
+      repository,
+      { keepLast: 1 },
+      {
+        now: new Date(),
+        timezone: 'UTC',
+        dryRun: false,
+        signal,
+        log: silentLogger,
+        afterManifests: async (dropped) => {
+          expect(dropped.map((m) => m.id).sort()).toEqual([before, second].sort());
+          const scan = await repository.scan({ signal });
+          expect(scan.snapshots.map((m) => m.id)).toEqual([third]);
+          expect(scan.uncommitted.sort()).toEqual([before, second].sort());
+          throw new Error('killed');
+        },
+      },
+    );
+    await expect(killed).rejects.toThrow('killed');
+    await putOwn('g');
+    run = await backup();
+    expect(run.retention.prune).toMatchObject({ scope: 'all' });
+    expect((await repository.scan({ signal })).uncommitted).toEqual([]);
+    expect(await blobs()).toEqual(await needed(run.id));
   });
 });
