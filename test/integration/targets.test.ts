@@ -242,6 +242,23 @@ describe('dir target', () => {
     expect(await target.stat('blobs/cc/long', { signal })).toBeUndefined();
   });
 
+  it('stores a put whose folder a remove of the last other key takes away at the same time', async () => {
+    // The remove rmdirs the folder it empties on a pool thread while the put makes and opens its
+    // file there: the put makes the folder again and succeeds, small bodies and large.
+    const target = new DirTarget(tempDir('dir-folder-race'));
+    const large = randomBytes(200 * 1024);
+    for (let i = 0; i < 300; i++) {
+      const folder = `f/${i % 7}`;
+      await target.put(`${folder}/other`, Readable.from([Buffer.from('o')]), { signal, size: 1 });
+      const body = i % 2 === 0 ? Buffer.from(`small ${i}`) : large;
+      const removing = target.remove(`${folder}/other`, { signal });
+      await target.put(`${folder}/new`, Readable.from([body]), { signal, size: body.length });
+      await removing;
+      expect((await read(target, `${folder}/new`)).equals(body)).toBe(true);
+      await target.remove(`${folder}/new`, { signal });
+    }
+  });
+
   it('removes the folders a remove empties, up to its root, and a later put makes them again', async () => {
     const root = tempDir('dir-folders');
     const target = new DirTarget(root);
