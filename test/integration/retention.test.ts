@@ -1,10 +1,11 @@
 // Retention against the real stack: forget + prune on a target with many restore points removes
 // exactly what the dropped points alone referenced, and every kept point still restores whole.
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { forget } from '../../src/repository/forget.js';
+import { FULL_PRUNE_EVERY_MS, fullPruneDue } from '../../src/repository/prune.js';
 import { Repository } from '../../src/repository/repository.js';
 import { silentLogger } from '../../src/logger.js';
 import type { S3Client } from '../../src/s3/client.js';
@@ -304,5 +305,29 @@ describeWithStack('retention', (stack) => {
     expect(run.retention.prune).toMatchObject({ scope: 'all' });
     expect((await repository.scan({ signal })).uncommitted).toEqual([]);
     expect(await blobs()).toEqual(await needed(run.id));
+  });
+});
+
+describe('full prune clock', () => {
+  it('is due with no record, a damaged one, one a week old or one ahead of the clock', async () => {
+    const root = tempDir('prune-clock');
+    const repository = new Repository(new DirTarget(root));
+    const now = new Date('2026-12-04T12:00:00Z');
+    const due = () => fullPruneDue(repository, now, { signal });
+    const record = async (text: string) => {
+      await mkdir(join(root, 'status'), { recursive: true });
+      await writeFile(join(root, 'status', 'prune.json'), text);
+    };
+    expect(await due()).toBe(true);
+    await record('{"lastFullAt": "not a time"}');
+    expect(await due()).toBe(true);
+    await record('not json');
+    expect(await due()).toBe(true);
+    await record(JSON.stringify({ lastFullAt: new Date(now.getTime() - FULL_PRUNE_EVERY_MS + 60_000) }));
+    expect(await due()).toBe(false);
+    await record(JSON.stringify({ lastFullAt: new Date(now.getTime() - FULL_PRUNE_EVERY_MS) }));
+    expect(await due()).toBe(true);
+    await record(JSON.stringify({ lastFullAt: new Date(now.getTime() + 60_000) }));
+    expect(await due()).toBe(true);
   });
 });
