@@ -5,7 +5,7 @@
 // without their code cache). A first backup ran about 165 full mark-compacts on V8's default heap
 // only while pino, fastify or another large module was loaded (the heap it left sat just where
 // V8 starts marking at once); the commands load neither, and ran about 50. The daemon does load
-// them: the image's ENTRYPOINT starts Node with --initial-old-space-size=64 (see the Dockerfile).
+// them: the image's ENTRYPOINT starts Node with heap flags of its own (see the Dockerfile).
 import { main } from './cli.js';
 import { BackupError } from './errors.js';
 
