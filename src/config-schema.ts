@@ -2,6 +2,7 @@
 // config.ts reads the file and the environment and validates them against it.
 import * as v from 'valibot';
 import { parseDuration } from './duration.js';
+import { COUNT_RULES } from './repository/retention.js';
 import { cronProblem, isTimeZone } from './cron.js';
 import { strictObject } from './validation.js';
 
@@ -32,15 +33,7 @@ const section = <const E extends v.ObjectEntries>(entries: E) =>
 const keepCount = v.optional(whole(1, undefined, 'must be at least 1 (leave the rule out to not use it)'));
 
 /** The keep rules of a retention policy, in the order the decision applies them. */
-export const KEEP_RULES = [
-  'keepLast',
-  'keepHourly',
-  'keepDaily',
-  'keepWeekly',
-  'keepMonthly',
-  'keepYearly',
-  'keepWithin',
-] as const;
+const KEEP_RULES = [...COUNT_RULES, 'keepWithin'] as const;
 
 /** A schedule section whose `cron` (in `timezone`, else UTC) must fire: the problem lands on `cron`. */
 function firing<const E extends v.ObjectEntries>(entries: E) {

@@ -46,7 +46,8 @@ export interface RetentionConfig {
   readonly keepWithin?: string;
 }
 
-const COUNT_RULES = [
+/** The rules that keep a number of snapshots, in the order the decision applies them. */
+export const COUNT_RULES = [
   'keepLast',
   'keepHourly',
   'keepDaily',
