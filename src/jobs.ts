@@ -97,11 +97,8 @@ export async function applyRetention(
   try {
     const scan = await repository.scan({ signal });
     const pruning = config.retention.prune;
-    const sweeping =
-      pruning &&
-      scan.uncommitted.length === 0 &&
-      scan.unreadable.length === 0 &&
-      !(await fullPruneDue(repository, opts.now, { signal }));
+    // The record of the last full prune is read only once forget has dropped something.
+    const mayPruneForgotten = pruning && scan.uncommitted.length === 0 && scan.unreadable.length === 0;
     outcome.forget = await forget(repository, policyFromConfig(config.retention), {
       now: opts.now,
       timezone: config.schedule.timezone,
@@ -109,13 +106,15 @@ export async function applyRetention(
       signal,
       log,
       scan,
-      afterManifests: sweeping
+      afterManifests: mayPruneForgotten
         ? async (dropped, kept) => {
+            if (await fullPruneDue(repository, opts.now, { signal })) return;
             outcome.prune = await sweep(repository, dropped, kept, { signal, log });
           }
         : undefined,
     });
-    if (pruning && !sweeping && (outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0)) {
+    const leftToPrune = outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0;
+    if (pruning && outcome.prune === undefined && leftToPrune) {
       outcome.prune = await prune(repository, { dryRun: false, signal, log });
     }
   } catch (err) {
