@@ -177,8 +177,7 @@ export class DirTarget implements Target {
 
   /** ERR_NOT_FOUND for a key that is not there, else ERR_TARGET naming it. */
   private readFailure(key: string, err: unknown): BackupError {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return this.notFound(key);
+    if (isMissing(err)) return this.notFound(key);
     return new BackupError('ERR_TARGET', `get ${key} from ${this.name}: ${(err as Error).message}`, {
       cause: err,
     });
@@ -189,12 +188,7 @@ export class DirTarget implements Target {
       const info = await stat(this.path(key));
       return info.isFile() ? { key, size: info.size } : undefined;
     } catch (err) {
-      if (
-        (err as NodeJS.ErrnoException).code === 'ENOENT' ||
-        (err as NodeJS.ErrnoException).code === 'ENOTDIR'
-      ) {
-        return undefined;
-      }
+      if (isMissing(err)) return undefined;
       throw new BackupError('ERR_TARGET', `stat ${key} in ${this.name}: ${(err as Error).message}`, {
         cause: err,
       });
@@ -351,6 +345,12 @@ async function writeAll(handle: FileHandle, chunks: Buffer[], position: number):
   while (at < rest.length) {
     at += (await handle.write(rest, at, rest.length - at, position + bytesWritten + at)).bytesWritten;
   }
+}
+
+/** Whether a file-system error says the key's file (or a folder on its path) is not there. */
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 /**
