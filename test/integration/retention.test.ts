@@ -214,12 +214,14 @@ describeWithStack('retention', (stack) => {
         metadata: {},
       });
     const target = tempDir('sweep-target');
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: { buckets: { names: [own] }, volume: { enabled: false }, database: { enabled: false } },
-      target: { type: 'dir', path: target },
-      retention: { keepLast: 1 },
-    });
+    const keeping = (keepLast: number) =>
+      writeConfig({
+        etcd: { endpoints: [stack.etcdEndpoint] },
+        sources: { buckets: { names: [own] }, volume: { enabled: false }, database: { enabled: false } },
+        target: { type: 'dir', path: target },
+        retention: { keepLast },
+      });
+    const file = keeping(1);
     const repository = new Repository(new DirTarget(target));
     const backup = async () => {
       const run = await cli(['backup', '--config', file, '--json']);
@@ -266,12 +268,7 @@ describeWithStack('retention', (stack) => {
 
     // Killed between the manifests and the folders (here: a sweep that throws), the forgotten points
     // are gone as restore points and their folders are interrupted runs: the next backup prunes in full.
-    const keepThree = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: { buckets: { names: [own] }, volume: { enabled: false }, database: { enabled: false } },
-      target: { type: 'dir', path: target },
-      retention: { keepLast: 3 },
-    });
+    const keepThree = keeping(3);
     const before = run.id;
     const later: string[] = [];
     for (const key of ['e', 'f']) {
