@@ -236,6 +236,23 @@ describeWithStack('retention', (stack) => {
     const needed = async (id: string) =>
       [...(await referencedKeys(repository, id))].filter((k) => k.startsWith('blobs/')).sort();
     const leftover = 'blobs/00/left-by-a-killed-put';
+    // The kept restore point restores byte for byte what the bucket held when it was taken.
+    const restoresWhole = async (id: string) => {
+      const into = unique('swept');
+      const restored = await cli([
+        'restore',
+        id,
+        '--config',
+        file,
+        '--only',
+        'buckets',
+        '--bucket',
+        `${own}=${into}`,
+        '--yes',
+      ]);
+      expect(restored.code, restored.err + restored.out).toBe(0);
+      expect(await bucketContents(gateway, into)).toEqual(await bucketContents(gateway, own));
+    };
 
     await putOwn('a');
     await putOwn('b');
@@ -254,6 +271,7 @@ describeWithStack('retention', (stack) => {
     run = await backup();
     expect(run.retention.prune).toEqual(expect.objectContaining({ scope: 'forgotten', removedBlobs: 1 }));
     expect(await blobs()).toEqual([...(await needed(run.id)), leftover].sort());
+    await restoresWhole(run.id);
     run = await backup();
     expect(run.retention.prune).toEqual(expect.objectContaining({ scope: 'forgotten', removedBlobs: 0 }));
 
@@ -302,6 +320,7 @@ describeWithStack('retention', (stack) => {
     expect(run.retention.prune).toMatchObject({ scope: 'all' });
     expect((await repository.scan({ signal })).uncommitted).toEqual([]);
     expect(await blobs()).toEqual(await needed(run.id));
+    await restoresWhole(run.id);
   });
 });
 
