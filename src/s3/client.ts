@@ -68,42 +68,71 @@ export class S3Client {
     this.agent.destroy();
   }
 
-  /** Yields every object under prefix once, in key order, using ListObjects v1 (marker) or v2 (token). */
+  /**
+   * Yields every object under prefix once, in key order, using ListObjects v1 (marker) or v2
+   * (token). The next page is asked for as soon as a page is parsed, so the gateway builds it while
+   * the caller works through this one: with 1,000 keys a page, each wait was 10–20 ms.
+   */
   async *listObjects(
     bucket: string,
     opts: { signal: AbortSignal; prefix?: string; listVersion: 1 | 2; pageSize?: number },
   ): AsyncIterable<ListedObject> {
+    // A caller that stops early leaves a page in flight: it is cancelled on the way out.
+    const stop = new AbortController();
+    const signal = AbortSignal.any([opts.signal, stop.signal]);
     let marker: string | undefined;
-    for (;;) {
-      const query = new URLSearchParams();
-      if (opts.listVersion === 2) query.set('list-type', '2');
-      if (opts.prefix) query.set('prefix', opts.prefix);
-      query.set('max-keys', String(opts.pageSize ?? 1000));
-      if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
-      const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
-      let page: ListingPage;
-      try {
-        page = parseListing(await readText(res));
-      } catch (err) {
-        if (!(err instanceof MalformedListing)) throw err;
-        throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: ${err.message}`);
+    let pending = this.listPage(bucket, opts, marker, signal);
+    try {
+      for (;;) {
+        const page = await pending;
+        const last = page.contents.at(-1)?.key;
+        const next = page.isTruncated
+          ? opts.listVersion === 2
+            ? page.nextContinuationToken
+            : (page.nextMarker ?? last)
+          : undefined;
+        const malformed = page.isTruncated && (next === undefined || next === '' || next === marker);
+        if (page.isTruncated && !malformed) {
+          pending = this.listPage(bucket, opts, next, signal);
+          pending.catch(() => undefined);
+        }
+        for (const item of page.contents) {
+          yield {
+            key: item.key,
+            size: Number(item.size),
+            etag: unquote(item.etag),
+            lastModified: item.lastModified,
+          };
+        }
+        if (malformed) {
+          throw new S3Error(0, 'MalformedListing', `list ${bucket}: truncated page without a next marker`);
+        }
+        if (!page.isTruncated) return;
+        marker = next;
       }
-      let last: string | undefined;
-      for (const item of page.contents) {
-        last = item.key;
-        yield {
-          key: last,
-          size: Number(item.size),
-          etag: unquote(item.etag),
-          lastModified: item.lastModified,
-        };
-      }
-      if (!page.isTruncated) return;
-      const next = opts.listVersion === 2 ? page.nextContinuationToken : (page.nextMarker ?? last);
-      if (next === undefined || next === '' || next === marker) {
-        throw new S3Error(0, 'MalformedListing', `list ${bucket}: truncated page without a next marker`);
-      }
-      marker = next;
+    } finally {
+      stop.abort();
+    }
+  }
+
+  /** One page of a listing, from marker (or continuation token) on. */
+  private async listPage(
+    bucket: string,
+    opts: { prefix?: string; listVersion: 1 | 2; pageSize?: number },
+    marker: string | undefined,
+    signal: AbortSignal,
+  ): Promise<ListingPage> {
+    const query = new URLSearchParams();
+    if (opts.listVersion === 2) query.set('list-type', '2');
+    if (opts.prefix) query.set('prefix', opts.prefix);
+    query.set('max-keys', String(opts.pageSize ?? 1000));
+    if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
+    const res = await this.request('GET', bucket, undefined, { query, signal });
+    try {
+      return parseListing(await readText(res));
+    } catch (err) {
+      if (!(err instanceof MalformedListing)) throw err;
+      throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: ${err.message}`);
     }
   }
 
