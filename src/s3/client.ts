@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
 import { chunked, partLengths, PartReader } from './parts.js';
-import { errorFromResponse, headFrom, parseXml, readText, S3Error, unquote } from './responses.js';
+import { errorFromResponse, headFrom, parseXml, readBytes, readText, S3Error, unquote } from './responses.js';
 
 export { S3Error };
 import { authorizationV2 } from './sign-v2.js';
@@ -129,7 +129,7 @@ export class S3Client {
     if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
     const res = await this.request('GET', bucket, undefined, { query, signal });
     try {
-      return parseListing(await readText(res));
+      return parseListing(await readBytes(res));
     } catch (err) {
       if (!(err instanceof MalformedListing)) throw err;
       throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: ${err.message}`);

@@ -65,6 +65,11 @@ export function unquote(etag: string): string {
 }
 
 export async function readText(res: Readable, limit = 64 * 1024 * 1024): Promise<string> {
+  return (await readBytes(res, limit)).toString('utf8');
+}
+
+/** The body's bytes, up to limit (the rest is not read). */
+export async function readBytes(res: Readable, limit = 64 * 1024 * 1024): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of res) {
@@ -73,5 +78,5 @@ export async function readText(res: Readable, limit = 64 * 1024 * 1024): Promise
     if (total > limit) break;
     chunks.push(buf);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
