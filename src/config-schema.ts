@@ -81,6 +81,8 @@ export const schema = strictObject({
       v.union([v.literal(1), v.literal(2)], 'must be 1 (ListObjects, what hammer speaks) or 2'),
       1,
     ),
+    // Left out: the client's own default (DEFAULT_TIMEOUT_MS in s3/client.ts).
+    timeoutMs: v.optional(whole(1)),
   }),
   ssh: section({
     user: v.optional(text(), 'core'),

@@ -87,6 +87,7 @@ function gatewayClient(config: Config, gateway: GatewaySettings, buckets = 0): S
     signatureVersion: gateway.signatureVersion,
     region: gateway.region,
     maxSockets: config.sources.buckets.concurrency + buckets,
+    timeoutMs: config.gateway.timeoutMs,
   });
 }
 

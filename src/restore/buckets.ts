@@ -1,11 +1,11 @@
 // Restores bucket objects into the (new) cluster's gateway: plan against what the bucket already
 // holds, then upload, checking every body against its sha256 before the object can exist. WAL-E's
 // sentinels go last, oldest first, so LATEST names the same base backup it did at backup time.
-import { describeError } from '../errors.js';
+import { BackupError, describeError } from '../errors.js';
 import { HashingStream } from '../repository/hashing.js';
 import type { IndexEntry } from '../repository/manifest.js';
 import type { Target } from '../targets/target.js';
-import { S3Error, type S3Client } from '../s3/client.js';
+import { isUnreachable, S3Error, type S3Client } from '../s3/client.js';
 import { chain } from '../streams.js';
 import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
 import { compareText } from '../compare.js';
@@ -164,21 +164,34 @@ export async function applyBucket(
       counts.transferBytes += entry.size;
     } catch (err) {
       opts.signal.throwIfAborted();
+      // A gateway that refuses connections or stopped answering takes no later object either.
+      if (isUnreachable(err)) {
+        unreachable ??= err;
+        return;
+      }
       counts.failed++;
       if (errors.length < 20) errors.push(`${plan.destination}/${entry.key}: ${describeError(err)}`);
     }
     tick(entry.size);
   };
+  let unreachable: S3Error | undefined;
   const data = plan.items.filter((i) => !isSentinel(i.entry.key));
   let next = 0;
   await Promise.all(
     Array.from({ length: opts.concurrency }, async () => {
-      while (next < data.length) {
+      while (next < data.length && unreachable === undefined) {
         const item = data[next++];
         if (item) await run(item);
       }
     }),
   );
+  if (unreachable !== undefined) {
+    throw new BackupError(
+      'ERR_GATEWAY',
+      `${plan.destination}: gateway ${client.endpoint.origin} stopped the restore (${unreachable.message}); check the store's health (a full Ceph cluster blocks writes) and restore again: objects already there are skipped`,
+      { cause: unreachable },
+    );
+  }
   // One at a time and after all data: each sentinel's new LastModified must be later than the last.
   for (const item of plan.items.filter((i) => isSentinel(i.entry.key))) await run(item);
   return { counts, errors, latestSentinel: await newestSentinel(client, plan.destination, opts) };

@@ -7,9 +7,18 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
 import { chunked, partLengths, PartReader } from './parts.js';
-import { errorFromResponse, headFrom, parseXml, readBytes, readText, S3Error, unquote } from './responses.js';
+import {
+  errorFromResponse,
+  headFrom,
+  isUnreachable,
+  parseXml,
+  readBytes,
+  readText,
+  S3Error,
+  unquote,
+} from './responses.js';
 
-export { S3Error };
+export { isUnreachable, S3Error };
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
 
@@ -23,7 +32,16 @@ export interface S3ClientOptions {
   region: string;
   /** Upper bound on parallel connections to the endpoint. */
   maxSockets?: number;
+  /**
+   * A request fails once nothing has moved on its connection for this long (default
+   * DEFAULT_TIMEOUT_MS), unless its body's reader is what waits. A full Ceph cluster blocks writes
+   * without a word: without this, a restore into one waited forever.
+   */
+  timeoutMs?: number;
 }
+
+/** Default of S3ClientOptions.timeoutMs. */
+export const DEFAULT_TIMEOUT_MS = 120_000;
 
 /** One entry of a bucket listing. `etag` has its quotes removed. */
 export interface ListedObject {
@@ -368,6 +386,24 @@ export class S3Client {
       agent: this.agent,
       signal: opts.signal,
     });
+    // Nothing moving for timeoutMs fails the request, while it is sent, awaits its answer or reads
+    // the body. A body whose reader is the slow side (bytes wait in the answer) only waits again.
+    const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    let answer: http.IncomingMessage | undefined;
+    req.setTimeout(timeoutMs);
+    req.on('timeout', () => {
+      if (answer !== undefined && answer.readableLength > 0) {
+        req.setTimeout(timeoutMs);
+        return;
+      }
+      const err = new S3Error(
+        0,
+        'RequestTimeout',
+        `${method} ${this.endpoint.host}: nothing sent or received for ${timeoutMs / 1000} s`,
+      );
+      answer?.destroy(err);
+      req.destroy(err);
+    });
     const responded = once(req, 'response') as Promise<[http.IncomingMessage]>;
     // Awaited only once the body is sent: when sending fails first (an abort, a reset), the request's
     // 'error' rejects this too, and unobserved that rejection would crash the process.
@@ -377,6 +413,7 @@ export class S3Client {
       else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
       else await pipeline(opts.body, req, { signal: opts.signal });
       const [res] = await responded;
+      answer = res;
       const status = res.statusCode ?? 0;
       if (status >= 200 && status < 300) return res;
       const text = method === 'HEAD' ? '' : await readText(res, 64 * 1024);

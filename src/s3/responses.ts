@@ -16,6 +16,21 @@ export class S3Error extends Error {
   }
 }
 
+/** Codes of a request that never reached the gateway, or got no answer from it in time. */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'RequestTimeout',
+]);
+
+/** Whether err says the gateway is not there or not answering at all (not one request gone wrong). */
+export function isUnreachable(err: unknown): err is S3Error {
+  return err instanceof S3Error && err.status === 0 && UNREACHABLE.has(err.s3Code);
+}
+
 let xmlParser: XMLParser | undefined;
 
 /**

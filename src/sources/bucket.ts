@@ -6,7 +6,7 @@ import { BackupError, describeError } from '../errors.js';
 import { chain } from '../streams.js';
 import { blobKey, bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
-import { S3Error, type ListedObject, type S3Client } from '../s3/client.js';
+import { isUnreachable, S3Error, type ListedObject, type S3Client } from '../s3/client.js';
 import { Limiter } from '../concurrency.js';
 import { IndexLines } from './index-lines.js';
 import { Findings, type Source, type SourceRunContext } from './source.js';
@@ -160,9 +160,10 @@ export class BucketSource implements Source {
             targetError ??= err;
             return;
           }
-          // A gateway that refuses connections serves no later object either: the source fails
-          // (naming the gateway) rather than commit a restore point missing everything after.
-          if (err instanceof S3Error && err.status === 0 && UNREACHABLE.has(err.s3Code)) {
+          // A gateway that refuses connections or stopped answering serves no later object either:
+          // the source fails (naming the gateway) rather than commit a restore point missing
+          // everything after.
+          if (isUnreachable(err)) {
             listError ??= err;
             return;
           }
@@ -317,9 +318,6 @@ class PreviousIndex {
   }
 }
 
-/** Connection errors that mean the gateway is not there at all (not one request gone wrong). */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-
 /** Turns a listing failure into one line naming the bucket, the gateway and the fix. */
 export function gatewayError(err: unknown, bucket: string, endpoint: string): BackupError {
   if (err instanceof S3Error) {
@@ -336,6 +334,12 @@ export function gatewayError(err: unknown, bucket: string, endpoint: string): Ba
         return new BackupError(
           'ERR_GATEWAY',
           `bucket ${bucket}: does not exist on gateway ${endpoint}; check sources.buckets.names or /deis/database/bucketName and /deis/registry/bucketName`,
+          { cause: err },
+        );
+      case 'RequestTimeout':
+        return new BackupError(
+          'ERR_GATEWAY',
+          `bucket ${bucket}: gateway ${endpoint} stopped answering (${err.message}); check the store's health (a full Ceph cluster blocks requests), or raise gateway.timeoutMs`,
           { cause: err },
         );
       default:

@@ -168,6 +168,76 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(await snapshotIds(file)).toEqual([...older, next.id]);
   });
 
+  /** A config like bucketConfig's, through `endpoint`, with a short gateway.timeoutMs. */
+  const stallConfig = (bucket: string, endpoint: string, target: string) =>
+    writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: {
+        endpoint,
+        accessKey: stack.gatewayAccessKey,
+        secretKey: stack.gatewaySecretKey,
+        timeoutMs: 500,
+      },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+    });
+
+  it('fails within gateway.timeoutMs when the gateway stops answering mid-read, naming the fix', async () => {
+    const bucket = unique('fstall');
+    await gateway.createBucket(bucket, { signal });
+    await putObject(bucket, 'a-big', bytes('big', 24 * MiB));
+    await putObject(bucket, 'z-small', bytes('z', 10_000));
+    const proxy = await proxyTo(rgwPort);
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    const file = stallConfig(bucket, endpoint, tempDir('target'));
+    const stalling = proxy.stallAfter('down', 8 * MiB);
+    const run = await backup(file);
+    await stalling;
+    expect(run.code).toBe(1);
+    expect(run.out).toBe('');
+    // a-big's body stops mid-way, then z-small gets no answer at all: the source fails.
+    expect(run.err).toBe(
+      `bucket:${bucket}  failed\n  error: bucket ${bucket}: gateway ${endpoint} stopped answering (GET 127.0.0.1:${proxy.port}: nothing sent or received for 0.5 s); check the store's health (a full Ceph cluster blocks requests), or raise gateway.timeoutMs\nbackup failed: no restore point written`,
+    );
+    expect(await snapshotIds(file)).toEqual([]);
+  });
+
+  it('stops a restore when the gateway stops taking writes, and a second restore completes it', async () => {
+    const bucket = unique('fstall-src');
+    await gateway.createBucket(bucket, { signal });
+    for (let i = 0; i < 3; i++) await putObject(bucket, `obj/${i}`, bytes(`s-${i}`, 3 * MiB));
+    const want = await bucketContents(gateway, bucket);
+    const target = tempDir('target');
+    const point = await backupJson(stallConfig(bucket, stack.rgwEndpoint, target));
+    const proxy = await proxyTo(rgwPort);
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    const file = stallConfig(bucket, endpoint, target);
+    const fresh = unique('fstall-back');
+    const args = ['restore', point.id ?? '', '--config', file, '--only', 'buckets'];
+    const into = ['--bucket', `${bucket}=${fresh}`, '--yes'];
+    // The bucket is made and one body is on its way when the gateway stops reading, as a full
+    // Ceph cluster does.
+    const stalling = proxy.stallAfter('up', 4 * MiB);
+    const run = await cli([...args, ...into]);
+    await stalling;
+    expect(run.code, run.out + run.err).toBe(1);
+    expect(run.out + run.err).toMatch(
+      new RegExp(
+        `${fresh}: gateway ${endpoint} stopped the restore \\((PUT|POST) 127\\.0\\.0\\.1:${proxy.port}: nothing sent or received for 0\\.5 s\\); check the store's health \\(a full Ceph cluster blocks writes\\) and restore again: objects already there are skipped`,
+      ),
+    );
+
+    await proxy.cut();
+    await proxy.open();
+    const again = await cli([...args, ...into]);
+    expect(again.code, again.out + again.err).toBe(0);
+    expect(await bucketContents(gateway, fresh)).toEqual(want);
+  });
+
   it('is partial when the gateway drops one transfer but stays up, naming the gateway and the key', async () => {
     const bucket = unique('fgwp');
     await gateway.createBucket(bucket, { signal });

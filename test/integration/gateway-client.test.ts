@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { S3Client, S3Error } from '../../src/s3/client.js';
-import { byteStream, ODD_KEYS, seedOddKeys } from '../fixtures/deis-sample.js';
+import { bytes, byteStream, ODD_KEYS, seedOddKeys } from '../fixtures/deis-sample.js';
 import { gatewayOptions } from '../fixtures/stack.js';
 import { bucketContents, describeWithStack, gatewayClient, unique } from './helpers.js';
 
@@ -133,6 +133,23 @@ describeWithStack('gateway client', (stack) => {
     expect(all[0]).toBe(first[0]);
     expect(all.length).toBeGreaterThan(4);
     direct.close();
+  });
+
+  it('lets a reader slower than timeoutMs take its time over a body', async () => {
+    const slow = new S3Client({ ...gatewayOptions(stack, 'v2'), timeoutMs: 200 });
+    const body = bytes('slow-reader', 8 * 1024 * 1024);
+    await slow.putObject(bucket, 'slow/reader', body, {
+      signal,
+      size: body.length,
+      contentType: 'application/octet-stream',
+    });
+    const got = await slow.getObject(bucket, 'slow/reader', { signal });
+    // Three timeouts long with the answer's bytes unread: the connection idles, the reader is why.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const chunks: Buffer[] = [];
+    for await (const chunk of got?.body ?? []) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(body)).toBe(true);
+    slow.close();
   });
 
   it('gets the exact bytes of every odd key with signature V4 too', async () => {
