@@ -89,7 +89,10 @@ export class S3Client {
   /**
    * Yields every object under prefix once, in key order, using ListObjects v1 (marker) or v2
    * (token). The next page is asked for as soon as a page is parsed, so the gateway builds it while
-   * the caller works through this one: with 1,000 keys a page, each wait was 10–20 ms.
+   * the caller works through this one: with 1,000 keys a page, each wait was 10–20 ms. It is read
+   * ahead as bytes and parsed only when its turn comes: 1,000 parsed entries waiting for the
+   * length of a first backup's transfers (0.6 MB, promoted to the old generation) were enough to
+   * tip V8 into a full collection every 75 ms (150 instead of 27 per first backup).
    */
   async *listObjects(
     bucket: string,
@@ -102,7 +105,7 @@ export class S3Client {
     let pending = this.listPage(bucket, opts, marker, signal);
     try {
       for (;;) {
-        const page = await pending;
+        const page = parsePage(bucket, await pending);
         const last = page.contents.at(-1)?.key;
         const next = page.isTruncated
           ? opts.listVersion === 2
@@ -139,19 +142,14 @@ export class S3Client {
     opts: { prefix?: string; listVersion: 1 | 2; pageSize?: number },
     marker: string | undefined,
     signal: AbortSignal,
-  ): Promise<ListingPage> {
+  ): Promise<{ bytes: Buffer; status: number }> {
     const query = new URLSearchParams();
     if (opts.listVersion === 2) query.set('list-type', '2');
     if (opts.prefix) query.set('prefix', opts.prefix);
     query.set('max-keys', String(opts.pageSize ?? 1000));
     if (marker !== undefined) query.set(opts.listVersion === 2 ? 'continuation-token' : 'marker', marker);
     const res = await this.request('GET', bucket, undefined, { query, signal });
-    try {
-      return parseListing(await readBytes(res));
-    } catch (err) {
-      if (!(err instanceof MalformedListing)) throw err;
-      throw new S3Error(res.statusCode ?? 0, 'MalformedListing', `list ${bucket}: ${err.message}`);
-    }
+    return { bytes: await readBytes(res), status: res.statusCode ?? 0 };
   }
 
   /** Starts a GET; resolves once headers arrive. undefined if the object does not exist. */
@@ -430,5 +428,15 @@ export class S3Client {
       const code = (err as { code?: string }).code ?? 'NetworkError';
       throw new S3Error(0, code, `${method} ${this.endpoint.host}: ${code}`, { cause: err });
     }
+  }
+}
+
+/** A listing page read whole. */
+function parsePage(bucket: string, read: { bytes: Buffer; status: number }): ListingPage {
+  try {
+    return parseListing(read.bytes);
+  } catch (err) {
+    if (!(err instanceof MalformedListing)) throw err;
+    throw new S3Error(read.status, 'MalformedListing', `list ${bucket}: ${err.message}`);
   }
 }
