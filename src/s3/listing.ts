@@ -49,8 +49,7 @@ function field(xml: string, name: string): string | undefined {
  * alive as long as any key lived, in V8's large-object space, which only a full collection
  * empties: with the next page read ahead, a first backup ran 137 full collections instead of 30.
  */
-export function parseListing(document: Buffer | string): ListingPage {
-  const xml = typeof document === 'string' ? Buffer.from(document) : document;
+export function parseListing(xml: Buffer): ListingPage {
   const root = xml.indexOf('<ListBucketResult');
   if (root < 0) throw new MalformedListing('no ListBucketResult');
   const contents: ListingPage['contents'] = [];
