@@ -148,6 +148,8 @@ export async function applyBucket(
       bytes: progress.totalBytes,
     });
   };
+  // A gateway that refuses connections or stopped answering: no later object is tried.
+  let unreachable: S3Error | undefined;
   const run = async (item: { entry: IndexEntry; action: ObjectAction }): Promise<void> => {
     const { entry, action } = item;
     counts.objects++;
@@ -164,7 +166,6 @@ export async function applyBucket(
       counts.transferBytes += entry.size;
     } catch (err) {
       opts.signal.throwIfAborted();
-      // A gateway that refuses connections or stopped answering takes no later object either.
       if (isUnreachable(err)) {
         unreachable ??= err;
         return;
@@ -174,7 +175,6 @@ export async function applyBucket(
     }
     tick(entry.size);
   };
-  let unreachable: S3Error | undefined;
   const data = plan.items.filter((i) => !isSentinel(i.entry.key));
   let next = 0;
   await Promise.all(
