@@ -225,6 +225,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     const run = await cli([...args, ...into]);
     await stalling;
     expect(run.code, run.out + run.err).toBe(1);
+    for (const secret of secrets) expect(run.out + run.err).not.toContain(secret);
     expect(run.out + run.err).toMatch(
       new RegExp(
         `${fresh}: gateway ${endpoint} stopped the restore \\((PUT|POST) 127\\.0\\.0\\.1:${proxy.port}: nothing sent or received for 0\\.5 s\\); check the store's health \\(a full Ceph cluster blocks writes\\) and restore again: objects already there are skipped`,
