@@ -6,6 +6,7 @@ import { HashingStream } from '../repository/hashing.js';
 import type { IndexEntry } from '../repository/manifest.js';
 import type { Target } from '../targets/target.js';
 import { isUnreachable, S3Error, type S3Client } from '../s3/client.js';
+import { isUnreachableCode } from '../s3/responses.js';
 import { chain } from '../streams.js';
 import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
 import { compareText } from '../compare.js';
@@ -148,8 +149,8 @@ export async function applyBucket(
       bytes: progress.totalBytes,
     });
   };
-  // A gateway that refuses connections or stopped answering: no later object is tried.
-  let unreachable: S3Error | undefined;
+  // A gateway or target gone (refusing connections, not answering): no later object is tried.
+  let stopped: BackupError | undefined;
   const run = async (item: { entry: IndexEntry; action: ObjectAction }): Promise<void> => {
     const { entry, action } = item;
     counts.objects++;
@@ -166,8 +167,9 @@ export async function applyBucket(
       counts.transferBytes += entry.size;
     } catch (err) {
       opts.signal.throwIfAborted();
-      if (isUnreachable(err)) {
-        unreachable ??= err;
+      const stop = stopFor(err, plan.destination, client, target);
+      if (stop !== undefined) {
+        stopped ??= stop;
         return;
       }
       counts.failed++;
@@ -179,22 +181,56 @@ export async function applyBucket(
   let next = 0;
   await Promise.all(
     Array.from({ length: opts.concurrency }, async () => {
-      while (next < data.length && unreachable === undefined) {
+      while (next < data.length && stopped === undefined) {
         const item = data[next++];
         if (item) await run(item);
       }
     }),
   );
-  if (unreachable !== undefined) {
-    throw new BackupError(
-      'ERR_GATEWAY',
-      `${plan.destination}: gateway ${client.endpoint.origin} stopped the restore (${unreachable.message}); check the store's health (a full Ceph cluster blocks writes) and restore again: objects already there are skipped`,
-      { cause: unreachable },
-    );
-  }
+  if (stopped !== undefined) throw stopped;
   // One at a time and after all data: each sentinel's new LastModified must be later than the last.
   for (const item of plan.items.filter((i) => isSentinel(i.entry.key))) await run(item);
   return { counts, errors, latestSentinel: await newestSentinel(client, plan.destination, opts) };
+}
+
+/** A body that could not be read from the target while restoring it. */
+class BlobReadError extends Error {
+  constructor(blob: string, target: string, cause: unknown) {
+    super(`read ${blob} from ${target}: ${describeError(cause)}`, { cause });
+  }
+}
+
+/** The error that ends the whole restore, when err says the gateway or the target is gone. */
+function stopFor(
+  err: unknown,
+  destination: string,
+  client: S3Client,
+  target: Target,
+): BackupError | undefined {
+  const again = 'and restore again: objects already there are skipped';
+  // The target's own failures: a body that stopped coming, or a target that cannot be reached.
+  const fromTarget =
+    err instanceof BlobReadError || (err instanceof BackupError && err.code === 'ERR_TARGET')
+      ? err.cause
+      : undefined;
+  if (fromTarget !== undefined) {
+    const gone =
+      isUnreachable(fromTarget) ||
+      (fromTarget instanceof S3Error && fromTarget.s3Code === 'BodyStalled') ||
+      isUnreachableCode((fromTarget as { code?: unknown }).code);
+    if (!gone) return undefined;
+    return new BackupError(
+      'ERR_TARGET',
+      `${destination}: target ${target.name} stopped the restore (${describeError(err)}); check the target ${again}`,
+      { cause: err },
+    );
+  }
+  if (!isUnreachable(err)) return undefined;
+  return new BackupError(
+    'ERR_GATEWAY',
+    `${destination}: gateway ${client.endpoint.origin} stopped the restore (${err.message}); check the store's health (a full Ceph cluster blocks writes) ${again}`,
+    { cause: err },
+  );
 }
 
 /** The sentinel with the newest LastModified in the bucket: what WAL-E's LATEST resolves to. */
@@ -228,7 +264,11 @@ async function uploadObject(
   signal: AbortSignal,
 ): Promise<void> {
   const hashing = new HashingStream();
-  const body = chain(await target.get(entry.blob, { signal }), hashing);
+  const blob = await target.get(entry.blob, { signal });
+  // An error of the blob's own stream (the target failing mid-body) is the target's, not the gateway's.
+  let blobFailure: unknown;
+  blob.on('error', (err) => (blobFailure ??= err));
+  const body = chain(blob, hashing);
   let sha256: string | undefined;
   const mismatch = (): Error =>
     new Error(
@@ -263,6 +303,9 @@ async function uploadObject(
   } catch (err) {
     body.destroy();
     if (err instanceof S3Error && err.s3Code === 'BadDigest') throw mismatch();
+    if (blobFailure !== undefined) throw new BlobReadError(entry.blob, target.name, blobFailure);
+    if (err instanceof S3Error && err.s3Code === 'BodyStalled')
+      throw new BlobReadError(entry.blob, target.name, err);
     throw err;
   }
 }

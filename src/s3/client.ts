@@ -385,20 +385,30 @@ export class S3Client {
       signal: opts.signal,
     });
     // Nothing moving for timeoutMs fails the request, while it is sent, awaits its answer or reads
-    // the body. A body whose reader is the slow side (bytes wait in the answer) only waits again.
+    // the body. A body whose reader is the slow side (bytes wait in the answer) only waits again. A
+    // body to send that gives nothing while the socket has taken every byte so far is the stalled
+    // side, not the gateway: that fails as BodyStalled, so the caller blames where the body comes from.
     const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     let answer: http.IncomingMessage | undefined;
+    let sending = false;
     req.setTimeout(timeoutMs);
     req.on('timeout', () => {
       if (answer !== undefined && answer.readableLength > 0) {
         req.setTimeout(timeoutMs);
         return;
       }
-      const err = new S3Error(
-        0,
-        'RequestTimeout',
-        `${method} ${this.endpoint.host}: nothing sent or received for ${timeoutMs / 1000} s`,
-      );
+      const err =
+        sending && req.writableLength === 0
+          ? new S3Error(
+              0,
+              'BodyStalled',
+              `${method} ${this.endpoint.host}: the body to send gave nothing for ${timeoutMs / 1000} s`,
+            )
+          : new S3Error(
+              0,
+              'RequestTimeout',
+              `${method} ${this.endpoint.host}: nothing sent or received for ${timeoutMs / 1000} s`,
+            );
       answer?.destroy(err);
       req.destroy(err);
     });
@@ -409,7 +419,11 @@ export class S3Client {
     try {
       if (opts.body === undefined) req.end();
       else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
-      else await pipeline(opts.body, req, { signal: opts.signal });
+      else {
+        sending = true;
+        await pipeline(opts.body, req, { signal: opts.signal });
+        sending = false;
+      }
       const [res] = await responded;
       answer = res;
       const status = res.statusCode ?? 0;

@@ -31,6 +31,11 @@ export function isUnreachable(err: unknown): err is S3Error {
   return err instanceof S3Error && err.status === 0 && UNREACHABLE.has(err.s3Code);
 }
 
+/** Whether a system error code (ECONNREFUSED, ENOTFOUND, ...) says a server cannot be reached. */
+export function isUnreachableCode(code: unknown): boolean {
+  return typeof code === 'string' && code !== 'RequestTimeout' && UNREACHABLE.has(code);
+}
+
 let xmlParser: XMLParser | undefined;
 
 /**

@@ -239,6 +239,99 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(await bucketContents(gateway, fresh)).toEqual(want);
   });
 
+  it('stops a restore when the S3 target stops sending, naming the target, not the gateway', async () => {
+    const bucket = unique('ftstall');
+    await gateway.createBucket(bucket, { signal });
+    for (let i = 0; i < 3; i++) await putObject(bucket, `obj/${i}`, bytes(`t-${i}`, 3 * MiB));
+    const want = await bucketContents(gateway, bucket);
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('ftstall');
+    const where = `s3://${stack.targetBucket}/${prefix}`;
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: {
+        endpoint: stack.rgwEndpoint,
+        accessKey: stack.gatewayAccessKey,
+        secretKey: stack.gatewaySecretKey,
+        timeoutMs: 500,
+      },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: {
+        type: 's3',
+        endpoint: `http://127.0.0.1:${proxy.port}`,
+        bucket: stack.targetBucket,
+        prefix,
+        accessKey: stack.targetAccessKey,
+        secretKey: stack.targetSecretKey,
+      },
+    });
+    const point = await backupJson(file);
+    const fresh = unique('ftstall-back');
+    const args = ['restore', point.id ?? '', '--config', file, '--only', 'buckets'];
+    const into = ['--bucket', `${bucket}=${fresh}`, '--yes'];
+    // The first body comes whole, the second stops a third of the way in; the gateway is fine.
+    const stalling = proxy.stallAfter('down', 4 * MiB);
+    const run = await cli([...args, ...into]);
+    await stalling;
+    expect(run.code, run.out + run.err).toBe(1);
+    for (const secret of secrets) expect(run.out + run.err).not.toContain(secret);
+    const host = new URL(stack.rgwEndpoint).host.replace(/\./g, '\\.');
+    expect(run.out + run.err).toMatch(
+      new RegExp(
+        `${fresh}: target ${where} stopped the restore \\(read blobs/[0-9a-f]{2}/[0-9a-f]{64} from ${where}: PUT ${host}: the body to send gave nothing for 0\\.5 s\\); check the target and restore again: objects already there are skipped`,
+      ),
+    );
+
+    await proxy.cut();
+    await proxy.open();
+    const again = await cli([...args, ...into]);
+    expect(again.code, again.out + again.err).toBe(0);
+    expect(await bucketContents(gateway, fresh)).toEqual(want);
+  });
+
+  it('is partial when the S3 target drops one body mid-restore, naming the target and the key', async () => {
+    const bucket = unique('ftcut');
+    await gateway.createBucket(bucket, { signal });
+    for (let i = 0; i < 3; i++) await putObject(bucket, `obj/${i}`, bytes(`c-${i}`, 3 * MiB));
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('ftcut');
+    const where = `s3://${stack.targetBucket}/${prefix}`;
+    const file = bucketConfig(bucket, stack.rgwEndpoint, {
+      type: 's3',
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      bucket: stack.targetBucket,
+      prefix,
+      accessKey: stack.targetAccessKey,
+      secretKey: stack.targetSecretKey,
+    });
+    const point = await backupJson(file);
+    const fresh = unique('ftcut-back');
+    const cutting = proxy.cutAfter('down', 4 * MiB, { keepListening: true });
+    const run = await cli([
+      'restore',
+      point.id ?? '',
+      '--config',
+      file,
+      '--only',
+      'buckets',
+      '--bucket',
+      `${bucket}=${fresh}`,
+      '--yes',
+    ]);
+    await cutting;
+    expect(run.code, run.out + run.err).toBe(3);
+    expect(run.out + run.err).toMatch(
+      new RegExp(`${fresh}/obj/1: read blobs/[0-9a-f]{2}/[0-9a-f]{64} from ${where}: (aborted|ECONNRESET)`),
+    );
+    const want = await bucketContents(gateway, bucket);
+    want.delete('obj/1');
+    expect(await bucketContents(gateway, fresh)).toEqual(want);
+  });
+
   it('is partial when the gateway drops one transfer but stays up, naming the gateway and the key', async () => {
     const bucket = unique('fgwp');
     await gateway.createBucket(bucket, { signal });
