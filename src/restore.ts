@@ -324,9 +324,9 @@ async function finishAdvice(
       );
     }
   }
-  const registry = prepared.buckets.find(({ plan }) =>
-    plan.items.some((i) => i.entry.key.startsWith('registry/repositories/')),
-  );
-  next.push(scaleAdvice(appNames((registry?.plan.items ?? []).map((i) => i.entry.key))));
+  const keys = function* (): Generator<string> {
+    for (const { plan } of prepared.buckets) for (const entry of plan.entries) yield entry.key;
+  };
+  next.push(scaleAdvice(appNames(keys())));
   return next;
 }

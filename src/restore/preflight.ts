@@ -1,12 +1,13 @@
 // Restore preflight: reads the manifest, every index and artifact it will use, checks them against
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
-import type { IndexEntry, Manifest, SourceRecord } from '../repository/manifest.js';
+import type { Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { RestoreDeps, RestoreRequest } from '../restore.js';
 import { gatewayError } from '../sources/bucket.js';
 import type { SshTarget } from '../ssh.js';
 import { isSentinel, planBucket, type BucketPlan } from './buckets.js';
+import { EntryList } from './entry-list.js';
 import { inspectArchive, planVolume, type VolumePlan } from './volume.js';
 
 /** Everything a restore needs once the preflight has passed. */
@@ -53,7 +54,8 @@ export async function preflight(
     throw missingStep('database');
 
   // Every body the buckets need is present in the target with its size, before anything is written.
-  const entriesByBucket = new Map<SourceRecord, IndexEntry[]>();
+  const entriesByBucket = new Map<SourceRecord, EntryList>();
+  const withSentinels = new Set<SourceRecord>();
   if (bucketRecords.length > 0) {
     const stored = new Map<string, number>();
     for await (const info of repository.target.list('blobs/', opts)) stored.set(info.key, info.size);
@@ -64,18 +66,22 @@ export async function preflight(
           'ERR_INTEGRITY',
           `restore point ${manifest.id}: bucket ${record.bucket ?? '?'} has no index`,
         );
-      const entries: IndexEntry[] = [];
+      const entries = new EntryList();
+      const missing: string[] = [];
+      let missingCount = 0;
       try {
-        for await (const entry of repository.readIndex(artifact, opts)) entries.push(entry);
+        for await (const entry of repository.readIndex(artifact, opts)) {
+          if (stored.get(entry.blob) !== entry.size && missingCount++ < 3)
+            missing.push(`${record.bucket ?? ''}/${entry.key} (${entry.blob})`);
+          if (isSentinel(entry.key)) withSentinels.add(record);
+          entries.push(entry);
+        }
       } catch (err) {
         if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND')
           throw incomplete(manifest.id, [artifact.key], repository.target.name);
         throw err;
       }
-      const missing = entries
-        .filter((e) => stored.get(e.blob) !== e.size)
-        .map((e) => `${record.bucket ?? ''}/${e.key} (${e.blob})`);
-      if (missing.length > 0) throw incomplete(manifest.id, missing, repository.target.name);
+      if (missingCount > 0) throw incomplete(manifest.id, missing, repository.target.name, missingCount);
       entriesByBucket.set(record, entries);
     }
   }
@@ -129,11 +135,11 @@ export async function preflight(
     }
   }
   if (bucketRecords.length > 0) {
-    await checkDatabaseAsleep(deps, request, bucketRecords, entriesByBucket, hazards, opts);
+    await checkDatabaseAsleep(deps, request, bucketRecords, withSentinels, hazards, opts);
     const gateway = await deps.gateway();
     // WAL-E's bucket goes first: the registry can wait, the database cannot.
     const ordered = [...bucketRecords].sort(
-      (a, b) => Number(hasSentinels(entriesByBucket.get(b))) - Number(hasSentinels(entriesByBucket.get(a))),
+      (a, b) => Number(withSentinels.has(b)) - Number(withSentinels.has(a)),
     );
     for (const record of ordered) {
       const source = record.bucket ?? '';
@@ -145,7 +151,7 @@ export async function preflight(
           {
             source,
             destination,
-            entries: entriesByBucket.get(record) ?? [],
+            entries: entriesByBucket.get(record) ?? new EntryList(),
             overwrite: request.overwrite,
             listVersion: gateway.listVersion,
           },
@@ -170,7 +176,7 @@ async function checkDatabaseAsleep(
   deps: RestoreDeps,
   request: RestoreRequest,
   records: readonly SourceRecord[],
-  entriesByBucket: ReadonlyMap<SourceRecord, IndexEntry[]>,
+  withSentinels: ReadonlySet<SourceRecord>,
   hazards: string[],
   opts: { signal: AbortSignal },
 ): Promise<void> {
@@ -189,7 +195,7 @@ async function checkDatabaseAsleep(
     }
   };
   const walDestinations = records
-    .filter((r) => hasSentinels(entriesByBucket.get(r)))
+    .filter((r) => withSentinels.has(r))
     .map((r) => request.bucketMap.get(r.bucket ?? '') ?? r.bucket ?? '');
   if (walDestinations.length === 0) return;
   const databaseBucket = (await lookup('/deis/database/bucketName')) ?? 'db_wal';
@@ -207,14 +213,15 @@ async function checkDatabaseAsleep(
   );
 }
 
-function hasSentinels(entries: readonly IndexEntry[] | undefined): boolean {
-  return (entries ?? []).some((e) => isSentinel(e.key));
-}
-
-function incomplete(id: string, missing: readonly string[], where: string): BackupError {
+function incomplete(
+  id: string,
+  missing: readonly string[],
+  where: string,
+  count = missing.length,
+): BackupError {
   return new BackupError(
     'ERR_INTEGRITY',
-    `restore point ${id} is incomplete: ${missing.length} item(s) missing or of the wrong size in ${where} (first: ${missing.slice(0, 3).join(', ')}); nothing was restored; choose another restore point`,
+    `restore point ${id} is incomplete: ${count} item(s) missing or of the wrong size in ${where} (first: ${missing.slice(0, 3).join(', ')}); nothing was restored; choose another restore point`,
   );
 }
 

@@ -9,11 +9,13 @@
 import { spawn } from 'node:child_process';
 import {
   closeSync,
+  fstatSync,
   createReadStream,
   fsync,
   linkSync,
   mkdirSync,
   openSync,
+  readSync,
   unlinkSync,
   writeSync,
   type Dirent,
@@ -21,7 +23,7 @@ import {
 import { mkdir, open, readdir, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, sep } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { BackupError } from '../errors.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target } from './target.js';
@@ -150,6 +152,9 @@ export class DirTarget implements Target {
   }
 
   async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
+    opts.signal.throwIfAborted();
+    const small = this.readSmall(key);
+    if (small !== undefined) return Readable.from([small], { objectMode: false });
     // The file is open before the stream is returned: a key removed after it was listed (a lock
     // released, a restore point forgotten) is ERR_NOT_FOUND here, not an ENOENT from a later read.
     let handle: FileHandle;
@@ -168,6 +173,36 @@ export class DirTarget implements Target {
     } catch (err) {
       await handle.close();
       throw err instanceof BackupError ? err : this.readFailure(key, err);
+    }
+  }
+
+  /**
+   * The whole object when it is a file of at most SMALL_BODY bytes, read with synchronous calls:
+   * one open, fstat, read and close, where a stream costs five trips through the thread pool (on
+   * the 50,000-object restore, 0.3 ms of the main thread per object). Undefined for a larger file.
+   */
+  private readSmall(key: string): Buffer | undefined {
+    let fd: number;
+    try {
+      fd = openSync(this.path(key), 'r');
+    } catch (err) {
+      throw this.readFailure(key, err);
+    }
+    try {
+      const info = fstatSync(fd);
+      if (!info.isFile()) throw this.notFound(key);
+      if (info.size > SMALL_BODY) return undefined;
+      const data = Buffer.allocUnsafe(info.size);
+      let length = 0;
+      for (let n = -1; n !== 0 && length < data.length; length += n) {
+        n = readSync(fd, data, length, data.length - length, null);
+      }
+      if (length !== info.size) throw new Error(`${info.size} bytes expected, ${length} read`);
+      return data;
+    } catch (err) {
+      throw err instanceof BackupError ? err : this.readFailure(key, err);
+    } finally {
+      closeSync(fd);
     }
   }
 
