@@ -168,8 +168,8 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(await snapshotIds(file)).toEqual([...older, next.id]);
   });
 
-  /** A config like bucketConfig's, through `endpoint`, with a short gateway.timeoutMs. */
-  const stallConfig = (bucket: string, endpoint: string, target: string) =>
+  /** A config like bucketConfig's, through `endpoint`, with a short gateway.timeoutMs; a string target is a directory. */
+  const stallConfig = (bucket: string, endpoint: string, target: string | Record<string, unknown>) =>
     writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
       gateway: {
@@ -183,8 +183,30 @@ describeWithStack('servers failing mid-run', (stack) => {
         volume: { enabled: false },
         database: { enabled: false },
       },
-      target: { type: 'dir', path: target },
+      target: typeof target === 'string' ? { type: 'dir', path: target } : target,
     });
+  /**
+   * Runs a restore that a stall stops: exit 1, `message`, no key printed. Then, with the proxy open
+   * again, the same restore completes it.
+   */
+  const stoppedThenCompleted = async (
+    argv: string[],
+    proxy: FaultProxy,
+    stalling: Promise<void>,
+    message: RegExp,
+    check: { bucket: string; want: Awaited<ReturnType<typeof bucketContents>> },
+  ) => {
+    const run = await cli(argv);
+    await stalling;
+    expect(run.code, run.out + run.err).toBe(1);
+    for (const secret of secrets) expect(run.out + run.err).not.toContain(secret);
+    expect(run.out + run.err).toMatch(message);
+    await proxy.cut();
+    await proxy.open();
+    const again = await cli(argv);
+    expect(again.code, again.out + again.err).toBe(0);
+    expect(await bucketContents(gateway, check.bucket)).toEqual(check.want);
+  };
 
   it('fails within gateway.timeoutMs when the gateway stops answering mid-read, naming the fix', async () => {
     const bucket = unique('fstall');
@@ -221,22 +243,15 @@ describeWithStack('servers failing mid-run', (stack) => {
     const into = ['--bucket', `${bucket}=${fresh}`, '--yes'];
     // The bucket is made and one body is on its way when the gateway stops reading, as a full
     // Ceph cluster does.
-    const stalling = proxy.stallAfter('up', 4 * MiB);
-    const run = await cli([...args, ...into]);
-    await stalling;
-    expect(run.code, run.out + run.err).toBe(1);
-    for (const secret of secrets) expect(run.out + run.err).not.toContain(secret);
-    expect(run.out + run.err).toMatch(
+    await stoppedThenCompleted(
+      [...args, ...into],
+      proxy,
+      proxy.stallAfter('up', 4 * MiB),
       new RegExp(
         `${fresh}: gateway ${endpoint} stopped the restore \\((PUT|POST) 127\\.0\\.0\\.1:${proxy.port}: nothing sent or received for 0\\.5 s\\); check the store's health \\(a full Ceph cluster blocks writes\\) and restore again: objects already there are skipped`,
       ),
+      { bucket: fresh, want },
     );
-
-    await proxy.cut();
-    await proxy.open();
-    const again = await cli([...args, ...into]);
-    expect(again.code, again.out + again.err).toBe(0);
-    expect(await bucketContents(gateway, fresh)).toEqual(want);
   });
 
   it('stops a restore when the S3 target stops sending, naming the target, not the gateway', async () => {
@@ -247,50 +262,37 @@ describeWithStack('servers failing mid-run', (stack) => {
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('ftstall');
     const where = `s3://${stack.targetBucket}/${prefix}`;
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      gateway: {
-        endpoint: stack.rgwEndpoint,
-        accessKey: stack.gatewayAccessKey,
-        secretKey: stack.gatewaySecretKey,
-        timeoutMs: 500,
-      },
-      sources: {
-        buckets: { names: [bucket], concurrency: 1 },
-        volume: { enabled: false },
-        database: { enabled: false },
-      },
-      target: {
-        type: 's3',
-        endpoint: `http://127.0.0.1:${proxy.port}`,
-        bucket: stack.targetBucket,
-        prefix,
-        accessKey: stack.targetAccessKey,
-        secretKey: stack.targetSecretKey,
-      },
+    const file = stallConfig(bucket, stack.rgwEndpoint, {
+      type: 's3',
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      bucket: stack.targetBucket,
+      prefix,
+      accessKey: stack.targetAccessKey,
+      secretKey: stack.targetSecretKey,
     });
     const point = await backupJson(file);
     const fresh = unique('ftstall-back');
-    const args = ['restore', point.id ?? '', '--config', file, '--only', 'buckets'];
-    const into = ['--bucket', `${bucket}=${fresh}`, '--yes'];
-    // The first body comes whole, the second stops a third of the way in; the gateway is fine.
-    const stalling = proxy.stallAfter('down', 4 * MiB);
-    const run = await cli([...args, ...into]);
-    await stalling;
-    expect(run.code, run.out + run.err).toBe(1);
-    for (const secret of secrets) expect(run.out + run.err).not.toContain(secret);
     const host = new URL(stack.rgwEndpoint).host.replace(/\./g, '\\.');
-    expect(run.out + run.err).toMatch(
+    // The first body comes whole, the second stops a third of the way in; the gateway is fine.
+    await stoppedThenCompleted(
+      [
+        'restore',
+        point.id ?? '',
+        '--config',
+        file,
+        '--only',
+        'buckets',
+        '--bucket',
+        `${bucket}=${fresh}`,
+        '--yes',
+      ],
+      proxy,
+      proxy.stallAfter('down', 4 * MiB),
       new RegExp(
         `${fresh}: target ${where} stopped the restore \\(read blobs/[0-9a-f]{2}/[0-9a-f]{64} from ${where}: PUT ${host}: the body to send gave nothing for 0\\.5 s\\); check the target and restore again: objects already there are skipped`,
       ),
+      { bucket: fresh, want },
     );
-
-    await proxy.cut();
-    await proxy.open();
-    const again = await cli([...args, ...into]);
-    expect(again.code, again.out + again.err).toBe(0);
-    expect(await bucketContents(gateway, fresh)).toEqual(want);
   });
 
   it('is partial when the S3 target drops one body mid-restore, naming the target and the key', async () => {
