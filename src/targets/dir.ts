@@ -29,7 +29,6 @@ import { BackupError } from '../errors.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target } from './target.js';
 
 const PARTIAL = '.partial-';
-const READ_CHUNK_MIN = 64 * 1024;
 const READ_CHUNK_MAX = 1024 * 1024;
 /** How many folder listings a walk reads ahead of the one it is in. */
 const FOLDERS_AHEAD = 8;
@@ -151,58 +150,42 @@ export class DirTarget implements Target {
     return this.syncWorks;
   }
 
-  async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
-    opts.signal.throwIfAborted();
-    const small = this.readSmall(key);
-    if (small !== undefined) return Readable.from([small], { objectMode: false });
-    // The file is open before the stream is returned: a key removed after it was listed (a lock
-    // released, a restore point forgotten) is ERR_NOT_FOUND here, not an ENOENT from a later read.
-    let handle: FileHandle;
+  get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
     try {
-      handle = await open(this.path(key), 'r');
+      return Promise.resolve(this.openRead(key, opts.signal));
     } catch (err) {
-      throw this.readFailure(key, err);
-    }
-    try {
-      const info = await handle.stat();
-      if (!info.isFile()) throw this.notFound(key);
-      // Reads of up to 1 MiB: a 64 KiB default costs 16 times the reads (each a trip through the
-      // thread pool) on large bodies; small bodies get a buffer of their own size.
-      const highWaterMark = Math.min(READ_CHUNK_MAX, Math.max(READ_CHUNK_MIN, info.size + 1));
-      return createReadStream('', { fd: handle, signal: opts.signal, highWaterMark });
-    } catch (err) {
-      await handle.close();
-      throw err instanceof BackupError ? err : this.readFailure(key, err);
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
-  /**
-   * The whole object when it is a file of at most SMALL_BODY bytes, read with synchronous calls:
-   * one open, fstat, read and close, where a stream costs five trips through the thread pool (on
-   * the 50,000-object restore, 0.3 ms of the main thread per object). Undefined for a larger file.
-   */
-  private readSmall(key: string): Buffer | undefined {
+  private openRead(key: string, signal: AbortSignal): Readable {
+    signal.throwIfAborted();
+    // The file is open before the stream is returned: a key removed after it was listed (a lock
+    // released, a restore point forgotten) is ERR_NOT_FOUND here, not an ENOENT from a later read.
+    // Synchronous calls: a file of at most SMALL_BODY bytes is then one open, fstat, read and close,
+    // where a stream costs five trips through the thread pool (on the 50,000-object restore, 0.3 ms
+    // of the main thread per object).
     let fd: number;
     try {
       fd = openSync(this.path(key), 'r');
     } catch (err) {
       throw this.readFailure(key, err);
     }
+    let owned = true;
     try {
       const info = fstatSync(fd);
       if (!info.isFile()) throw this.notFound(key);
-      if (info.size > SMALL_BODY) return undefined;
-      const data = Buffer.allocUnsafe(info.size);
-      let length = 0;
-      for (let n = -1; n !== 0 && length < data.length; length += n) {
-        n = readSync(fd, data, length, data.length - length, null);
-      }
-      if (length !== info.size) throw new Error(`${info.size} bytes expected, ${length} read`);
-      return data;
+      if (info.size <= SMALL_BODY) return Readable.from([readWhole(fd, info.size)], { objectMode: false });
+      // Reads of up to 1 MiB: a 64 KiB default costs 16 times the reads (each a trip through the
+      // thread pool) on large bodies.
+      const highWaterMark = Math.min(READ_CHUNK_MAX, info.size + 1);
+      const stream = createReadStream('', { fd, signal, highWaterMark });
+      owned = false;
+      return stream;
     } catch (err) {
       throw err instanceof BackupError ? err : this.readFailure(key, err);
     } finally {
-      closeSync(fd);
+      if (owned) closeSync(fd);
     }
   }
 
@@ -386,6 +369,15 @@ async function writeAll(handle: FileHandle, chunks: Buffer[], position: number):
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** The `size` bytes of the open file `fd`, read with synchronous calls. */
+function readWhole(fd: number, size: number): Buffer {
+  const data = Buffer.allocUnsafe(size);
+  let length = 0;
+  for (let n = -1; n !== 0 && length < size; length += n) n = readSync(fd, data, length, size - length, null);
+  if (length !== size) throw new Error(`${size} bytes expected, ${length} read`);
+  return data;
 }
 
 /**
