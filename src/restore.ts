@@ -9,7 +9,7 @@ import type { Logger } from './log.js';
 import type { Repository } from './repository/repository.js';
 import { applyBucket } from './restore/buckets.js';
 import { loadDump } from './restore/database.js';
-import { appNames, needsRepublish, parseVersion, republishSnippet, scaleAdvice } from './restore/finish.js';
+import { needsRepublish, parseVersion, republishSnippet, scaleAdvice } from './restore/finish.js';
 import { emptyStepCounts, type Reporter, type StepCounts, type StepName } from './restore/report.js';
 import { applyVolume } from './restore/volume.js';
 import { preflight, type Prepared } from './restore/preflight.js';
@@ -324,9 +324,6 @@ async function finishAdvice(
       );
     }
   }
-  const keys = function* (): Generator<string> {
-    for (const { plan } of prepared.buckets) for (const entry of plan.entries) yield entry.key;
-  };
-  next.push(scaleAdvice(appNames(keys())));
+  next.push(scaleAdvice([...prepared.apps].sort()));
   return next;
 }

@@ -30,12 +30,17 @@ export function republishSnippet(version: readonly number[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** App names known from the registry's repositories (registry/repositories/library/<app>/...). */
+/** The app a registry repository key belongs to (registry/repositories/library/<app>/...), if any. */
+export function appOf(key: string): string | undefined {
+  return /^registry\/repositories\/library\/([^/]+)\//.exec(key)?.[1];
+}
+
+/** App names known from the registry's repositories, sorted. */
 export function appNames(keys: Iterable<string>): string[] {
   const names = new Set<string>();
   for (const key of keys) {
-    const match = /^registry\/repositories\/library\/([^/]+)\//.exec(key);
-    if (match?.[1]) names.add(match[1]);
+    const app = appOf(key);
+    if (app !== undefined) names.add(app);
   }
   return [...names].sort();
 }

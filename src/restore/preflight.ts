@@ -8,6 +8,7 @@ import { gatewayError } from '../sources/bucket.js';
 import type { SshTarget } from '../ssh.js';
 import { isSentinel, planBucket, type BucketPlan } from './buckets.js';
 import { EntryList } from './entry-list.js';
+import { appOf } from './finish.js';
 import { inspectArchive, planVolume, type VolumePlan } from './volume.js';
 
 /** Everything a restore needs once the preflight has passed. */
@@ -17,6 +18,8 @@ export interface Prepared {
   volume?: { record: SourceRecord; plan: VolumePlan };
   database?: { record: SourceRecord; where: { command: string; ssh?: SshTarget | undefined } };
   hazards: string[];
+  /** The apps whose registry repositories the chosen buckets hold (for the scale advice). */
+  apps: Set<string>;
 }
 
 /** Checks everything the restore will read and plans each step; throws when anything is wrong. */
@@ -56,6 +59,7 @@ export async function preflight(
   // Every body the buckets need is present in the target with its size, before anything is written.
   const entriesByBucket = new Map<SourceRecord, EntryList>();
   const withSentinels = new Set<SourceRecord>();
+  const apps = new Set<string>();
   if (bucketRecords.length > 0) {
     const stored = new Map<string, number>();
     for await (const info of repository.target.list('blobs/', opts)) stored.set(info.key, info.size);
@@ -74,6 +78,8 @@ export async function preflight(
           if (stored.get(entry.blob) !== entry.size && missingCount++ < 3)
             missing.push(`${record.bucket ?? ''}/${entry.key} (${entry.blob})`);
           if (isSentinel(entry.key)) withSentinels.add(record);
+          const app = appOf(entry.key);
+          if (app !== undefined) apps.add(app);
           entries.push(entry);
         }
       } catch (err) {
@@ -86,7 +92,7 @@ export async function preflight(
     }
   }
 
-  const prepared: Prepared = { manifest, buckets: [], hazards };
+  const prepared: Prepared = { manifest, buckets: [], hazards, apps };
   if (wanted.has('volume')) {
     const record = manifest.sources.find((s) => s.kind === 'volume');
     const artifact = record?.artifacts[0];
