@@ -185,6 +185,16 @@ describeWithStack('servers failing mid-run', (stack) => {
       },
       target: typeof target === 'string' ? { type: 'dir', path: target } : target,
     });
+  /** The test stack's S3 target under `prefix`, reached through `proxy`. */
+  const s3TargetVia = (proxy: FaultProxy, prefix: string, extra: Record<string, unknown> = {}) => ({
+    type: 's3',
+    endpoint: `http://127.0.0.1:${proxy.port}`,
+    bucket: stack.targetBucket,
+    prefix,
+    accessKey: stack.targetAccessKey,
+    secretKey: stack.targetSecretKey,
+    ...extra,
+  });
   /**
    * Runs a restore that a stall stops: exit 1, `message`, no key printed. Then, with the proxy open
    * again, the same restore completes it.
@@ -262,14 +272,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('ftstall');
     const where = `s3://${stack.targetBucket}/${prefix}`;
-    const file = stallConfig(bucket, stack.rgwEndpoint, {
-      type: 's3',
-      endpoint: `http://127.0.0.1:${proxy.port}`,
-      bucket: stack.targetBucket,
-      prefix,
-      accessKey: stack.targetAccessKey,
-      secretKey: stack.targetSecretKey,
-    });
+    const file = stallConfig(bucket, stack.rgwEndpoint, s3TargetVia(proxy, prefix));
     const point = await backupJson(file);
     const fresh = unique('ftstall-back');
     const host = new URL(stack.rgwEndpoint).host.replace(/\./g, '\\.');
@@ -302,14 +305,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('ftcut');
     const where = `s3://${stack.targetBucket}/${prefix}`;
-    const file = bucketConfig(bucket, stack.rgwEndpoint, {
-      type: 's3',
-      endpoint: `http://127.0.0.1:${proxy.port}`,
-      bucket: stack.targetBucket,
-      prefix,
-      accessKey: stack.targetAccessKey,
-      secretKey: stack.targetSecretKey,
-    });
+    const file = bucketConfig(bucket, stack.rgwEndpoint, s3TargetVia(proxy, prefix));
     const point = await backupJson(file);
     const fresh = unique('ftcut-back');
     const cutting = proxy.cutAfter('down', 4 * MiB, { keepListening: true });
@@ -366,15 +362,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     const atFirst = await bucketContents(gateway, bucket);
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('faults');
-    const file = bucketConfig(bucket, stack.rgwEndpoint, {
-      type: 's3',
-      endpoint: `http://127.0.0.1:${proxy.port}`,
-      bucket: stack.targetBucket,
-      prefix,
-      accessKey: stack.targetAccessKey,
-      secretKey: stack.targetSecretKey,
-      partSizeMiB: 5,
-    });
+    const file = bucketConfig(bucket, stack.rgwEndpoint, s3TargetVia(proxy, prefix, { partSizeMiB: 5 }));
     const first = await backup(file);
     expect(first.code, first.err).toBe(0);
     const older = [first.out.trim()];
