@@ -83,10 +83,10 @@ export function rawGet(request: RawGetRequest): Promise<RawAnswer | undefined> {
       fail(body ? err : new S3Error(0, code, `GET ${endpoint.host}: ${code}`, { cause: err }));
     };
     const onClose = (): void => {
-      // Like IncomingMessage: a body the connection ends before its length is "aborted".
-      if (body === undefined || received < expected) {
-        fail(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
-      }
+      // Like node:http: a connection ended before the answer is a reset, before the body's length
+      // an "aborted" body.
+      if (body === undefined) fail(new S3Error(0, 'ECONNRESET', `GET ${endpoint.host}: ECONNRESET`));
+      else if (received < expected) fail(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
     };
     const cleanup = (): void => {
       signal.removeEventListener('abort', onAbort);
@@ -151,7 +151,9 @@ export function rawGet(request: RawGetRequest): Promise<RawAnswer | undefined> {
     };
 
     signal.addEventListener('abort', onAbort, { once: true });
-    socket.setTimeout(timeoutMs, onTimeout);
+    // A listener of its own: setTimeout's callback would be called once, and a slow reader re-arms it.
+    socket.on('timeout', onTimeout);
+    socket.setTimeout(timeoutMs);
     socket.on('data', onHead);
     socket.on('error', onError);
     socket.on('close', onClose);
