@@ -19,7 +19,6 @@ import {
 } from './responses.js';
 
 export { isUnreachable, S3Error };
-import { rawGet } from './raw-get.js';
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
 
@@ -43,8 +42,6 @@ export interface S3ClientOptions {
 
 /** Default of S3ClientOptions.timeoutMs. */
 export const DEFAULT_TIMEOUT_MS = 120_000;
-/** Objects of at least this many bytes are read past node:http (raw-get.ts); smaller ones reuse keep-alive connections. */
-export const RAW_GET_MIN = 1024 * 1024;
 
 /** One entry of a bucket listing. `etag` has its quotes removed. */
 export interface ListedObject {
@@ -155,27 +152,12 @@ export class S3Client {
     return { bytes: await readBytes(res), status: res.statusCode ?? 0 };
   }
 
-  /**
-   * Starts a GET; resolves once headers arrive. undefined if the object does not exist. An object
-   * the caller expects to be at least RAW_GET_MIN bytes (`size`, from its listing) is read on a
-   * connection of its own, past node:http (see raw-get.ts).
-   */
+  /** Starts a GET; resolves once headers arrive. undefined if the object does not exist. */
   async getObject(
     bucket: string,
     key: string,
-    opts: { signal: AbortSignal; size?: number },
+    opts: { signal: AbortSignal },
   ): Promise<{ head: ObjectHead; body: Readable } | undefined> {
-    if ((opts.size ?? 0) >= RAW_GET_MIN) {
-      const { path, headers } = this.sign('GET', bucket, key, {});
-      const raw = await rawGet({
-        endpoint: this.endpoint,
-        target: path,
-        headers,
-        signal: opts.signal,
-        timeoutMs: this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      });
-      if (raw) return { head: headFrom(raw), body: raw.body };
-    }
     try {
       const res = await this.request('GET', bucket, key, { signal: opts.signal });
       return { head: headFrom(res), body: res };
@@ -356,13 +338,19 @@ export class S3Client {
     }
   }
 
-  /** The path (with its query) and the headers of a signed request. */
-  private sign(
+  /** Sends one signed request; resolves with a 2xx response, rejects with S3Error otherwise. */
+  private async request(
     method: string,
     bucket: string,
     key: string | undefined,
-    opts: { query?: URLSearchParams; headers?: Record<string, string>; body?: unknown },
-  ): { path: string; headers: Record<string, string> } {
+    opts: {
+      signal: AbortSignal;
+      query?: URLSearchParams;
+      headers?: Record<string, string>;
+      body?: Readable | Buffer;
+    },
+  ): Promise<http.IncomingMessage> {
+    opts.signal.throwIfAborted();
     const query = opts.query ?? new URLSearchParams();
     const basePath = this.endpoint.pathname.replace(/\/$/, '');
     const path = `${basePath}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodeKey(key)}`}`;
@@ -386,29 +374,12 @@ export class S3Client {
         { accessKey: this.options.accessKey, secretKey: this.options.secretKey, region: this.options.region },
       );
     }
-    return { path: queryString ? `${path}?${queryString}` : path, headers };
-  }
-
-  /** Sends one signed request; resolves with a 2xx response, rejects with S3Error otherwise. */
-  private async request(
-    method: string,
-    bucket: string,
-    key: string | undefined,
-    opts: {
-      signal: AbortSignal;
-      query?: URLSearchParams;
-      headers?: Record<string, string>;
-      body?: Readable | Buffer;
-    },
-  ): Promise<http.IncomingMessage> {
-    opts.signal.throwIfAborted();
-    const { path, headers } = this.sign(method, bucket, key, opts);
     const req = this.transport.request({
       protocol: this.endpoint.protocol,
       hostname: this.endpoint.hostname,
       port: this.endpoint.port,
       method,
-      path,
+      path: queryString ? `${path}?${queryString}` : path,
       headers,
       agent: this.agent,
       signal: opts.signal,

@@ -66,7 +66,7 @@ export async function errorFromResponse(status: number, body: string, what: stri
   return new S3Error(status, code, `${what}: ${status} ${code}`);
 }
 
-export function headFrom(res: { headers: http.IncomingHttpHeaders }): ObjectHead {
+export function headFrom(res: http.IncomingMessage): ObjectHead {
   const metadata: Record<string, string> = {};
   for (const [name, value] of Object.entries(res.headers)) {
     if (name.startsWith('x-amz-meta-') && typeof value === 'string') metadata[name.slice(11)] = value;

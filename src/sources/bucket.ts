@@ -77,7 +77,7 @@ export class BucketSource implements Source {
 
     /** Reads an object from the gateway into a blob: its index entry, or undefined when it vanished. */
     const fetch = async (object: ListedObject): Promise<IndexEntry | undefined> => {
-      const got = await client.getObject(bucket, object.key, { signal: ctx.signal, size: object.size });
+      const got = await client.getObject(bucket, object.key, { signal: ctx.signal });
       if (!got) {
         counts.vanished++;
         ctx.log.debug({ key: object.key }, 'object vanished before it was read');

@@ -3,34 +3,21 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import { RAW_GET_MIN, S3Client, S3Error } from '../../src/s3/client.js';
+import { S3Client, S3Error } from '../../src/s3/client.js';
 import { bytes, byteStream, ODD_KEYS, seedOddKeys } from '../fixtures/deis-sample.js';
 import { gatewayOptions } from '../fixtures/stack.js';
 import { bucketContents, describeWithStack, gatewayClient, unique } from './helpers.js';
 
 const signal = AbortSignal.timeout(120_000);
 
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** The sha256 of a body read to its end. */
-async function sha256Of(body: Readable | undefined): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of body ?? []) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /** A loopback HTTP proxy in front of radosgw that records each request's Authorization header. */
 async function recordingProxy(upstream: string): Promise<{
   url: string;
-  seen: { method: string; authorization: string; connection: string; status: number }[];
+  seen: { method: string; authorization: string; status: number }[];
   close: () => Promise<void>;
 }> {
   const target = new URL(upstream);
-  const seen: { method: string; authorization: string; connection: string; status: number }[] = [];
+  const seen: { method: string; authorization: string; status: number }[] = [];
   const server = http.createServer((req, res) => {
     const forward = http.request(
       {
@@ -44,7 +31,6 @@ async function recordingProxy(upstream: string): Promise<{
         seen.push({
           method: req.method ?? '',
           authorization: req.headers.authorization ?? '',
-          connection: req.headers.connection ?? '',
           status: answer.statusCode ?? 0,
         });
         res.writeHead(answer.statusCode ?? 502, answer.headers);
@@ -149,7 +135,7 @@ describeWithStack('gateway client', (stack) => {
     direct.close();
   });
 
-  it('lets a reader slower than timeoutMs take its time over a body, through node:http and past it', async () => {
+  it('lets a reader slower than timeoutMs take its time over a body', async () => {
     const slow = new S3Client({ ...gatewayOptions(stack, 'v2'), timeoutMs: 200 });
     const body = bytes('slow-reader', 8 * 1024 * 1024);
     await slow.putObject(bucket, 'slow/reader', body, {
@@ -157,74 +143,13 @@ describeWithStack('gateway client', (stack) => {
       size: body.length,
       contentType: 'application/octet-stream',
     });
-    for (const size of [undefined, body.length]) {
-      const got = await slow.getObject(bucket, 'slow/reader', { signal, size });
-      // Three timeouts long with the answer's bytes unread: the connection idles, the reader is why.
-      await new Promise((resolve) => setTimeout(resolve, 700));
-      expect(await sha256Of(got?.body)).toBe(sha256(body));
-    }
+    const got = await slow.getObject(bucket, 'slow/reader', { signal });
+    // Three timeouts long with the answer's bytes unread: the connection idles, the reader is why.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const chunks: Buffer[] = [];
+    for await (const chunk of got?.body ?? []) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(body)).toBe(true);
     slow.close();
-  });
-
-  it('reads a large object past node:http with the head and bytes it has through node:http', async () => {
-    const body = bytes('raw-get', 3 * 1024 * 1024 + 5);
-    const metadata = { origin: 'deis-backup-test', 'mixed-case': 'Value With Spaces' };
-    await viaProxy.putObject(bucket, 'raw/get me+', body, {
-      signal,
-      size: body.length,
-      contentType: 'application/x-tar',
-      metadata,
-    });
-    for (const version of ['v2', 'v4'] as const) {
-      const client = gatewayClient(stack, version);
-      for (const key of ['raw/get me+', 'registry/images/big/layer']) {
-        const through = await client.getObject(bucket, key, { signal });
-        const past = await client.getObject(bucket, key, { signal, size: RAW_GET_MIN });
-        expect(past?.head).toEqual(through?.head);
-        expect(await sha256Of(past?.body)).toBe(await sha256Of(through?.body));
-      }
-      client.close();
-    }
-    const raw = await viaProxy.getObject(bucket, 'raw/get me+', { signal, size: body.length });
-    expect(raw?.head).toMatchObject({ size: body.length, contentType: 'application/x-tar', metadata });
-    expect(await sha256Of(raw?.body)).toBe(sha256(body));
-    // The large GET went on a connection of its own, closed after its body.
-    expect(proxy.seen.at(-1)).toMatchObject({ method: 'GET', connection: 'close', status: 200 });
-  });
-
-  it('answers a large GET past node:http as through it: missing is undefined, a wrong secret 403', async () => {
-    const client = gatewayClient(stack, 'v2');
-    expect(await client.getObject(bucket, 'no/such/key', { signal, size: RAW_GET_MIN })).toBeUndefined();
-    client.close();
-    const wrong = gatewayClient(stack, 'v2', 'not-the-secret-key-00000000000000000000');
-    const attempt = wrong.getObject(bucket, 'registry/images/big/layer', { signal, size: RAW_GET_MIN });
-    await expect(attempt).rejects.toMatchObject({ status: 403, s3Code: 'SignatureDoesNotMatch' });
-    wrong.close();
-    const closed = new S3Client({ ...gatewayOptions(stack, 'v2'), endpoint: 'http://127.0.0.1:1' });
-    await expect(closed.getObject(bucket, 'any', { signal, size: RAW_GET_MIN })).rejects.toMatchObject({
-      status: 0,
-      s3Code: 'ECONNREFUSED',
-      message: 'GET 127.0.0.1:1: ECONNREFUSED',
-    });
-  });
-
-  it('stops a large GET past node:http when its signal aborts mid-body', async () => {
-    const client = gatewayClient(stack, 'v2');
-    const stop = new AbortController();
-    const got = await client.getObject(bucket, 'registry/images/big/layer', {
-      signal: stop.signal,
-      size: RAW_GET_MIN,
-    });
-    let read = 0;
-    const reading = (async () => {
-      for await (const chunk of got?.body ?? []) {
-        read += (chunk as Buffer).length;
-        if (read > 1024 * 1024) stop.abort();
-      }
-    })();
-    await expect(reading).rejects.toMatchObject({ name: 'AbortError' });
-    expect(read).toBeLessThan(16 * 1024 * 1024);
-    client.close();
   });
 
   it('gets the exact bytes of every odd key with signature V4 too', async () => {
