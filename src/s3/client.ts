@@ -391,10 +391,18 @@ export class S3Client {
     const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     let answer: http.IncomingMessage | undefined;
     let sending = false;
-    req.setTimeout(timeoutMs);
-    req.on('timeout', () => {
-      if (answer !== undefined && answer.readableLength > 0) {
-        req.setTimeout(timeoutMs);
+    let relistening = false;
+    const onTimeout = (): void => {
+      const socket = req.socket;
+      if (answer !== undefined && answer.readableLength > 0 && socket !== null) {
+        // node:http passes on only the socket's first timeout (a one-time listener), so the next
+        // one, should the gateway stop once the reader has caught up, is listened for here.
+        socket.once('timeout', onTimeout);
+        if (!relistening) {
+          relistening = true;
+          answer.once('close', () => socket.off('timeout', onTimeout));
+        }
+        socket.setTimeout(timeoutMs);
         return;
       }
       const err =
@@ -411,7 +419,9 @@ export class S3Client {
             );
       answer?.destroy(err);
       req.destroy(err);
-    });
+    };
+    req.setTimeout(timeoutMs);
+    req.on('timeout', onTimeout);
     const responded = once(req, 'response') as Promise<[http.IncomingMessage]>;
     // Awaited only once the body is sent: when sending fails first (an abort, a reset), the request's
     // 'error' rejects this too, and unobserved that rejection would crash the process.

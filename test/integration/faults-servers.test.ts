@@ -11,11 +11,11 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import type { S3Client } from '../../src/s3/client.js';
+import { S3Client } from '../../src/s3/client.js';
 import { bytes, seedVolume } from '../fixtures/deis-sample.js';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../fixtures/private-postgres.js';
-import { stackSsh } from '../fixtures/stack.js';
+import { gatewayOptions, stackSsh } from '../fixtures/stack.js';
 import {
   bucketContents,
   cli,
@@ -236,6 +236,35 @@ describeWithStack('servers failing mid-run', (stack) => {
       `bucket:${bucket}  failed\n  error: bucket ${bucket}: gateway ${endpoint} stopped answering (GET 127.0.0.1:${proxy.port}: nothing sent or received for 0.5 s); check the store's health (a full Ceph cluster blocks requests), or raise gateway.timeoutMs\nbackup failed: no restore point written`,
     );
     expect(await snapshotIds(file)).toEqual([]);
+  });
+
+  it('fails a GET within gateway.timeoutMs when the gateway stops after a slow reader caught up', async () => {
+    const bucket = unique('fslowr');
+    await gateway.createBucket(bucket, { signal });
+    await putObject(bucket, 'big', bytes('slow-big', 24 * MiB));
+    const proxy = await proxyTo(rgwPort);
+    const client = new S3Client({
+      ...gatewayOptions(stack, 'v2'),
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      timeoutMs: 300,
+    });
+    const stalling = proxy.stallAfter('down', 8 * MiB);
+    // Three timeouts pass with bytes waiting unread: the reader is the slow side, so each only
+    // waits again. Then the gateway stops, and the next timeout fails the body.
+    const got = await client.getObject(bucket, 'big', { signal });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    let read = 0;
+    const reading = (async () => {
+      for await (const chunk of got?.body ?? []) read += (chunk as Buffer).length;
+    })();
+    await expect(reading).rejects.toMatchObject({
+      s3Code: 'RequestTimeout',
+      message: `GET 127.0.0.1:${proxy.port}: nothing sent or received for 0.3 s`,
+    });
+    await stalling;
+    expect(read).toBeGreaterThan(MiB);
+    expect(read).toBeLessThan(24 * MiB);
+    client.close();
   });
 
   it('stops a restore when the gateway stops taking writes, and a second restore completes it', async () => {
