@@ -84,9 +84,15 @@ interface RunResult {
   stdout: string;
 }
 
-/** Runs argv under /usr/bin/time -f '%e %M'; wall time from hrtime, peak RSS from time. */
+/**
+ * Runs argv under /usr/bin/time -f '%e %M'; wall time from hrtime, peak RSS from time. Every run
+ * starts with nothing dirty in the page cache: rclone, s3cmd and tar leave their copies unwritten,
+ * and the kernel (or our run's own sync of the target's file system) would otherwise write them
+ * back on the next run's clock.
+ */
 async function timed(argv: readonly string[], env: NodeJS.ProcessEnv = baseEnv): Promise<RunResult> {
   const timeFile = join(work, 'time.out');
+  spawnSync('sync', { stdio: 'ignore' });
   const started = process.hrtime.bigint();
   const child = spawn('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, ...argv], {
     env,
@@ -736,7 +742,7 @@ async function report(): Promise<void> {
     `- versions: node ${versions.node}; ${versions.rclone}; ${versions.s3cmd}; ${versions.tar}; ${versions.gzip}; ${versions.pg_dumpall}`,
     `- scale: ${scale.name} — buckets ${WAL_BUCKET} + ${REGISTRY_BUCKET}; store-volume ${scale.volumeFiles} log files, ${(scale.volumeBytes / MB).toFixed(0)} MB; benchdb ${scale.dbRows} rows; plus ${BIG_BUCKET} (one 1 GiB object) and ${TINY_BUCKET} (50,000 objects of 200 B–2 KiB), the same at every scale`,
     `- stack: Ceph radosgw ${stack?.rgwEndpoint ?? ''} (memstore OSD), PostgreSQL 15 on ${stack?.pgPort ?? 0}; targets are local directories`,
-    `- method: each work ${REPS} times, medians; wall time from the driver, peak RSS of our process from \`/usr/bin/time -f '%e %M'\` (max over the runs);` +
+    `- method: each work ${REPS} times, medians; wall time from the driver, peak RSS of our process from \`/usr/bin/time -f '%e %M'\` (max over the runs); \`sync\` before every run, untimed, so that no run writes back another's copy;` +
       ` concurrency ${CONCURRENCY} for both us and rclone (\`--transfers ${CONCURRENCY}\`); bucket work sums both buckets (rclone and s3cmd run once per bucket).`,
     `- environment: every run, ours and theirs, without \`NODE_EXTRA_CA_CERTS\` and \`AWS_CA_BUNDLE\`${machineEnv['NODE_EXTRA_CA_CERTS'] === undefined ? '' : ` (this machine sets the first to ${machineEnv['NODE_EXTRA_CA_CERTS']}, which Node parses at every start; the image and the fleet unit set neither; the second start-up row keeps it)`}.`,
     '- MB/s: the bytes the work covers (all bucket data for a first backup, a no-change nightly and a restore; the new objects for the 5% nightly; the uncompressed volume; the uncompressed dump) / median seconds; 1 MB = 10^6 bytes.',
