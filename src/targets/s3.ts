@@ -1,5 +1,7 @@
 // A target in an S3 bucket under a prefix, through the minio client (SigV4, any endpoint and region);
 // artifacts of unknown size go up as multipart uploads in parts of partSizeMiB.
+import * as http from 'node:http';
+import * as https from 'node:https';
 import type { Readable } from 'node:stream';
 import { Client, S3Error as MinioS3Error } from 'minio';
 import { BackupError } from '../errors.js';
@@ -15,6 +17,18 @@ export interface S3TargetOptions {
   accessKey: Secret;
   secretKey: Secret;
   partSizeMiB: number;
+  /** A request fails once its connection has sent and received nothing for this long (default 120 s). */
+  timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+
+/** What minio sends its requests through: node's http or https, or anything shaped like them. */
+type Transport = Pick<typeof http, 'request'>;
+
+/** A request to the target that nothing moved on for its timeout. */
+class TargetTimeout extends Error {
+  readonly code = 'ETIMEDOUT';
 }
 
 /** S3-backed Target. */
@@ -32,10 +46,11 @@ export class S3Target implements Target {
     this.prefix =
       options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
     this.name = `s3://${options.bucket}/${this.prefix}`.replace(/\/$/, '');
+    const useSSL = url.protocol === 'https:';
     this.client = new Client({
       endPoint: url.hostname,
       port: url.port ? Number(url.port) : undefined,
-      useSSL: url.protocol === 'https:',
+      useSSL,
       pathStyle: true,
       region: options.region,
       accessKey: options.accessKey.reveal(),
@@ -43,6 +58,7 @@ export class S3Target implements Target {
       partSize: options.partSizeMiB * 1024 * 1024,
       // Retrying is the run's decision, and minio's own retries print to the console.
       retryOptions: { disableRetry: true },
+      transport: idleTimeoutTransport(useSSL ? https : http, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
     });
   }
 
@@ -145,6 +161,13 @@ export class S3Target implements Target {
   }
 
   private wrap(op: string, key: string, err: unknown): BackupError {
+    if (err instanceof TargetTimeout) {
+      return new BackupError(
+        'ERR_TARGET',
+        `${op} ${key} in ${this.name}: ${err.message}; check target.endpoint, or raise target.timeoutMs`,
+        { cause: err },
+      );
+    }
     const code = (err as { code?: string }).code ?? (err as Error).message;
     const fix = ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(
       code,
@@ -157,6 +180,24 @@ export class S3Target implements Target {
           : 'check the target';
     return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, { cause: err });
   }
+}
+
+/**
+ * minio's transport, with a request that fails (TargetTimeout) once its socket has sent and received
+ * nothing for `timeoutMs`: without it, a target that stops taking an upload holds the run forever,
+ * since the gateway only waits on a reader slower than itself. A request whose reader is the slow
+ * side is the gateway's to time out, and its timer started first.
+ */
+function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: number): Transport {
+  const request = (options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void) => {
+    const req = base.request(options, callback);
+    req.setTimeout(timeoutMs, () => {
+      req.destroy(new TargetTimeout(`nothing sent or received for ${timeoutMs / 1000} s`));
+    });
+    return req;
+  };
+  // minio calls only request(options, callback), not the overloads taking a URL.
+  return { request } as Transport;
 }
 
 /** True for errors that come from the S3 service or the connection to it, not from the body. */

@@ -425,6 +425,34 @@ describeWithStack('servers failing mid-run', (stack) => {
     );
   });
 
+  it('fails within target.timeoutMs when the S3 target stops taking an upload, naming the fix', async () => {
+    const bucket = unique('ftslow');
+    await gateway.createBucket(bucket, { signal });
+    await putObject(bucket, 'big', bytes('ftslow-big', 24 * MiB));
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('faults');
+    const file = bucketConfig(bucket, stack.rgwEndpoint, s3TargetVia(proxy, prefix, { timeoutMs: 500 }));
+    // The gateway is fine and waits on its slow reader: only the target's own timeout can end this.
+    const stalling = proxy.stallAfter('up', 2 * MiB);
+    const run = await backup(file);
+    await stalling;
+    expect(run.code).toBe(1);
+    expect(run.out).toBe('');
+    expect(run.err).toMatch(
+      new RegExp(
+        `^bucket:${bucket}  failed\n  error: put blobs/[0-9a-f]{2}/[0-9a-f]{64} in s3://${stack.targetBucket}/${prefix}: nothing sent or received for 0\\.5 s; check target\\.endpoint, or raise target\\.timeoutMs\nbackup failed: no restore point written$`,
+      ),
+    );
+
+    await proxy.cut();
+    await proxy.open();
+    const next = await backupJson(file);
+    expect(next.status).toBe('success');
+    const fresh = unique('ftslow-back');
+    await restore(file, [next.id ?? '', '--only', 'buckets', '--bucket', `${bucket}=${fresh}`]);
+    expect(await bucketContents(gateway, fresh)).toEqual(await bucketContents(gateway, bucket));
+  });
+
   it('fails when the SSH connection drops mid-volume and mid-dump', async () => {
     const proxy = await proxyTo(stack.sshPort);
     const knownHosts = join(tempDir('known'), 'known_hosts');
