@@ -185,14 +185,32 @@ export class S3Target implements Target {
 /**
  * minio's transport, with a request that fails (TargetTimeout) once its socket has sent and received
  * nothing for `timeoutMs`: without it, a target that stops taking an upload holds the run forever,
- * since the gateway only waits on a reader slower than itself. A request whose reader is the slow
- * side is the gateway's to time out, and its timer started first.
+ * since the gateway only waits on a reader slower than itself. A body whose reader is the slow side
+ * (its socket paused with bytes unread) only waits again: a backup reads the previous index only as
+ * fast as its listing moves. A body the gateway stopped feeding is the gateway's to time out, and
+ * its timer started first.
  */
 function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: number): Transport {
   const request = (options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void) => {
     const req = base.request(options, callback);
-    req.setTimeout(timeoutMs, () => {
-      req.destroy(new TargetTimeout(`nothing sent or received for ${timeoutMs / 1000} s`));
+    let answer: http.IncomingMessage | undefined;
+    req.once('response', (res: http.IncomingMessage) => {
+      answer = res;
+    });
+    req.on('socket', (socket) => {
+      // node:http passes on only a socket's first timeout (req.setTimeout): listen for each one.
+      const onTimeout = (): void => {
+        if (socket.isPaused()) return;
+        const err = new TargetTimeout(`nothing sent or received for ${timeoutMs / 1000} s`);
+        // The body's reader sees this error, not node:http's "aborted".
+        answer?.destroy(err);
+        req.destroy(err);
+      };
+      socket.setTimeout(timeoutMs);
+      socket.on('timeout', onTimeout);
+      req.once('close', () => {
+        socket.off('timeout', onTimeout);
+      });
     });
     return req;
   };

@@ -7,11 +7,14 @@ import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { S3Client } from '../../src/s3/client.js';
+import { Secret } from '../../src/secret.js';
+import { S3Target } from '../../src/targets/s3.js';
 import { bytes, seedVolume } from '../fixtures/deis-sample.js';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../fixtures/private-postgres.js';
@@ -451,6 +454,34 @@ describeWithStack('servers failing mid-run', (stack) => {
     const fresh = unique('ftslow-back');
     await restore(file, [next.id ?? '', '--only', 'buckets', '--bucket', `${bucket}=${fresh}`]);
     expect(await bucketContents(gateway, fresh)).toEqual(await bucketContents(gateway, bucket));
+  });
+
+  it('fails an S3 target GET within target.timeoutMs when the target stops after a slow reader caught up', async () => {
+    const proxy = await proxyTo(rgwPort);
+    const target = new S3Target({
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      region: 'us-east-1',
+      bucket: stack.targetBucket,
+      prefix: unique('ftslowr'),
+      accessKey: new Secret(stack.targetAccessKey),
+      secretKey: new Secret(stack.targetSecretKey),
+      partSizeMiB: 5,
+      timeoutMs: 300,
+    });
+    await target.put('big', Readable.from([bytes('ftslowr-big', 24 * MiB)]), { signal, size: 24 * MiB });
+    const stalling = proxy.stallAfter('down', 8 * MiB);
+    // Three timeouts pass with bytes waiting unread: the reader is the slow side, so each only
+    // waits again. Then the target stops, and the next timeout fails the body.
+    const body = await target.get('big', { signal });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    let read = 0;
+    const reading = (async () => {
+      for await (const chunk of body) read += (chunk as Buffer).length;
+    })();
+    await expect(reading).rejects.toThrow(/^nothing sent or received for 0\.3 s$/);
+    await stalling;
+    expect(read).toBeGreaterThan(MiB);
+    expect(read).toBeLessThan(24 * MiB);
   });
 
   it('fails when the SSH connection drops mid-volume and mid-dump', async () => {

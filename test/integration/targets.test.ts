@@ -165,6 +165,32 @@ describeWithStack('targets', (stack) => {
         partSizeMiB: 5,
       }),
   );
+
+  it('s3: leaves a body whose reader is slower than the target alone, past target.timeoutMs', async () => {
+    // A backup reads the previous index only as fast as the listing moves: with every transfer on
+    // a large object, that stream may wait longer than the timeout with its bytes unread.
+    const target = new S3Target({
+      endpoint: stack.rgwEndpoint,
+      region: 'us-east-1',
+      bucket: stack.targetBucket,
+      prefix: unique('slow-reader'),
+      accessKey: new Secret(stack.targetAccessKey),
+      secretKey: new Secret(stack.targetSecretKey),
+      partSizeMiB: 5,
+      timeoutMs: 300,
+    });
+    const body = randomBytes(8 * 1024 * 1024);
+    await target.put('index', Readable.from([body]), { signal, size: body.length });
+    const stream = await target.get('index', { signal });
+    const chunks: Buffer[] = [];
+    const iterator = stream[Symbol.asyncIterator]();
+    chunks.push((await iterator.next()).value as Buffer);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+      chunks.push(next.value as Buffer);
+    }
+    expect(Buffer.concat(chunks).equals(body)).toBe(true);
+  });
 });
 
 /** Runs fn with PATH set to `path`: the `sync` the directory target finds, or none. */
