@@ -13,10 +13,9 @@ import { loadConfig } from '../../src/config.js';
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { S3Client } from '../../src/s3/client.js';
-import { Secret } from '../../src/secret.js';
-import { S3Target } from '../../src/targets/s3.js';
 import { bytes, seedVolume } from '../fixtures/deis-sample.js';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
+import { stackS3Target } from '../fixtures/s3-target.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../fixtures/private-postgres.js';
 import { gatewayOptions, stackSsh } from '../fixtures/stack.js';
 import {
@@ -458,14 +457,8 @@ describeWithStack('servers failing mid-run', (stack) => {
 
   it('fails an S3 target GET within target.timeoutMs when the target stops after a slow reader caught up', async () => {
     const proxy = await proxyTo(rgwPort);
-    const target = new S3Target({
+    const target = stackS3Target(stack, unique('ftslowr'), {
       endpoint: `http://127.0.0.1:${proxy.port}`,
-      region: 'us-east-1',
-      bucket: stack.targetBucket,
-      prefix: unique('ftslowr'),
-      accessKey: new Secret(stack.targetAccessKey),
-      secretKey: new Secret(stack.targetSecretKey),
-      partSizeMiB: 5,
       timeoutMs: 300,
     });
     await target.put('big', Readable.from([bytes('ftslowr-big', 24 * MiB)]), { signal, size: 24 * MiB });

@@ -18,10 +18,9 @@ import {
   type LockHolder,
 } from '../../src/lock/lock.js';
 import { LOCKS, TargetLock } from '../../src/lock/target-lock.js';
-import { Secret } from '../../src/secret.js';
 import { DirTarget } from '../../src/targets/dir.js';
-import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
+import { stackS3Target } from '../fixtures/s3-target.js';
 import type { Stack } from '../fixtures/stack.js';
 import { describeWithStack, tempDir, unique } from './helpers.js';
 
@@ -73,18 +72,6 @@ function targetBackend(target: Target): Backend {
       for (const key of await lockFiles(target)) await target.remove(key, { signal });
     },
   };
-}
-
-function s3Target(stack: Stack): S3Target {
-  return new S3Target({
-    endpoint: stack.rgwEndpoint,
-    region: 'us-east-1',
-    bucket: stack.targetBucket,
-    prefix: unique('lock'),
-    accessKey: new Secret(stack.targetAccessKey),
-    secretKey: new Secret(stack.targetSecretKey),
-    partSizeMiB: 5,
-  });
 }
 
 async function lockFiles(target: Target): Promise<string[]> {
@@ -152,7 +139,7 @@ describeWithStack('cluster lock', (stack) => {
   const backends: [string, () => Backend][] = [
     ['etcd', () => etcdBackend(stack)],
     ['target(dir)', () => targetBackend(new DirTarget(tempDir('lock')))],
-    ['target(s3)', () => targetBackend(s3Target(stack))],
+    ['target(s3)', () => targetBackend(stackS3Target(stack, unique('lock')))],
   ];
 
   describe.concurrent.each(backends)('%s', (_name, make) => {

@@ -5,10 +5,9 @@ import { chmod, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
-import { Secret } from '../../src/secret.js';
 import { DirTarget } from '../../src/targets/dir.js';
-import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
+import { stackS3Target } from '../fixtures/s3-target.js';
 import { byteStream } from '../fixtures/deis-sample.js';
 import { describeWithStack, tempDir, unique } from './helpers.js';
 
@@ -152,33 +151,12 @@ function conformance(name: string, make: () => Target): void {
 
 describeWithStack('targets', (stack) => {
   conformance('dir', () => new DirTarget(tempDir('dir-target')));
-  conformance(
-    's3',
-    () =>
-      new S3Target({
-        endpoint: stack.rgwEndpoint,
-        region: 'us-east-1',
-        bucket: stack.targetBucket,
-        prefix: unique('conformance'),
-        accessKey: new Secret(stack.targetAccessKey),
-        secretKey: new Secret(stack.targetSecretKey),
-        partSizeMiB: 5,
-      }),
-  );
+  conformance('s3', () => stackS3Target(stack, unique('conformance')));
 
   it('s3: leaves a body whose reader is slower than the target alone, past target.timeoutMs', async () => {
     // A backup reads the previous index only as fast as the listing moves: with every transfer on
     // a large object, that stream may wait longer than the timeout with its bytes unread.
-    const target = new S3Target({
-      endpoint: stack.rgwEndpoint,
-      region: 'us-east-1',
-      bucket: stack.targetBucket,
-      prefix: unique('slow-reader'),
-      accessKey: new Secret(stack.targetAccessKey),
-      secretKey: new Secret(stack.targetSecretKey),
-      partSizeMiB: 5,
-      timeoutMs: 300,
-    });
+    const target = stackS3Target(stack, unique('slow-reader'), { timeoutMs: 300 });
     const body = randomBytes(8 * 1024 * 1024);
     await target.put('index', Readable.from([body]), { signal, size: body.length });
     const stream = await target.get('index', { signal });
