@@ -108,6 +108,11 @@ export async function describeTree(root: string): Promise<Record<string, string>
   return out;
 }
 
+/** Each path of a tree with its mtime and ctime to the nanosecond: context for a failed tree compare. */
+export function treeTimes(root: string): string {
+  return execFileSync('find', [root, '-printf', '%P mtime=%T@ ctime=%C@\\n'], { encoding: 'utf8' });
+}
+
 /** Extracts a .tar.gz with GNU tar exactly as the Deis restore procedure does. */
 export function gnuTarExtract(archive: string, into: string): void {
   execFileSync('tar', ['-C', into, '-xzpf', archive, '--same-owner']);
