@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the deis-backup test stack needs (Ceph mon/osd/radosgw,
-# etcd, sshd, PostgreSQL 15, s3cmd, curl, and prometheus for promtool). Idempotent: a fast no-op
-# when all are present. Never leaves a system service running (a package-started sshd, etcd,
-# prometheus or node exporter is stopped again).
+# etcd, sshd, PostgreSQL 15, s3cmd, curl, prometheus for promtool, and exFAT tools).
+# Idempotent: a fast no-op when all are present. Never leaves a system service running (a
+# package-started sshd, etcd, prometheus or node exporter is stopped again).
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +13,7 @@ PACKAGES=(
   s3cmd
   curl
   prometheus # only for promtool, which checks and unit-tests deploy/prometheus/alerts.yml
+  exfat-fuse exfatprogs # a real file system without hard links, for the directory target's fallback
 )
 
 is_installed() {

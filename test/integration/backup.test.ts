@@ -14,6 +14,7 @@ import { DirTarget } from '../../src/targets/dir.js';
 import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
 import { Secret } from '../../src/secret.js';
+import { mountExfat } from '../fixtures/exfat.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import { seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import {
@@ -170,6 +171,28 @@ describeWithStack('backup', (stack) => {
     await verifyRestorePoint(target, await new Repository(target).readManifest(again.id, { signal }));
     const listed = await cli(['snapshots', '--config', file, '--json']);
     expect((JSON.parse(listed.out) as { id: string }[]).map((s) => s.id)).toEqual([summary.id, again.id]);
+  });
+
+  it('takes restore points into a directory on a file system without hard links (exFAT)', async () => {
+    const exfat = mountExfat(tempDir('exfat'));
+    try {
+      const dir = join(exfat.path, 'backups');
+      const file = writeConfig(baseConfig({ type: 'dir', path: dir }));
+      const first = await cli(['backup', '--config', file]);
+      expect(first.code, first.err).toBe(0);
+      const target = new DirTarget(dir);
+      await verifyRestorePoint(
+        target,
+        await new Repository(target).readManifest(first.out.trim(), { signal }),
+      );
+      const second = await cli(['backup', '--config', file, '--json']);
+      expect(second.code, second.err).toBe(0);
+      const again = JSON.parse(second.out) as { id: string; sources: Manifest['sources'] };
+      expect(again.sources.filter((s) => s.kind === 'bucket').map((s) => s.counts.bytesRead)).toEqual([0, 0]);
+      await verifyRestorePoint(target, await new Repository(target).readManifest(again.id, { signal }));
+    } finally {
+      exfat.unmount();
+    }
   });
 
   it('takes a restore point into an S3 target under a prefix', async () => {

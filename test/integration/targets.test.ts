@@ -1,12 +1,14 @@
 // One conformance suite for every Target: the directory target and the S3 target on radosgw.
 import { randomBytes } from 'node:crypto';
+import { linkSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { chmod, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import type { Target } from '../../src/targets/target.js';
+import { mountExfat, type Mounted } from '../fixtures/exfat.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
 import { byteStream } from '../fixtures/deis-sample.js';
 import { describeWithStack, tempDir, unique } from './helpers.js';
@@ -152,6 +154,29 @@ function conformance(name: string, make: () => Target): void {
 describeWithStack('targets', (stack) => {
   conformance('dir', () => new DirTarget(tempDir('dir-target')));
   conformance('s3', () => stackS3Target(stack, unique('conformance')));
+
+  describe('on a file system without hard links', () => {
+    // Deferred puts cannot link their temporary to the key there: each is synced and renamed.
+    let exfat: Mounted;
+    beforeAll(() => {
+      exfat = mountExfat(tempDir('exfat-target'));
+    });
+    afterAll(() => {
+      exfat.unmount();
+    });
+    it('exFAT refuses hard links (what these tests rely on)', async () => {
+      const file = join(exfat.path, 'link-probe');
+      await writeFile(file, 'x');
+      let code: string | undefined;
+      try {
+        linkSync(file, `${file}-2`);
+      } catch (err) {
+        code = (err as NodeJS.ErrnoException).code;
+      }
+      expect(code).toBe('EPERM');
+    });
+    conformance('dir on exFAT', () => new DirTarget(join(exfat.path, unique('conformance'))));
+  });
 
   it('s3: leaves a body whose reader is slower than the target alone, past target.timeoutMs', async () => {
     // A backup reads the previous index only as fast as the listing moves: with every transfer on
