@@ -43,7 +43,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # Heap flags for the daemon (why: src/bin.ts): it loads pino, fastify and prom-client, and with
 # V8's defaults it ran a full mark-compact every few MB of bucket data. A larger first old space
 # stops that; a 4 MB semi-space keeps the young generation from growing to 16 MB per semi-space.
-# Three daemon-started first backups of 2.6 GB, CPU and peak RSS: no flags 10-14 s; 64 alone
-# 8.6-12.4 s, 159-183 MiB; 64 with semi-space 4, 9.4-9.9 s, 158 MiB; these, 9.7-10.9 s, 146-151 MiB.
-ENTRYPOINT ["node", "--initial-old-space-size=48", "--max-semi-space-size=4", "/app/dist/bin.js"]
+# The old space's first size also sets how much dead body data waits for a collection. Daemon-started
+# first backups of 2.6 GB (bench/results.md, round 10), peak RSS and CPU: 48, 133-150 MiB and
+# 11.5-14.5 s over 14 runs; 40, 135-144 MiB and 12.2-16.5 s over 9; 32, 133-143 MiB and 12.7-17.2 s
+# over 9, the only one always under the 143 MiB (150 MB) goal.
+ENTRYPOINT ["node", "--initial-old-space-size=32", "--max-semi-space-size=4", "/app/dist/bin.js"]
 CMD ["daemon"]
