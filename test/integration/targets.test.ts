@@ -1,4 +1,5 @@
-// One conformance suite for every Target: the directory target and the S3 target on radosgw.
+// One conformance suite for every Target: the directory target (also on exFAT, which has no hard
+// links) and the S3 target on radosgw.
 import { randomBytes } from 'node:crypto';
 import { linkSync } from 'node:fs';
 import { Readable } from 'node:stream';
