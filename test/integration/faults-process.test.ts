@@ -2,7 +2,7 @@
 // mid-restore, a directory target that runs out of space, and a volume file the backup user cannot read.
 // Each run ends failed, aborted or partial with a message naming the cause, lists no new restore point,
 // leaves the older ones verifying and restoring, and the next run reuses what was already stored.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once, setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
@@ -549,10 +549,11 @@ describeWithStack('process and machine faults', (stack) => {
     const unread = new Set(['private.key', 'sealed/inner.txt']);
     const readable = Object.fromEntries(Object.entries(tree).filter(([path]) => !unread.has(path)));
     // A one-second mtime difference on sealed/ failed once in CI and has not come back since: on a
-    // failure the message carries both trees' times to the nanosecond.
-    expect(restored.tree, `source:\n${treeTimes(volume)}restored:\n${treeTimes(restored.root)}`).toEqual(
-      readable,
-    );
+    // failure the message carries both trees' times to the nanosecond, and the archive's listing.
+    const archive = join(target, 'snapshots', id, 'volume.tar.gz');
+    const archived = execFileSync('tar', ['-tvzf', archive, '--full-time'], { encoding: 'utf8' });
+    const times = `source:\n${treeTimes(volume)}restored:\n${treeTimes(restored.root)}archive:\n${archived}`;
+    expect(restored.tree, times).toEqual(readable);
     expect(restored.contents).toEqual(await bucketContents(gateway, bucket));
 
     // Once readable, the next run is whole and reads no object again.
