@@ -9,9 +9,11 @@ import { chmod, chown, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
+import { artifactKey } from '../../src/repository/layout.js';
 import { Repository } from '../../src/repository/repository.js';
 import { verifySnapshots } from '../../src/repository/verify.js';
 import type { S3Client } from '../../src/s3/client.js';
+import { VOLUME_ARTIFACT } from '../../src/sources/volume.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { bytes, seedVolume } from '../fixtures/deis-sample.js';
 import { stackDumpCommand } from '../fixtures/stack.js';
@@ -550,7 +552,7 @@ describeWithStack('process and machine faults', (stack) => {
     const readable = Object.fromEntries(Object.entries(tree).filter(([path]) => !unread.has(path)));
     // A one-second mtime difference on sealed/ failed once in CI and has not come back since: on a
     // failure the message carries both trees' times to the nanosecond, and the archive's listing.
-    const archive = join(target, 'snapshots', id, 'volume.tar.gz');
+    const archive = join(target, artifactKey(id, VOLUME_ARTIFACT));
     const archived = execFileSync('tar', ['-tvzf', archive, '--full-time'], { encoding: 'utf8' });
     const times = `source:\n${treeTimes(volume)}restored:\n${treeTimes(restored.root)}archive:\n${archived}`;
     expect(restored.tree, times).toEqual(readable);
