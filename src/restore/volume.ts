@@ -183,7 +183,8 @@ async function destinationState(
     present.set(path, {
       type,
       size: Number(size),
-      mtime: Math.floor(Number(mtime)),
+      // Whole seconds as written, as GNU tar keeps them: a parsed `1700000000.9999999999` rounds up.
+      mtime: Number(mtime.split('.')[0]),
       mode: parseInt(mode, 8),
       uid: Number(uid),
       gid: Number(gid),

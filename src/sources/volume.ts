@@ -1,7 +1,7 @@
 // The store-volume (/var/lib/deis/store) as a .tar.gz that GNU `tar -xzpf --same-owner` restores:
 // read locally with numeric owners, modes, mtimes, symlinks and empty directories, or produced by
 // `tar cpzf` on a CoreOS host over SSH. A file that grows while read is cut at its stat size.
-import { createReadStream, type Stats } from 'node:fs';
+import { createReadStream, type BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -52,9 +52,9 @@ export class VolumeSource implements Source {
 
   private async local(ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
     const root = this.location.path;
-    let rootStats: Stats;
+    let rootStats: BigIntStats;
     try {
-      rootStats = await lstat(root);
+      rootStats = await lstat(root, { bigint: true });
     } catch {
       throw new BackupError(
         'ERR_SOURCE',
@@ -131,7 +131,7 @@ interface PreparedEntry {
   header: Header;
   body: Readable | undefined;
   full: string;
-  stats: Stats;
+  stats: BigIntStats;
 }
 
 async function walk(pack: Pack, dir: string, name: string, state: WalkState): Promise<void> {
@@ -148,7 +148,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     const entryName = `${name}/${child}`;
     let prepared: PreparedEntry;
     try {
-      const stats = await lstat(full);
+      const stats = await lstat(full, { bigint: true });
       if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) {
         state.findings.warn(`${entryName}: not a file, directory or symlink; skipped`);
         continue;
@@ -163,7 +163,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     const warning = await writeEntry(pack, prepared);
     if (warning) state.findings.warn(`${entryName}: ${warning}`);
     state.counts.objects++;
-    if (prepared.stats.isFile()) state.counts.bytesRead += prepared.stats.size;
+    if (prepared.stats.isFile()) state.counts.bytesRead += Number(prepared.stats.size);
     if (prepared.stats.isDirectory()) await walk(pack, full, entryName, state);
   }
 }
@@ -172,17 +172,23 @@ function errnoCode(err: unknown): string {
   return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
 
-/** Reads what an entry needs before its header is written: link target, open file. */
-async function prepareEntry(name: string, stats: Stats, full: string): Promise<PreparedEntry> {
+/**
+ * Reads what an entry needs before its header is written: link target, open file. Stats come as
+ * bigints: a tar header holds whole seconds, and GNU tar cuts the fraction off. Node's `mtime` Date
+ * rounds to the millisecond, so a file changed in the last half millisecond of a second came back
+ * one second late (1 entry in 2,000), and `mtimeMs` can round up across a second the same way.
+ */
+async function prepareEntry(name: string, stats: BigIntStats, full: string): Promise<PreparedEntry> {
   const linkname = stats.isSymbolicLink() ? await readlink(full) : '';
+  const size = Number(stats.size);
   const header: Header = {
     name: stats.isDirectory() ? `${name}/` : name,
-    mode: stats.mode & 0o7777,
-    mtime: stats.mtime,
-    uid: stats.uid,
-    gid: stats.gid,
+    mode: Number(stats.mode & 0o7777n),
+    mtime: new Date(Number(stats.mtimeNs / 1_000_000_000n) * 1000),
+    uid: Number(stats.uid),
+    gid: Number(stats.gid),
     type: stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symlink' : 'file',
-    size: stats.isFile() ? stats.size : 0,
+    size: stats.isFile() ? size : 0,
     // No names: owners restore by number, as `tar --numeric-owner` would, whatever the host's passwd says.
     uname: '',
     gname: '',
@@ -190,7 +196,7 @@ async function prepareEntry(name: string, stats: Stats, full: string): Promise<P
     devminor: 0,
     linkname,
   };
-  const body = stats.isFile() && stats.size > 0 ? await openAtMost(full, stats.size) : undefined;
+  const body = stats.isFile() && size > 0 ? await openAtMost(full, size) : undefined;
   return { header, body, full, stats };
 }
 
@@ -203,13 +209,13 @@ async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | un
       if (err) reject(err);
       else resolve();
     });
-    if (body) pipeline(Readable.from(fitToSize(body, stats.size, padded)), stream).catch(reject);
+    if (body) pipeline(Readable.from(fitToSize(body, Number(stats.size), padded)), stream).catch(reject);
     else if (stats.isFile()) stream.end(Buffer.alloc(0));
   });
   if (!stats.isFile()) return undefined;
   if (padded.bytes > 0) return `file shrank by ${padded.bytes} bytes while read; padded with zeros`;
-  const after = await lstat(entry.full).catch(() => undefined);
-  if (after && (after.size !== stats.size || after.mtimeMs !== stats.mtimeMs)) {
+  const after = await lstat(entry.full, { bigint: true }).catch(() => undefined);
+  if (after && (after.size !== stats.size || after.mtimeNs !== stats.mtimeNs)) {
     return 'file changed as we read it; archived up to its size when the run saw it';
   }
   return undefined;

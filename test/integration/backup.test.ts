@@ -2,14 +2,17 @@
 // the stored data compared with the originals (GNU tar for the volume, gunzip | psql for the dump).
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { lstat, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
+import { artifactKey } from '../../src/repository/layout.js';
 import { Repository } from '../../src/repository/repository.js';
 import type { S3Client } from '../../src/s3/client.js';
+import { VOLUME_ARTIFACT } from '../../src/sources/volume.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
@@ -267,6 +270,53 @@ describeWithStack('backup', (stack) => {
     expect(bad.err).toBe(
       'deis-backup: --only: unknown source "etcd"; use a comma-separated list of buckets, volume, database',
     );
+  });
+
+  it('archives each mtime as the whole second GNU tar records, however close to the next one', async () => {
+    // Node's Stats.mtime rounds to the millisecond: a time in the last half millisecond of a second
+    // used to be archived one second late.
+    const edge = tempDir('mtimes');
+    const times = {
+      'late.log': '1700000000.9997',
+      'last.log': '1700000000.999999999',
+      'early.log': '1700000000.0003',
+    };
+    for (const [name, time] of Object.entries(times)) {
+      await writeFile(join(edge, name), `${name}\n`);
+      execFileSync('touch', ['-d', `@${time}`, join(edge, name)]);
+    }
+    execFileSync('touch', ['-d', '@1700000001.9996', edge]);
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: edge };
+    const configFile = writeConfig(config);
+    const run = await cli(['backup', '--config', configFile, '--only', 'volume', '--json']);
+    expect(run.code, run.err).toBe(0);
+    const { id } = JSON.parse(run.out) as { id: string };
+    const ours = tempDir('extracted');
+    gnuTarExtract(join(dir, ...artifactKey(id, VOLUME_ARTIFACT).split('/')), ours);
+    const theirs = tempDir('gnu-tar');
+    execFileSync('sh', ['-c', 'tar -C "$1" -cf - . | tar -C "$2" -xpf - --same-owner', 'sh', edge, theirs]);
+    expect(await describeTree(ours)).toEqual(await describeTree(theirs));
+    expect(await describeTree(ours)).toEqual(await describeTree(edge));
+    expect((await lstat(join(ours, 'late.log'))).mtimeMs).toBe(1700000000_000);
+    expect((await lstat(ours)).mtimeMs).toBe(1700000001_000);
+    // A restore onto the tree itself finds every entry in place: whole seconds on that side too.
+    const again = await cli([
+      'restore',
+      id,
+      '--config',
+      configFile,
+      '--only',
+      'volume',
+      '--volume-to',
+      edge,
+      '--json',
+      '--yes',
+    ]);
+    expect(again.code, again.err).toBe(0);
+    const report = JSON.parse(again.out) as { steps: { counts: Record<string, number> }[] };
+    expect(report.steps[0]?.counts).toMatchObject({ objects: 4, skip: 4, conflict: 0, create: 0 });
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {

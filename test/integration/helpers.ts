@@ -90,8 +90,9 @@ export async function describeTree(root: string): Promise<Record<string, string>
     for (const name of (await readdir(dir)).sort()) {
       const full = join(dir, name);
       const path = rel ? `${rel}/${name}` : name;
-      const st = await lstat(full);
-      const common = `mode=${(st.mode & 0o7777).toString(8)} uid=${st.uid} gid=${st.gid} mtime=${Math.floor(st.mtimeMs / 1000)}`;
+      const st = await lstat(full, { bigint: true });
+      // Whole seconds from the exact time: floor(mtimeMs / 1000) can round up across a second.
+      const common = `mode=${(st.mode & 0o7777n).toString(8)} uid=${st.uid} gid=${st.gid} mtime=${st.mtimeNs / 1_000_000_000n}`;
       if (st.isSymbolicLink()) out[path] = `link -> ${await readlink(full)} uid=${st.uid} gid=${st.gid}`;
       else if (st.isDirectory()) {
         out[path] = `dir ${common}`;
@@ -106,11 +107,6 @@ export async function describeTree(root: string): Promise<Record<string, string>
   };
   await walk(root, '');
   return out;
-}
-
-/** Each path of a tree with its mtime and ctime to the nanosecond: context for a failed tree compare. */
-export function treeTimes(root: string): string {
-  return execFileSync('find', [root, '-printf', '%P mtime=%T@ ctime=%C@\\n'], { encoding: 'utf8' });
 }
 
 /** Extracts a .tar.gz with GNU tar exactly as the Deis restore procedure does. */
