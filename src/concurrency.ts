@@ -1,4 +1,4 @@
-// Bounded concurrency for lists of independent async steps.
+// Bounded concurrency for lists and streams of independent async steps.
 
 /**
  * Calls fn on every item with at most `limit` calls in flight and returns the results in input
@@ -51,5 +51,46 @@ export class Limiter {
       if (next) next();
       else this.free++;
     }
+  }
+}
+
+/**
+ * Runs `work` on each item with at most `limit` running at once, taking items in order as workers
+ * free up (an async iterable is read only as fast as the workers go, so memory stays bounded). The
+ * first rejection stops new items from being taken and is rethrown once the running ones settle.
+ */
+export async function forEachLimited<T>(
+  items: Iterable<T> | AsyncIterable<T>,
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  const iterator: Iterator<T> | AsyncIterator<T> =
+    Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : items[Symbol.iterator]();
+  let failure: { err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (!failure) {
+      let next: IteratorResult<T>;
+      try {
+        next = await iterator.next();
+      } catch (err) {
+        failure ??= { err };
+        return;
+      }
+      if (next.done === true) return;
+      try {
+        await work(next.value);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, limit) }, worker));
+  if (failure) {
+    try {
+      await iterator.return?.();
+    } catch {
+      // The work's failure is the one worth reporting.
+    }
+    throw failure.err;
   }
 }

@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import { BackupError, describeError } from '../errors.js';
 import type { IndexEntry } from '../repository/manifest.js';
 import type { S3Client } from '../s3/client.js';
-import { forEachLimited, ProblemList } from './pool.js';
+import { forEachLimited } from '../concurrency.js';
+import { ProblemList } from './pool.js';
 import { compareText } from '../compare.js';
 
 /** Objects read or deleted at once. */

@@ -2,9 +2,11 @@
 // directory target per test, then damaged on disk the way a bad disk or an intruder would.
 import { open, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runBackup } from '../../src/backup.js';
+import { mapConcurrently } from '../../src/concurrency.js';
 import { createLogger } from '../../src/log.js';
 import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
 import { Repository } from '../../src/repository/repository.js';
@@ -164,6 +166,25 @@ describeWithStack('verify', (stack) => {
       artifacts.reduce((n, a) => n + a.size, 0) + entries.reduce((n, e) => n + e.size, 0),
     );
     expect(await describeTree(dir)).toEqual(before);
+  });
+
+  it('keeps the event loop turning while it reads thousands of small blobs', async () => {
+    // Small blobs of a directory target are read with synchronous calls; a daemon's health and
+    // metrics routes must still answer during a verify that reads them all.
+    const bucket = unique('many');
+    await gateway.createBucket(bucket, { signal });
+    const keys = Array.from({ length: 4000 }, (_, i) => `registry/repositories/app${i}/tag_v1`);
+    await mapConcurrently(keys, 16, (key) =>
+      gateway.putObject(bucket, key, Buffer.from(`"${key}"`), { signal, size: key.length + 2 }),
+    );
+    const { dir } = await backup([bucket]);
+    const delay = monitorEventLoopDelay({ resolution: 5 });
+    delay.enable();
+    const { report } = await verify(dir, true);
+    delay.disable();
+    expect(report.status).toBe('ok');
+    expect(report.snapshots[0]?.checkedObjects).toBeGreaterThan(4000);
+    expect(delay.max / 1e6).toBeLessThan(150);
   });
 
   it('reads a blob shared by two restore points once per verify', async () => {

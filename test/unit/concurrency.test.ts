@@ -1,8 +1,9 @@
 // mapConcurrently: input order, the bound on calls in flight, and no new call after a failure.
-// Limiter: one bound shared by several loops, released on failure too.
+// Limiter: one bound shared by several loops, released on failure too. forEachLimited: the same over
+// a sequence read as the workers go.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { Limiter, mapConcurrently } from '../../src/concurrency.js';
+import { forEachLimited, Limiter, mapConcurrently } from '../../src/concurrency.js';
 
 describe('mapConcurrently', () => {
   it('returns results in input order with at most `limit` calls in flight', async () => {
@@ -67,5 +68,44 @@ describe('Limiter', () => {
     most = 0;
     await Promise.all([limiter.run(() => call(false)), limiter.run(() => call(false))]);
     expect(most).toBe(2);
+  });
+});
+
+describe('forEachLimited', () => {
+  it('reads an async sequence only as fast as the workers take it', async () => {
+    let produced = 0;
+    let inFlight = 0;
+    let most = 0;
+    let ahead = 0;
+    const done: number[] = [];
+    async function* items(): AsyncGenerator<number> {
+      for (let i = 0; i < 12; i++) {
+        await sleep(0);
+        produced++;
+        yield i;
+      }
+    }
+    await forEachLimited(items(), 3, async (i) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      ahead = Math.max(ahead, produced - done.length);
+      await sleep(10);
+      done.push(i);
+      inFlight--;
+    });
+    expect(done.sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    expect(most).toBe(3);
+    expect(ahead).toBeLessThanOrEqual(3);
+  });
+
+  it('takes no item after a failure and throws it once the running ones settle', async () => {
+    const started: number[] = [];
+    const run = forEachLimited([0, 1, 2, 3, 4, 5], 2, async (i) => {
+      started.push(i);
+      await sleep(i === 0 ? 1 : 10);
+      if (i === 0) throw new Error('item 0 failed');
+    });
+    await expect(run).rejects.toThrow('item 0 failed');
+    expect(started).toEqual([0, 1]);
   });
 });
