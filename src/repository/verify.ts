@@ -6,7 +6,7 @@ import { BackupError, describeError, isAbort } from '../errors.js';
 import { forEachLimited } from '../concurrency.js';
 import type { Logger } from '../log.js';
 import { checkKey } from '../targets/target.js';
-import { BlobMap, isBlobKey } from './blob-map.js';
+import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -65,7 +65,13 @@ export async function verifySnapshots(
   setMaxListeners(16 + 4 * concurrency, signal);
   const ids = await selectIds(repository, selection, signal);
   log.info({ snapshots: ids.length, readData: opts.readData }, 'verify started');
-  const context: Context = { repository, opts, concurrency, hashes: new BlobMap(), hashErrors: new Map() };
+  const context: Context = {
+    repository,
+    opts,
+    concurrency,
+    hashes: DigestMap.forBlobs(),
+    hashErrors: new Map(),
+  };
   const report: VerifyReport = { status: 'ok', snapshots: [], unreadable: [] };
   for (const id of ids) {
     signal.throwIfAborted();
@@ -107,12 +113,12 @@ interface Context {
   opts: VerifyOptions;
   concurrency: number;
   /** Every blob under blobs/ with its size, listed once per call. */
-  blobs?: Promise<BlobMap>;
+  blobs?: Promise<DigestMap>;
   /**
    * Each blob read, once per call even when several restore points share it: the first 52 bits of
    * its sha256 (an exact number), or -1 when it could not be read.
    */
-  hashes: BlobMap;
+  hashes: DigestMap;
   /** Why each blob that could not be read failed. */
   hashErrors: Map<string, string>;
 }
@@ -229,7 +235,7 @@ async function verifyBucket(
     return;
   }
   if (opts.readData) verdict.checkedBytes += artifact.size;
-  context.blobs ??= BlobMap.sizesIn(repository.target, { signal });
+  context.blobs ??= DigestMap.blobSizesIn(repository.target, { signal });
   const stored = await context.blobs;
   // Only what the WAL-E check reads, and only for WAL-E's keys.
   const walEKeys: WalEKey[] = [];
@@ -250,12 +256,12 @@ async function verifyBucket(
       let prefix = context.hashes.get(entry.blob);
       if (prefix === undefined) {
         const result = await hashBlob(repository, entry.blob, signal);
-        prefix = 'error' in result ? -1 : sha256Prefix(result.sha256);
+        prefix = 'error' in result ? -1 : hexPrefix(result.sha256);
         if ('error' in result) context.hashErrors.set(entry.blob, result.error);
         context.hashes.set(entry.blob, prefix);
       }
       if (prefix === -1) error(`${what}${context.hashErrors.get(entry.blob) ?? ' unreadable'}`);
-      else if (prefix !== sha256Prefix(entry.sha256)) error(`${what}: sha256 mismatch (damaged or tampered)`);
+      else if (prefix !== hexPrefix(entry.sha256)) error(`${what}: sha256 mismatch (damaged or tampered)`);
       else verdict.checkedBytes += entry.size;
     }
   };
@@ -320,11 +326,6 @@ function artifactProblem(id: string, record: ArtifactRecord): string | undefined
     return `${where} has an invalid size`;
   if (!SHA256.test(String(artifact.sha256))) return `${where} has an invalid sha256`;
   return undefined;
-}
-
-/** The first 52 bits of a hex sha256, as an exact number. */
-function sha256Prefix(sha256: string): number {
-  return Number.parseInt(sha256.slice(0, 13), 16);
 }
 
 /** sha256 of a stored blob, or the tail of a finding (" unreadable: …"); only an abort throws. */

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BackupError, describeError } from '../errors.js';
+import { DigestMap, hexPrefix } from '../repository/digest-map.js';
 import { HashingStream } from '../repository/hashing.js';
 import type { IndexEntry } from '../repository/manifest.js';
 import type { Target } from '../targets/target.js';
@@ -66,21 +67,25 @@ export async function planBucket(
   opts: { signal: AbortSignal },
 ): Promise<BucketPlan> {
   const exists = await client.bucketExists(input.destination, opts);
-  const present = new Map<string, { size: number; etag: string }>();
+  // What the destination holds, one version print per key; its sentinels by name as well, to find
+  // those the restore point does not have.
+  const present = DigestMap.forKeys();
+  const presentSentinels = new Set<string>();
   if (exists) {
     for await (const item of client.listObjects(input.destination, {
       signal: opts.signal,
       listVersion: input.listVersion,
     })) {
-      present.set(item.key, { size: item.size, etag: item.etag });
+      present.set(item.key, versionPrint(item));
+      if (isSentinel(item.key)) presentSentinels.add(item.key);
     }
   }
   const counts = { ...emptyStepCounts(), reorder: 0 };
   const hazards: string[] = [];
   const decide = (entry: IndexEntry): ObjectAction => {
     const there = present.get(entry.key);
-    if (!there) return 'create';
-    if (there.size === entry.size && there.etag === entry.etag) return 'skip';
+    if (there === undefined) return 'create';
+    if (there === versionPrint(entry)) return 'skip';
     return input.overwrite ? 'overwrite' : 'conflict';
   };
   const actions = new Uint8Array(input.entries.length);
@@ -100,7 +105,6 @@ export async function planBucket(
       const action = decide(entry);
       actions[index] = ACTIONS.indexOf(action);
       count(entry, action);
-      present.delete(entry.key);
     }
     index++;
   }
@@ -120,9 +124,8 @@ export async function planBucket(
     actions[at] = ACTIONS.indexOf(action);
     count(entry, action);
   }
-  for (const { entry } of sentinels) present.delete(entry.key);
-  // What is left in present is not in the restore point.
-  const extra = [...present.keys()].filter((key) => isSentinel(key));
+  for (const { entry } of sentinels) presentSentinels.delete(entry.key);
+  const extra = [...presentSentinels];
   if (extra.length > 0) {
     hazards.push(
       `${input.destination} already holds ${extra.length} base backup(s) not in the restore point (${extra.map((k) => k.split('/').pop() ?? k).join(', ')}); WAL-E could restore one of them: remove them or restore into a fresh bucket`,
@@ -341,6 +344,11 @@ async function uploadObject(
       throw new BlobReadError(entry.blob, target.name, err);
     throw err;
   }
+}
+
+/** One object version (size and ETag) as an exact number: the first 52 bits of their md5. */
+function versionPrint(version: { size: number; etag: string }): number {
+  return hexPrefix(createHash('md5').update(`${version.size}\0${version.etag}`).digest('hex'));
 }
 
 function sha256Hex(data: Buffer): string {

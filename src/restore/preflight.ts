@@ -1,7 +1,7 @@
 // Restore preflight: reads the manifest, every index and artifact it will use, checks them against
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
-import { BlobMap } from '../repository/blob-map.js';
+import { DigestMap } from '../repository/digest-map.js';
 import type { Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { RestoreDeps, RestoreRequest } from '../restore.js';
@@ -62,7 +62,7 @@ export async function preflight(
   const withSentinels = new Set<SourceRecord>();
   const apps = new Set<string>();
   if (bucketRecords.length > 0) {
-    const stored = await BlobMap.sizesIn(repository.target, opts);
+    const stored = await DigestMap.blobSizesIn(repository.target, opts);
     for (const record of bucketRecords) {
       const artifact = record.artifacts[0];
       if (!artifact)

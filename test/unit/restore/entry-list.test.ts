@@ -1,4 +1,5 @@
-// The restore plan's entry list: what goes in comes back out, field for field, past every growth.
+// The restore plan's entry list: what goes in comes back out, field for field, past every growth,
+// across block boundaries, and for an entry longer than a block.
 import { describe, expect, it } from 'vitest';
 import type { IndexEntry } from '../../../src/repository/manifest.js';
 import { EntryList } from '../../../src/restore/entry-list.js';
@@ -28,6 +29,22 @@ describe('EntryList', () => {
     let i = 0;
     for (const got of list) expect(got).toEqual(entry(i++));
     expect(i).toBe(count);
+  });
+
+  it('fills blocks without splitting an entry, and holds one longer than a block', () => {
+    const list = new EntryList();
+    const count = 20_000;
+    for (let i = 0; i < count; i++) list.push(entry(i));
+    const huge = { ...entry(7), metadata: { 'x-big': 'ü'.repeat(700_000) } };
+    list.push(huge);
+    list.push(entry(8));
+    expect(list.length).toBe(count + 2);
+    expect(
+      [...list].every(
+        (got, i) =>
+          JSON.stringify(got) === JSON.stringify(i < count ? entry(i) : i === count ? huge : entry(8)),
+      ),
+    ).toBe(true);
   });
 
   it('refuses a position it does not hold', () => {

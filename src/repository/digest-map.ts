@@ -1,21 +1,23 @@
-// Blob keys mapped to numbers in flat typed arrays, for the checks that hold one value per stored
-// blob (the restore's preflight, verify). A blob's name is already a sha256, so its first 128 bits
-// are the slot's key and its first 32 the hash: about 50 bytes per blob at most, where a Map of the
-// key strings took about 130 on V8's heap, and V8 lets a heap grow to a few times its live data.
+// Keys mapped to numbers in flat typed arrays, for the checks that hold one value per object or blob
+// (the restore's plan and preflight, verify). Each key is held as a 128-bit digest: a blob's name is
+// already a sha256, so its first 128 bits serve; any other key is hashed with md5. About 50 bytes
+// per key at most, where a Map of the key strings took 130 or more on V8's heap, and V8 lets a heap
+// grow to a few times its live data.
+import { createHash } from 'node:crypto';
 import type { Target } from '../targets/target.js';
 import { BLOBS } from './layout.js';
 
-/** Words of a blob name kept per slot (4 × 32 bits). */
+/** Words of a digest kept per slot (4 × 32 bits). */
 const WORDS = 4;
 const FIRST_SLOTS = 1024;
 /** Where the hex name starts in `blobs/xx/<64 hex>`. */
 const NAME_AT = BLOBS.length + 3;
-const KEY_LENGTH = NAME_AT + 64;
+const BLOB_KEY_LENGTH = NAME_AT + 64;
 
 /** True for a key shaped as blobKey makes it: `blobs/`, the name's first two hex digits, `/`, the name. */
 export function isBlobKey(key: string): boolean {
   return (
-    key.length === KEY_LENGTH &&
+    key.length === BLOB_KEY_LENGTH &&
     key.startsWith(BLOBS) &&
     key[BLOBS.length + 2] === '/' &&
     key.startsWith(key.slice(NAME_AT, NAME_AT + 2), BLOBS.length) &&
@@ -23,18 +25,52 @@ export function isBlobKey(key: string): boolean {
   );
 }
 
-/** An open-addressing hash table from blob keys to numbers. Keys that are not blob keys are never held. */
-export class BlobMap {
+/** The first 52 bits of a hex digest, as an exact number. */
+export function hexPrefix(hex: string): number {
+  return Number.parseInt(hex.slice(0, 13), 16);
+}
+
+/** Writes key's 128-bit digest into `into`; false when the key cannot be held. */
+type Digest = (key: string, into: Uint32Array) => boolean;
+
+/** An open-addressing hash table from keys, held as digests, to numbers. */
+export class DigestMap {
   private names = new Uint32Array(FIRST_SLOTS * WORDS);
   private values = new Float64Array(FIRST_SLOTS);
   private taken = new Uint8Array(FIRST_SLOTS);
   private count = 0;
-  /** The name being looked up, decoded once per call. */
+  /** The digest being looked up, computed once per call. */
   private readonly name = new Uint32Array(WORDS);
+  private readonly digest: Digest;
+
+  private constructor(digest: Digest) {
+    this.digest = digest;
+  }
+
+  /** A map of blob keys; any other key is never held nor found. */
+  static forBlobs(): DigestMap {
+    return new DigestMap((key, into) => {
+      if (!isBlobKey(key)) return false;
+      for (let word = 0; word < WORDS; word++) {
+        const at = NAME_AT + 8 * word;
+        into[word] = Number.parseInt(key.slice(at, at + 8), 16);
+      }
+      return true;
+    });
+  }
+
+  /** A map of any keys (object keys of a bucket), each held as its md5. */
+  static forKeys(): DigestMap {
+    return new DigestMap((key, into) => {
+      const md5 = createHash('md5').update(key).digest();
+      for (let word = 0; word < WORDS; word++) into[word] = md5.readUInt32LE(4 * word);
+      return true;
+    });
+  }
 
   /** Every blob the target holds, with its size. */
-  static async sizesIn(target: Target, opts: { signal: AbortSignal }): Promise<BlobMap> {
-    const sizes = new BlobMap();
+  static async blobSizesIn(target: Target, opts: { signal: AbortSignal }): Promise<DigestMap> {
+    const sizes = DigestMap.forBlobs();
     for await (const info of target.list(BLOBS, opts)) sizes.set(info.key, info.size);
     return sizes;
   }
@@ -43,9 +79,9 @@ export class BlobMap {
     return this.count;
   }
 
-  /** Sets key's value; false (nothing stored) when key is not a blob key. */
+  /** Sets key's value; false (nothing stored) when this map cannot hold such a key. */
   set(key: string, value: number): boolean {
-    if (!this.decode(key)) return false;
+    if (!this.digest(key, this.name)) return false;
     if (2 * (this.count + 1) > this.taken.length) this.grow();
     const slot = this.find();
     if (this.taken[slot] === 0) {
@@ -57,21 +93,11 @@ export class BlobMap {
     return true;
   }
 
-  /** Key's value, or undefined when it was never set (or is not a blob key). */
+  /** Key's value, or undefined when it was never set. */
   get(key: string): number | undefined {
-    if (!this.decode(key)) return undefined;
+    if (!this.digest(key, this.name)) return undefined;
     const slot = this.find();
     return this.taken[slot] === 1 ? this.values[slot] : undefined;
-  }
-
-  /** Decodes key's first 128 bits of name into this.name; false for a key that is not a blob key. */
-  private decode(key: string): boolean {
-    if (!isBlobKey(key)) return false;
-    for (let word = 0; word < WORDS; word++) {
-      const at = NAME_AT + 8 * word;
-      this.name[word] = Number.parseInt(key.slice(at, at + 8), 16);
-    }
-    return true;
   }
 
   /** The slot holding this.name, or the empty slot where it would go (linear probing). */
