@@ -179,7 +179,7 @@ export class DirTarget implements Target {
     try {
       const info = fstatSync(fd);
       if (!info.isFile()) throw this.notFound(key);
-      if (info.size <= SMALL_BODY) return Readable.from([readWhole(fd, info.size)], { objectMode: false });
+      if (info.size <= SMALL_BODY) return bodyOf(readWhole(fd, info.size));
       // Reads of up to 1 MiB: a 64 KiB default costs 16 times the reads (each a trip through the
       // thread pool) on large bodies.
       const highWaterMark = Math.min(READ_CHUNK_MAX, info.size + 1);
@@ -382,6 +382,17 @@ function readWhole(fd: number, size: number): Buffer {
   for (let n = -1; n !== 0 && length < size; length += n) n = readSync(fd, data, length, size - length, null);
   if (length !== size) throw new Error(`${size} bytes expected, ${length} read`);
   return data;
+}
+
+/**
+ * A stream of bytes already in memory. Lighter than Readable.from, which drives an iterator with a
+ * promise per read: on a verify of 50,000 small blobs that garbage set the daemon's peak.
+ */
+function bodyOf(data: Buffer): Readable {
+  const body = new Readable({ read: () => undefined });
+  body.push(data);
+  body.push(null);
+  return body;
 }
 
 /**
