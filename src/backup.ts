@@ -67,7 +67,8 @@ export async function runBackup(
       return await source.backup({
         writer,
         repository: deps.repository,
-        previous,
+        // The newest restore point that holds this source: one taken with --only may not.
+        previous: snapshots.findLast((m) => m.sources.some((r) => r.id === source.id)),
         resume,
         signal: opts.signal,
         log: sourceLog,

@@ -121,11 +121,16 @@ export function snapshotSummary(m: Manifest) {
   };
 }
 
-/** The forget decision: every restore point kept or dropped, with its reasons. */
+/**
+ * The forget decision: every restore point kept or dropped, with its reasons, and what it holds
+ * when restore points hold different sources (the policy applies to each such scope on its own).
+ */
 export function formatForget(report: ForgetReport): string[] {
   const lines = [`policy: ${report.policy}`];
+  const scoped = new Set([...report.keep, ...report.drop].map((e) => e.scope)).size > 1;
   const line = (verb: string, e: ForgetReport['keep'][number]): string =>
-    `${verb} ${e.id}  ${e.startedAt.replace(/\.\d+Z$/, 'Z')}  ${e.status.padEnd(7)}  ${e.reasons.join(', ')}`;
+    `${verb} ${e.id}  ${e.startedAt.replace(/\.\d+Z$/, 'Z')}  ${e.status.padEnd(7)}  ${e.reasons.join(', ')}` +
+    (scoped ? `  [${e.scope}]` : '');
   const rows = [
     ...report.keep.map((e) => ({ e, verb: 'keep' })),
     ...report.drop.map((e) => ({ e, verb: report.dryRun ? 'would drop' : 'drop' })),

@@ -1,7 +1,7 @@
 // Forget: apply the retention policy to the committed restore points and remove the ones it drops,
 // manifests first. Blobs they shared stay until prune. Manifests that cannot be read are never touched.
 import type { Logger } from '../log.js';
-import type { Manifest } from './manifest.js';
+import { scopeOf, type Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
 import { applyRetention, describePolicy, type RetentionPolicy } from './retention.js';
 
@@ -10,6 +10,8 @@ export interface ForgetEntry {
   id: string;
   startedAt: string;
   status: 'success' | 'partial';
+  /** What it holds (scopeOf): the policy applies to each scope on its own. */
+  scope: string;
   reasons: readonly string[];
 }
 
@@ -49,11 +51,16 @@ export async function forget(
   },
 ): Promise<ForgetReport> {
   const { snapshots, uncommitted } = opts.scan ?? (await repository.scan({ signal: opts.signal }));
-  const decision = applyRetention(snapshots, policy, { now: opts.now, timezone: opts.timezone });
+  const decision = applyRetention(snapshots, policy, {
+    now: opts.now,
+    timezone: opts.timezone,
+    scopeOf,
+  });
   const entry = (m: (typeof snapshots)[number]): ForgetEntry => ({
     id: m.id,
     startedAt: m.startedAt,
     status: m.status,
+    scope: scopeOf(m),
     reasons: decision.reasons.get(m.id) ?? [],
   });
   const report: ForgetReport = {

@@ -79,6 +79,14 @@ export interface IndexEntry {
 }
 
 /** Zero counts. */
+/** What a restore point holds, as retention groups it: its source ids, sorted, joined by " + ". */
+export function scopeOf(manifest: Pick<Manifest, 'sources'>): string {
+  return manifest.sources
+    .map((s) => s.id)
+    .sort()
+    .join(' + ');
+}
+
 export function emptyCounts(): SourceCounts {
   return {
     objects: 0,

@@ -79,6 +79,8 @@ const BUCKET_RULES = [
  *   time (31 March − 1m is 28/29 February; 1d across a DST change is 23 or 25 hours); hours are elapsed
  *   hours. Snapshots in the future (clock skew) are therefore kept.
  * - Partial snapshots are counted by every rule like successful ones: they are usable restore points.
+ * - With `scopeOf`, the policy applies to each scope on its own (restic groups by paths the same way):
+ *   a backup of only the database neither counts against nor displaces restore points of everything.
  * - Safety: the newest successful snapshot is always kept ("newest successful restore point" when no
  *   rule keeps it); with no successful one the newest snapshot is, so a non-empty list is never emptied.
  * Reasons name the rule and its bucket: "last 2", "hourly 2026-11-24T13", "daily 2026-11-24",
@@ -90,9 +92,37 @@ const BUCKET_RULES = [
 export function applyRetention<T extends { id: string; startedAt: string; status: 'success' | 'partial' }>(
   snapshots: readonly T[],
   policy: RetentionPolicy,
-  opts: { now: Date; timezone: string },
+  opts: { now: Date; timezone: string; scopeOf?: (snapshot: T) => string },
 ): RetentionDecision<T> {
   checkPolicy(policy);
+  const { scopeOf } = opts;
+  if (scopeOf === undefined) return decide(snapshots, policy, opts);
+  const scopes = new Map<string, T[]>();
+  for (const s of snapshots) {
+    const scope = scopeOf(s);
+    const group = scopes.get(scope);
+    if (group) group.push(s);
+    else scopes.set(scope, [s]);
+  }
+  const reasons = new Map<string, readonly string[]>();
+  const kept = new Set<string>();
+  for (const group of scopes.values()) {
+    const decision = decide(group, policy, opts);
+    for (const s of decision.keep) kept.add(s.id);
+    for (const [id, why] of decision.reasons) reasons.set(id, why);
+  }
+  return {
+    keep: snapshots.filter((s) => kept.has(s.id)),
+    drop: snapshots.filter((s) => !kept.has(s.id)),
+    reasons,
+  };
+}
+
+function decide<T extends { id: string; startedAt: string; status: 'success' | 'partial' }>(
+  snapshots: readonly T[],
+  policy: RetentionPolicy,
+  opts: { now: Date; timezone: string },
+): RetentionDecision<T> {
   const wall = wallClock(opts.timezone);
   const started = new Map(snapshots.map((s) => [s, startedAt(s)]));
   const time = (s: T): number => started.get(s) ?? 0;

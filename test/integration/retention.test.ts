@@ -11,6 +11,7 @@ import { silentLogger } from '../../src/logger.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { bytes } from '../fixtures/deis-sample.js';
+import { stackDumpCommand } from '../fixtures/stack.js';
 import {
   bucketContents,
   cli,
@@ -201,6 +202,52 @@ describeWithStack('retention', (stack) => {
     });
     expect((await cli(['backup', '--config', failing])).code).toBe(1);
     expect((await repository.listSnapshots({ signal })).map((m) => m.id)).toEqual(ids.slice(1));
+  });
+
+  it('keeps restore points of everything when backups of only the database follow them', async () => {
+    const target = tempDir('scope-target');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { names: [bucket] },
+        volume: { enabled: false },
+        database: { host: 'local', command: stackDumpCommand(stack) },
+      },
+      target: { type: 'dir', path: target },
+      retention: { keepLast: 2 },
+    });
+    const backup = async (only?: string): Promise<string> => {
+      const run = await cli(['backup', '--config', file, ...(only ? ['--only', only] : [])]);
+      expect(run.code, run.err).toBe(0);
+      return run.out.trim();
+    };
+    await put('scope-0', bytes('scope-0', 1000));
+    const full = [await backup(), await backup()];
+    const databaseOnly = [await backup('database'), await backup('database'), await backup('database')];
+    const repository = new Repository(new DirTarget(target));
+    // Each scope keeps its own two newest: three database-only runs drop one of theirs, no full one.
+    expect((await repository.listSnapshots({ signal })).map((m) => m.id)).toEqual([
+      ...full,
+      ...databaseOnly.slice(1),
+    ]);
+    const dryRun = await cli(['forget', '--config', file, '--dry-run']);
+    expect(dryRun.code, dryRun.err).toBe(0);
+    expect(dryRun.out).toContain(`keep       ${full[1] ?? ''}`);
+    expect(dryRun.out).toContain(`last 1  [bucket:${bucket} + database]`);
+    expect(dryRun.out).toContain('last 1  [database]');
+    // Every blob of the full restore points is still there, and the next full run builds on the
+    // newest one that holds the bucket, not on the newest restore point.
+    for (const id of full)
+      for (const key of await referencedKeys(repository, id))
+        expect((await repository.target.stat(key, { signal }))?.key).toBe(key);
+    const next = await cli(['backup', '--config', file, '--json']);
+    expect(next.code, next.err).toBe(0);
+    const report = JSON.parse(next.out) as {
+      sources: { id: string; counts: { unchanged: number; bytesRead: number } }[];
+    };
+    const counts = report.sources.find((s) => s.id === `bucket:${bucket}`)?.counts;
+    expect(counts?.bytesRead).toBe(0);
+    expect(counts?.unchanged).toBeGreaterThan(0);
   });
 
   it('after a backup, prunes only what the forgotten points held, and every key weekly or after a kill', async () => {

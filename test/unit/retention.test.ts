@@ -396,6 +396,33 @@ describe('applyRetention', () => {
     expect(decision.drop.map((s) => s.id)).toEqual(['2026-11-01T12:00:00Z']);
   });
 
+  it('applies the policy to each scope on its own', () => {
+    // Two full restore points, then four database-only ones, one of them the newest partial.
+    const full = daily('2026-11-01', 2).map((s) => ({ ...s, scope: 'everything' }));
+    const database = daily('2026-11-03', 4).map((s, i) => ({
+      ...s,
+      scope: 'database',
+      status: i === 3 ? ('partial' as const) : ('success' as const),
+    }));
+    const snapshots = [...full, ...database];
+    const decision = applyRetention(
+      snapshots,
+      { keepLast: 1, keepDaily: 1 },
+      { now: new Date('2027-06-01T00:00:00Z'), timezone: 'UTC', scopeOf: (s) => s.scope },
+    );
+    expect(decision.keep.map((s) => s.id)).toEqual([
+      '2026-11-02T12:00:00Z',
+      '2026-11-05T12:00:00Z',
+      '2026-11-06T12:00:00Z',
+    ]);
+    expect(decision.reasons.get('2026-11-02T12:00:00Z')).toEqual(['last 1', 'daily 2026-11-02']);
+    expect(decision.reasons.get('2026-11-05T12:00:00Z')).toEqual(['newest successful restore point']);
+    expect(decision.reasons.get('2026-11-01T12:00:00Z')).toEqual(['matches no keep rule']);
+    // Without scopes the database-only runs displace every full one.
+    const unscoped = decide({ snapshots, policy: { keepLast: 1, keepDaily: 1 } });
+    expect(unscoped.keep.map((s) => s.id)).toEqual(['2026-11-05T12:00:00Z', '2026-11-06T12:00:00Z']);
+  });
+
   it('returns an empty decision for no snapshots', () => {
     const decision = decide({ snapshots: [], policy: { keepLast: 3 } });
     expect(decision.keep).toEqual([]);
