@@ -35,6 +35,11 @@ export class Metrics {
   private readonly verifySuccess: Gauge<'read_data'>;
   private readonly drillLastSuccess: Gauge;
   private readonly drillSuccess: Gauge;
+  /** When the outcomes behind the verify and drill gauges finished (ms since the epoch). */
+  private verifyAt = 0;
+  private verifySuccessAt = 0;
+  private drillAt = 0;
+  private drillSuccessAt = 0;
   private readonly drillInterval: Gauge;
   private readonly lockHeld: Gauge<'operation'>;
   private readonly lockBusy: Counter<'operation'>;
@@ -201,16 +206,34 @@ export class Metrics {
     this.expectedInterval.set(seconds);
   }
 
-  /** Records a verify's outcome; `at` is when it finished. */
+  /**
+   * Records a verify's outcome; `at` is when it finished. An outcome older than one already recorded
+   * (the target's status file, re-read every minute, against a failure this daemon just saw) only
+   * moves the last-success time, never the success flag.
+   */
   verifyFinished(ok: boolean, readData: boolean, at: Date): void {
-    this.verifySuccess.set({ read_data: String(readData) }, ok ? 1 : 0);
-    if (ok) this.verifyLastSuccess.set(at.getTime() / 1000);
+    const t = at.getTime();
+    if (t >= this.verifyAt) {
+      this.verifyAt = t;
+      this.verifySuccess.set({ read_data: String(readData) }, ok ? 1 : 0);
+    }
+    if (ok && t > this.verifySuccessAt) {
+      this.verifySuccessAt = t;
+      this.verifyLastSuccess.set(t / 1000);
+    }
   }
 
-  /** Records a restore drill's outcome; `at` is when it finished. */
+  /** Records a restore drill's outcome; `at` is when it finished. Newest wins, as for verify. */
   drillFinished(ok: boolean, at: Date): void {
-    this.drillSuccess.set(ok ? 1 : 0);
-    if (ok) this.drillLastSuccess.set(at.getTime() / 1000);
+    const t = at.getTime();
+    if (t >= this.drillAt) {
+      this.drillAt = t;
+      this.drillSuccess.set(ok ? 1 : 0);
+    }
+    if (ok && t > this.drillSuccessAt) {
+      this.drillSuccessAt = t;
+      this.drillLastSuccess.set(t / 1000);
+    }
   }
 
   /** The seconds between two scheduled drills (only set when drills are on). */
