@@ -223,7 +223,14 @@ export async function applyBucket(
   );
   if (stopped !== undefined) throw stopped;
   // One at a time and after all data: each sentinel's new LastModified must be later than the last.
-  for (const index of plan.sentinels) await run(index);
+  // An outage here stops the step as in the data phase: a sentinel left out is no success. (`run`
+  // sets `stopped`, which the narrowing above cannot see: hence the function.)
+  const outage = (): BackupError | undefined => stopped;
+  for (const index of plan.sentinels) {
+    await run(index);
+    const stop = outage();
+    if (stop !== undefined) throw stop;
+  }
   return { counts, errors, latestSentinel: await newestSentinel(client, plan.destination, opts) };
 }
 

@@ -12,8 +12,12 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
+import { Repository } from '../../src/repository/repository.js';
+import { applyBucket, isSentinel, planBucket } from '../../src/restore/buckets.js';
+import { EntryList } from '../../src/restore/entry-list.js';
 import { S3Client } from '../../src/s3/client.js';
-import { bytes, seedVolume } from '../fixtures/deis-sample.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { bytes, seedDbWal, seedVolume } from '../fixtures/deis-sample.js';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../fixtures/private-postgres.js';
@@ -293,6 +297,68 @@ describeWithStack('servers failing mid-run', (stack) => {
       ),
       { bucket: fresh, want },
     );
+  });
+
+  it('stops a restore when the gateway refuses a WAL-E sentinel, though it is back for the listing', async () => {
+    const bucket = unique('fsent');
+    await gateway.createBucket(bucket, { signal });
+    await seedDbWal(gateway, bucket);
+    const target = tempDir('target');
+    const point = await backupJson(bucketConfig(bucket, stack.rgwEndpoint, { type: 'dir', path: target }));
+    const repository = new Repository(new DirTarget(target));
+    const manifest = await repository.readManifest(point.id ?? '', { signal });
+    const index = manifest.sources[0]?.artifacts[0];
+    if (!index) throw new Error('no index');
+    const entries = new EntryList();
+    for await (const entry of repository.readIndex(index, { signal })) entries.push(entry);
+    const proxy = await proxyTo(rgwPort);
+    const endpoint = `http://127.0.0.1:${proxy.port}`;
+    // The gateway is gone for the oldest sentinel's PUT only, a blip the listing after it never sees.
+    let blinked = false;
+    class BlinkingGateway extends S3Client {
+      override async putObject(...args: Parameters<S3Client['putObject']>): Promise<string> {
+        if (blinked || !isSentinel(args[1])) return super.putObject(...args);
+        blinked = true;
+        await proxy.cut();
+        // Let the client see its pooled connections close, so the PUT connects afresh and is refused.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        try {
+          return await super.putObject(...args);
+        } finally {
+          await proxy.open();
+        }
+      }
+    }
+    const client = new BlinkingGateway({ ...gatewayOptions(stack, 'v2'), endpoint });
+    const fresh = unique('fsent-back');
+    const plan = await planBucket(
+      client,
+      { source: bucket, destination: fresh, entries, overwrite: false, listVersion: 2 },
+      { signal },
+    );
+    const quiet = {
+      started: () => undefined,
+      finished: () => undefined,
+      progress: () => undefined,
+      warn: () => undefined,
+    };
+    const applying = applyBucket(client, repository.target, plan, {
+      signal,
+      concurrency: 2,
+      listVersion: 2,
+      reporter: quiet,
+      progress: { objects: 0, bytes: 0, totalObjects: 0, totalBytes: 0 },
+    });
+    await expect(applying).rejects.toMatchObject({
+      code: 'ERR_GATEWAY',
+      message: expect.stringMatching(
+        new RegExp(
+          `^${fresh}: gateway ${endpoint} stopped the restore \\(.*ECONNREFUSED.*\\); check the store's health`,
+        ),
+      ) as unknown,
+    });
+    expect(blinked).toBe(true);
+    client.close();
   });
 
   it('stops a restore when the S3 target stops sending, naming the target, not the gateway', async () => {
