@@ -232,9 +232,9 @@ async function runStep(
           createBucket: plan.createBucket,
           counts: outcome.counts,
         });
-        if (plan.latestSentinel !== undefined && outcome.latestSentinel !== plan.latestSentinel) {
+        if (plan.latestSentinel !== undefined && outcome.latestSentinel !== outcome.expectedLatest) {
           errors.push(
-            `${plan.destination}: WAL-E's LATEST is now ${outcome.latestSentinel ?? 'nothing'}, not ${plan.latestSentinel} as at backup time; remove the newer base backup or restore into a fresh bucket before the database starts`,
+            `${plan.destination}: WAL-E's LATEST is now ${outcome.latestSentinel ?? 'nothing'}, not ${outcome.expectedLatest ?? 'nothing'}${outcome.expectedLatest === plan.latestSentinel ? ' as at backup time' : ''}; remove the newer base backup or restore into a fresh bucket before the database starts`,
           );
           counts.failed++;
         }

@@ -34,6 +34,14 @@ export function isWalEKey(key: string): boolean {
   return key.startsWith(BASE) || key.startsWith(WAL);
 }
 
+/**
+ * The base backup (`base_<TLI><LOG><SEG>_<offset>`) a key belongs to: its stop sentinel or a file
+ * under `basebackups_005/<name>/`. Undefined for any other key.
+ */
+export function baseBackupOf(key: string): string | undefined {
+  return (SENTINEL.exec(key) ?? IN_BASE.exec(key))?.[1];
+}
+
 interface BaseBackup {
   name: string;
   tli: number;

@@ -1,12 +1,14 @@
 // Restores bucket objects into the (new) cluster's gateway: plan against what the bucket already
 // holds, then upload, checking every body against its sha256 before the object can exist. WAL-E's
-// sentinels go last, oldest first, so LATEST names the same base backup it did at backup time.
+// sentinels go last, oldest first, so LATEST names the same base backup it did at backup time; the
+// sentinel of a base backup with an object that failed is withheld, so WAL-E never picks it.
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap, hexPrefix } from '../repository/digest-map.js';
 import { HashingStream } from '../repository/hashing.js';
 import type { IndexEntry } from '../repository/manifest.js';
+import { baseBackupOf } from '../repository/wal-e.js';
 import type { Target } from '../targets/target.js';
 import { isUnreachable, S3Error, type S3Client } from '../s3/client.js';
 import { isUnreachableCode, readBytes } from '../s3/responses.js';
@@ -155,6 +157,11 @@ export interface BucketOutcome {
   errors: string[];
   /** The sentinel WAL-E would now pick as LATEST, when the bucket has any. */
   latestSentinel: string | undefined;
+  /**
+   * The sentinel LATEST should name: the plan's, or, when that one was withheld, the newest sentinel
+   * that was not.
+   */
+  expectedLatest: string | undefined;
 }
 
 /** Carries out a plan: creates the bucket, uploads data, then sentinels in order. Never deletes. */
@@ -184,6 +191,8 @@ export async function applyBucket(
   };
   // A gateway or target gone (refusing connections, not answering): no later object is tried.
   let stopped: BackupError | undefined;
+  /** Base backups with an object that failed to restore → how many failed. */
+  const failedBases = new Map<string, number>();
   const run = async (index: number): Promise<void> => {
     const entry = plan.entries.at(index);
     const action = actionOf(plan, index);
@@ -208,6 +217,8 @@ export async function applyBucket(
       }
       counts.failed++;
       if (errors.length < 20) errors.push(`${plan.destination}/${entry.key}: ${describeError(err)}`);
+      const base = baseBackupOf(entry.key);
+      if (base !== undefined) failedBases.set(base, (failedBases.get(base) ?? 0) + 1);
     }
     tick(entry.size);
   };
@@ -226,12 +237,35 @@ export async function applyBucket(
   // An outage here stops the step as in the data phase: a sentinel left out is no success. (`run`
   // sets `stopped`, which the narrowing above cannot see: hence the function.)
   const outage = (): BackupError | undefined => stopped;
+  let expectedLatest: string | undefined;
   for (const index of plan.sentinels) {
+    const entry = plan.entries.at(index);
+    const base = baseBackupOf(entry.key);
+    const failed = base === undefined ? 0 : (failedBases.get(base) ?? 0);
+    const action = actionOf(plan, index);
+    // A sentinel is what makes WAL-E trust a base backup: never for one with a part missing. (One
+    // already in the bucket stays, as nothing is deleted.)
+    if (failed > 0 && action !== 'skip' && action !== 'conflict') {
+      counts.objects++;
+      counts.bytes += entry.size;
+      counts.failed++;
+      errors.push(
+        `${plan.destination}: base backup ${base ?? ''} is incomplete (${failed} of its object(s) failed to restore), so its stop sentinel was withheld and WAL-E will not restore it; fix the cause and restore again`,
+      );
+      tick(0);
+      continue;
+    }
     await run(index);
     const stop = outage();
     if (stop !== undefined) throw stop;
+    expectedLatest = entry.key;
   }
-  return { counts, errors, latestSentinel: await newestSentinel(client, plan.destination, opts) };
+  return {
+    counts,
+    errors,
+    latestSentinel: await newestSentinel(client, plan.destination, opts),
+    expectedLatest,
+  };
 }
 
 /** A body that could not be read from the target while restoring it. */

@@ -258,6 +258,45 @@ describeWithStack('restore', (stack) => {
     expect(restored.size).toBe(contents.size - 2);
   });
 
+  it('withholds the sentinel of a base backup whose tar partition is damaged, so LATEST falls back (exit 3)', async () => {
+    const damaged = tempDir('damaged-base');
+    execFileSync('cp', ['-a', `${target}/.`, damaged]);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [wal, registry] } },
+      target: { type: 'dir', path: damaged },
+    });
+    // The base backup LATEST named at backup time loses its only partition to a flipped byte.
+    const base = BASE_BACKUPS[1] ?? '';
+    const partition = `basebackups_005/${base}/tar_partitions/part_00000000.tar.lzo`;
+    const entry = execFileSync('sh', ['-c', `zcat ${target}/snapshots/${snapshot}/bucket-${wal}.jsonl.gz`], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { key: string; blob: string })
+      .find((e) => e.key === partition);
+    if (!entry) throw new Error(`no index entry for ${partition}`);
+    const path = join(damaged, entry.blob);
+    const bytes = await readFile(path);
+    flipByte(bytes, Math.floor(bytes.length / 2));
+    await writeFile(path, bytes);
+    const args = fresh('withheld');
+    const [newWal] = destinations(args);
+    const run = await restore([snapshot, '--only', 'buckets', ...args], file);
+    expect(run.code).toBe(3);
+    expect(run.report?.status).toBe('partial');
+    expect(run.report?.steps[0]?.errors).toEqual([
+      `${newWal}/${partition}: body ${entry.blob} does not match the sha256 in the manifest (damaged or tampered); not restored`,
+      `${newWal}: base backup ${base} is incomplete (1 of its object(s) failed to restore), so its stop sentinel was withheld and WAL-E will not restore it; fix the cause and restore again`,
+    ]);
+    const restored = await bucketContents(gateway, newWal);
+    expect(restored.has(SENTINEL(base))).toBe(false);
+    expect(restored.has(`basebackups_005/${base}/extended_version.txt`)).toBe(true);
+    // The newest complete base backup is now LATEST.
+    expect(await latest(gateway, newWal)).toBe(SENTINEL(BASE_BACKUPS[2] ?? ''));
+  });
+
   it('fails in preflight, writing nothing, when a body or an artifact is missing or damaged', async () => {
     const broken = tempDir('broken');
     execFileSync('cp', ['-a', `${target}/.`, broken]);

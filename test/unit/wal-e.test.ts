@@ -1,6 +1,6 @@
 // The WAL-E 005 copy check: base backups complete with every partition, WAL without holes.
 import { describe, expect, it } from 'vitest';
-import { checkWalE, isWalEKey, type WalEKey } from '../../src/repository/wal-e.js';
+import { baseBackupOf, checkWalE, isWalEKey, type WalEKey } from '../../src/repository/wal-e.js';
 
 /** Keys of one complete base backup starting at `segment` (24 hex), with `parts` tar partitions. */
 function baseBackup(segment: string, parts: readonly number[] = [0], sentinel = true): WalEKey[] {
@@ -180,5 +180,15 @@ describe('checkWalE', () => {
     expect(checkWalE([])).toEqual({ baseBackups: 0, segments: 0, errors: [], warnings: [] });
     expect(isWalEKey('wal_005/00000001.history.lzo')).toBe(true);
     expect(isWalEKey('registry/wal_005')).toBe(false);
+  });
+});
+
+describe('baseBackupOf', () => {
+  it('names the base backup of its files and of its stop sentinel, and of nothing else', () => {
+    const base = 'base_000000050000005600000084_00000040';
+    expect(baseBackupOf(`basebackups_005/${base}/tar_partitions/part_00000000.tar.lzo`)).toBe(base);
+    expect(baseBackupOf(`basebackups_005/${base}_backup_stop_sentinel.json`)).toBe(base);
+    expect(baseBackupOf('wal_005/000000050000005600000084.lzo')).toBeUndefined();
+    expect(baseBackupOf(`registry/basebackups_005/${base}/x`)).toBeUndefined();
   });
 });
