@@ -303,27 +303,64 @@ async function finishAdvice(
       );
     } else {
       deps.reporter.started('finish', `republish on ${host}`);
-      const running = await runCommand(command, { ssh: deps.sshTarget(host) }, opts);
-      running.stdin.end(republishSnippet(version));
-      running.stdout.resume();
-      // A lost SSH connection is a failed re-save like any other: reported, not thrown.
-      const { code, stderr } = await running.finished.catch((err: unknown) => ({
-        code: null,
-        stderr: describeError(err),
-      }));
-      const ok = code === 0;
+      const failure = await resave(command, deps.sshTarget(host), republishSnippet(version), opts);
       deps.reporter.finished(
         'finish',
-        ok ? 'success' : 'failed',
-        ok ? 'controller re-saved keys, apps and domains' : errorLine(stderr),
+        failure === undefined ? 'success' : 'failed',
+        failure?.reason ?? 'controller re-saved keys, apps and domains',
       );
-      next.push(
-        ok
-          ? `re-saved keys, apps and domains in deis-controller on ${host}`
-          : `${RESAVE_FAILED} on ${host} failed (${errorLine(stderr)}): run it again once the controller is up`,
-      );
+      if (failure === undefined) next.push(`re-saved keys, apps and domains in deis-controller on ${host}`);
+      else if (failure.connect)
+        next.push(
+          `${RESAVE_FAILED} on ${host} failed: ${failure.reason}; then run the same restore again: it skips what is there and re-saves`,
+        );
+      else
+        next.push(
+          `${RESAVE_FAILED} on ${host} failed (${failure.reason}): run it again once the controller is up`,
+        );
     }
   }
   next.push(scaleAdvice([...prepared.apps].sort()));
   return next;
 }
+
+/**
+ * Feeds the re-save snippet to the controller's shell over SSH. Undefined when it worked, else the
+ * reason in one line; `connect` when SSH could not reach the host at all. Never throws (but for an
+ * abort): a failed re-save is reported, not thrown, so the restore keeps its report.
+ */
+async function resave(
+  command: string,
+  ssh: SshTarget,
+  snippet: string,
+  opts: { signal: AbortSignal },
+): Promise<{ reason: string; connect: boolean } | undefined> {
+  let running: Awaited<ReturnType<typeof runCommand>>;
+  try {
+    running = await runCommand(command, { ssh }, opts);
+  } catch (err) {
+    opts.signal.throwIfAborted();
+    // runRemote's message names the host and the fix (known_hosts, key, port).
+    return { reason: describeError(err), connect: true };
+  }
+  running.stdin.end(snippet);
+  running.stdout.resume();
+  // A lost SSH connection is a failed re-save like any other.
+  const { code, stderr } = await running.finished.catch((err: unknown) => ({
+    code: null,
+    stderr: describeError(err),
+  }));
+  if (code !== 0) return { reason: errorLine(stderr), connect: false };
+  // Django's shell exits 0 after a statement raised: the Traceback on stderr is the only sign.
+  const traceback = stderr.lastIndexOf(TRACEBACK);
+  if (traceback >= 0) {
+    const raised = stderr
+      .slice(traceback + TRACEBACK.length)
+      .split('\n')
+      .find((line) => /^\S/.test(line));
+    return { reason: `the snippet raised ${raised?.trim() ?? 'an exception'}`, connect: false };
+  }
+  return undefined;
+}
+
+const TRACEBACK = 'Traceback (most recent call last):';

@@ -418,4 +418,43 @@ describeWithStack('restore', (stack) => {
       'after deisctl start platform: run deis scale <type>=0 -a <app> and then deis scale <type>=<count> -a <app> for each app (myapp, www), so the fresh cluster starts the containers the database lists',
     ]);
   });
+
+  it('reports a controller it cannot reach over SSH as a failed re-save, keeping the report (exit 3)', async () => {
+    const empty = join(tempDir('known'), 'known_hosts');
+    await writeFile(empty, '');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh: { ...stackSsh(stack), knownHostsFile: empty },
+      sources: { buckets: { names: [wal, registry] } },
+      target: { type: 'dir', path: target },
+      restore: { deisVersion: 'v1.10.1', controllerHost: stack.sshHost },
+    });
+    const run = await restore([snapshot, '--only', 'buckets', ...fresh('ctl-unknown')], file);
+    expect(run.code).toBe(3);
+    expect(run.report?.status).toBe('partial');
+    expect(run.report?.steps.map((s) => [s.step, s.status])).toEqual([['buckets', 'success']]);
+    expect(run.report?.next[0]).toBe(
+      `re-saving in deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run the same restore again: it skips what is there and re-saves`,
+    );
+  });
+
+  it('reports a re-save snippet that raised as failed although the shell exits 0 (exit 3)', async () => {
+    // What Django's shell does with a statement that raises: a Traceback on stderr, then exit 0.
+    const shell = [
+      'cat > /dev/null',
+      "echo 'Traceback (most recent call last):' >&2",
+      `echo '  File "<console>", line 1, in <module>' >&2`,
+      `echo "NameError: name 'Key' is not defined" >&2`,
+      'exit 0',
+    ].join('; ');
+    const file = config({
+      restore: { deisVersion: 'v1.10.1', controllerHost: stack.sshHost, controllerCommand: shell },
+    });
+    const run = await restore([snapshot, '--only', 'buckets', ...fresh('ctl-raise')], file);
+    expect(run.code).toBe(3);
+    expect(run.report?.status).toBe('partial');
+    expect(run.report?.next[0]).toBe(
+      `re-saving in deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): run it again once the controller is up`,
+    );
+  });
 });
