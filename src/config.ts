@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { BackupError } from './errors.js';
 import { schema, type Parsed } from './config-schema.js';
+import { findJsonSyntaxError } from './json-syntax.js';
 import { Secret } from './secret.js';
 import { type Problem, validate } from './validation.js';
 
@@ -120,11 +121,11 @@ function readConfigFile(file: string, required: boolean): Record<string, unknown
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch (err) {
-    throw new BackupError(
-      'ERR_CONFIG',
-      `config ${file}: not valid JSON (${(err as Error).message}); fix the syntax`,
-    );
+  } catch {
+    // Never the parser's message: on Node 20 it quotes the text around the error, which may be a secret.
+    const at = findJsonSyntaxError(text);
+    const where = at === undefined ? 'a syntax error' : `line ${at.line}, column ${at.column}: ${at.reason}`;
+    throw new BackupError('ERR_CONFIG', `config ${file}: not valid JSON (${where}); fix the syntax`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new BackupError('ERR_CONFIG', `config ${file}: must hold a JSON object at the top level`);

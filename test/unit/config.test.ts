@@ -65,7 +65,25 @@ describe('loadConfig', () => {
 
   it('rejects broken JSON with the parser position', () => {
     expect(() => loadConfig({ file: file('{"etcd": '), env: {} })).toThrow(BackupError);
-    expect(() => loadConfig({ file: file('{"etcd": '), env: {} })).toThrow(/not valid JSON/);
+    expect(() => loadConfig({ file: file('{"etcd": '), env: {} })).toThrow(
+      /not valid JSON \(line 1, column 10: the text ends early\); fix the syntax$/,
+    );
+  });
+
+  it('reports broken JSON by line and column, never quoting the text around it', () => {
+    const secret = 'wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY';
+    const path = file(`{\n  "target": {\n    "type": "s3",\n    "secretKey": '${secret}'\n  }\n}\n`);
+    let message = '';
+    try {
+      loadConfig({ file: path, env: {} });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toBe(
+      `config ${path}: not valid JSON (line 4, column 18: expected a value (strings take double quotes, not single)); fix the syntax`,
+    );
+    // Not even a few characters of it: Node 20's JSON.parse message quoted nine.
+    for (let i = 0; i + 4 <= secret.length; i++) expect(message).not.toContain(secret.slice(i, i + 4));
   });
 
   it('takes secrets from the environment and from _FILE variables', () => {
