@@ -18,8 +18,21 @@ export const DEFAULT_DUMP_COMMAND = 'docker exec deis-database sudo -u postgres 
 
 const text = (min = 1) => v.pipe(v.string(), v.minLength(min));
 const secretField = v.pipe(v.string(), v.minLength(1, 'must not be empty'));
+/**
+ * An http(s) URL that `new URL()` takes: the shape alone let "http://minio:99999" or "http://[::1"
+ * through, and every command then died on it. One check, so a bad value gets one message.
+ */
 const url = (what: string) =>
-  v.pipe(v.string(), v.regex(/^https?:\/\/[^/\s]+/, `must be an http(s) URL such as ${what}`));
+  v.pipe(
+    v.string(),
+    v.check(
+      (value) => /^https?:\/\/[^/\s]+/.test(value) && URL.canParse(value),
+      (issue) =>
+        /^https?:\/\/[^/\s]+/.test(issue.input)
+          ? `is not a valid URL (check the host name, an IPv6 address's [brackets] and the port, 1-65535); use one such as ${what}`
+          : `must be an http(s) URL such as ${what}`,
+    ),
+  );
 const absolutePath = v.pipe(v.string(), v.startsWith('/', 'must be an absolute path'));
 const whole = (min: number, max?: number, minMessage?: string, maxMessage?: string) =>
   max === undefined

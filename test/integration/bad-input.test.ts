@@ -196,6 +196,32 @@ const configCases: ConfigCase[] = [
     problem: /^log\.level: must be one of "trace", "debug", /,
   },
   {
+    name: 'a target endpoint whose port is out of range',
+    config: { target: { ...s3Target, endpoint: 'http://minio:99999' } },
+    problem:
+      'target.endpoint: is not a valid URL (check the host name, an IPv6 address\'s [brackets] and the port, 1-65535); use one such as "https://s3.eu-west-1.amazonaws.com"',
+  },
+  {
+    name: 'a target endpoint with an unclosed IPv6 bracket',
+    config: { target: { ...s3Target, endpoint: 'http://[::1' } },
+    problem: /^target\.endpoint: is not a valid URL \(/,
+  },
+  {
+    name: 'an etcd endpoint that is not a URL',
+    config: { etcd: { endpoints: ['http://10.21.1.44:4001x'] } },
+    problem: /^etcd\.endpoints\.0: is not a valid URL \(.*"http:\/\/10\.21\.1\.44:4001"$/,
+  },
+  {
+    name: 'a gateway endpoint that is not a URL',
+    config: { gateway: { endpoint: 'http://deis store:8888' } },
+    problem: /^gateway\.endpoint: is not a valid URL \(/,
+  },
+  {
+    name: 'a webhook url that is not a URL',
+    config: { webhook: { url: 'https://hooks.example.com:0x50/deis' } },
+    problem: /^webhook\.url: is not a valid URL \(/,
+  },
+  {
     name: 'signature version 3',
     config: { gateway: { signatureVersion: 'v3' } },
     problem: 'gateway.signatureVersion: must be "v2" (Deis v1, Ceph hammer) or "v4"',
@@ -303,6 +329,12 @@ describe('bad config', () => {
       env: { DEIS_BACKUP_HTTP_TOKEN: TOKEN, DEIS_BACKUP_HTTP_TOKEN_FILE: secretFile },
     },
     { args: ['snapshots'], config: JSON.stringify({ http: { token: 'short-secret' } }), env: {} },
+    // Every command, not only config check, stops at the config: it used to die in new URL().
+    {
+      args: ['backup'],
+      config: JSON.stringify({ target: { ...s3Target, endpoint: 'http://minio:99999' } }),
+      env: {},
+    },
     {
       args: ['restore', 'latest'],
       config: JSON.stringify({ target: s3Target }),

@@ -57,6 +57,53 @@ describe('loadConfig', () => {
     expect(found.length).toBeGreaterThanOrEqual(8);
   });
 
+  it.each([
+    [
+      'target.endpoint',
+      {
+        target: {
+          type: 's3',
+          bucket: 'backups',
+          accessKey: 'a',
+          secretKey: 'b',
+          endpoint: 'http://minio:99999',
+        },
+      },
+    ],
+    [
+      'target.endpoint',
+      { target: { type: 's3', bucket: 'backups', accessKey: 'a', secretKey: 'b', endpoint: 'http://[::1' } },
+    ],
+    ['etcd.endpoints.1', { etcd: { endpoints: ['http://127.0.0.1:4001', 'http://127.0.0.1:-1'] } }],
+    ['gateway.endpoint', { gateway: { endpoint: 'http://10.21.1.44:88888' } }],
+    ['webhook.url', { webhook: { url: 'https://[fe80::1/hook' } }],
+  ])('refuses a %s that new URL() would not take, in one line', (path, config) => {
+    const found = problems(config);
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatch(
+      new RegExp(`^${path.replace(/\./g, '\\.')}: is not a valid URL \\(.*\\); use one such as "`),
+    );
+  });
+
+  it('takes http(s) URLs with a port, an IPv6 address or a path', () => {
+    const config = loadConfig({
+      file: file({
+        etcd: { endpoints: ['http://[::1]:4001', 'https://etcd.example.com'] },
+        gateway: { endpoint: 'http://10.21.1.44:8888' },
+        webhook: { url: 'https://hooks.example.com:8443/deis-backup?x=1' },
+        target: {
+          type: 's3',
+          bucket: 'backups',
+          accessKey: 'a',
+          secretKey: 'b',
+          endpoint: 'http://127.0.0.1:7480/',
+        },
+      }),
+      env: {},
+    });
+    expect(config.etcd.endpoints).toEqual(['http://[::1]:4001', 'https://etcd.example.com']);
+  });
+
   it('names a missing file and how to fix it', () => {
     expect(() => loadConfig({ file: join(dir, 'nope.json'), env: {} })).toThrow(
       /config .*nope\.json: not found; pass --config FILE or copy config\.example\.json/,
