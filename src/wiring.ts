@@ -41,6 +41,13 @@ export function parseOnly(value: string | undefined): SourceKind[] | undefined {
       );
     }
   }
+  // An empty list would run a backup of nothing, committed as a success, or a restore of nothing.
+  if (names.length === 0) {
+    throw new BackupError(
+      'ERR_USAGE',
+      `--only: name at least one source; use a comma-separated list of ${SOURCE_KINDS.join(', ')}, or leave --only out`,
+    );
+  }
   return names as SourceKind[];
 }
 

@@ -222,6 +222,14 @@ const configCases: ConfigCase[] = [
     problem: /^webhook\.url: is not a valid URL \(/,
   },
   {
+    name: 'every source disabled',
+    config: {
+      sources: { buckets: { enabled: false }, volume: { enabled: false }, database: { enabled: false } },
+    },
+    problem:
+      'sources: every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true',
+  },
+  {
     name: 'signature version 3',
     config: { gateway: { signatureVersion: 'v3' } },
     problem: 'gateway.signatureVersion: must be "v2" (Deis v1, Ceph hammer) or "v4"',
@@ -436,6 +444,22 @@ describeWithStack('bad command lines', (stack) => {
       code: 2,
       line: 'deis-backup: --only: unknown source "teleport"; use a comma-separated list of buckets, volume, database',
     },
+    // An empty list used to take a backup of nothing and commit it as a success.
+    {
+      args: ['backup', '--only', ''],
+      code: 2,
+      line: 'deis-backup: --only: name at least one source; use a comma-separated list of buckets, volume, database, or leave --only out',
+    },
+    {
+      args: ['backup', '--only', ' , '],
+      code: 2,
+      line: 'deis-backup: --only: name at least one source; use a comma-separated list of buckets, volume, database, or leave --only out',
+    },
+    {
+      args: ['restore', 'latest', '--only', ''],
+      code: 2,
+      line: 'deis-backup: --only: name at least one source; use a comma-separated list of buckets, volume, database, or leave --only out',
+    },
     {
       args: ['restore', 'latest', '--only', 'teleport'],
       code: 2,
@@ -561,6 +585,15 @@ describeWithStack('bad HTTP requests', (stack) => {
       body: '{"only": "volume"}',
       status: 400,
       error: 'body.only: must be a list, not a string',
+    },
+    {
+      name: 'an empty list of steps',
+      method: 'POST',
+      path: '/backups',
+      headers: json,
+      body: '{"only": []}',
+      status: 400,
+      error: 'body.only: must list at least 1',
     },
     {
       name: 'an unknown step',

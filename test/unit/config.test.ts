@@ -104,6 +104,15 @@ describe('loadConfig', () => {
     expect(config.etcd.endpoints).toEqual(['http://[::1]:4001', 'https://etcd.example.com']);
   });
 
+  it('refuses a config with every source disabled', () => {
+    const off = { enabled: false };
+    expect(problems({ sources: { buckets: off, volume: off, database: off } })).toEqual([
+      'sources: every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true',
+    ]);
+    const config = loadConfig({ file: file({ sources: { buckets: off, volume: off } }), env: {} });
+    expect(config.sources.database.enabled).toBe(true);
+  });
+
   it('names a missing file and how to fix it', () => {
     expect(() => loadConfig({ file: join(dir, 'nope.json'), env: {} })).toThrow(
       /config .*nope\.json: not found; pass --config FILE or copy config\.example\.json/,
