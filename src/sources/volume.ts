@@ -104,7 +104,7 @@ export class VolumeSource implements Source {
     const lines = stderr.split('\n').filter((l) => l.trim() !== '');
     // GNU tar exits 1 when "some files differ" (a live log grew while read): the archive is complete.
     // Exit 1 from anything else (sudo wanting a password, say) is a failure.
-    if (code === 0 || (code === 1 && lines.length > 0 && lines.every((l) => TAR_WARNING.test(l)))) {
+    if (code === 0 || (code === 1 && lines.length > 0 && lines.every(isTarWarning))) {
       for (const line of lines) findings.warn(line);
       return stored;
     }
@@ -116,9 +116,17 @@ export class VolumeSource implements Source {
   }
 }
 
-/** What GNU tar says when it exits 1 with a complete archive. */
+/**
+ * Whether a line of GNU tar's stderr is a warning it exits 1 with while the archive stays complete.
+ * The texts are GNU tar 1.34's (create.c), case included: "File removed" and "File shrank" are
+ * capitalised, and one byte is "1 byte".
+ */
+export function isTarWarning(line: string): boolean {
+  return TAR_WARNING.test(line);
+}
+
 const TAR_WARNING =
-  /^tar: .*: (file changed as we read it|File shrank by \d+ bytes; padding with zeros|file removed before we read it|socket ignored)$/;
+  /^tar: .*: (file changed as we read it|File shrank by \d+ bytes?; padding with zeros|File removed before we read it|socket ignored)$/;
 
 interface WalkState {
   counts: SourceCounts;

@@ -12,7 +12,8 @@ import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
 import { artifactKey } from '../../src/repository/layout.js';
 import { Repository } from '../../src/repository/repository.js';
 import type { S3Client } from '../../src/s3/client.js';
-import { VOLUME_ARTIFACT } from '../../src/sources/volume.js';
+import { isTarWarning, VOLUME_ARTIFACT } from '../../src/sources/volume.js';
+import { runRemote } from '../../src/ssh.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
@@ -244,6 +245,45 @@ describeWithStack('backup', (stack) => {
     );
     const target = new DirTarget(dir);
     await verifyRestorePoint(target, await new Repository(target).readManifest(summary.id, { signal }));
+  });
+
+  it('accepts the warnings GNU tar over SSH exits 1 with, in the exact words it prints them', async () => {
+    // A checkpoint action changes the tree while tar reads it, at a fixed point: after the first
+    // record, a is cut by one byte and b (listed, not yet read) is removed; every record touches c,
+    // also while tar reads it.
+    const dir = tempDir('live');
+    await writeFile(join(dir, 'a'), Buffer.alloc(1024 * 1024, 1));
+    await writeFile(join(dir, 'b'), 'b');
+    await writeFile(join(dir, 'c'), Buffer.alloc(1024 * 1024, 2));
+    const action = `exec=sh -c 'truncate -s ${String(1024 * 1024 - 1)} ${dir}/a; rm -f ${dir}/b; touch ${dir}/c'`;
+    const remote = await runRemote(
+      {
+        host: stack.sshHost,
+        port: stack.sshPort,
+        user: stack.sshUser,
+        privateKeyFile: stack.sshKey,
+        knownHostsFile: stack.sshKnownHosts,
+        timeoutMs: 10_000,
+      },
+      `tar -C ${dir} --sort=name --checkpoint=1 --checkpoint-action="${action}" -cpzf - .`,
+      { signal },
+    );
+    remote.stdin.end();
+    remote.stdout.resume();
+    const { code, stderr } = await remote.finished;
+    const lines = stderr.split('\n').filter((l) => l !== '');
+    expect({ code, lines }).toEqual({
+      code: 1,
+      lines: [
+        'tar: ./a: File shrank by 1 byte; padding with zeros',
+        'tar: ./b: File removed before we read it',
+        'tar: ./c: file changed as we read it',
+        'tar: .: file changed as we read it',
+      ],
+    });
+    expect(lines.filter((l) => !isTarWarning(l))).toEqual([]);
+    expect(isTarWarning('tar: ./a: File shrank by 2 bytes; padding with zeros')).toBe(true);
+    expect(isTarWarning('tar: ./d: Cannot open: Permission denied')).toBe(false);
   });
 
   it('stores nothing but the selected sources with --only', async () => {
