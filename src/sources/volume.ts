@@ -63,6 +63,8 @@ export class VolumeSource implements Source {
     }
     if (!rootStats.isDirectory())
       throw new BackupError('ERR_SOURCE', `volume ${root}: not a directory; check sources.volume.path`);
+    const tooLarge = ownerTooLarge(rootStats);
+    if (tooLarge) throw new BackupError('ERR_SOURCE', `volume ${root}: ${tooLarge}`);
     // tar-stream is loaded only by runs that archive a volume (about 12 ms at start-up otherwise).
     const { pack: createPack } = await import('tar-stream');
     const pack = createPack();
@@ -161,6 +163,11 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
         state.findings.warn(`${entryName}: not a file, directory or symlink; skipped`);
         continue;
       }
+      const tooLarge = ownerTooLarge(stats);
+      if (tooLarge) {
+        state.findings.fail(`${entryName}: ${tooLarge}; not archived`);
+        continue;
+      }
       prepared = await prepareEntry(entryName, stats, full);
     } catch (err) {
       // Nothing of this entry is in the archive yet, so skipping it keeps the archive whole.
@@ -174,6 +181,21 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     if (prepared.stats.isFile()) state.counts.bytesRead += Number(prepared.stats.size);
     if (prepared.stats.isDirectory()) await walk(pack, full, entryName, state);
   }
+}
+
+/** The largest uid or gid a ustar header holds: 6 octal digits. */
+const MAX_TAR_ID = 0o777777;
+
+/**
+ * Why an entry's owner cannot be archived, or undefined. tar-stream writes an id above 6 octal
+ * digits as 777777 (262143) without a word and has no base-256 form for it, so such an entry would
+ * restore with another owner.
+ */
+function ownerTooLarge(stats: BigIntStats): string | undefined {
+  if (stats.uid > MAX_TAR_ID || stats.gid > MAX_TAR_ID) {
+    return `owner ${String(stats.uid)}:${String(stats.gid)} is above ${String(MAX_TAR_ID)}, the largest a tar header holds`;
+  }
+  return undefined;
 }
 
 function errnoCode(err: unknown): string {
@@ -191,7 +213,9 @@ async function prepareEntry(name: string, stats: BigIntStats, full: string): Pro
   const size = Number(stats.size);
   const header: Header = {
     name: stats.isDirectory() ? `${name}/` : name,
-    mode: Number(stats.mode & 0o7777n),
+    // With the file-type bits: tar-stream puts 0644 or 0755 in place of a mode of 0 (chmod 000),
+    // and keeps only the low 12 bits when it encodes the header.
+    mode: Number(stats.mode),
     mtime: new Date(Number(stats.mtimeNs / 1_000_000_000n) * 1000),
     uid: Number(stats.uid),
     gid: Number(stats.gid),

@@ -359,6 +359,39 @@ describeWithStack('backup', (stack) => {
     expect(report.steps[0]?.counts).toMatchObject({ objects: 4, skip: 4, conflict: 0, create: 0 });
   });
 
+  it('archives mode 000 as 000, and fails an entry whose owner a tar header cannot hold', async () => {
+    const tree = tempDir('modes');
+    await writeFile(join(tree, 'locked.key'), 'secret\n');
+    execFileSync('mkdir', [join(tree, 'closed'), join(tree, 'closed-empty')]);
+    await writeFile(join(tree, 'closed', 'inside.log'), 'inside\n');
+    await writeFile(join(tree, 'big-owner.log'), 'owner\n');
+    execFileSync('chown', ['300000:300001', join(tree, 'big-owner.log')]);
+    execFileSync('chmod', [
+      '000',
+      join(tree, 'locked.key'),
+      join(tree, 'closed'),
+      join(tree, 'closed-empty'),
+    ]);
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: tree };
+    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
+    expect(run.code, run.err).toBe(3);
+    const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
+    expect(summary.sources[0]?.status).toBe('partial');
+    expect(summary.sources[0]?.errors).toEqual([
+      './big-owner.log: owner 300000:300001 is above 262143, the largest a tar header holds; not archived',
+    ]);
+    const extracted = tempDir('extracted');
+    gnuTarExtract(join(dir, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
+    const { ['big-owner.log']: skipped, ...expected } = await describeTree(tree);
+    expect(skipped).toMatch(/uid=300000 gid=300001/);
+    const got = await describeTree(extracted);
+    expect(got['locked.key']).toMatch(/^file mode=0 /);
+    expect(got['closed']).toMatch(/^dir mode=0 /);
+    expect(got).toEqual(expected);
+  });
+
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
     const live = tempDir('live');
     await seedVolume(live);
