@@ -145,13 +145,22 @@ interface PreparedEntry {
 }
 
 async function walk(pack: Pack, dir: string, name: string, state: WalkState): Promise<void> {
-  let children: string[];
+  let raw: Buffer[];
   try {
-    children = (await readdir(dir)).sort();
+    raw = await readdir(dir, { encoding: 'buffer' });
   } catch (err) {
     state.findings.fail(`${name}/: cannot list (${errnoCode(err)})`);
     return;
   }
+  // A name that is not UTF-8 cannot go into the archive as it is (tar-stream writes names as
+  // UTF-8), and read as a string it names no file: fail the entry instead of losing it unseen.
+  const children: string[] = [];
+  for (const bytes of raw) {
+    const child = bytes.toString('utf8');
+    if (Buffer.from(child).equals(bytes)) children.push(child);
+    else state.findings.fail(`${name}/${escapeBytes(bytes)}: name is not UTF-8; not archived`);
+  }
+  children.sort();
   for (const child of children) {
     state.signal.throwIfAborted();
     const full = join(dir, child);
@@ -181,6 +190,17 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     if (prepared.stats.isFile()) state.counts.bytesRead += Number(prepared.stats.size);
     if (prepared.stats.isDirectory()) await walk(pack, full, entryName, state);
   }
+}
+
+/** A file name's bytes for a message: printable ASCII as is, every other byte as \xNN. */
+function escapeBytes(bytes: Buffer): string {
+  let text = '';
+  for (const byte of bytes)
+    text +=
+      byte >= 0x20 && byte < 0x7f && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, '0')}`;
+  return text;
 }
 
 /** The largest uid or gid a ustar header holds: 6 octal digits. */

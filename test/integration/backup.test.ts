@@ -392,6 +392,27 @@ describeWithStack('backup', (stack) => {
     expect(got).toEqual(expected);
   });
 
+  it('fails an entry whose name is not UTF-8 instead of losing it unseen', async () => {
+    const tree = tempDir('names');
+    await writeFile(join(tree, 'fine-ü.log'), 'fine\n');
+    await writeFile(
+      Buffer.concat([Buffer.from(`${tree}/bad`), Buffer.from([0xff]), Buffer.from('name.log')]),
+      'x\n',
+    );
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: tree };
+    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
+    expect(run.code, run.err).toBe(3);
+    const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
+    expect(summary.sources[0]?.status).toBe('partial');
+    expect(summary.sources[0]?.errors).toEqual(['./bad\\xffname.log: name is not UTF-8; not archived']);
+    expect(summary.sources[0]?.warnings).toEqual([]);
+    const extracted = tempDir('extracted');
+    gnuTarExtract(join(dir, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
+    expect(Object.keys(await describeTree(extracted))).toEqual(['fine-ü.log']);
+  });
+
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
     const live = tempDir('live');
     await seedVolume(live);
