@@ -310,6 +310,14 @@ export class SnapshotWriter {
     return stored;
   }
 
+  /**
+   * Takes a blob an interrupted run stored (with deferred sync, maybe never synced) into this
+   * restore point: it is made durable with this run's own blobs, before the index that names it.
+   */
+  async adoptBlob(key: string, opts: { signal: AbortSignal }): Promise<void> {
+    await this.target.adopt(key, opts);
+  }
+
   /** Removes an artifact a failed source left behind (best effort: the run has already failed). */
   async discard(name: string, opts: { signal: AbortSignal }): Promise<void> {
     await this.target.remove(artifactKey(this.id, name), opts).catch(() => undefined);

@@ -228,6 +228,8 @@ export class BucketSource implements Source {
     if (head?.etag !== object.etag || head.size !== object.size) return undefined;
     const { size, sha256 } = await ctx.repository.hashStored(blob, { signal: ctx.signal });
     if (size !== object.size) return undefined;
+    // The interrupted run never synced it: this run's sync before the index must cover it too.
+    await ctx.writer.adoptBlob(blob, { signal: ctx.signal });
     ctx.log.debug({ key: object.key, blob }, 'object reused from an interrupted run');
     return {
       key: object.key,

@@ -113,6 +113,12 @@ export class DirTarget implements Target {
     await fsyncPath(dirname(file));
   }
 
+  async adopt(_key: string, opts: { signal: AbortSignal }): Promise<void> {
+    opts.signal.throwIfAborted();
+    // Where `sync -f` fails, every put was a plain put and the earlier run's object was synced with it.
+    if (await this.canDefer()) this.unsynced = true;
+  }
+
   /** The error a failed put reports: the abort reason, or ERR_TARGET naming the key. */
   private failure(key: string, err: unknown, signal: AbortSignal): unknown {
     if (signal.aborted) return signal.reason;

@@ -156,6 +156,11 @@ export class S3Target implements Target {
     }
   }
 
+  /** Every put is durable once it returns: nothing to take over. */
+  adopt(_key: string, _opts: { signal: AbortSignal }): Promise<void> {
+    return Promise.resolve();
+  }
+
   private key(key: string): string {
     return this.prefix + checkKey(key);
   }

@@ -45,6 +45,12 @@ export interface Target {
   listKeys(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<string>;
   /** Idempotent: removing a missing key succeeds. */
   remove(key: string, opts: { signal: AbortSignal }): Promise<void>;
+  /**
+   * Takes over `key`, stored by an earlier run with deferSync and maybe never made durable, as if
+   * this run had just put it with deferSync: the next put without deferSync makes it durable
+   * before its own object appears. Where every put is durable once it returns, nothing to do.
+   */
+  adopt(key: string, opts: { signal: AbortSignal }): Promise<void>;
 }
 
 /** Rejects keys that could leave the target's root; returns the key. */

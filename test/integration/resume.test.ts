@@ -2,10 +2,11 @@
 // them (hashing them back from the target) and reads and stores only what was missing.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { IndexEntry } from '../../src/repository/manifest.js';
+import { artifactKey, bucketIndexName } from '../../src/repository/layout.js';
 import { Repository } from '../../src/repository/repository.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { DirTarget } from '../../src/targets/dir.js';
@@ -127,6 +128,57 @@ describeWithStack('resume after an interrupted backup', (stack) => {
         sha256: want?.sha256,
       });
     }
+  });
+
+  it('syncs the bodies it reuses before the index that names them, when it stores no body itself', async () => {
+    // The interrupted run stored every body with deferred sync and never synced them; the next run
+    // reuses them all, so none of its own puts is deferred.
+    const target = tempDir('resume-sync');
+    const writer = new Repository(new DirTarget(target)).begin(new Date(Date.now() - 60_000));
+    await writer.start({ tool: 'test' }, { signal });
+    for await (const object of gateway.listObjects(bucket, { signal, listVersion: 1 })) {
+      const got = await gateway.getObject(bucket, object.key, { signal });
+      if (!got) throw new Error(`${object.key} vanished`);
+      await writer.putBlob({ bucket, key: object.key, size: object.size, etag: object.etag }, got.body, {
+        signal,
+      });
+    }
+    // The real `sync`, behind a script that notes which restore point files exist at each call.
+    const bin = tempDir('sync-bin');
+    const calls = join(bin, 'calls');
+    await writeFile(
+      join(bin, 'sync'),
+      `#!/bin/sh\n{ echo "sync $*"; cd '${target}' && find snapshots -type f; } >> '${calls}'\nexec /usr/bin/sync "$@"\n`,
+    );
+    await chmod(join(bin, 'sync'), 0o755);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { names: [bucket], concurrency: 4 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+    });
+    const path = process.env['PATH'];
+    process.env['PATH'] = `${bin}:${path ?? ''}`;
+    const run = await cli(['backup', '--config', file, '--json']).finally(() => {
+      process.env['PATH'] = path;
+    });
+    expect(run.code, run.err).toBe(0);
+    const result = JSON.parse(run.out) as { id: string; sources: { counts: { resumed?: number } }[] };
+    expect(result.sources[0]?.counts.resumed).toBe(OBJECTS);
+    const index = artifactKey(result.id, bucketIndexName(bucket));
+    // Each call: its command line, then the files under snapshots/ at that moment.
+    const seen = (await readFile(calls, 'utf8').catch(() => ''))
+      .split(/^(?=sync )/m)
+      .filter((call) => call.startsWith(`sync -f ${target}\n`))
+      .map((call) => call.split('\n').slice(1));
+    // The sync that guards the index runs once its body is written, under a temporary name.
+    const beforeIndex = seen.filter(
+      (files) => files.some((f) => f.startsWith(`${index}.partial-`)) && !files.includes(index),
+    );
+    expect(beforeIndex.length).toBeGreaterThan(0);
   });
 
   // A directory target syncs bodies once before the index, not one by one: after a crash of the

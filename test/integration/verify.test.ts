@@ -39,6 +39,9 @@ class ReadOnlyTarget implements Target {
   remove(key: string): Promise<void> {
     return Promise.reject(new Error(`verify removed ${key}`));
   }
+  adopt(key: string): Promise<void> {
+    return Promise.reject(new Error(`verify adopted ${key}`));
+  }
   get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
     this.gets.set(key, (this.gets.get(key) ?? 0) + 1);
     return this.inner.get(key, opts);
