@@ -253,6 +253,9 @@ export class Repository {
   }
 }
 
+/** How long an aborted commit may take to remove a manifest the target took anyway. */
+const COMMIT_UNDO_TIMEOUT_MS = 30_000;
+
 /** Writes one restore point. Artifacts first; `commit` writes the manifest last. */
 export class SnapshotWriter {
   readonly id: string;
@@ -325,11 +328,20 @@ export class SnapshotWriter {
 
   /** Makes the restore point visible: writes its manifest, the last write of a run. */
   async commit(manifest: Manifest, opts: { signal: AbortSignal }): Promise<Stored> {
+    const key = manifestKey(this.id);
     const text = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
-    return this.store(manifestKey(this.id), Readable.from([text]), {
-      signal: opts.signal,
-      size: text.length,
-    });
+    // An aborted run reports that it wrote no restore point: none may appear.
+    opts.signal.throwIfAborted();
+    try {
+      return await this.store(key, Readable.from([text]), { signal: opts.signal, size: text.length });
+    } catch (err) {
+      // The PUT may have reached the target whole before the abort stopped it (S3 takes an object
+      // once its body is in, answered or not). The key is this run's own, so removing it is safe.
+      if (opts.signal.aborted) {
+        await this.target.remove(key, { signal: AbortSignal.timeout(COMMIT_UNDO_TIMEOUT_MS) });
+      }
+      throw err;
+    }
   }
 
   private async store(key: string, body: Readable, opts: PutOptions): Promise<Stored> {

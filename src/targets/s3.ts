@@ -1,5 +1,6 @@
 // A target in an S3 bucket under a prefix, through the minio client (SigV4, any endpoint and region);
 // artifacts of unknown size go up as multipart uploads in parts of partSizeMiB.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Readable } from 'node:stream';
@@ -25,6 +26,12 @@ const DEFAULT_TIMEOUT_MS = 120_000;
 
 /** What minio sends its requests through: node's http or https, or anything shaped like them. */
 type Transport = Pick<typeof http, 'request'>;
+
+/**
+ * The signal of the put whose requests minio is sending: minio takes no signal, so the transport
+ * finds it here and destroys the put's requests when it aborts.
+ */
+const putSignal = new AsyncLocalStorage<AbortSignal>();
 
 /** A request to the target that nothing moved on for its timeout. */
 class TargetTimeout extends Error {
@@ -76,7 +83,10 @@ export class S3Target implements Target {
     };
     opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await Promise.race([this.client.putObject(this.bucket, name, body, opts.size), bodyFailed]);
+      const uploading = putSignal.run(opts.signal, () =>
+        this.client.putObject(this.bucket, name, body, opts.size),
+      );
+      await Promise.race([uploading, bodyFailed]);
     } catch (err) {
       body.destroy();
       await this.abortUpload(name);
@@ -202,6 +212,22 @@ function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: numbe
     req.once('response', (res: http.IncomingMessage) => {
       answer = res;
     });
+    // A put's request stops with its run: an upload minio holds whole in memory (a manifest) would
+    // otherwise still be sent after the run reported its abort.
+    const signal = putSignal.getStore();
+    if (signal) {
+      const onAbort = (): void => {
+        answer?.destroy(signal.reason as Error);
+        req.destroy(signal.reason as Error);
+      };
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        req.once('close', () => {
+          signal.removeEventListener('abort', onAbort);
+        });
+      }
+    }
     req.on('socket', (socket) => {
       // node:http passes on only a socket's first timeout (req.setTimeout): listen for each one.
       const onTimeout = (): void => {

@@ -32,7 +32,9 @@ export interface Target {
   readonly defersSync: boolean;
   /**
    * Stores body under key, replacing any object there. The object appears whole or not at all.
-   * Not retried: a stream cannot be rewound. The target consumes the stream.
+   * Not retried: a stream cannot be rewound. The target consumes the stream. On an abort it
+   * rejects with the signal's reason and stops its requests, but an object whose body was already
+   * sent whole may still appear: a caller that must not leave it removes the key.
    */
   put(key: string, body: Readable, opts: PutOptions): Promise<void>;
   /** Opens the object for reading. Throws BackupError('ERR_NOT_FOUND') if key does not exist. */

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
+import { manifestKey } from '../../src/repository/layout.js';
+import type { Manifest } from '../../src/repository/manifest.js';
 import { Repository } from '../../src/repository/repository.js';
 import { applyBucket, isSentinel, planBucket } from '../../src/restore/buckets.js';
 import { EntryList } from '../../src/restore/entry-list.js';
@@ -541,6 +543,42 @@ describeWithStack('servers failing mid-run', (stack) => {
     await stalling;
     expect(read).toBeGreaterThan(MiB);
     expect(read).toBeLessThan(24 * MiB);
+  });
+
+  it('leaves no manifest when the run is aborted while the S3 target takes it', async () => {
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('ftabort');
+    const via = stackS3Target(stack, prefix, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const direct = stackS3Target(stack, prefix);
+    const writer = new Repository(via).begin(new Date());
+    const manifest = { formatVersion: 1, id: writer.id } as unknown as Manifest;
+    // The target takes the PUT whole; its answer is held, so the abort lands while it is in flight.
+    const stalled = proxy.stallAfter('down', 1, { oneConnection: true });
+    const controller = new AbortController();
+    const committing = writer.commit(manifest, { signal: controller.signal });
+    committing.catch(() => undefined);
+    await stalled;
+    expect(await direct.stat(manifestKey(writer.id), { signal })).toBeDefined();
+    controller.abort(new Error('run aborted'));
+    await expect(committing).rejects.toThrow('run aborted');
+    expect(await direct.stat(manifestKey(writer.id), { signal })).toBeUndefined();
+
+    // The abort closed the PUT's connection instead of leaving it to finish later (the remove's own
+    // connection closes once idle).
+    await until(
+      'the aborted PUT closed',
+      () => Promise.resolve(proxy.connections === 0 ? true : undefined),
+      20_000,
+    );
+
+    // Aborted before the commit: nothing is sent.
+    const up = proxy.bytes.up;
+    const late = new Repository(via).begin(new Date());
+    await expect(
+      late.commit({ formatVersion: 1, id: late.id } as unknown as Manifest, { signal: controller.signal }),
+    ).rejects.toThrow('run aborted');
+    expect(proxy.bytes.up).toBe(up);
+    expect(await direct.stat(manifestKey(late.id), { signal })).toBeUndefined();
   });
 
   it('fails when the SSH connection drops mid-volume and mid-dump', async () => {
