@@ -59,18 +59,30 @@ export function whereText(ssh: SshTarget | undefined): string {
 /**
  * Writes `body` into the command's stdin (with backpressure), ends it, and waits for the command.
  * A failing body is rethrown after the command has ended; the exit status is the caller's to judge.
+ * `complete` is false when the command ended or closed its input before the body's end: it did not
+ * read it all, whatever its exit status. What a pipe buffer (64 KiB) or sshd's channel window
+ * (2 MiB) took before the command ended unread cannot be told from what it read.
  */
 export async function feedCommand(
   running: RemoteCommand,
   body: AsyncIterable<unknown> & Readable,
-): Promise<{ code: number | null; stderr: string }> {
+): Promise<{ code: number | null; stderr: string; complete: boolean }> {
   let streamError: unknown;
+  // Set from a callback, so an object: a plain local would stay narrowed to false.
+  const command = { ended: false };
+  const end = (): void => {
+    command.ended = true;
+  };
+  void running.finished.then(end, end);
+  let complete = false;
   try {
     for await (const chunk of body) {
       if (!running.stdin.write(chunk)) await writable(running.stdin);
       // A command that died (or was killed) reads no more: stop feeding, its exit status tells why.
-      if (running.stdin.destroyed || running.stdin.writableEnded) break;
+      if (command.ended || running.stdin.destroyed || running.stdin.writableEnded) break;
     }
+    // Only a loop that ran out of chunks read the body to its end (and through its checks).
+    complete = body.readableEnded && !command.ended && !running.stdin.destroyed;
   } catch (err) {
     streamError = err;
     running.stdin.destroy();
@@ -81,7 +93,7 @@ export async function feedCommand(
     stderr: describeError(err),
   }));
   if (streamError !== undefined) throw toError(streamError);
-  return { code, stderr };
+  return { code, stderr, complete };
 }
 
 /** Resolves when the stream can take more data, or can never take any again. */

@@ -20,11 +20,19 @@ export async function loadDump(
   // Nothing useful comes out, but over SSH the channel only closes once its output is read.
   running.stdout.resume();
   const sql = chain(await repository.openVerified(artifact, opts), createGunzip());
-  const { code, stderr } = await feedCommand(running, sql);
+  const { code, stderr, complete } = await feedCommand(running, sql);
   if (code !== 0) {
     throw new BackupError(
       'ERR_TARGET',
       `database: load command ${whereText(where.ssh)} exited ${String(code)}: ${errorLine(stderr)}; check restore.databaseCommand`,
+    );
+  }
+  // Exit 0 with the dump unread (docker exec without -i gives psql no stdin): nothing was loaded,
+  // and the dump's sha256 was never checked to its end.
+  if (!complete) {
+    throw new BackupError(
+      'ERR_TARGET',
+      `database: load command ${whereText(where.ssh)} exited before reading the whole dump; check restore.databaseCommand: it must read the dump on stdin (docker exec -i, not docker exec)`,
     );
   }
 }

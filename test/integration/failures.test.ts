@@ -281,6 +281,53 @@ describeWithStack('failed and partial runs', (stack) => {
     }
   });
 
+  it('fails a restore whose load command exits 0 without reading the whole dump, here and over SSH', async () => {
+    const db = unique('unread');
+    psql(stack, stack.pgPort, `create database ${db}`);
+    try {
+      // About 16 MB, far more than a pipe buffer and sshd's 2 MiB channel window: what fits in them
+      // is taken without being read, and cannot be told from a dump that was read.
+      psql(
+        stack,
+        stack.pgPort,
+        `create table filler as select g, md5(g::text) as h, repeat('x', 40) as pad from generate_series(1, 200000) g`,
+        db,
+      );
+      const dir = tempDir('target');
+      const unread = (host: string) =>
+        config({ type: 'dir', path: dir }, (c) => {
+          c.sources.database.host = host;
+          c.restore = { databaseCommand: 'head -c 1000 > /dev/null' };
+        });
+      expect((await cli(['backup', '--only', 'database', '--config', unread('local')])).code).toBe(0);
+      for (const [host, where] of [
+        ['local', 'locally'],
+        [stack.sshHost, `on ${stack.sshHost}`],
+      ] as const) {
+        const run = await cli([
+          'restore',
+          'latest',
+          '--only',
+          'database',
+          '--config',
+          unread(host),
+          '--json',
+        ]);
+        expect(run.code, `${host}: ${run.out}`).toBe(1);
+        const report = JSON.parse(run.out) as { steps: { step: string; status: string; errors: string[] }[] };
+        expect(report.steps[0]).toMatchObject({
+          step: 'database',
+          status: 'failed',
+          errors: [
+            `database: load command ${where} exited before reading the whole dump; check restore.databaseCommand: it must read the dump on stdin (docker exec -i, not docker exec)`,
+          ],
+        });
+      }
+    } finally {
+      psql(stack, stack.pgPort, `drop database ${db} with (force)`);
+    }
+  });
+
   it('refuses a bad config with every problem and exit 2', async () => {
     const run = await cli([
       'backup',

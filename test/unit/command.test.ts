@@ -31,12 +31,20 @@ describe('feedCommand', () => {
     expect(fed.code).toBe(4);
   });
 
+  it('says a command that exits 0 without reading all its input did not take the whole body', async () => {
+    for (const command of ['true', 'head -c 1000 > /dev/null']) {
+      const running = await runCommand(command, {}, { signal });
+      const fed = await feedCommand(running, slowBody(50, 5));
+      expect(fed).toMatchObject({ code: 0, complete: false });
+    }
+  });
+
   it('feeds every byte to a command that reads them all', async () => {
     const running = await runCommand('wc -c', {}, { signal });
     let out = '';
     running.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     const fed = await feedCommand(running, slowBody(8, 1));
-    expect(fed.code).toBe(0);
+    expect(fed).toMatchObject({ code: 0, complete: true });
     expect(out.trim()).toBe(String(8 * 64 * 1024));
   });
 });
