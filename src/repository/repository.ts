@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
-import { BackupError } from '../errors.js';
+import { BackupError, describeError } from '../errors.js';
 import type { PutOptions, Target } from '../targets/target.js';
 import { chain } from '../streams.js';
 import { HashingStream } from './hashing.js';
@@ -231,7 +231,11 @@ export class Repository {
     await finished(stream);
   }
 
-  /** Streams the entries of a bucket index artifact, verifying its sha256 once read to the end. */
+  /**
+   * Streams the entries of a bucket index artifact, verifying its sha256 once read to the end. A
+   * damaged index (gzip that does not inflate, a line that is not JSON, a sha256 mismatch) throws
+   * ERR_INTEGRITY naming it; the target's own errors pass through.
+   */
   async *readIndex(artifact: ArtifactRecord, opts: { signal: AbortSignal }): AsyncIterable<IndexEntry> {
     const hashing = new HashingStream();
     const gunzip = createGunzip();
@@ -239,10 +243,26 @@ export class Repository {
     const piping = pipeline(body, hashing, gunzip, { signal: opts.signal }).catch((err: unknown) => {
       gunzip.destroy(err as Error);
     });
-    for await (const line of createInterface({ input: gunzip, crlfDelay: Infinity })) {
-      if (line !== '') yield JSON.parse(line) as IndexEntry;
+    try {
+      for await (const line of createInterface({ input: gunzip, crlfDelay: Infinity })) {
+        if (line !== '') yield JSON.parse(line) as IndexEntry;
+      }
+      await piping;
+    } catch (err) {
+      // zlib's errors carry a Z_* code (Z_DATA_ERROR for garbled data, Z_BUF_ERROR for a cut end).
+      const code = (err as { code?: unknown }).code;
+      if (err instanceof SyntaxError || (typeof code === 'string' && code.startsWith('Z_'))) {
+        throw new BackupError(
+          'ERR_INTEGRITY',
+          `${artifact.key} in ${this.target.name} is damaged (${err instanceof SyntaxError ? 'a line is not JSON' : describeError(err)})`,
+          { cause: err },
+        );
+      }
+      throw err;
+    } finally {
+      // A consumer that stops early, or a line that failed, must not leave the body open.
+      gunzip.destroy();
     }
-    await piping;
     const sha256 = hashing.digest();
     if (sha256 !== artifact.sha256) {
       throw new BackupError(

@@ -85,6 +85,13 @@ export async function preflight(
       } catch (err) {
         if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND')
           throw incomplete(manifest.id, [artifact.key], repository.target.name);
+        if (err instanceof BackupError && err.code === 'ERR_INTEGRITY') {
+          throw new BackupError(
+            'ERR_INTEGRITY',
+            `restore point ${manifest.id} is damaged: bucket index ${err.message}; nothing was restored; choose another restore point (deis-backup snapshots) and check this one with deis-backup verify`,
+            { cause: err },
+          );
+        }
         throw err;
       }
       if (missingCount > 0) throw incomplete(manifest.id, missing, repository.target.name, missingCount);

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RestoreReport } from '../../src/restore.js';
 import type { S3Client } from '../../src/s3/client.js';
@@ -335,6 +336,58 @@ describeWithStack('restore', (stack) => {
       `snapshots/${snapshot}/volume.tar.gz in dir:${broken} does not match the manifest`,
     );
     expect(existsSync(into)).toBe(false);
+  });
+
+  it('fails in preflight with one line on a damaged bucket index, which verify reports once', async () => {
+    const indexKey = `snapshots/${snapshot}/bucket-${wal}.jsonl.gz`;
+    const original = await readFile(join(target, indexKey));
+    const damages: [string, Buffer, RegExp][] = [
+      [
+        'flipped',
+        (() => {
+          const bytes = Buffer.from(original);
+          flipByte(bytes, Math.floor(bytes.length / 2));
+          return bytes;
+        })(),
+        /.+/,
+      ],
+      ['truncated', original.subarray(0, original.length - 20), /unexpected end of file/],
+      [
+        'not JSON',
+        gzipSync(gunzipSync(original).toString('utf8').replace('\n', '\n{"key": "half a line\n')),
+        /a line is not JSON/,
+      ],
+    ];
+    for (const [what, bytes, cause] of damages) {
+      const broken = tempDir('broken-index');
+      execFileSync('cp', ['-a', `${target}/.`, broken]);
+      await writeFile(join(broken, indexKey), bytes);
+      const file = writeConfig({
+        etcd: { endpoints: [stack.etcdEndpoint] },
+        sources: { buckets: { names: [wal, registry] } },
+        target: { type: 'dir', path: broken },
+      });
+      const args = fresh('badindex');
+      const run = await restore([snapshot, '--only', 'buckets', ...args], file);
+      expect(run.code, what).toBe(1);
+      const lines = run.err.split('\n').filter((l) => l.startsWith('deis-backup:'));
+      expect(lines, `${what}: ${run.err}`).toHaveLength(1);
+      const prefix = `deis-backup: restore point ${snapshot} is damaged: bucket index ${indexKey} in dir:${broken} is damaged (`;
+      const suffix =
+        '); nothing was restored; choose another restore point (deis-backup snapshots) and check this one with deis-backup verify';
+      const line = lines[0] ?? '';
+      expect(line.startsWith(prefix) && line.endsWith(suffix), `${what}: ${line}`).toBe(true);
+      expect(line.slice(prefix.length, -suffix.length), what).toMatch(cause);
+      expect(run.err).not.toContain('unexpected error');
+      for (const bucket of destinations(args))
+        expect(await gateway.bucketExists(bucket, { signal })).toBe(false);
+      const verify = await cli(['verify', snapshot, '--json', '--config', file]);
+      expect(verify.code, what).toBe(1);
+      const report = JSON.parse(verify.out) as { snapshots: { errors: string[] }[] };
+      const errors = report.snapshots.flatMap((s) => s.errors);
+      expect(errors, what).toHaveLength(1);
+      expect(errors[0], what).toContain(indexKey);
+    }
   });
 
   it("refuses to restore WAL-E data into the running database's bucket, unless --yes", async () => {
