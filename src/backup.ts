@@ -1,7 +1,7 @@
 // One backup run: capture every selected source into a new restore point, then commit its manifest.
 // Any failed source means no manifest: the run is failed and never listed as a restore point.
 import { hostname } from 'node:os';
-import { describeError, isAbort } from './errors.js';
+import { BackupError, describeError, isAbort } from './errors.js';
 import type { Logger } from './log.js';
 import type { Manifest, SourceRecord } from './repository/manifest.js';
 import { FORMAT_VERSION, emptyCounts } from './repository/manifest.js';
@@ -28,7 +28,11 @@ export interface BackupResult {
   sources: SourceRecord[];
 }
 
-/** Runs every source, then commits the manifest if none failed. Never throws for a source failure. */
+/**
+ * Runs every source, then commits the manifest if none failed. Never throws for a source failure;
+ * throws when the target cannot be read or written, or when `signal` is aborted with a BackupError
+ * (a lost cluster lock). Returns status 'aborted' for any other abort (shutdown, timeout).
+ */
 export async function runBackup(
   deps: { repository: Repository; log: Logger; now?: () => Date },
   sources: readonly (Source | UnavailableSource)[],
@@ -83,12 +87,18 @@ export async function runBackup(
       return failedRecord(source.id, source.kind, message);
     }
   };
-  const aborted = (): BackupResult => ({
-    status: 'aborted',
-    startedAt: started.toISOString(),
-    finishedAt: now().toISOString(),
-    sources: records,
-  });
+  const aborted = (): BackupResult => {
+    // A signal aborted with an error of ours (the cluster lock was lost) fails the run, with that
+    // error as its reason, as a verify or a restore fails; only a shutdown or a timeout aborts it.
+    const reason: unknown = opts.signal.reason;
+    if (reason instanceof BackupError && !isAbort(reason)) throw reason;
+    return {
+      status: 'aborted',
+      startedAt: started.toISOString(),
+      finishedAt: now().toISOString(),
+      sources: records,
+    };
+  };
   opts.signal.throwIfAborted();
   for (const outcome of await Promise.all(buckets.map(capture))) {
     if (outcome !== 'aborted') records.push(outcome);

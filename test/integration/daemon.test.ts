@@ -404,6 +404,76 @@ describeWithStack('daemon', (stack) => {
     }
   });
 
+  it('fails a backup that loses the cluster lock: metrics, webhook and a log line with the reason', async () => {
+    const received: { event?: string; error?: string }[] = [];
+    const hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        received.push(JSON.parse(body) as { event?: string; error?: string });
+        res.end();
+      });
+    });
+    hook.listen(0, '127.0.0.1');
+    await once(hook, 'listening');
+    const key = `/deis-backup-test/${unique('lost')}/lock`;
+    const etcdKey = `${stack.etcdEndpoint}/v2/keys${key}`;
+    try {
+      const { port } = hook.address() as net.AddressInfo;
+      const { daemon, config } = await start({
+        sources: {
+          buckets: { enabled: false },
+          volume: { path: volume },
+          // Long enough for the lock, refreshed every second, to be found taken over mid-run.
+          database: { host: 'local', command: `sleep 8; ${stackDumpCommand(stack)}` },
+        },
+        webhook: { url: `http://127.0.0.1:${port}/hook` },
+        lock: { key, ttlSeconds: 3 },
+      });
+      const id = String((await call(daemon, 'POST', '/backups')).body['id']);
+      await until('the lock to be taken', async () =>
+        (await fetch(etcdKey, { signal })).status === 200 ? true : undefined,
+      );
+      // Another holder overwrites the key, as a takeover after a missed refresh would.
+      const intruder = JSON.stringify({
+        holder: 'host-gone-4242-0000',
+        operation: 'restore',
+        host: 'host-gone',
+        pid: 4242,
+        since: new Date().toISOString(),
+        expiresAt: new Date(Date.now() + 60_000).toISOString(),
+      });
+      const put = await fetch(etcdKey, {
+        method: 'PUT',
+        body: new URLSearchParams({ value: intruder }),
+        signal,
+      });
+      expect(put.status).toBe(200);
+
+      expect(await finished(daemon, 'backups', id)).toMatchObject({ status: 'failed' });
+      const reason = new RegExp(
+        `^lost the cluster lock at etcd ${key}: the key now holds restore by host-gone`,
+      );
+      const failed = logs
+        .map((line) => JSON.parse(line) as { msg: string; runId?: string; error?: string })
+        .find((line) => line.runId === id && line.msg === 'backup failed');
+      expect(failed?.error).toMatch(reason);
+      const metrics = String((await call(daemon, 'GET', '/metrics')).body);
+      expect(sample(metrics, 'deis_backup_last_status', 'source="all"')).toBe(0);
+      expect(sample(metrics, 'deis_backup_failure_total', 'source="all"')).toBe(1);
+      await until('the webhook', () => Promise.resolve(received.length > 0 ? true : undefined));
+      expect(received[0]).toMatchObject({ event: 'backup.failed', id });
+      expect(received[0]?.error).toMatch(reason);
+      const repository = new Repository(
+        new DirTarget(config.target.type === 'dir' ? config.target.path : ''),
+      );
+      expect(await repository.listSnapshots({ signal })).toEqual([]);
+      await fetch(etcdKey, { method: 'DELETE', signal });
+    } finally {
+      hook.close();
+    }
+  });
+
   it('turns /readyz 503 when the target stops and 200 when it returns', async () => {
     const port = 24700 + Math.floor(Math.random() * 200);
     const proxy = await switchableProxy(port, Number(new URL(stack.rgwEndpoint).port));
