@@ -3,7 +3,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { describeWithStack, runBin, tempDir, writeConfig } from './helpers.js';
+import { Repository } from '../../src/repository/repository.js';
+import { DirTarget } from '../../src/targets/dir.js';
+import { describeWithStack, readmeParagraph, runBin, tempDir, writeConfig } from './helpers.js';
 
 describeWithStack('deis-backup executable', (stack) => {
   const volume = tempDir('volume');
@@ -26,6 +28,23 @@ describeWithStack('deis-backup executable', (stack) => {
     expect(listed.stdout.split('\n')[1]).toMatch(
       new RegExp(`^${result.stdout.trim()} +\\S+ +success +volume +`),
     );
+  });
+
+  it('records no verify outcome in the target, as the README says', async () => {
+    const dir = tempDir('target');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
+      target: { type: 'dir', path: dir },
+    });
+    expect((await runBin(['backup', '--config', file])).code).toBe(0);
+    expect((await runBin(['verify', '--all', '--config', file])).code).toBe(0);
+    expect((await runBin(['verify', 'latest', '--config', file])).code).toBe(0);
+    const repository = new Repository(new DirTarget(dir));
+    expect(await repository.readStatus('verify', { signal: AbortSignal.timeout(10_000) })).toBeUndefined();
+    const status = readmeParagraph('records each outcome in the target');
+    expect(status).toContain('`deis-backup verify` (of one restore point or `--all`) does not');
+    expect(status).not.toMatch(/verify --all` records?/);
   });
 
   it('checks a config, shows what etcd supplied, and never prints a secret', async () => {

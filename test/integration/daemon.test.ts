@@ -28,6 +28,7 @@ import {
   writeConfig,
   sample,
   callApi,
+  readmeParagraph,
 } from './helpers.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -353,6 +354,12 @@ describeWithStack('daemon', (stack) => {
       });
       const run = await cli(['daemon', '--config', file]);
       expect(run.code).toBe(2);
+      // The README's exit codes say the same.
+      const exits = readmeParagraph('`daemon` exits');
+      expect(exits).toMatch(
+        /`2` on a config error, including an `http\.host`\/`http\.port` it cannot listen on/,
+      );
+      expect(exits).not.toMatch(/`1` when it cannot start \(for example, the port is taken\)/);
       expect(run.err).toBe(
         `deis-backup: http: cannot listen on 127.0.0.1:${port} (EADDRINUSE); free the port or change http.port`,
       );

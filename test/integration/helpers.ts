@@ -2,7 +2,7 @@
 // stack is required, fresh bucket names, gateway snapshots, tree comparison, and an in-process CLI.
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -284,4 +284,12 @@ export async function callApi(
     > &
       string,
   };
+}
+
+/** The README paragraph (text between blank lines) holding `text`, for tests that pin a claim to the code. */
+export function readmeParagraph(text: string): string {
+  const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+  const found = readme.split(/\n\s*\n/).find((p) => p.includes(text));
+  if (found === undefined) throw new Error(`README has no paragraph with ${text}`);
+  return found;
 }
