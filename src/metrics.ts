@@ -95,11 +95,17 @@ export class Metrics {
       'deis_backup_target_up',
       'Whether the target answered the last check (1) or not (0)',
     );
-    this.restoreAttempts = counter('deis_backup_restore_attempt_total', 'Restores started');
-    this.restoreSuccesses = counter('deis_backup_restore_success_total', 'Restores that completed');
+    this.restoreAttempts = counter(
+      'deis_backup_restore_attempt_total',
+      'Restores started, dry runs included',
+    );
+    this.restoreSuccesses = counter(
+      'deis_backup_restore_success_total',
+      'Restores that ended success (dry runs are not counted)',
+    );
     this.restoreFailures = counter(
       'deis_backup_restore_failure_total',
-      'Restores that failed or were partial',
+      'Restores that failed or were partial (dry runs are not counted)',
     );
     this.verifyLastSuccess = gauge(
       'deis_backup_verify_last_success_timestamp_seconds',

@@ -277,7 +277,8 @@ export function createRunners(ctx: DaemonContext): Runners {
           ? await restore(signal)
           : await locked('restore', runLog, signal, restore);
         if ('skipped' in report) return { status: 'skipped', result: { reason: report.skipped } };
-        metrics.restoreFinished(report.status);
+        // A dry run is an attempt, not a restore: it neither succeeds nor fails as one.
+        if (!request.dryRun) metrics.restoreFinished(report.status);
         runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
         return { status: report.status, result: report };
       } catch (err) {
@@ -290,7 +291,7 @@ export function createRunners(ctx: DaemonContext): Runners {
           );
           throw err;
         }
-        metrics.restoreFinished('failed');
+        if (!request.dryRun) metrics.restoreFinished('failed');
         runLog.error({ error: describeError(err) }, 'restore failed');
         throw err;
       } finally {

@@ -342,6 +342,38 @@ describeWithStack('daemon', (stack) => {
     expect(await finished(daemon, 'restores', id)).toMatchObject({ status: 'aborted' });
   });
 
+  it('counts a dry-run restore as an attempt, never as a successful or failed restore', async () => {
+    const { daemon } = await start({
+      sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
+    });
+    const backup = String((await call(daemon, 'POST', '/backups')).body['id']);
+    expect(await finished(daemon, 'backups', backup)).toMatchObject({ status: 'success' });
+    const plan = await call(daemon, 'POST', '/restores', {
+      snapshot: 'latest',
+      only: ['volume'],
+      dryRun: true,
+    });
+    expect(await finished(daemon, 'restores', String(plan.body['id']))).toMatchObject({
+      status: 'success',
+      result: { dryRun: true },
+    });
+    const missing = await call(daemon, 'POST', '/restores', {
+      snapshot: '20200101T000000Z-dead',
+      dryRun: true,
+    });
+    expect(await finished(daemon, 'restores', String(missing.body['id']))).toMatchObject({
+      status: 'failed',
+    });
+    const metrics = String((await call(daemon, 'GET', '/metrics')).body);
+    expect(sample(metrics, 'deis_backup_restore_attempt_total')).toBe(2);
+    expect(sample(metrics, 'deis_backup_restore_success_total')).toBe(0);
+    expect(sample(metrics, 'deis_backup_restore_failure_total')).toBe(0);
+    // The README's metric table says the same.
+    expect(readmeParagraph('`deis_backup_restore_success_total`')).toMatch(
+      /`deis_backup_restore_success_total` +\| counter +\| Restores that ended `success`; dry runs are not counted\./,
+    );
+  });
+
   it('says in one line when its port is taken', async () => {
     const blocker = net.createServer();
     blocker.listen(0, '127.0.0.1');
