@@ -11,7 +11,7 @@ import type { CheckStatus } from './jobs.js';
 import type { Logger } from './log.js';
 import { ALL, Metrics } from './metrics.js';
 import { Operations, type OperationView } from './operations.js';
-import { createClusterEtcd, createClusterLock, createRepository } from './wiring.js';
+import { createClusterEtcd, createClusterLock, createRepository, holdsAll } from './wiring.js';
 
 /** A running daemon. */
 export interface Daemon {
@@ -95,7 +95,7 @@ export async function startDaemon(
       metrics.setTargetUp(true);
       metrics.setRestorePoints(snapshots.length);
       if (!rebuilt) {
-        metrics.rebuild(snapshots);
+        metrics.rebuild(snapshots, (manifest) => holdsAll(config, manifest));
         await restoreCheckMetrics(signal);
       }
       rebuilt = true;

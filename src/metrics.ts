@@ -143,27 +143,32 @@ export class Metrics {
     this.inProgress.set({ operation: 'restore' }, 0);
   }
 
-  /** Sets the last-success figures from the restore points in the target (at start, after a restart). */
-  rebuild(manifests: readonly Manifest[]): void {
+  /**
+   * Sets the last-success figures from the restore points in the target (at start, after a
+   * restart). Only those `whole` says hold every configured source count for "all".
+   */
+  rebuild(manifests: readonly Manifest[], whole: (manifest: Manifest) => boolean): void {
     this.restorePoints.set(manifests.length);
     for (const manifest of manifests) {
       const at = Date.parse(manifest.finishedAt) / 1000;
       const bump = (source: string, status: 'success' | 'partial' | 'failed'): void => {
         if (status === 'success') this.markSuccess(source, Math.max(at, this.lastSuccessOf(source)));
       };
-      bump(ALL, manifest.status);
+      if (whole(manifest)) bump(ALL, manifest.status);
       for (const source of manifest.sources) bump(source.id, source.status);
     }
+    const newestWhole = manifests.findLast(whole);
+    if (newestWhole) this.lastStatus.set({ source: ALL }, STATUS_VALUE[newestWhole.status]);
     const newest = manifests.at(-1);
-    if (newest) {
-      this.lastStatus.set({ source: ALL }, STATUS_VALUE[newest.status]);
-      for (const source of newest.sources)
-        this.lastStatus.set({ source: source.id }, STATUS_VALUE[source.status]);
-    }
+    for (const source of newest?.sources ?? [])
+      this.lastStatus.set({ source: source.id }, STATUS_VALUE[source.status]);
   }
 
-  /** Records a finished (or aborted) backup run. */
-  backupFinished(result: BackupResult, seconds: number, at: Date): void {
+  /**
+   * Records a finished (or aborted) backup run. A run of only some of the configured sources
+   * (`whole` false: `"only"` in the request) counts for those sources, never for "all".
+   */
+  backupFinished(result: BackupResult, seconds: number, at: Date, whole = true): void {
     if (result.status === 'aborted') return;
     this.duration.observe(seconds);
     const now = at.getTime() / 1000;
@@ -176,7 +181,7 @@ export class Metrics {
       } else if (status === 'partial') this.partials.inc({ source });
       else this.failures.inc({ source });
     };
-    record(ALL, result.status);
+    if (whole) record(ALL, result.status);
     for (const source of result.sources) {
       // A source is only "succeeded" when its restore point was committed.
       record(source.id, result.status === 'failed' && source.status !== 'failed' ? 'failed' : source.status);

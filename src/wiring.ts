@@ -4,6 +4,7 @@ import { resolveBucketNames, resolveDatabaseHost, resolveGateway, type GatewaySe
 import type { Config } from './config.js';
 import { createEtcd, type Etcd } from './etcd.js';
 import { BackupError, describeError } from './errors.js';
+import type { Manifest } from './repository/manifest.js';
 import { Repository } from './repository/repository.js';
 import { S3Client } from './s3/client.js';
 import type { SshTarget } from './ssh.js';
@@ -102,6 +103,19 @@ function gatewayClient(config: Config, gateway: GatewaySettings, buckets = 0): S
 export interface RunSources {
   sources: (Source | UnavailableSource)[];
   close(): void;
+}
+
+/** Whether a run of `only` (undefined: every enabled source) covers every enabled source. */
+export function coversAll(config: Config, only: readonly SourceKind[] | undefined): boolean {
+  return (
+    only === undefined || SOURCE_KINDS.every((kind) => !config.sources[kind].enabled || only.includes(kind))
+  );
+}
+
+/** Whether a restore point holds every source kind the config enables. */
+export function holdsAll(config: Config, manifest: Pick<Manifest, 'sources'>): boolean {
+  const kinds = new Set(manifest.sources.map((s) => (s.kind === 'bucket' ? 'buckets' : s.kind)));
+  return SOURCE_KINDS.every((kind) => !config.sources[kind].enabled || kinds.has(kind));
 }
 
 /** Builds the selected (default: enabled) sources; a source whose settings cannot be resolved comes back unavailable. */

@@ -16,7 +16,7 @@ import type { Repository } from '../repository/repository.js';
 import { verifySnapshots, type VerifyReport } from '../repository/verify.js';
 import { restoreSnapshot, type RestoreRequest } from '../restore.js';
 import type { Reporter } from '../restore/report.js';
-import { createSources, withRestoreDeps } from '../wiring.js';
+import { coversAll, createSources, withRestoreDeps } from '../wiring.js';
 
 /** What the runners share with the daemon. */
 export interface DaemonContext {
@@ -90,12 +90,13 @@ export function createRunners(ctx: DaemonContext): Runners {
           { status: 'failed', startedAt: now, finishedAt: now, sources: [] },
           (Date.now() - started) / 1000,
           new Date(),
+          coversAll(config, only),
         );
         runLog.error({ error: describeError(err) }, 'backup failed');
         await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });
         throw err;
       }
-      metrics.backupFinished(result, (Date.now() - started) / 1000, new Date());
+      metrics.backupFinished(result, (Date.now() - started) / 1000, new Date(), coversAll(config, only));
       if (retention)
         metrics.retentionApplied(retention.forget?.drop.length ?? 0, retention.prune?.freedBytes ?? 0);
       if (result.status === 'aborted') {

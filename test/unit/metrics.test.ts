@@ -2,11 +2,51 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
+import {
+  emptyCounts,
+  FORMAT_VERSION,
+  type Manifest,
+  type SourceRecord,
+} from '../../src/repository/manifest.js';
 
-async function value(metrics: Metrics, name: string): Promise<number | undefined> {
+async function value(
+  metrics: Metrics,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number | undefined> {
   const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name);
-  return (metric?.values as { value: number }[] | undefined)?.[0]?.value;
+  const values = (metric?.values ?? []) as { value: number; labels: Record<string, string | number> }[];
+  return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value;
 }
+
+function record(id: string): SourceRecord {
+  const kind = id.startsWith('bucket:') ? 'bucket' : (id as 'volume' | 'database');
+  return {
+    id,
+    kind,
+    status: 'success',
+    origin: 'test',
+    counts: emptyCounts(),
+    warnings: [],
+    errors: [],
+    artifacts: [],
+  };
+}
+
+function manifest(finishedAt: string, ids: string[]): Manifest {
+  return {
+    formatVersion: FORMAT_VERSION,
+    id: finishedAt,
+    tool: 'test',
+    startedAt: finishedAt,
+    finishedAt,
+    status: 'success',
+    sources: ids.map(record),
+  };
+}
+
+const LAST_SUCCESS = 'deis_backup_last_success_timestamp_seconds';
+const EVERYTHING = ['bucket:db_wal', 'bucket:registry', 'volume', 'database'];
 
 describe('Metrics', () => {
   it('keeps a verify failure when an older success is read back from the target', async () => {
@@ -37,5 +77,52 @@ describe('Metrics', () => {
     // A later success read back (a CLI drill recorded it) clears the failure.
     metrics.drillFinished(true, new Date('2026-12-03T04:00:00Z'));
     expect(await value(metrics, 'deis_backup_restore_test_success')).toBe(1);
+  });
+
+  it('counts a run of only some sources for them, not for "all"', async () => {
+    const metrics = new Metrics(new Registry(), 'test');
+    const at = new Date('2026-12-04T03:00:00Z');
+    metrics.backupFinished(
+      {
+        status: 'success',
+        id: 'a',
+        startedAt: at.toISOString(),
+        finishedAt: at.toISOString(),
+        sources: EVERYTHING.map(record),
+      },
+      1,
+      at,
+    );
+    const later = new Date('2026-12-04T10:00:00Z');
+    metrics.backupFinished(
+      {
+        status: 'success',
+        id: 'b',
+        startedAt: later.toISOString(),
+        finishedAt: later.toISOString(),
+        sources: [record('database')],
+      },
+      1,
+      later,
+      false,
+    );
+    expect(await value(metrics, LAST_SUCCESS, { source: 'all' })).toBe(at.getTime() / 1000);
+    expect(await value(metrics, LAST_SUCCESS, { source: 'database' })).toBe(later.getTime() / 1000);
+    expect(await value(metrics, 'deis_backup_attempt_total', { source: 'all' })).toBe(1);
+    expect(metrics.lastSuccessOf('all')).toBe(at.getTime() / 1000);
+  });
+
+  it('rebuilds "all" from the restore points that hold everything', async () => {
+    const metrics = new Metrics(new Registry(), 'test');
+    const whole = manifest('2026-12-04T03:00:00.000Z', EVERYTHING);
+    const databaseOnly = manifest('2026-12-04T10:00:00.000Z', ['database']);
+    metrics.rebuild([whole, databaseOnly], (m) => m.sources.length === EVERYTHING.length);
+    expect(await value(metrics, LAST_SUCCESS, { source: 'all' })).toBe(Date.parse(whole.finishedAt) / 1000);
+    expect(await value(metrics, LAST_SUCCESS, { source: 'database' })).toBe(
+      Date.parse(databaseOnly.finishedAt) / 1000,
+    );
+    expect(await value(metrics, LAST_SUCCESS, { source: 'volume' })).toBe(
+      Date.parse(whole.finishedAt) / 1000,
+    );
   });
 });

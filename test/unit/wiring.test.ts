@@ -1,0 +1,44 @@
+// Which runs and restore points count as "all" in the daemon's metrics.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { emptyCounts, type SourceRecord } from '../../src/repository/manifest.js';
+import { coversAll, holdsAll } from '../../src/wiring.js';
+
+function config(sources: unknown) {
+  const file = join(mkdtempSync(join(tmpdir(), 'wiring-')), 'config.json');
+  writeFileSync(file, JSON.stringify({ sources }));
+  return loadConfig({ file, env: {} });
+}
+
+function records(...ids: string[]): { sources: SourceRecord[] } {
+  return {
+    sources: ids.map((id) => ({
+      id,
+      kind: id.startsWith('bucket:') ? 'bucket' : (id as 'volume' | 'database'),
+      status: 'success',
+      origin: 'test',
+      counts: emptyCounts(),
+      warnings: [],
+      errors: [],
+      artifacts: [],
+    })),
+  };
+}
+
+describe('coversAll and holdsAll', () => {
+  it('count a run or restore point as "all" only when it has every enabled source', () => {
+    const every = config({});
+    expect(coversAll(every, undefined)).toBe(true);
+    expect(coversAll(every, ['buckets', 'volume', 'database'])).toBe(true);
+    expect(coversAll(every, ['database'])).toBe(false);
+    expect(holdsAll(every, records('bucket:db_wal', 'bucket:registry', 'volume', 'database'))).toBe(true);
+    expect(holdsAll(every, records('database'))).toBe(false);
+    const noVolume = config({ volume: { enabled: false } });
+    expect(coversAll(noVolume, ['buckets', 'database'])).toBe(true);
+    expect(holdsAll(noVolume, records('bucket:db_wal', 'database'))).toBe(true);
+    expect(holdsAll(noVolume, records('bucket:db_wal'))).toBe(false);
+  });
+});
