@@ -359,6 +359,22 @@ describeWithStack('backup', (stack) => {
     expect(report.steps[0]?.counts).toMatchObject({ objects: 4, skip: 4, conflict: 0, create: 0 });
   });
 
+  /** Backs up tree alone, expecting a partial volume; its record and the archive GNU tar extracted. */
+  async function backupPartialVolume(
+    tree: string,
+  ): Promise<{ volume: Manifest['sources'][number] | undefined; extracted: string }> {
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: tree };
+    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
+    expect(run.code, run.err).toBe(3);
+    const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
+    expect(summary.sources[0]?.status).toBe('partial');
+    const extracted = tempDir('extracted');
+    gnuTarExtract(join(dir, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
+    return { volume: summary.sources[0], extracted };
+  }
+
   it('archives mode 000 as 000, and fails an entry whose owner a tar header cannot hold', async () => {
     const tree = tempDir('modes');
     await writeFile(join(tree, 'locked.key'), 'secret\n');
@@ -372,18 +388,10 @@ describeWithStack('backup', (stack) => {
       join(tree, 'closed'),
       join(tree, 'closed-empty'),
     ]);
-    const dir = tempDir('target');
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: tree };
-    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
-    expect(run.code, run.err).toBe(3);
-    const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
-    expect(summary.sources[0]?.status).toBe('partial');
-    expect(summary.sources[0]?.errors).toEqual([
+    const { volume, extracted } = await backupPartialVolume(tree);
+    expect(volume?.errors).toEqual([
       './big-owner.log: owner 300000:300001 is above 262143, the largest a tar header holds; not archived',
     ]);
-    const extracted = tempDir('extracted');
-    gnuTarExtract(join(dir, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
     const { ['big-owner.log']: skipped, ...expected } = await describeTree(tree);
     expect(skipped).toMatch(/uid=300000 gid=300001/);
     const got = await describeTree(extracted);
@@ -399,17 +407,9 @@ describeWithStack('backup', (stack) => {
       Buffer.concat([Buffer.from(`${tree}/bad`), Buffer.from([0xff]), Buffer.from('name.log')]),
       'x\n',
     );
-    const dir = tempDir('target');
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: tree };
-    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
-    expect(run.code, run.err).toBe(3);
-    const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
-    expect(summary.sources[0]?.status).toBe('partial');
-    expect(summary.sources[0]?.errors).toEqual(['./bad\\xffname.log: name is not UTF-8; not archived']);
-    expect(summary.sources[0]?.warnings).toEqual([]);
-    const extracted = tempDir('extracted');
-    gnuTarExtract(join(dir, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
+    const { volume, extracted } = await backupPartialVolume(tree);
+    expect(volume?.errors).toEqual(['./bad\\xffname.log: name is not UTF-8; not archived']);
+    expect(volume?.warnings).toEqual([]);
     expect(Object.keys(await describeTree(extracted))).toEqual(['fine-ü.log']);
   });
 

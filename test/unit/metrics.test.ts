@@ -2,12 +2,8 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
-import {
-  emptyCounts,
-  FORMAT_VERSION,
-  type Manifest,
-  type SourceRecord,
-} from '../../src/repository/manifest.js';
+import { FORMAT_VERSION, type Manifest } from '../../src/repository/manifest.js';
+import { sourceRecord } from '../fixtures/records.js';
 
 async function value(
   metrics: Metrics,
@@ -19,20 +15,6 @@ async function value(
   return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value;
 }
 
-function record(id: string): SourceRecord {
-  const kind = id.startsWith('bucket:') ? 'bucket' : (id as 'volume' | 'database');
-  return {
-    id,
-    kind,
-    status: 'success',
-    origin: 'test',
-    counts: emptyCounts(),
-    warnings: [],
-    errors: [],
-    artifacts: [],
-  };
-}
-
 function manifest(finishedAt: string, ids: string[]): Manifest {
   return {
     formatVersion: FORMAT_VERSION,
@@ -41,7 +23,7 @@ function manifest(finishedAt: string, ids: string[]): Manifest {
     startedAt: finishedAt,
     finishedAt,
     status: 'success',
-    sources: ids.map(record),
+    sources: ids.map(sourceRecord),
   };
 }
 
@@ -88,7 +70,7 @@ describe('Metrics', () => {
         id: 'a',
         startedAt: at.toISOString(),
         finishedAt: at.toISOString(),
-        sources: EVERYTHING.map(record),
+        sources: EVERYTHING.map(sourceRecord),
       },
       1,
       at,
@@ -100,7 +82,7 @@ describe('Metrics', () => {
         id: 'b',
         startedAt: later.toISOString(),
         finishedAt: later.toISOString(),
-        sources: [record('database')],
+        sources: [sourceRecord('database')],
       },
       1,
       later,

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { emptyCounts, type SourceRecord } from '../../src/repository/manifest.js';
+import type { SourceRecord } from '../../src/repository/manifest.js';
+import { sourceRecord } from '../fixtures/records.js';
 import { coversAll, holdsAll } from '../../src/wiring.js';
 
 function config(sources: unknown) {
@@ -14,18 +15,7 @@ function config(sources: unknown) {
 }
 
 function records(...ids: string[]): { sources: SourceRecord[] } {
-  return {
-    sources: ids.map((id) => ({
-      id,
-      kind: id.startsWith('bucket:') ? 'bucket' : (id as 'volume' | 'database'),
-      status: 'success',
-      origin: 'test',
-      counts: emptyCounts(),
-      warnings: [],
-      errors: [],
-      artifacts: [],
-    })),
-  };
+  return { sources: ids.map(sourceRecord) };
 }
 
 describe('coversAll and holdsAll', () => {
