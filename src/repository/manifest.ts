@@ -79,6 +79,22 @@ export interface IndexEntry {
 }
 
 /** Zero counts. */
+/** Whether a parsed index line has the fields every reader of an IndexEntry relies on. */
+export function isIndexEntry(value: unknown): value is IndexEntry {
+  if (typeof value !== 'object' || value === null) return false;
+  const e = value as Record<string, unknown>;
+  return (
+    typeof e['key'] === 'string' &&
+    Number.isSafeInteger(e['size']) &&
+    (e['size'] as number) >= 0 &&
+    typeof e['etag'] === 'string' &&
+    typeof e['sha256'] === 'string' &&
+    typeof e['blob'] === 'string' &&
+    typeof e['metadata'] === 'object' &&
+    e['metadata'] !== null
+  );
+}
+
 /** What a restore point holds, as retention groups it: its source ids, sorted, joined by " + ". */
 export function scopeOf(manifest: Pick<Manifest, 'sources'>): string {
   return manifest.sources

@@ -19,7 +19,13 @@ import {
   runMarkerKey,
   SNAPSHOTS,
 } from './layout.js';
-import { parseManifest, type ArtifactRecord, type IndexEntry, type Manifest } from './manifest.js';
+import {
+  isIndexEntry,
+  parseManifest,
+  type ArtifactRecord,
+  type IndexEntry,
+  type Manifest,
+} from './manifest.js';
 import { compareText } from '../compare.js';
 import { mapConcurrently } from '../concurrency.js';
 
@@ -245,17 +251,31 @@ export class Repository {
     });
     try {
       for await (const line of createInterface({ input: gunzip, crlfDelay: Infinity })) {
-        if (line !== '') yield JSON.parse(line) as IndexEntry;
+        if (line === '') continue;
+        const entry: unknown = JSON.parse(line);
+        // Checked before use: garbled data can inflate to JSON of another shape.
+        if (!isIndexEntry(entry)) throw new NotAnEntry();
+        yield entry;
       }
       await piping;
     } catch (err) {
       // zlib's errors carry a Z_* code (Z_DATA_ERROR for garbled data, Z_BUF_ERROR for a cut end).
       const code = (err as { code?: unknown }).code;
-      if (err instanceof SyntaxError || (typeof code === 'string' && code.startsWith('Z_'))) {
+      const damage =
+        err instanceof NotAnEntry
+          ? 'a line is not an index entry'
+          : err instanceof SyntaxError
+            ? 'a line is not JSON'
+            : typeof code === 'string' && code.startsWith('Z_')
+              ? describeError(err)
+              : undefined;
+      if (damage !== undefined) {
         throw new BackupError(
           'ERR_INTEGRITY',
-          `${artifact.key} in ${this.target.name} is damaged (${err instanceof SyntaxError ? 'a line is not JSON' : describeError(err)})`,
-          { cause: err },
+          `${artifact.key} in ${this.target.name} is damaged (${damage})`,
+          {
+            cause: err,
+          },
         );
       }
       throw err;
@@ -420,3 +440,6 @@ async function readAll(stream: Readable): Promise<string> {
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
 }
+
+/** A line of a bucket index that is JSON but not an IndexEntry. */
+class NotAnEntry extends Error {}

@@ -357,6 +357,11 @@ describeWithStack('restore', (stack) => {
         gzipSync(gunzipSync(original).toString('utf8').replace('\n', '\n{"key": "half a line\n')),
         /a line is not JSON/,
       ],
+      [
+        'JSON of another shape',
+        gzipSync(gunzipSync(original).toString('utf8').replace('\n', '\n{"key": 7, "size": "big"}\n')),
+        /a line is not an index entry/,
+      ],
     ];
     for (const [what, bytes, cause] of damages) {
       const broken = tempDir('broken-index');
