@@ -50,7 +50,23 @@ export async function resolveGateway(
   if (endpoint === undefined) {
     const name = need('host', host, startGateway);
     const number = need('port', port, startGateway);
-    endpoint = `${number === '443' ? 'https' : 'http'}://${name}:${number}`;
+    // An IPv6 address goes in brackets in a URL.
+    const hostPart = name.includes(':') && !name.startsWith('[') ? `[${name}]` : name;
+    endpoint = `${number === '443' ? 'https' : 'http'}://${hostPart}:${number}`;
+    // Values from etcd are not checked by the config: a wrong one must not surface as "Invalid URL".
+    const bad =
+      !/^\d{1,5}$/.test(number) || Number(number) > 65535
+        ? 'port'
+        : !URL.canParse(endpoint)
+          ? 'host'
+          : undefined;
+    if (bad !== undefined) {
+      const value = bad === 'port' ? number : name;
+      throw new BackupError(
+        'ERR_CONFIG',
+        `gateway: ${GATEWAY}/${bad} in etcd is ${JSON.stringify(value)}, not a ${bad === 'port' ? 'port number' : 'host name or address'}; fix it in etcd, or set gateway.endpoint in the config`,
+      );
+    }
   }
   const accessKey =
     gw.accessKey ??

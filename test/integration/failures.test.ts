@@ -142,6 +142,44 @@ describeWithStack('failed and partial runs', (stack) => {
     );
   });
 
+  it('names a gateway host or port in etcd that makes no address', async () => {
+    const keys = `${stack.etcdEndpoint}/v2/keys/deis/store/gateway`;
+    const read = async (name: string): Promise<string> =>
+      ((await (await fetch(`${keys}/${name}`)).json()) as { node: { value: string } }).node.value;
+    const write = async (name: string, value: string): Promise<void> => {
+      const put = await fetch(`${keys}/${name}`, { method: 'PUT', body: new URLSearchParams({ value }) });
+      expect(put.status).toBe(200);
+    };
+    const saved = { host: await read('host'), port: await read('port') };
+    try {
+      for (const [name, value, what] of [
+        ['port', '74 80', 'port number'],
+        ['host', 'gateway host', 'host name or address'],
+      ] as const) {
+        await write('host', saved.host);
+        await write('port', saved.port);
+        await write(name, value);
+        const run = await cli([
+          'backup',
+          '--only',
+          'buckets',
+          '--config',
+          config({ type: 'dir', path: tempDir('target') }, (c) => {
+            c.gateway = {};
+          }),
+        ]);
+        expect(run.code, run.err).toBe(1);
+        expect(run.err).toContain(
+          `gateway: /deis/store/gateway/${name} in etcd is "${value}", not a ${what}; fix it in etcd, or set gateway.endpoint in the config`,
+        );
+        expect(run.err).not.toContain('Invalid URL');
+      }
+    } finally {
+      await write('host', saved.host);
+      await write('port', saved.port);
+    }
+  });
+
   it('fails on an unreachable target with one line and exit 1', async () => {
     const run = await cli([
       'backup',
