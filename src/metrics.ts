@@ -36,10 +36,7 @@ export class Metrics {
   private readonly drillLastSuccess: Gauge;
   private readonly drillSuccess: Gauge;
   /** When the outcomes behind the verify and drill gauges finished (ms since the epoch). */
-  private verifyAt = 0;
-  private verifySuccessAt = 0;
-  private drillAt = 0;
-  private drillSuccessAt = 0;
+  private readonly outcomeAt = { verify: { last: 0, success: 0 }, drill: { last: 0, success: 0 } };
   private readonly drillInterval: Gauge;
   private readonly lockHeld: Gauge<'operation'>;
   private readonly lockBusy: Counter<'operation'>;
@@ -149,15 +146,18 @@ export class Metrics {
    */
   rebuild(manifests: readonly Manifest[], whole: (manifest: Manifest) => boolean): void {
     this.restorePoints.set(manifests.length);
+    let newestWhole: Manifest | undefined;
     for (const manifest of manifests) {
       const at = Date.parse(manifest.finishedAt) / 1000;
       const bump = (source: string, status: 'success' | 'partial' | 'failed'): void => {
         if (status === 'success') this.markSuccess(source, Math.max(at, this.lastSuccessOf(source)));
       };
-      if (whole(manifest)) bump(ALL, manifest.status);
+      if (whole(manifest)) {
+        bump(ALL, manifest.status);
+        newestWhole = manifest;
+      }
       for (const source of manifest.sources) bump(source.id, source.status);
     }
-    const newestWhole = manifests.findLast(whole);
     if (newestWhole) this.lastStatus.set({ source: ALL }, STATUS_VALUE[newestWhole.status]);
     const newest = manifests.at(-1);
     for (const source of newest?.sources ?? [])
@@ -223,27 +223,47 @@ export class Metrics {
    * moves the last-success time, never the success flag.
    */
   verifyFinished(ok: boolean, readData: boolean, at: Date): void {
-    const t = at.getTime();
-    if (t >= this.verifyAt) {
-      this.verifyAt = t;
-      this.verifySuccess.set({ read_data: String(readData) }, ok ? 1 : 0);
-    }
-    if (ok && t > this.verifySuccessAt) {
-      this.verifySuccessAt = t;
-      this.verifyLastSuccess.set(t / 1000);
-    }
+    this.recordOutcome(
+      'verify',
+      ok,
+      at,
+      (value) => {
+        this.verifySuccess.set({ read_data: String(readData) }, value);
+      },
+      this.verifyLastSuccess,
+    );
   }
 
   /** Records a restore drill's outcome; `at` is when it finished. Newest wins, as for verify. */
   drillFinished(ok: boolean, at: Date): void {
+    this.recordOutcome(
+      'drill',
+      ok,
+      at,
+      (value) => {
+        this.drillSuccess.set(value);
+      },
+      this.drillLastSuccess,
+    );
+  }
+
+  /** Sets a check's success flag unless a newer outcome set it, and its last success if newer. */
+  private recordOutcome(
+    check: 'verify' | 'drill',
+    ok: boolean,
+    at: Date,
+    setFlag: (value: number) => void,
+    lastSuccess: Gauge,
+  ): void {
+    const seen = this.outcomeAt[check];
     const t = at.getTime();
-    if (t >= this.drillAt) {
-      this.drillAt = t;
-      this.drillSuccess.set(ok ? 1 : 0);
+    if (t >= seen.last) {
+      seen.last = t;
+      setFlag(ok ? 1 : 0);
     }
-    if (ok && t > this.drillSuccessAt) {
-      this.drillSuccessAt = t;
-      this.drillLastSuccess.set(t / 1000);
+    if (ok && t > seen.success) {
+      seen.success = t;
+      lastSuccess.set(t / 1000);
     }
   }
 

@@ -114,8 +114,10 @@ export function coversAll(config: Config, only: readonly SourceKind[] | undefine
 
 /** Whether a restore point holds every source kind the config enables. */
 export function holdsAll(config: Config, manifest: Pick<Manifest, 'sources'>): boolean {
-  const kinds = new Set(manifest.sources.map((s) => (s.kind === 'bucket' ? 'buckets' : s.kind)));
-  return SOURCE_KINDS.every((kind) => !config.sources[kind].enabled || kinds.has(kind));
+  return coversAll(
+    config,
+    manifest.sources.map((s): SourceKind => (s.kind === 'bucket' ? 'buckets' : s.kind)),
+  );
 }
 
 /** Builds the selected (default: enabled) sources; a source whose settings cannot be resolved comes back unavailable. */
