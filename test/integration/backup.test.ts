@@ -257,14 +257,7 @@ describeWithStack('backup', (stack) => {
     await writeFile(join(dir, 'c'), Buffer.alloc(1024 * 1024, 2));
     const action = `exec=sh -c 'truncate -s ${String(1024 * 1024 - 1)} ${dir}/a; rm -f ${dir}/b; touch ${dir}/c'`;
     const remote = await runRemote(
-      {
-        host: stack.sshHost,
-        port: stack.sshPort,
-        user: stack.sshUser,
-        privateKeyFile: stack.sshKey,
-        knownHostsFile: stack.sshKnownHosts,
-        timeoutMs: 10_000,
-      },
+      { ...stackSsh(stack), host: stack.sshHost, timeoutMs: 10_000 },
       `tar -C ${dir} --sort=name --checkpoint=1 --checkpoint-action="${action}" -cpzf - .`,
       { signal },
     );

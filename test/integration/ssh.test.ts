@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { knownHostKeys, runRemote, type SshTarget } from '../../src/ssh.js';
 import { describeWithStack, tempDir } from './helpers.js';
+import { stackSsh } from '../fixtures/stack.js';
 
 const signal = AbortSignal.timeout(60_000);
 
@@ -16,14 +17,7 @@ async function output(target: SshTarget, command: string): Promise<{ stdout: str
 }
 
 describeWithStack('ssh', (stack) => {
-  const base: SshTarget = {
-    host: stack.sshHost,
-    port: stack.sshPort,
-    user: stack.sshUser,
-    privateKeyFile: stack.sshKey,
-    knownHostsFile: stack.sshKnownHosts,
-    timeoutMs: 10_000,
-  };
+  const base: SshTarget = { ...stackSsh(stack), host: stack.sshHost, timeoutMs: 10_000 };
 
   it('runs a command and reports its exit status', async () => {
     expect(await output(base, 'echo hello; exit 3')).toEqual({ stdout: 'hello\n', code: 3 });
