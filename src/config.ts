@@ -69,12 +69,21 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
   // The Deis unit idiom passes the host's etcd as ETCD=host:4001; it stands in for etcd.endpoints.
   const etcdEnv = opts.env['ETCD'];
   const etcdSection = raw['etcd'] as { endpoints?: unknown } | undefined;
-  if (etcdEnv !== undefined && etcdEnv !== '' && etcdSection?.endpoints === undefined) {
+  const etcdFromEnv = etcdEnv !== undefined && etcdEnv !== '' && etcdSection?.endpoints === undefined;
+  if (etcdFromEnv) {
     const endpoint = /^https?:\/\//.test(etcdEnv) ? etcdEnv : `http://${etcdEnv}`;
     raw['etcd'] = { ...(typeof etcdSection === 'object' ? etcdSection : {}), endpoints: [endpoint] };
   }
   const result = validate(schema, raw);
-  if (!result.ok) problems.push(...result.problems.map(describeProblem));
+  if (!result.ok) {
+    // A bad ETCD is the environment's fault: name the variable, not the config path it filled.
+    const named = result.problems.map((p) =>
+      etcdFromEnv && p.path === 'etcd.endpoints.0' && p.kind === 'invalid'
+        ? `environment variable ETCD: ${p.message.replace(/; use one such as .*$/, '')}; set it to host:port, as in ETCD=10.21.1.44:4001`
+        : describeProblem(p),
+    );
+    problems.push(...named);
+  }
   if (problems.length > 0 || !result.ok) {
     throw new ConfigError(opts.file, problems);
   }

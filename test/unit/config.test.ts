@@ -218,4 +218,9 @@ describe('ETCD from the Deis unit', () => {
       }).etcd.endpoints,
     ).toEqual(['http://127.0.0.1:24001']);
   });
+  it('names the ETCD variable, not the config path it filled, when it makes no URL', () => {
+    const load = (): unknown => loadConfig({ file: file({}), env: { ETCD: 'bad host:x' } });
+    expect(load).toThrow(/: environment variable ETCD: is not a valid URL .*; set it to host:port/);
+    expect(load).not.toThrow(/etcd\.endpoints/);
+  });
 });
