@@ -9,7 +9,7 @@ import { strictObject } from './validation.js';
 /** The psql command of the Deis database container, reading SQL on stdin. */
 export const DEFAULT_LOAD_COMMAND = 'docker exec -i deis-database sudo -u postgres psql -X -q -d postgres';
 
-/** The controller's Django shell, reading the re-save snippet on stdin; {etcd} is host:4001. */
+/** The controller's Django shell, reading the republish snippet on stdin; {etcd} is host:4001. */
 export const DEFAULT_CONTROLLER_COMMAND =
   "docker exec -i deis-controller /bin/sh -c 'cd /app && ETCD={etcd} ./manage.py shell'";
 

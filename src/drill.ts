@@ -111,7 +111,7 @@ function scratchFor(manifest: Manifest, opts: { bucketSuffix: string; directory:
 /**
  * The restore's dependencies with the live cluster out of reach: the volume is extracted here (the
  * scratch directory is on this machine, never on the volume's host), and no controller is known, so
- * the restore's finishing step only advises instead of re-saving state in the live controller.
+ * the restore's finishing step only advises instead of republishing state from the live controller.
  */
 function isolated(deps: RestoreDeps): RestoreDeps {
   const config: Config = {

@@ -9,7 +9,13 @@ import type { Logger } from './log.js';
 import type { Repository } from './repository/repository.js';
 import { applyBucket } from './restore/buckets.js';
 import { loadDump } from './restore/database.js';
-import { needsRepublish, parseVersion, republishSnippet, scaleAdvice } from './restore/finish.js';
+import {
+  needsRepublish,
+  parseVersion,
+  republishedState,
+  republishSnippet,
+  scaleAdvice,
+} from './restore/finish.js';
 import { emptyStepCounts, type Reporter, type StepCounts, type StepName } from './restore/report.js';
 import { applyVolume } from './restore/volume.js';
 import { preflight, type Prepared } from './restore/preflight.js';
@@ -123,8 +129,8 @@ export async function restoreSnapshot(
     if (result.status === 'failed') stopped = true;
   }
   const finishNext = stopped ? [] : await finishAdvice(deps, prepared, request, opts, false);
-  // A failed re-save leaves etcd without keys, apps or domains: the restore is not complete.
-  const finishFailed = finishNext.some((line) => line.startsWith(RESAVE_FAILED));
+  // A failed republish leaves etcd without keys, apps, domains or configs: the restore is not complete.
+  const finishFailed = finishNext.some((line) => line.startsWith(REPUBLISH_FAILED));
   const status = results.some((r) => r.status === 'failed' || r.status === 'skipped')
     ? 'failed'
     : finishFailed || results.some((r) => r.status === 'partial')
@@ -267,7 +273,7 @@ async function runStep(
  * The finishing step: republish controller state for Deis before 1.11 (run now when the controller
  * is up and this is not a dry run, else explained), and the scale-down-and-up advice.
  */
-const RESAVE_FAILED = 're-saving in deis-controller';
+const REPUBLISH_FAILED = 'republishing from deis-controller';
 
 async function finishAdvice(
   deps: RestoreDeps,
@@ -284,11 +290,11 @@ async function finishAdvice(
   const version = versionText === undefined ? undefined : parseVersion(versionText);
   if (!version) {
     next.push(
-      'Deis version unknown (/deis/platform/version is not in etcd): for Deis before 1.11, re-save keys, apps and domains in deis-controller (set restore.deisVersion to have it done)',
+      'Deis version unknown (/deis/platform/version is not in etcd): for Deis before 1.11, publish keys, apps, domains, certificates and configs to etcd from deis-controller (set restore.deisVersion to have it done)',
     );
   } else if (!needsRepublish(version)) {
     next.push(
-      `Deis ${versionText ?? ''} republishes keys, apps and domains to etcd when the controller starts: nothing to run`,
+      `Deis ${versionText ?? ''} republishes keys, apps, domains, certificates and configs to etcd when the controller starts: nothing to run`,
     );
   } else {
     const host =
@@ -303,20 +309,21 @@ async function finishAdvice(
       );
     } else {
       deps.reporter.started('finish', `republish on ${host}`);
-      const failure = await resave(command, deps.sshTarget(host), republishSnippet(version), opts);
+      const failure = await republish(command, deps.sshTarget(host), republishSnippet(version), opts);
+      const published = republishedState(version);
       deps.reporter.finished(
         'finish',
         failure === undefined ? 'success' : 'failed',
-        failure?.reason ?? 'controller re-saved keys, apps and domains',
+        failure?.reason ?? `controller published ${published}`,
       );
-      if (failure === undefined) next.push(`re-saved keys, apps and domains in deis-controller on ${host}`);
+      if (failure === undefined) next.push(`published ${published} to etcd from deis-controller on ${host}`);
       else if (failure.connect)
         next.push(
-          `${RESAVE_FAILED} on ${host} failed: ${failure.reason}; then run the same restore again: it skips what is there and re-saves`,
+          `${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run the same restore again: it skips what is there and republishes`,
         );
       else
         next.push(
-          `${RESAVE_FAILED} on ${host} failed (${failure.reason}): run it again once the controller is up`,
+          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): run it again once the controller is up`,
         );
     }
   }
@@ -325,11 +332,11 @@ async function finishAdvice(
 }
 
 /**
- * Feeds the re-save snippet to the controller's shell over SSH. Undefined when it worked, else the
+ * Feeds the republish snippet to the controller's shell over SSH. Undefined when it worked, else the
  * reason in one line; `connect` when SSH could not reach the host at all. Never throws (but for an
- * abort): a failed re-save is reported, not thrown, so the restore keeps its report.
+ * abort): a failed republish is reported, not thrown, so the restore keeps its report.
  */
-async function resave(
+async function republish(
   command: string,
   ssh: SshTarget,
   snippet: string,
@@ -345,7 +352,7 @@ async function resave(
   }
   running.stdin.end(snippet);
   running.stdout.resume();
-  // A lost SSH connection is a failed re-save like any other.
+  // A lost SSH connection is a failed republish like any other.
   const { code, stderr } = await running.finished.catch((err: unknown) => ({
     code: null,
     stderr: describeError(err),

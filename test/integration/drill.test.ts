@@ -74,7 +74,7 @@ describeWithStack('drill', (stack) => {
       database: { command: stackDumpCommand(stack) },
     },
     target: { type: 'dir', path: target },
-    // A Deis whose restore re-saves state in the controller: a drill must never do that.
+    // A Deis whose restore republishes state from the controller: a drill must never do that.
     restore: { deisVersion: 'v1.10.1', controllerHost: stack.sshHost, controllerCommand: `touch ${resaved}` },
   });
 

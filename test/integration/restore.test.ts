@@ -1,12 +1,14 @@
 // Restore acceptance against the real stack: backup → restore into fresh buckets and directories →
 // compare keys, bodies, ETags, content-types, metadata, files and the SQL with the originals.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RestoreReport } from '../../src/restore.js';
+import { republishSnippet } from '../../src/restore/finish.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { BASE_BACKUPS, seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
@@ -46,6 +48,20 @@ async function latest(client: S3Client, bucket: string): Promise<string | undefi
       newest = item;
   }
   return newest?.key;
+}
+
+/** The stand-in deis-controller, and the Python with Debian's Django and python-etcd. */
+const CONTROLLER = fileURLToPath(new URL('../fixtures/deis-controller', import.meta.url));
+const PYTHON = '/usr/bin/python3';
+const PRINT_UPDATED = [
+  'from api.models import App, Certificate, Config, Domain, Key',
+  'print(sorted(str(m.updated) for M in (Key, App, Config, Domain, Certificate) for m in M.objects.all()))',
+].join('\n');
+interface EtcdNode {
+  key: string;
+  value?: string;
+  dir?: boolean;
+  nodes?: EtcdNode[];
 }
 
 describeWithStack('restore', (stack) => {
@@ -448,7 +464,7 @@ describeWithStack('restore', (stack) => {
     );
   });
 
-  it('runs the re-save snippet in the controller for Deis before 1.11, over SSH', async () => {
+  it('feeds the republish snippet to the controller command for Deis before 1.11, over SSH', async () => {
     const out = join(tempDir('controller'), 'snippet.txt');
     const file = config({
       restore: {
@@ -459,25 +475,122 @@ describeWithStack('restore', (stack) => {
     });
     const run = await restore([snapshot, '--only', 'buckets', ...fresh('ctl')], file);
     expect(run.code).toBe(0);
-    expect(await readFile(out, 'utf8')).toBe(
-      [
-        'from api.models import *',
-        '[k.save() for k in Key.objects.all()]',
-        '[a.save() for a in App.objects.all()]',
-        '[d.save() for d in Domain.objects.all()]',
-        '[c.save() for c in Certificate.objects.all()]',
-        '[c.save() for c in Config.objects.all()]',
-        `ETCD=${stack.sshHost}:4001`,
-        '',
-      ].join('\n'),
-    );
+    expect(await readFile(out, 'utf8')).toBe(`${republishSnippet([1, 10, 1])}ETCD=${stack.sshHost}:4001\n`);
     expect(run.report?.next).toEqual([
-      `re-saved keys, apps and domains in deis-controller on ${stack.sshHost}`,
+      `published keys, apps, domains, certificates and each app's latest config to etcd from deis-controller on ${stack.sshHost}`,
       'after deisctl start platform: run deis scale <type>=0 -a <app> and then deis scale <type>=<count> -a <app> for each app (myapp, www), so the fresh cluster starts the containers the database lists',
     ]);
   });
 
-  it('reports a controller it cannot reach over SSH as a failed re-save, keeping the report (exit 3)', async () => {
+  it('publishes a restored controller database to etcd on Deis 1.10, whose writers ignore a re-save', async () => {
+    // A Django controller (test/fixtures/deis-controller: real Django and python-etcd, Deis 1.9–1.10's
+    // models and post_save writers rewritten small) whose database holds what etcd lacks after a
+    // restore: it was filled while etcd was out of reach, as the old cluster's was for this etcd.
+    const dir = tempDir('django');
+    const name = unique('ctl').replaceAll('_', '-');
+    const etcdAt = new URL(stack.etcdEndpoint).host;
+    const env = {
+      ...process.env,
+      DEIS_TEST_DB: join(dir, 'db.sqlite3'),
+      DEIS_LOG_DIR: dir,
+      PYTHONDONTWRITEBYTECODE: '1',
+    };
+    const shell = (input: string, etcd: string) =>
+      spawnSync(PYTHON, ['manage.py', 'shell'], {
+        cwd: CONTROLLER,
+        env: { ...env, ETCD: etcd },
+        input,
+        encoding: 'utf8',
+      });
+    execFileSync(PYTHON, ['manage.py', 'migrate', '--run-syncdb', '-v0'], {
+      cwd: CONTROLLER,
+      env: { ...env, ETCD: '127.0.0.1:1' },
+    });
+    const seed = shell(
+      [
+        'from django.contrib.auth.models import User',
+        'from api.models import App, Certificate, Config, Domain, Key',
+        `u = User.objects.create(username='${name}')`,
+        `Key.objects.create(owner=u, id='${name}@laptop', public='ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7 ${name}@laptop')`,
+        `a = App.objects.create(owner=u, id='${name}')`,
+        `Config.objects.create(owner=u, app=a, values_json='{"OLD": "gone", "PORT": "4000"}')`,
+        `Config.objects.create(owner=u, app=a, values_json='{"PORT": "5000"}')`,
+        `Domain.objects.create(owner=u, app=a, domain='${name}.example.com')`,
+        `Certificate.objects.create(owner=u, certificate='CERT ${name}', key='KEY ${name}', common_name='${name}.example.com')`,
+        'print(sorted(str(m.updated) for M in (Key, App, Config, Domain, Certificate) for m in M.objects.all()))',
+      ].join('\n'),
+      '127.0.0.1:1',
+    );
+    expect(seed.stderr).toBe('');
+    const etcdKeys = [
+      `/deis/builder/users/${name}`,
+      `/deis/services/${name}`,
+      `/deis/domains/${name}.example.com`,
+      `/deis/certs/${name}.example.com`,
+      `/deis/config/${name}`,
+    ];
+    const get = async (key: string) => {
+      const res = await fetch(`${stack.etcdEndpoint}/v2/keys${key}?recursive=true`);
+      return res.ok ? ((await res.json()) as { node: EtcdNode }).node : undefined;
+    };
+    try {
+      const file = config({
+        restore: {
+          deisVersion: 'v1.10.1',
+          controllerHost: stack.sshHost,
+          controllerCommand: `cd ${CONTROLLER} && PYTHONDONTWRITEBYTECODE=1 DEIS_TEST_DB=${env.DEIS_TEST_DB} DEIS_LOG_DIR=${dir} ETCD=${etcdAt} ${PYTHON} manage.py shell`,
+        },
+      });
+      const run = await restore([snapshot, '--only', 'buckets', ...fresh('ctl-django')], file);
+      expect(run.code).toBe(0);
+      const users = await get(`/deis/builder/users/${name}`);
+      expect(users?.nodes?.map((n) => n.value)).toEqual([
+        `ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7 ${name}@laptop`,
+      ]);
+      expect((await get(`/deis/services/${name}`))?.dir).toBe(true);
+      expect((await get(`/deis/domains/${name}.example.com`))?.value).toBe(name);
+      expect((await get(`/deis/certs/${name}.example.com/cert`))?.value).toBe(`CERT ${name}`);
+      expect((await get(`/deis/certs/${name}.example.com/key`))?.value).toBe(`KEY ${name}`);
+      // Only the latest config: OLD was unset by the newer release.
+      const config_ = await get(`/deis/config/${name}`);
+      expect(config_?.nodes?.map((n) => [n.key, n.value])).toEqual([[`/deis/config/${name}/port`, '5000']]);
+      expect(run.report?.next[0]).toBe(
+        `published keys, apps, domains, certificates and each app's latest config to etcd from deis-controller on ${stack.sshHost}`,
+      );
+      // No row changed (no save), and the app log has only the seed's "domain … added".
+      const after = shell(PRINT_UPDATED, '127.0.0.1:1');
+      expect(after.stdout.trim()).toBe(seed.stdout.trim());
+      expect(await readFile(join(dir, `${name}.log`), 'utf8')).toMatch(/^[^\n]* domain \S+ added\n$/);
+      // Again, now that /deis/services/<app> exists (where the 1.10 writer would raise): no error.
+      const again = shell(republishSnippet([1, 10, 1]), etcdAt);
+      expect(again.stderr).toBe('');
+      expect(again.status).toBe(0);
+      // With etcd out of reach at import no writer is connected: said, not silently skipped.
+      const unreachable = shell(republishSnippet([1, 10, 1]), '127.0.0.1:1');
+      expect(unreachable.status).toBe(1);
+      expect(unreachable.stderr).toContain('deis-controller cannot reach etcd');
+    } finally {
+      for (const key of etcdKeys)
+        await fetch(`${stack.etcdEndpoint}/v2/keys${key}?recursive=true`, { method: 'DELETE' });
+    }
+  });
+
+  it('gives the shell one complete statement a line, as its console reads them', () => {
+    // What the plain Django shell does with each line it reads: codeop.compile_command, as code.interact.
+    const check = [
+      'import codeop, sys',
+      'for line in sys.stdin.read().splitlines():',
+      '    if codeop.compile_command(line) is None: raise SystemExit("incomplete: " + line)',
+    ].join('\n');
+    for (const version of [
+      [1, 4, 0],
+      [1, 8, 0],
+      [1, 10, 1],
+    ])
+      execFileSync(PYTHON, ['-c', check], { input: republishSnippet(version) });
+  });
+
+  it('reports a controller it cannot reach over SSH as a failed republish, keeping the report (exit 3)', async () => {
     const empty = join(tempDir('known'), 'known_hosts');
     await writeFile(empty, '');
     const file = writeConfig({
@@ -492,11 +605,11 @@ describeWithStack('restore', (stack) => {
     expect(run.report?.status).toBe('partial');
     expect(run.report?.steps.map((s) => [s.step, s.status])).toEqual([['buckets', 'success']]);
     expect(run.report?.next[0]).toBe(
-      `re-saving in deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run the same restore again: it skips what is there and re-saves`,
+      `republishing from deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run the same restore again: it skips what is there and republishes`,
     );
   });
 
-  it('reports a re-save snippet that raised as failed although the shell exits 0 (exit 3)', async () => {
+  it('reports a republish snippet that raised as failed although the shell exits 0 (exit 3)', async () => {
     // What Django's shell does with a statement that raises: a Traceback on stderr, then exit 0.
     const shell = [
       'cat > /dev/null',
@@ -512,7 +625,7 @@ describeWithStack('restore', (stack) => {
     expect(run.code).toBe(3);
     expect(run.report?.status).toBe('partial');
     expect(run.report?.next[0]).toBe(
-      `re-saving in deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): run it again once the controller is up`,
+      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): run it again once the controller is up`,
     );
   });
 });

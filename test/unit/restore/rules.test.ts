@@ -2,7 +2,13 @@
 // ETags, and the Deis-version-specific finishing step.
 import { describe, expect, it } from 'vitest';
 import { partSizeFor } from '../../../src/restore/buckets.js';
-import { appNames, needsRepublish, parseVersion, republishSnippet } from '../../../src/restore/finish.js';
+import {
+  appNames,
+  needsRepublish,
+  parseVersion,
+  republishedState,
+  republishSnippet,
+} from '../../../src/restore/finish.js';
 import { checkEntry } from '../../../src/restore/volume.js';
 
 describe('checkEntry', () => {
@@ -52,16 +58,63 @@ describe('partSizeFor', () => {
 });
 
 describe('finishing a Deis restore', () => {
-  it('republishes before 1.11 only, with the models each version has', () => {
+  it('republishes before 1.11 only', () => {
     expect(parseVersion('v1.10.1')).toEqual([1, 10, 1]);
     expect(parseVersion('1.13')).toEqual([1, 13, 0]);
     expect(parseVersion('latest')).toBeUndefined();
+    expect(needsRepublish([0, 9, 0])).toBe(true);
     expect(needsRepublish([1, 10, 1])).toBe(true);
     expect(needsRepublish([1, 11, 0])).toBe(false);
-    expect(republishSnippet([1, 4, 0])).not.toContain('Certificate');
-    expect(republishSnippet([1, 8, 0])).toContain('Certificate');
-    expect(republishSnippet([1, 8, 0])).not.toContain('Config');
-    expect(republishSnippet([1, 9, 0])).toContain('[c.save() for c in Config.objects.all()]');
+  });
+
+  // The lines every version range gets: the etcd writers of Deis 1.0–1.10 called with created=True
+  // (re-saving a row fires created=False, which all but Key's and, before 1.5, Domain's ignore).
+  const head = (models: string) => [
+    'import sys',
+    'import api.models as deis',
+    `from api.models import ${models}`,
+    'deis._etcd_client or sys.exit("deis-controller cannot reach etcd: api.models._etcd_client is None; check the ETCD host:port in restore.controllerCommand")',
+    '[deis._etcd_publish_key(sender=Key, instance=k, created=True) for k in Key.objects.all()]',
+    "[deis._etcd_create_app(sender=App, instance=a, created=True) for a in App.objects.all() if '/deis/services/{}'.format(a) not in deis._etcd_client]",
+    '[deis._etcd_publish_domains(sender=Domain, instance=d, created=True) for d in Domain.objects.all()]',
+  ];
+  const cert =
+    '[deis._etcd_publish_cert(sender=Certificate, instance=c, created=True) for c in Certificate.objects.all()]';
+  const config =
+    '[deis._etcd_publish_config(sender=Config, instance=a.config_set.latest(), created=True) for a in App.objects.all() if a.config_set.exists()]';
+
+  it.each([
+    ['before 1.0', [0, 9, 3], [...head('Key, App, Domain')]],
+    ['1.0–1.4', [1, 4, 1], [...head('Key, App, Domain')]],
+    [
+      '1.5–1.8 (Certificate from 1.5, not 1.7 as the docs had it)',
+      [1, 5, 0],
+      [...head('Key, App, Domain, Certificate'), cert],
+    ],
+    ['1.5–1.8', [1, 8, 0], [...head('Key, App, Domain, Certificate'), cert]],
+    ['1.9–1.10', [1, 9, 0], [...head('Key, App, Domain, Certificate, Config'), cert, config]],
+    ['1.9–1.10', [1, 10, 1], [...head('Key, App, Domain, Certificate, Config'), cert, config]],
+  ])('publishes what the controller of %s has, as if each row were new', (_range, version, lines) => {
+    expect(republishSnippet(version)).toBe(`${lines.join('\n')}\n`);
+  });
+
+  it('changes no row and publishes only the latest config of each app', () => {
+    const snippet = republishSnippet([1, 10, 1]);
+    // A save() would fire created=False (publishing nothing), bump `updated` and log "domain added".
+    expect(snippet).not.toContain('.save(');
+    expect(snippet).not.toContain('post_save');
+    // Each config write replaces /deis/config/<app>: every release's config would leave the oldest.
+    expect(snippet).not.toContain('Config.objects.all()');
+    // One statement a line: the Django shell reads its stdin like an interactive console.
+    expect(snippet.split('\n').filter((line) => /^\s|:$/.test(line))).toEqual([]);
+  });
+
+  it('names what it published, per version', () => {
+    expect(republishedState([1, 4, 0])).toBe('keys, apps and domains');
+    expect(republishedState([1, 5, 0])).toBe('keys, apps, domains and certificates');
+    expect(republishedState([1, 10, 1])).toBe(
+      "keys, apps, domains, certificates and each app's latest config",
+    );
   });
 
   it('finds app names in the registry keys', () => {
