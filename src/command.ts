@@ -7,15 +7,25 @@ import { runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
 
 export type { RemoteCommand as RunningCommand };
 
-/** Starts `command` with /bin/sh locally, or over SSH when `ssh` is given. */
+/**
+ * Starts `command` with /bin/sh locally, or over SSH when `ssh` is given. With `cLocale`, every
+ * program of the command line runs with LC_ALL=C, so its messages are the untranslated ones a caller
+ * can match (GNU tar's warnings, say) whatever locale the host or this process has: here through
+ * the environment, over SSH at the start of the command line itself, since sshd passes on only the
+ * variables its AcceptEnv lists (a program run through sudo needs `asRoot`, see there).
+ */
 export async function runCommand(
   command: string,
   where: { ssh?: SshTarget | undefined },
-  opts: { signal: AbortSignal },
+  opts: { signal: AbortSignal; cLocale?: boolean },
 ): Promise<RemoteCommand> {
-  if (where.ssh) return runRemote(where.ssh, command, opts);
+  if (where.ssh) return runRemote(where.ssh, opts.cLocale ? `${C_LOCALE}${command}` : command, opts);
   // Its own process group, so an abort stops the whole pipeline, not only the shell.
-  const child = spawn('/bin/sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const child = spawn('/bin/sh', ['-c', command], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: opts.cLocale ? { ...process.env, LC_ALL: 'C' } : process.env,
+  });
   const onAbort = (): void => {
     if (child.pid !== undefined && child.exitCode === null) {
       try {
@@ -49,6 +59,23 @@ export async function runCommand(
   );
   finished.catch(() => undefined);
   return { stdout: child.stdout, stdin: child.stdin, finished };
+}
+
+/**
+ * Sets the C locale for the rest of a command line in any Bourne-style shell (sh, dash, bash, zsh,
+ * busybox): `export NAME=value` is not Bourne sh. LC_ALL=C outranks LANG and every LC_*, and with
+ * it GNU gettext ignores LANGUAGE too; C.UTF-8 would not do, as gettext still honours LANGUAGE there.
+ */
+const C_LOCALE = 'LC_ALL=C; export LC_ALL; ';
+
+/**
+ * The start of a command that runs a program as root on the host, in the C locale: `sudo -n
+ * LC_ALL=C ` over SSH for a user other than root, else nothing (`runCommand` with `cLocale` has set
+ * the locale). sudo's env_reset keeps LC_ALL by default (it is in env_check); naming it on sudo's
+ * command line makes a sudoers that forbids it refuse in words rather than drop it unseen.
+ */
+export function asRoot(ssh: SshTarget | undefined): string {
+  return ssh && ssh.user !== 'root' ? 'sudo -n LC_ALL=C ' : '';
 }
 
 /** Where a command runs, for messages: "on <host>" or "locally". */

@@ -4,7 +4,7 @@
 import { posix } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { extract as createExtract } from 'tar-stream';
-import { feedCommand, runCommand } from '../command.js';
+import { asRoot, feedCommand, runCommand } from '../command.js';
 import { BackupError, describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -155,7 +155,7 @@ export interface VolumeDestination {
 }
 
 function sudo(dest: VolumeDestination): string {
-  return dest.ssh && dest.ssh.user !== 'root' ? 'sudo -n ' : '';
+  return asRoot(dest.ssh);
 }
 
 /** Lists the destination with GNU find (here or over SSH); empty when it does not exist. */
@@ -164,7 +164,8 @@ async function destinationState(
   opts: { signal: AbortSignal },
 ): Promise<Map<string, Present>> {
   const command = `cd ${shellQuote(dest.path)} 2>/dev/null || exit 0; ${sudo(dest)}find . -printf '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0'`;
-  const running = await runCommand(command, dest, opts);
+  // GNU find's -printf %T@ prints a "." whatever LC_NUMERIC says; the C locale is for its messages.
+  const running = await runCommand(command, dest, { ...opts, cLocale: true });
   running.stdin.end();
   const chunks: Buffer[] = [];
   for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
@@ -272,14 +273,15 @@ export async function applyVolume(
     ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path} && ${sudo(dest)}touch -d @${root.mtime} ${path}`
     : '';
   const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}${fixRoot}`;
-  const running = await runCommand(command, dest, opts);
+  const running = await runCommand(command, dest, { signal: opts.signal, cLocale: true });
   // Nothing useful comes out, but over SSH the channel only closes once its output is read.
   running.stdout.resume();
-  const { code, stderr } = await feedCommand(running, await repository.openVerified(artifact, opts));
-  if (code !== 0) {
+  const fed = await feedCommand(running, await repository.openVerified(artifact, opts));
+  const into = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
+  if (fed.code !== 0) {
     throw new BackupError(
       'ERR_TARGET',
-      `volume: tar -x into ${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''} exited ${String(code)}: ${errorLine(stderr)}`,
+      `volume: tar -x into ${into} exited ${String(fed.code)}: ${errorLine(fed.stderr)}`,
     );
   }
 }

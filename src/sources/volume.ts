@@ -10,7 +10,7 @@ import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
 import { chain, createParallelGzip } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
-import { runCommand } from '../command.js';
+import { asRoot, runCommand } from '../command.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine, Findings, type Source, type SourceRunContext } from './source.js';
 
@@ -90,9 +90,10 @@ export class VolumeSource implements Source {
 
   private async remote(ssh: SshTarget, ctx: SourceRunContext, findings: Findings) {
     const path = this.location.path;
-    const sudo = ssh.user === 'root' ? '' : 'sudo -n ';
-    const command = `${sudo}tar -C ${shellQuote(path)} -cpzf - .`;
-    const remote = await runCommand(command, { ssh }, { signal: ctx.signal });
+    const command = `${asRoot(ssh)}tar -C ${shellQuote(path)} -cpzf - .`;
+    // In the C locale: the warnings below are matched in GNU tar's own words, which a host whose
+    // locale has tar's translations would print in its language, failing a volume that is whole.
+    const remote = await runCommand(command, { ssh }, { signal: ctx.signal, cLocale: true });
     remote.stdin.end();
     const stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, remote.stdout, { signal: ctx.signal });
     const { code, stderr } = await remote.finished.catch(async (err: unknown) => {
@@ -120,8 +121,8 @@ export class VolumeSource implements Source {
 
 /**
  * Whether a line of GNU tar's stderr is a warning it exits 1 with while the archive stays complete.
- * The texts are GNU tar 1.34's (create.c), case included: "File removed" and "File shrank" are
- * capitalised, and one byte is "1 byte".
+ * The texts are GNU tar 1.34's (create.c) in the C locale, case included: "File removed" and "File
+ * shrank" are capitalised, and one byte is "1 byte".
  */
 export function isTarWarning(line: string): boolean {
   return TAR_WARNING.test(line);

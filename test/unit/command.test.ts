@@ -1,8 +1,8 @@
 // feedCommand against real local commands: a command that stops reading must end the feed with its
 // exit status, whenever its input closes relative to the writes.
 import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import { feedCommand, runCommand } from '../../src/command.js';
+import { describe, expect, it, vi } from 'vitest';
+import { asRoot, feedCommand, runCommand } from '../../src/command.js';
 
 const signal = AbortSignal.timeout(30_000);
 
@@ -46,5 +46,38 @@ describe('feedCommand', () => {
     const fed = await feedCommand(running, slowBody(8, 1));
     expect(fed).toMatchObject({ code: 0, complete: true });
     expect(out.trim()).toBe(String(8 * 64 * 1024));
+  });
+});
+
+describe('runCommand in the C locale', () => {
+  /** GNU tar's complaint about a missing path, started with this process's locale set as given. */
+  async function tarMessage(cLocale: boolean): Promise<string> {
+    // A translated locale without localedef: gettext honours LANGUAGE in C.UTF-8 (not in C).
+    vi.stubEnv('LANG', 'C.UTF-8');
+    vi.stubEnv('LANGUAGE', 'de');
+    vi.stubEnv('LC_ALL', undefined);
+    try {
+      const running = await runCommand('tar -cf /dev/null /nonexistent-deis-backup', {}, { signal, cLocale });
+      running.stdin.end();
+      running.stdout.resume();
+      return (await running.finished).stderr;
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  }
+
+  it('runs a local command untranslated whatever LANG and LANGUAGE say', async () => {
+    // The premise: tar's translations are installed, so without the C locale it speaks German.
+    expect(await tarMessage(false)).not.toContain('Cannot stat');
+    expect(await tarMessage(true)).toContain(
+      'tar: /nonexistent-deis-backup: Cannot stat: No such file or directory',
+    );
+  });
+
+  it("names LC_ALL on sudo's command line, so env_reset cannot drop it unseen", () => {
+    const ssh = { host: 'h', port: 22, privateKeyFile: 'k', knownHostsFile: 'n', timeoutMs: 1 };
+    expect(asRoot({ ...ssh, user: 'core' })).toBe('sudo -n LC_ALL=C ');
+    expect(asRoot({ ...ssh, user: 'root' })).toBe('');
+    expect(asRoot(undefined)).toBe('');
   });
 });

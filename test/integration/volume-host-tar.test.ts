@@ -1,0 +1,93 @@
+// GNU tar on the volume's host, for real: its warnings are read in the C locale whatever the host's
+// locale translates.
+import { chmod, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import type { Manifest } from '../../src/repository/manifest.js';
+import { artifactKey } from '../../src/repository/layout.js';
+import { VOLUME_ARTIFACT } from '../../src/sources/volume.js';
+import { runRemote } from '../../src/ssh.js';
+import { startPrivateSshd, type PrivateSshd } from '../fixtures/private-sshd.js';
+import { stackSsh } from '../fixtures/stack.js';
+import { cli, describeWithStack, gnuTarExtract, tempDir, writeConfig } from './helpers.js';
+
+const signal = AbortSignal.timeout(300_000);
+
+/** A translated locale without localedef: gettext honours LANGUAGE in C.UTF-8 (not in C). */
+const GERMAN = { LANG: 'C.UTF-8', LANGUAGE: 'de' };
+
+describeWithStack('GNU tar on the volume host', (stack) => {
+  const sshds: PrivateSshd[] = [];
+  const target = tempDir('target');
+
+  /** A volume-only config; `ssh` reaches the stack's sshd unless another is given. */
+  const config = (path: string, host: string | undefined, ssh: Record<string, unknown> = stackSsh(stack)) =>
+    writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh,
+      sources: {
+        buckets: { enabled: false },
+        volume: { path, ...(host ? { host } : {}) },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+    });
+  const backup = async (file: string) => {
+    const run = await cli(['backup', '--config', file, '--only', 'volume', '--json']);
+    expect(run.code, run.err).toBe(0);
+    return JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
+  };
+
+  afterAll(async () => {
+    for (const sshd of sshds) await sshd.stop();
+  });
+
+  it('keeps the volume over SSH whole when the host locale translates tar, with the warnings in English', async () => {
+    // As in backup.test.ts, a checkpoint action changes the tree at a fixed point of tar's read:
+    // a shrinks by one byte, b is removed before it is read, c changes while read. TAR_OPTIONS
+    // puts the action into the tar deis-backup itself runs; sshd's SetEnv sets it and the locale.
+    const live = tempDir('live');
+    await writeFile(join(live, 'a'), Buffer.alloc(1024 * 1024, 1));
+    await writeFile(join(live, 'b'), 'b');
+    await writeFile(join(live, 'c'), Buffer.alloc(1024 * 1024, 2));
+    const action = join(tempDir('action'), 'change.sh');
+    await writeFile(
+      action,
+      `#!/bin/sh\ntruncate -s ${String(1024 * 1024 - 1)} ${live}/a; rm -f ${live}/b; touch ${live}/c\n`,
+    );
+    await chmod(action, 0o755);
+    const sshd = await startPrivateSshd(stack, {
+      ...GERMAN,
+      TAR_OPTIONS: `--sort=name --checkpoint=1 --checkpoint-action=exec=${action}`,
+    });
+    sshds.push(sshd);
+    // The premise: a tar started there without the C locale speaks German (and without the
+    // checkpoint action, which would change the tree before the backup).
+    const probe = await runRemote(
+      { ...sshd.ssh, host: stack.sshHost, timeoutMs: 10_000 },
+      'TAR_OPTIONS= tar -cf /dev/null /nonexistent-deis-backup',
+      { signal },
+    );
+    probe.stdin.end();
+    probe.stdout.resume();
+    const { stderr } = await probe.finished;
+    expect(stderr).toContain('/nonexistent-deis-backup');
+    expect(stderr).not.toContain('Cannot stat');
+
+    const summary = await backup(config(live, stack.sshHost, sshd.ssh));
+    const volume = summary.sources.find((s) => s.kind === 'volume');
+    expect(volume).toMatchObject({
+      status: 'success',
+      warnings: [
+        'tar: ./a: File shrank by 1 byte; padding with zeros',
+        'tar: ./b: File removed before we read it',
+        'tar: ./c: file changed as we read it',
+        'tar: .: file changed as we read it',
+      ],
+    });
+    const extracted = tempDir('extracted');
+    gnuTarExtract(join(target, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
+    expect((await readdir(extracted)).sort()).toEqual(['a', 'c']);
+    expect((await stat(join(extracted, 'a'))).size).toBe(1024 * 1024);
+  });
+});
