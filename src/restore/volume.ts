@@ -284,4 +284,15 @@ export async function applyVolume(
       `volume: tar -x into ${into} exited ${String(fed.code)}: ${errorLine(fed.stderr)}`,
     );
   }
+  // Exit 0 with the archive unread (a tar wrapper that did nothing, a tar that stopped early): what
+  // is in the directory is unknown, and the archive's sha256 was not checked to its end. GNU tar
+  // with -z reads the whole artifact: gzip -d reads its input to EOF (the end-of-archive zeros, 1024
+  // bytes from tar-stream or a padded 10240-byte record from a host's tar, are inside the gzip
+  // stream), so no unread byte is expected from a real GNU tar.
+  if (!fed.complete) {
+    throw new BackupError(
+      'ERR_TARGET',
+      `volume: tar -x into ${into} exited before reading the whole archive, so the volume may be only partly restored; check that tar there is GNU tar and reads the archive on stdin, then restore again`,
+    );
+  }
 }

@@ -1,15 +1,17 @@
 // GNU tar on the volume's host, for real: its warnings are read in the C locale whatever the host's
-// locale translates.
-import { chmod, readdir, stat, writeFile } from 'node:fs/promises';
+// locale translates, and a restore counts only when tar read the whole archive.
+import { chmod, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import type { Manifest } from '../../src/repository/manifest.js';
 import { artifactKey } from '../../src/repository/layout.js';
+import type { RestoreReport } from '../../src/restore.js';
 import { VOLUME_ARTIFACT } from '../../src/sources/volume.js';
 import { runRemote } from '../../src/ssh.js';
 import { startPrivateSshd, type PrivateSshd } from '../fixtures/private-sshd.js';
 import { stackSsh } from '../fixtures/stack.js';
-import { cli, describeWithStack, gnuTarExtract, tempDir, writeConfig } from './helpers.js';
+import { cli, describeTree, describeWithStack, gnuTarExtract, tempDir, writeConfig } from './helpers.js';
 
 const signal = AbortSignal.timeout(300_000);
 
@@ -36,6 +38,20 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     const run = await cli(['backup', '--config', file, '--only', 'volume', '--json']);
     expect(run.code, run.err).toBe(0);
     return JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
+  };
+  const restore = async (id: string, into: string, file: string) => {
+    const run = await cli([
+      'restore',
+      id,
+      '--config',
+      file,
+      '--only',
+      'volume',
+      '--volume-to',
+      into,
+      '--json',
+    ]);
+    return { ...run, report: run.out ? (JSON.parse(run.out) as RestoreReport) : undefined };
   };
 
   afterAll(async () => {
@@ -89,5 +105,59 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     gnuTarExtract(join(target, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
     expect((await readdir(extracted)).sort()).toEqual(['a', 'c']);
     expect((await stat(join(extracted, 'a'))).size).toBe(1024 * 1024);
+  });
+
+  it('fails a volume restore whose tar exits 0 without reading the archive, here and over SSH; GNU tar reads all', async () => {
+    // Incompressible and about 4 MiB: more than a pipe buffer and sshd's 2 MiB channel window, which
+    // take bytes that a command that exits unread cannot be told from one that read them.
+    const volume = tempDir('volume');
+    await mkdir(join(volume, 'logs'));
+    await writeFile(join(volume, 'logs', 'big.log'), randomBytes(4 * 1024 * 1024));
+    await writeFile(join(volume, 'logs', 'small.log'), 'line\n');
+    // Both kinds of archive: written here with tar-stream (1024 zero bytes end it), and GNU tar's on
+    // the host (its last record padded to 10240 bytes); the restore must find each read whole.
+    const snapshots = [
+      (await backup(config(volume, undefined))).id,
+      (await backup(config(volume, stack.sshHost))).id,
+    ];
+    for (const id of snapshots) {
+      for (const host of [undefined, stack.sshHost]) {
+        const into = join(tempDir('restored'), 'store');
+        const run = await restore(id, into, config(volume, host));
+        expect(run.code, `${id} ${host ?? 'local'}: ${run.out} ${run.err}`).toBe(0);
+        expect(await describeTree(into)).toEqual(await describeTree(volume));
+      }
+    }
+
+    // A `tar` found first on PATH that exits 0 at once, as a wrapper that does nothing would.
+    const bin = tempDir('bin');
+    await writeFile(join(bin, 'tar'), '#!/bin/sh\nexit 0\n');
+    await chmod(join(bin, 'tar'), 0o755);
+    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
+    sshds.push(sshd);
+    const cases = [
+      { host: undefined, ssh: stackSsh(stack), where: '' },
+      { host: stack.sshHost, ssh: sshd.ssh, where: ` on ${stack.sshHost}` },
+    ];
+    for (const { host, ssh, where } of cases) {
+      const into = join(tempDir('restored'), 'store');
+      const path = process.env['PATH'];
+      // The local restore runs in this process: its commands take this PATH.
+      if (!host) process.env['PATH'] = `${bin}:${path ?? ''}`;
+      let run;
+      try {
+        run = await restore(snapshots[0] ?? '', into, config(volume, host, ssh));
+      } finally {
+        process.env['PATH'] = path;
+      }
+      expect(run.code, run.out).toBe(1);
+      expect(run.report?.steps[0]).toMatchObject({
+        step: 'volume',
+        status: 'failed',
+        errors: [
+          `volume: tar -x into ${into}${where} exited before reading the whole archive, so the volume may be only partly restored; check that tar there is GNU tar and reads the archive on stdin, then restore again`,
+        ],
+      });
+    }
   });
 });
