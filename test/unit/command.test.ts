@@ -68,7 +68,10 @@ describe('runCommand in the C locale', () => {
 
   it('runs a local command untranslated whatever LANG and LANGUAGE say', async () => {
     // The premise: tar's translations are installed, so without the C locale it speaks German.
-    expect(await tarMessage(false)).not.toContain('Cannot stat');
+    expect(
+      await tarMessage(false),
+      'tar prints English without LC_ALL=C: is /usr/share/locale/de/LC_MESSAGES/tar.mo there?',
+    ).not.toContain('Cannot stat');
     expect(await tarMessage(true)).toContain(
       'tar: /nonexistent-deis-backup: Cannot stat: No such file or directory',
     );
