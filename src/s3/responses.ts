@@ -49,7 +49,7 @@ export async function parseXml(text: string): Promise<unknown> {
       ignoreAttributes: true,
       parseTagValue: false,
       trimValues: false,
-      isArray: (name) => name === 'Contents' || name === 'Bucket',
+      isArray: (name) => name === 'Contents' || name === 'Bucket' || name === 'Upload',
     });
   }
   return xmlParser.parse(text) as unknown;

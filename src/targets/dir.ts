@@ -26,7 +26,7 @@ import { dirname, join, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { BackupError } from '../errors.js';
-import { checkKey, type ObjectInfo, type PutOptions, type Target } from './target.js';
+import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
 
 const PARTIAL = '.partial-';
 const READ_CHUNK_MAX = 1024 * 1024;
@@ -54,6 +54,8 @@ const STALE_PARTIAL_MS = 60 * 60 * 1000;
 export class DirTarget implements Target {
   readonly name: string;
   readonly defersSync = true;
+  /** A killed put leaves a temporary file, which `list` yields once stale. */
+  readonly leavesUploads = false;
   private readonly root: string;
   /** Deferred puts have returned since the last file-system sync began. */
   private unsynced = false;
@@ -111,6 +113,23 @@ export class DirTarget implements Target {
     await rename(temp, file);
     // The rename is only durable once the directory entry is on disk too.
     await fsyncPath(dirname(file));
+  }
+
+  /** None: see leavesUploads. */
+  listUploads(_prefix: string, opts: { signal: AbortSignal }): AsyncIterable<UploadInfo> {
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () =>
+          opts.signal.aborted
+            ? Promise.reject(opts.signal.reason as Error)
+            : Promise.resolve({ done: true, value: undefined }),
+      }),
+    };
+  }
+
+  /** There are no uploads to drop (listUploads yields none). */
+  abortUpload(_upload: UploadInfo, _opts: { signal: AbortSignal }): Promise<void> {
+    return Promise.resolve();
   }
 
   async adopt(_key: string, opts: { signal: AbortSignal }): Promise<void> {

@@ -1,13 +1,17 @@
 // A target in an S3 bucket under a prefix, through the minio client (SigV4, any endpoint and region);
-// artifacts of unknown size go up as multipart uploads in parts of partSizeMiB.
+// artifacts of unknown size go up as multipart uploads in parts of partSizeMiB, and the uploads such
+// a put left unfinished are listed and dropped with ListMultipartUploads and AbortMultipartUpload.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { Readable } from 'node:stream';
 import { Client, S3Error as MinioS3Error } from 'minio';
 import { BackupError } from '../errors.js';
+import { readText } from '../s3/responses.js';
+import { encodeRfc3986 } from '../s3/sign-v4.js';
+import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
 import type { Secret } from '../secret.js';
-import { checkKey, type ObjectInfo, type PutOptions, type Target } from './target.js';
+import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
 
 /** Settings of an S3 target. */
 export interface S3TargetOptions {
@@ -20,18 +24,28 @@ export interface S3TargetOptions {
   partSizeMiB: number;
   /** A request fails once its connection has sent and received nothing for this long (default 120 s). */
   timeoutMs?: number;
+  /** Uploads asked for per ListMultipartUploads page (default 1000, the most S3 gives); tests page with fewer. */
+  uploadsPageSize?: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
+
+/**
+ * How far the target's clock may be behind ours, assumed when an answer carries no Date header:
+ * S3 and radosgw refuse a signed request whose time is more than 15 minutes off theirs
+ * (RequestTimeTooSkewed), so while our requests are taken the clocks are at most that far apart.
+ */
+const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
 
 /** What minio sends its requests through: node's http or https, or anything shaped like them. */
 type Transport = Pick<typeof http, 'request'>;
 
 /**
- * The signal of the put whose requests minio is sending: minio takes no signal, so the transport
- * finds it here and destroys the put's requests when it aborts.
+ * The signal of the call (a put, a listing of uploads, an abort of one) whose requests minio is
+ * sending: minio takes no signal, so the transport finds it here and destroys the call's requests
+ * when it aborts.
  */
-const putSignal = new AsyncLocalStorage<AbortSignal>();
+const requestSignal = new AsyncLocalStorage<AbortSignal>();
 
 /** A request to the target that nothing moved on for its timeout. */
 class TargetTimeout extends Error {
@@ -43,9 +57,12 @@ export class S3Target implements Target {
   readonly name: string;
   /** An S3 PUT is durable once it returns: deferSync changes nothing. */
   readonly defersSync = false;
+  /** A multipart upload whose put was killed stays until it is aborted. */
+  readonly leavesUploads = true;
   private readonly client: Client;
   private readonly bucket: string;
   private readonly prefix: string;
+  private readonly uploadsPageSize: number;
 
   constructor(options: S3TargetOptions) {
     const url = new URL(options.endpoint);
@@ -53,6 +70,7 @@ export class S3Target implements Target {
     this.prefix =
       options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
     this.name = `s3://${options.bucket}/${this.prefix}`.replace(/\/$/, '');
+    this.uploadsPageSize = options.uploadsPageSize ?? 1000;
     const useSSL = url.protocol === 'https:';
     this.client = new Client({
       endPoint: url.hostname,
@@ -83,13 +101,13 @@ export class S3Target implements Target {
     };
     opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const uploading = putSignal.run(opts.signal, () =>
+      const uploading = requestSignal.run(opts.signal, () =>
         this.client.putObject(this.bucket, name, body, opts.size),
       );
       await Promise.race([uploading, bodyFailed]);
     } catch (err) {
       body.destroy();
-      await this.abortUpload(name);
+      await this.dropUpload(name);
       if (opts.signal.aborted) throw opts.signal.reason;
       if (err instanceof BackupError || !isS3Failure(err)) throw err;
       throw this.wrap('put', key, err);
@@ -100,7 +118,7 @@ export class S3Target implements Target {
   }
 
   /** Drops the parts of an interrupted multipart upload so the bucket does not keep them. */
-  private async abortUpload(name: string): Promise<void> {
+  private async dropUpload(name: string): Promise<void> {
     try {
       const uploadId = await this.client.findUploadId(this.bucket, name);
       if (uploadId !== undefined) await this.client.abortMultipartUpload(this.bucket, name, uploadId);
@@ -166,6 +184,80 @@ export class S3Target implements Target {
     }
   }
 
+  async *listUploads(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<UploadInfo> {
+    const full = this.prefix + prefix;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      opts.signal.throwIfAborted();
+      let page: UploadsPage;
+      let offsetMs: number;
+      try {
+        ({ page, offsetMs } = await this.uploadsPage(full, keyMarker, uploadIdMarker, opts.signal));
+      } catch (err) {
+        if (opts.signal.aborted) throw opts.signal.reason;
+        throw this.wrap('list unfinished uploads', prefix, err, UPLOADS_DENIED);
+      }
+      for (const upload of page.uploads) {
+        if (!upload.key.startsWith(full)) continue;
+        yield {
+          key: upload.key.slice(this.prefix.length),
+          uploadId: upload.uploadId,
+          initiated: new Date(upload.initiated.getTime() + offsetMs),
+        };
+      }
+      if (!page.isTruncated) return;
+      const next = { key: page.nextKeyMarker, id: page.nextUploadIdMarker };
+      // A truncated page naming no next marker, or the one it was asked from, would be asked for again forever.
+      if (next.key === undefined || (next.key === keyMarker && next.id === uploadIdMarker)) {
+        throw new BackupError(
+          'ERR_TARGET',
+          `list unfinished uploads ${prefix} in ${this.name}: a truncated page names no next marker, or the same one again; check the target`,
+        );
+      }
+      keyMarker = next.key;
+      uploadIdMarker = next.id;
+    }
+  }
+
+  /**
+   * One ListMultipartUploads page, and what to add to its times to make them ours. The answer's
+   * Date (the target's clock, in whole seconds rounded down) was stamped before it arrived here, so
+   * the target's clock minus ours was at least Date minus the arrival: shifting by the arrival minus
+   * Date gives a time of ours never earlier than the true one.
+   */
+  private async uploadsPage(
+    prefix: string,
+    keyMarker: string | undefined,
+    uploadIdMarker: string | undefined,
+    signal: AbortSignal,
+  ): Promise<{ page: UploadsPage; offsetMs: number }> {
+    const query = ['uploads', `prefix=${encodeRfc3986(prefix)}`, `max-uploads=${this.uploadsPageSize}`];
+    if (keyMarker !== undefined) query.push(`key-marker=${encodeRfc3986(keyMarker)}`);
+    if (uploadIdMarker !== undefined) query.push(`upload-id-marker=${encodeRfc3986(uploadIdMarker)}`);
+    const res = await requestSignal.run(signal, () =>
+      this.client.makeRequestAsync({ method: 'GET', bucketName: this.bucket, query: query.join('&') }),
+    );
+    const arrived = Date.now();
+    const date = Date.parse(res.headers.date ?? '');
+    const offsetMs = Number.isNaN(date) ? MAX_CLOCK_SKEW_MS : arrived - date;
+    return { page: await parseUploadsPage(await readText(res)), offsetMs };
+  }
+
+  async abortUpload(upload: UploadInfo, opts: { signal: AbortSignal }): Promise<void> {
+    opts.signal.throwIfAborted();
+    try {
+      // The key as listed, not checked as one to store: a leftover is dropped whatever its name.
+      await requestSignal.run(opts.signal, () =>
+        this.client.abortMultipartUpload(this.bucket, this.prefix + upload.key, upload.uploadId),
+      );
+    } catch (err) {
+      if (opts.signal.aborted) throw opts.signal.reason;
+      if ((err as { code?: unknown }).code === 'NoSuchUpload') return;
+      throw this.wrap('abort unfinished upload of', upload.key, err, UPLOADS_DENIED);
+    }
+  }
+
   /** Every put is durable once it returns: nothing to take over. */
   adopt(_key: string, _opts: { signal: AbortSignal }): Promise<void> {
     return Promise.resolve();
@@ -175,7 +267,8 @@ export class S3Target implements Target {
     return this.prefix + checkKey(key);
   }
 
-  private wrap(op: string, key: string, err: unknown): BackupError {
+  /** ERR_TARGET naming the call, the key, the S3 code and the fix; `denied` replaces the fix for AccessDenied. */
+  private wrap(op: string, key: string, err: unknown, denied?: string): BackupError {
     if (err instanceof TargetTimeout) {
       return new BackupError(
         'ERR_TARGET',
@@ -188,11 +281,13 @@ export class S3Target implements Target {
       code,
     )
       ? 'check target.endpoint'
-      : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
-        ? 'check target.accessKey and target.secretKey'
-        : code === 'NoSuchBucket'
-          ? `create bucket ${this.bucket} or fix target.bucket`
-          : 'check the target';
+      : code === 'AccessDenied' && denied !== undefined
+        ? denied
+        : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
+          ? 'check target.accessKey and target.secretKey'
+          : code === 'NoSuchBucket'
+            ? `create bucket ${this.bucket} or fix target.bucket`
+            : 'check the target';
     return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, { cause: err });
   }
 }
@@ -212,9 +307,9 @@ function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: numbe
     req.once('response', (res: http.IncomingMessage) => {
       answer = res;
     });
-    // A put's request stops with its run: an upload minio holds whole in memory (a manifest) would
+    // A call's request stops with its run: an upload minio holds whole in memory (a manifest) would
     // otherwise still be sent after the run reported its abort.
-    const signal = putSignal.getStore();
+    const signal = requestSignal.getStore();
     if (signal) {
       const onAbort = (): void => {
         answer?.destroy(signal.reason as Error);
@@ -248,6 +343,10 @@ function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: numbe
   // minio calls only request(options, callback), not the overloads taking a URL.
   return { request } as Transport;
 }
+
+/** The fix for an AccessDenied on the uploads calls: the keys work, a policy leaves these out. */
+const UPLOADS_DENIED =
+  'allow s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the target bucket for target.accessKey';
 
 /** True for errors that come from the S3 service or the connection to it, not from the body. */
 function isS3Failure(err: unknown): boolean {

@@ -8,6 +8,22 @@ export interface ObjectInfo {
   size: number;
 }
 
+/**
+ * An upload a put began on the target and neither finished nor dropped: what a put killed midway
+ * (SIGKILL, a crash, an abort that failed) leaves behind, holding storage no listing shows.
+ */
+export interface UploadInfo {
+  /** The key the put was storing. */
+  key: string;
+  /** The target's id of the upload. */
+  uploadId: string;
+  /**
+   * When the upload began, by this machine's clock. Never earlier than the true moment: the
+   * target's own time is converted with the clock difference its answers show, rounded against us.
+   */
+  initiated: Date;
+}
+
 /** Options of a put. */
 export interface PutOptions {
   signal: AbortSignal;
@@ -31,6 +47,11 @@ export interface Target {
    */
   readonly defersSync: boolean;
   /**
+   * True when a put killed midway can leave an unfinished upload that `list` does not show (S3
+   * multipart uploads): `listUploads` finds them. False where it leaves files (a directory).
+   */
+  readonly leavesUploads: boolean;
+  /**
    * Stores body under key, replacing any object there. The object appears whole or not at all.
    * Not retried: a stream cannot be rewound. The target consumes the stream. On an abort it
    * rejects with the signal's reason and stops its requests, but an object whose body was already
@@ -47,6 +68,17 @@ export interface Target {
   listKeys(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<string>;
   /** Idempotent: removing a missing key succeeds. */
   remove(key: string, opts: { signal: AbortSignal }): Promise<void>;
+  /**
+   * Yields each unfinished upload whose key starts with prefix exactly once, in no particular order.
+   * A put still in progress is listed too: telling the two apart is the caller's (the cluster lock,
+   * and `initiated`). Yields nothing where leavesUploads is false.
+   */
+  listUploads(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<UploadInfo>;
+  /**
+   * Drops an unfinished upload and the parts it holds. Idempotent: an upload already finished or
+   * dropped succeeds. A put still sending to it fails.
+   */
+  abortUpload(upload: UploadInfo, opts: { signal: AbortSignal }): Promise<void>;
   /**
    * Takes over `key`, stored by an earlier run with deferSync and maybe never made durable, as if
    * this run had just put it with deferSync: the next put without deferSync makes it durable

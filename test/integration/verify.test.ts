@@ -15,7 +15,7 @@ import type { S3Client } from '../../src/s3/client.js';
 import { BucketSource } from '../../src/sources/bucket.js';
 import { VolumeSource } from '../../src/sources/volume.js';
 import { DirTarget } from '../../src/targets/dir.js';
-import type { ObjectInfo, Target } from '../../src/targets/target.js';
+import type { ObjectInfo, Target, UploadInfo } from '../../src/targets/target.js';
 import { bytes, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { describeTree, describeWithStack, gatewayClient, tempDir, unique } from './helpers.js';
 
@@ -26,12 +26,14 @@ const log = createLogger({ level: 'silent' });
 class ReadOnlyTarget implements Target {
   readonly name: string;
   readonly defersSync: boolean;
+  readonly leavesUploads: boolean;
   readonly gets = new Map<string, number>();
   private readonly inner: Target;
   constructor(inner: Target) {
     this.inner = inner;
     this.name = inner.name;
     this.defersSync = inner.defersSync;
+    this.leavesUploads = inner.leavesUploads;
   }
   put(key: string): Promise<void> {
     return Promise.reject(new Error(`verify wrote ${key}`));
@@ -41,6 +43,12 @@ class ReadOnlyTarget implements Target {
   }
   adopt(key: string): Promise<void> {
     return Promise.reject(new Error(`verify adopted ${key}`));
+  }
+  abortUpload(upload: UploadInfo): Promise<void> {
+    return Promise.reject(new Error(`verify aborted the upload of ${upload.key}`));
+  }
+  listUploads(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<UploadInfo> {
+    return this.inner.listUploads(prefix, opts);
   }
   get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
     this.gets.set(key, (this.gets.get(key) ?? 0) + 1);
