@@ -150,12 +150,24 @@ export function formatPrune(report: PruneReport): string {
   if (report.scope === 'forgotten') {
     return `prune: removed ${report.removedBlobs} blob(s) only the forgotten restore point(s) held, ${formatBytes(report.freedBytes)}`;
   }
-  return `prune: ${verb} ${report.removedBlobs} blob(s) and ${report.removedKeys} other key(s)${interrupted}, ${formatBytes(report.freedBytes)}; ${report.referencedBlobs ?? 0} blob(s) of ${report.snapshots} restore point(s) kept, ${formatBytes(report.keptBytes ?? 0)}`;
+  // Sizes of unfinished uploads are not known (a ListParts each), so they are only counted.
+  const recent =
+    (report.recentUploads ?? 0) > 0
+      ? `, left ${report.recentUploads ?? 0} begun since the lock was taken`
+      : '';
+  const uploads =
+    report.abortedUploads === undefined
+      ? ''
+      : `; ${report.dryRun ? 'would abort' : 'aborted'} ${report.abortedUploads} unfinished upload(s)${recent}`;
+  return `prune: ${verb} ${report.removedBlobs} blob(s) and ${report.removedKeys} other key(s)${interrupted}, ${formatBytes(report.freedBytes)}; ${report.referencedBlobs ?? 0} blob(s) of ${report.snapshots} restore point(s) kept, ${formatBytes(report.keptBytes ?? 0)}${uploads}`;
 }
 
-/** Retention after a backup, one line. */
+/** Retention after a backup, one line (two when a prune ran but left unfinished uploads). */
 export function formatRetention(outcome: RetentionOutcome): string[] {
-  if (outcome.error !== undefined) return [`retention failed (the restore point stands): ${outcome.error}`];
+  const failed = `retention failed (the restore point stands): ${outcome.error ?? ''}`;
+  // Such a prune's report is whole: it is shown before the failure.
+  if (outcome.prune?.uploadsError !== undefined) return [formatPrune(outcome.prune), failed];
+  if (outcome.error !== undefined) return [failed];
   const lines: string[] = [];
   if (outcome.forget && outcome.forget.drop.length > 0) {
     const dropped = outcome.forget.drop.map((e) => e.id);

@@ -35,13 +35,15 @@ export class LockBusyError extends BackupError {
 
 /**
  * Runs `work` while holding the cluster lock. Throws LockBusyError when another runner holds it
- * after lock.waitSeconds. `work` gets a signal that also aborts when the lock is lost.
+ * after lock.waitSeconds. `work` gets a signal that also aborts when the lock is lost, and when the
+ * lock was taken (by this machine's clock, no later than the store granted it): what a prune needs
+ * to tell a dead run's unfinished uploads from this run's own.
  */
 export async function underLock<T>(
   deps: LockDeps,
   operation: string,
   opts: { signal: AbortSignal },
-  work: (signal: AbortSignal) => Promise<T>,
+  work: (signal: AbortSignal, lockedAt: Date) => Promise<T>,
 ): Promise<T> {
   let told = false;
   const got = await acquireLock(deps.lock, operation, {
@@ -66,7 +68,7 @@ export async function underLock<T>(
   }
   deps.log.debug({ operation, where: deps.lock.where }, 'cluster lock acquired');
   try {
-    return await work(AbortSignal.any([opts.signal, got.held.lost]));
+    return await work(AbortSignal.any([opts.signal, got.held.lost]), new Date(got.held.holder.since));
   } finally {
     await got.held.release();
   }
@@ -90,7 +92,13 @@ export interface RetentionOutcome {
 export async function applyRetention(
   config: Config,
   repository: Repository,
-  opts: { now: Date; signal: AbortSignal; log: Logger },
+  opts: {
+    now: Date;
+    /** When the backup took the cluster lock: its own unfinished uploads, if any, began after it. */
+    lockedAt: Date;
+    signal: AbortSignal;
+    log: Logger;
+  },
 ): Promise<RetentionOutcome> {
   const outcome: RetentionOutcome = {};
   const { signal, log } = opts;
@@ -115,13 +123,15 @@ export async function applyRetention(
     });
     const leftToPrune = outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0;
     if (pruning && outcome.prune === undefined && leftToPrune) {
-      outcome.prune = await prune(repository, { dryRun: false, signal, log });
+      outcome.prune = await prune(repository, { dryRun: false, lockedAt: opts.lockedAt, signal, log });
+      // The prune ran whole but left unfinished uploads: its report stands beside the failure.
+      if (outcome.prune.uploadsError !== undefined) outcome.error = `prune: ${outcome.prune.uploadsError}`;
     }
   } catch (err) {
     signal.throwIfAborted();
     outcome.error = describeError(err);
-    log.error({ error: outcome.error }, 'retention failed');
   }
+  if (outcome.error !== undefined) log.error({ error: outcome.error }, 'retention failed');
   return outcome;
 }
 

@@ -30,11 +30,11 @@ export interface CommandContext {
   log: Logger;
   repository: Repository;
   etcd: Etcd;
-  /** Runs `work` under the cluster lock; a wait for another holder is said on stderr. */
+  /** Runs `work` under the cluster lock (see underLock); a wait for another holder is said on stderr. */
   locked: <T>(
     operation: string,
     signal: AbortSignal,
-    work: (signal: AbortSignal) => Promise<T>,
+    work: (signal: AbortSignal, lockedAt: Date) => Promise<T>,
   ) => Promise<T>;
 }
 

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { drillSummary, formatDrill, formatForget, formatPrune, formatVerify } from '../format.js';
 import { recordCheck } from '../jobs.js';
 import { forget } from '../repository/forget.js';
-import { prune } from '../repository/prune.js';
+import { prune, type PruneReport } from '../repository/prune.js';
 import { policyFromConfig } from '../repository/retention.js';
 import { verifySnapshots } from '../repository/verify.js';
 import { createReporter } from '../restore/report.js';
@@ -17,7 +17,7 @@ export async function forgetCommand(
 ): Promise<number> {
   const { log, repository, locked } = await commandContext(config, values.verbose, io);
   const dryRun = values['dry-run'];
-  return locked('forget', signal, async (signal) => {
+  return locked('forget', signal, async (signal, lockedAt) => {
     const decided = await forget(repository, policyFromConfig(config.retention), {
       now: new Date(),
       timezone: config.schedule.timezone,
@@ -25,13 +25,13 @@ export async function forgetCommand(
       signal,
       log,
     });
-    const pruned = values.prune ? await prune(repository, { dryRun, signal, log }) : undefined;
+    const pruned = values.prune ? await prune(repository, { dryRun, lockedAt, signal, log }) : undefined;
     if (values.json) io.out(JSON.stringify({ forget: decided, prune: pruned }, null, 2));
     else {
       for (const line of formatForget(decided)) io.out(line);
       if (pruned) io.out(formatPrune(pruned));
     }
-    return EXIT.success;
+    return pruned ? pruneExit(pruned, io) : EXIT.success;
   });
 }
 
@@ -42,11 +42,21 @@ export async function pruneCommand(
   signal: AbortSignal,
 ): Promise<number> {
   const { log, repository, locked } = await commandContext(config, values.verbose, io);
-  return locked('prune', signal, async (signal) => {
-    const report = await prune(repository, { dryRun: values['dry-run'], signal, log });
+  return locked('prune', signal, async (signal, lockedAt) => {
+    const report = await prune(repository, { dryRun: values['dry-run'], lockedAt, signal, log });
     io.out(values.json ? JSON.stringify(report, null, 2) : formatPrune(report));
-    return EXIT.success;
+    return pruneExit(report, io);
   });
+}
+
+/**
+ * A prune whose unfinished uploads could not all be listed or dropped has failed, like one whose
+ * removal failed, but its report was printed first: the error follows as its own line.
+ */
+function pruneExit(report: PruneReport, io: Io): number {
+  if (report.uploadsError === undefined) return EXIT.success;
+  io.err(`deis-backup: prune: ${report.uploadsError}`);
+  return EXIT.failed;
 }
 
 export async function verifyCommand(

@@ -47,7 +47,7 @@ export async function backupCommand(
 ): Promise<number> {
   const only = parseOnly(values.only);
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
-  return locked('backup', signal, async (signal) => {
+  return locked('backup', signal, async (signal, lockedAt) => {
     const run = await createSources(config, etcd, only, { signal });
     let result;
     try {
@@ -56,7 +56,7 @@ export async function backupCommand(
       run.close();
     }
     const retention = result.id
-      ? await applyRetention(config, repository, { now: new Date(), signal, log })
+      ? await applyRetention(config, repository, { now: new Date(), lockedAt, signal, log })
       : undefined;
     if (values.json) io.out(JSON.stringify({ ...result, retention }, null, 2));
     else {

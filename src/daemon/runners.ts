@@ -58,7 +58,7 @@ export function createRunners(ctx: DaemonContext): Runners {
       let result: BackupResult;
       let retention: RetentionOutcome | undefined;
       try {
-        const ran = await locked('backup', runLog, signal, async (signal) => {
+        const ran = await locked('backup', runLog, signal, async (signal, lockedAt) => {
           metrics.setInProgress('backup', true);
           try {
             const run = await createSources(config, etcd, only, { signal });
@@ -69,7 +69,7 @@ export function createRunners(ctx: DaemonContext): Runners {
               run.close();
             }
             const retention = result.id
-              ? await applyRetention(config, repository, { now: new Date(), signal, log: runLog })
+              ? await applyRetention(config, repository, { now: new Date(), lockedAt, signal, log: runLog })
               : undefined;
             return { result, retention };
           } finally {
@@ -126,17 +126,17 @@ export function createRunners(ctx: DaemonContext): Runners {
     operation: string,
     runLog: Logger,
     signal: AbortSignal,
-    work: (signal: AbortSignal) => Promise<T>,
+    work: (signal: AbortSignal, lockedAt: Date) => Promise<T>,
   ): Promise<T | { skipped: string }> {
     try {
       return await underLock(
         { lock, log: runLog, waitSeconds: config.lock.waitSeconds },
         operation,
         { signal },
-        async (signal) => {
+        async (signal, lockedAt) => {
           metrics.setLockHeld(operation, true);
           try {
-            return await work(signal);
+            return await work(signal, lockedAt);
           } finally {
             metrics.setLockHeld(operation, false);
           }

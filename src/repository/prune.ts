@@ -1,13 +1,15 @@
 // Prune: remove what no restore point references (blobs of forgotten points, folders of interrupted
-// runs, leftovers inside committed folders). The caller holds the cluster lock, so no run is writing:
-// the lock, not a grace period, is what keeps a running backup's bodies safe. `sweep` is the
-// routine one after forget: only the blobs of the points just forgotten.
+// runs, leftovers inside committed folders, uploads a killed run left unfinished). The caller holds
+// the cluster lock, so no run is writing: the lock, not a grace period, is what keeps a running
+// backup's bodies safe. `sweep` is the routine one after forget: only the blobs of the points just
+// forgotten.
 import type { Logger } from '../log.js';
 import { BackupError, describeError } from '../errors.js';
 import { BLOBS, manifestKey, runMarkerKey, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
-import { mapConcurrently } from '../concurrency.js';
+import { forEachLimited, mapConcurrently } from '../concurrency.js';
+import type { Target } from '../targets/target.js';
 
 /** What prune removed (or, in a dry run, would remove). */
 export interface PruneReport {
@@ -26,6 +28,19 @@ export interface PruneReport {
   freedBytes: number;
   /** Bytes the restore points reference (scope `all` only). */
   keptBytes?: number;
+  /**
+   * Unfinished uploads under snapshots/ and blobs/ dropped (in a dry run, that would be), all begun
+   * before the cluster lock was taken (scope `all`, on a target whose puts leave such uploads: S3).
+   * Their size is not known: that would take a ListParts per upload.
+   */
+  abortedUploads?: number;
+  /** Unfinished uploads left because they began after the lock was taken: this run's own, if any (as abortedUploads). */
+  recentUploads?: number;
+  /**
+   * Why the unfinished uploads could not all be listed or dropped (an outage, a policy that denies
+   * it). The rest of the report stands; the prune has failed all the same.
+   */
+  uploadsError?: string;
 }
 
 /** How many removals run at once. */
@@ -37,14 +52,25 @@ const CONCURRENCY = 8;
  */
 export const FULL_PRUNE_EVERY_MS = 7 * 24 * 60 * 60 * 1000;
 
+/** Where prune looks for unfinished uploads: the two folders whose keys it removes. */
+const UPLOAD_FOLDERS = [SNAPSHOTS, BLOBS];
+
 /**
- * Removes every stored key that no committed restore point references. Refuses (ERR_INTEGRITY)
- * while any manifest or index cannot be read: what such a point references is unknown, so
- * removing anything could break it.
+ * Removes every stored key that no committed restore point references, then drops the unfinished
+ * uploads under snapshots/ and blobs/ begun before `lockedAt`. Refuses (ERR_INTEGRITY) while any
+ * manifest or index cannot be read: what such a point references is unknown, so removing anything
+ * could break it. A failure to list or drop the uploads does not throw: it is the report's
+ * `uploadsError`, and the caller fails the prune with the rest of the report in hand.
  */
 export async function prune(
   repository: Repository,
-  opts: { dryRun: boolean; signal: AbortSignal; log: Logger },
+  opts: {
+    dryRun: boolean;
+    /** When the caller took the cluster lock (the holder's `since`): uploads begun later are left. */
+    lockedAt: Date;
+    signal: AbortSignal;
+    log: Logger;
+  },
 ): Promise<PruneReport> {
   const { signal, log } = opts;
   const target = repository.target;
@@ -104,6 +130,7 @@ export async function prune(
     if (item.blob) report.removedBlobs++;
     else report.removedKeys++;
   });
+  if (target.leavesUploads) await pruneUploads(target, report, opts);
   if (!opts.dryRun) {
     await repository.writeStatus('prune', { lastFullAt: new Date().toISOString() }, { signal });
   }
@@ -114,10 +141,49 @@ export async function prune(
       removedKeys: report.removedKeys,
       freedBytes: report.freedBytes,
       interrupted: uncommitted,
+      abortedUploads: report.abortedUploads,
+      recentUploads: report.recentUploads,
+      uploadsError: report.uploadsError,
     },
     opts.dryRun ? 'prune planned' : 'prune finished',
   );
   return report;
+}
+
+/**
+ * Drops the unfinished uploads under snapshots/ and blobs/ that began before the lock was taken.
+ * Every run writes under the cluster lock, so such an upload belongs to a run that has ended: one
+ * killed midway, or whose own abort of it failed. An upload that began later is left and counted:
+ * a backup prunes under the lock it wrote under, and its own puts have all settled by then, but an
+ * upload begun since the lock can only be this process's. Times are compared on this machine's
+ * clock; the target converts its own so that an upload never looks older than it is.
+ */
+async function pruneUploads(
+  target: Target,
+  report: PruneReport,
+  opts: { dryRun: boolean; lockedAt: Date; signal: AbortSignal },
+): Promise<void> {
+  const { signal } = opts;
+  let aborted = 0;
+  let recent = 0;
+  try {
+    for (const folder of UPLOAD_FOLDERS) {
+      await forEachLimited(target.listUploads(folder, { signal }), CONCURRENCY, async (upload) => {
+        if (upload.initiated.getTime() >= opts.lockedAt.getTime()) {
+          recent++;
+          return;
+        }
+        if (!opts.dryRun) await target.abortUpload(upload, { signal });
+        aborted++;
+      });
+    }
+  } catch (err) {
+    signal.throwIfAborted();
+    report.uploadsError = describeError(err);
+  } finally {
+    report.abortedUploads = aborted;
+    report.recentUploads = recent;
+  }
 }
 
 /**
