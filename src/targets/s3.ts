@@ -13,6 +13,9 @@ import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
 import type { Secret } from '../secret.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
 
+/** Unfinished uploads of one key a put aborts at most; more are left to prune. */
+const DEAD_UPLOADS_PER_PUT = 16;
+
 /** Settings of an S3 target. */
 export interface S3TargetOptions {
   endpoint: string;
@@ -63,6 +66,7 @@ export class S3Target implements Target {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly uploadsPageSize: number;
+  private readonly partSize: number;
 
   constructor(options: S3TargetOptions) {
     const url = new URL(options.endpoint);
@@ -71,6 +75,7 @@ export class S3Target implements Target {
       options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
     this.name = `s3://${options.bucket}/${this.prefix}`.replace(/\/$/, '');
     this.uploadsPageSize = options.uploadsPageSize ?? 1000;
+    this.partSize = options.partSizeMiB * 1024 * 1024;
     const useSSL = url.protocol === 'https:';
     this.client = new Client({
       endPoint: url.hostname,
@@ -80,7 +85,7 @@ export class S3Target implements Target {
       region: options.region,
       accessKey: options.accessKey.reveal(),
       secretKey: options.secretKey.reveal(),
-      partSize: options.partSizeMiB * 1024 * 1024,
+      partSize: this.partSize,
       // Retrying is the run's decision, and minio's own retries print to the console.
       retryOptions: { disableRetry: true },
       transport: idleTimeoutTransport(useSSL ? https : http, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
@@ -101,6 +106,9 @@ export class S3Target implements Target {
     };
     opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
+      if (opts.size === undefined || opts.size > this.partSize) {
+        await requestSignal.run(opts.signal, () => this.abortDeadUploads(name));
+      }
       const uploading = requestSignal.run(opts.signal, () =>
         this.client.putObject(this.bucket, name, body, opts.size),
       );
@@ -114,6 +122,19 @@ export class S3Target implements Target {
     } finally {
       body.off('error', onError);
       opts.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Aborts the unfinished uploads of `name` before a multipart put of it. minio's putObject would
+   * resume the newest one, and radosgw can refuse that completion (InvalidPart). Every run writes
+   * under the cluster lock and puts a key at most once, so such an upload is a dead run's.
+   */
+  private async abortDeadUploads(name: string): Promise<void> {
+    for (let left = DEAD_UPLOADS_PER_PUT; left > 0; left--) {
+      const uploadId = await this.client.findUploadId(this.bucket, name);
+      if (uploadId === undefined) return;
+      await this.client.abortMultipartUpload(this.bucket, name, uploadId);
     }
   }
 

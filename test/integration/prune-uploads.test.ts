@@ -194,6 +194,37 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
     expect(started.map((u) => u.uploadId)).toContain(dead);
   });
 
+  it('puts a key anew over the unfinished upload of it a killed run left', async () => {
+    // minio's putObject resumes the newest unfinished upload of the key it puts, and radosgw can
+    // refuse that completion (InvalidPart; every time when the body comes as one buffer), so a
+    // blob a killed run was writing could fail the next backups until a prune.
+    const own = unique('uploads-resume');
+    const target = stackS3Target(stack, own);
+    const part = 5 * 1024 * 1024;
+    const body = randomBytes(3 * part + 1);
+    const key = `blobs/ab/${'b'.repeat(64)}`;
+    // What a put killed after two parts leaves: minio numbers its parts from 2.
+    const uploadId = await client.initiateNewMultipartUpload(stack.targetBucket, `${own}/${key}`, {});
+    started.push({ bucket: stack.targetBucket, key: `${own}/${key}`, uploadId });
+    for (const n of [0, 1]) {
+      await client.uploadPart(
+        {
+          bucketName: stack.targetBucket,
+          objectName: `${own}/${key}`,
+          uploadID: uploadId,
+          partNumber: n + 2,
+          headers: {},
+        },
+        body.subarray(n * part, (n + 1) * part),
+      );
+    }
+    await target.put(key, Readable.from([body]), { signal, size: body.length });
+    expect(await uploadIds(`${own}/`)).toEqual([]);
+    const stored: Buffer[] = [];
+    for await (const chunk of await target.get(key, { signal })) stored.push(chunk as Buffer);
+    expect(Buffer.concat(stored).equals(body)).toBe(true);
+  });
+
   it('fails a prune whose abort is denied, after printing the whole report', async () => {
     const repoPrefix = 'repo';
     const target = stackS3Target(stack, repoPrefix, { bucket: denyBucket });
