@@ -13,9 +13,6 @@ import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
 import type { Secret } from '../secret.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
 
-/** Unfinished uploads of one key a put aborts at most; more are left to prune. */
-const DEAD_UPLOADS_PER_PUT = 16;
-
 /** Settings of an S3 target. */
 export interface S3TargetOptions {
   endpoint: string;
@@ -106,16 +103,17 @@ export class S3Target implements Target {
     };
     opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      if (opts.size === undefined || opts.size > this.partSize) {
-        await requestSignal.run(opts.signal, () => this.abortDeadUploads(name));
-      }
+      // minio's putObject resumes the newest unfinished upload of its key, and radosgw can refuse
+      // that completion (InvalidPart). Every run writes under the cluster lock and puts a key at
+      // most once, so such an upload is a dead run's: it goes first.
+      if (opts.size === undefined || opts.size > this.partSize) await this.abortUploadsOf(key, opts.signal);
       const uploading = requestSignal.run(opts.signal, () =>
         this.client.putObject(this.bucket, name, body, opts.size),
       );
       await Promise.race([uploading, bodyFailed]);
     } catch (err) {
       body.destroy();
-      await this.dropUpload(name);
+      await this.dropUpload(key);
       if (opts.signal.aborted) throw opts.signal.reason;
       if (err instanceof BackupError || !isS3Failure(err)) throw err;
       throw this.wrap('put', key, err);
@@ -125,24 +123,18 @@ export class S3Target implements Target {
     }
   }
 
-  /**
-   * Aborts the unfinished uploads of `name` before a multipart put of it. minio's putObject would
-   * resume the newest one, and radosgw can refuse that completion (InvalidPart). Every run writes
-   * under the cluster lock and puts a key at most once, so such an upload is a dead run's.
-   */
-  private async abortDeadUploads(name: string): Promise<void> {
-    for (let left = DEAD_UPLOADS_PER_PUT; left > 0; left--) {
-      const uploadId = await this.client.findUploadId(this.bucket, name);
-      if (uploadId === undefined) return;
-      await this.client.abortMultipartUpload(this.bucket, name, uploadId);
+  /** Aborts every unfinished upload of exactly `key`. */
+  private async abortUploadsOf(key: string, signal: AbortSignal): Promise<void> {
+    for await (const upload of this.listUploads(key, { signal })) {
+      if (upload.key === key) await this.abortUpload(upload, { signal });
     }
   }
 
   /** Drops the parts of an interrupted multipart upload so the bucket does not keep them. */
-  private async dropUpload(name: string): Promise<void> {
+  private async dropUpload(key: string): Promise<void> {
     try {
-      const uploadId = await this.client.findUploadId(this.bucket, name);
-      if (uploadId !== undefined) await this.client.abortMultipartUpload(this.bucket, name, uploadId);
+      // Not the put's signal, which may be why it failed: the idle timeout still bounds each request.
+      await this.abortUploadsOf(key, new AbortController().signal);
     } catch {
       // Best effort: the put has failed already, and a leftover upload holds no restore point.
     }
