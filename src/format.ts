@@ -5,7 +5,7 @@ import type { RestoreReport } from './restore.js';
 import type { StepCounts } from './restore/report.js';
 import type { RetentionOutcome } from './jobs.js';
 import type { ForgetReport } from './repository/forget.js';
-import type { PruneReport } from './repository/prune.js';
+import { pruneFailure, type PruneReport } from './repository/prune.js';
 import type { VerifyReport } from './repository/verify.js';
 import type { DrillReport } from './drill.js';
 import { compareText } from './compare.js';
@@ -162,12 +162,14 @@ export function formatPrune(report: PruneReport): string {
   return `prune: ${verb} ${report.removedBlobs} blob(s) and ${report.removedKeys} other key(s)${interrupted}, ${formatBytes(report.freedBytes)}; ${report.referencedBlobs ?? 0} blob(s) of ${report.snapshots} restore point(s) kept, ${formatBytes(report.keptBytes ?? 0)}${uploads}`;
 }
 
-/** Retention after a backup, one line (two when a prune ran but left unfinished uploads). */
+/**
+ * Retention after a backup: what forget dropped and what prune removed, a line each. A prune that
+ * failed part way (see pruneFailure) keeps both, then the failure; any other failure is one line.
+ */
 export function formatRetention(outcome: RetentionOutcome): string[] {
   const failed = `retention failed (the restore point stands): ${outcome.error ?? ''}`;
-  // Such a prune's report is whole: it is shown before the failure.
-  if (outcome.prune?.uploadsError !== undefined) return [formatPrune(outcome.prune), failed];
-  if (outcome.error !== undefined) return [failed];
+  const pruneFailed = outcome.prune !== undefined && pruneFailure(outcome.prune) !== undefined;
+  if (outcome.error !== undefined && !pruneFailed) return [failed];
   const lines: string[] = [];
   if (outcome.forget && outcome.forget.drop.length > 0) {
     const dropped = outcome.forget.drop.map((e) => e.id);
@@ -176,6 +178,7 @@ export function formatRetention(outcome: RetentionOutcome): string[] {
     );
   }
   if (outcome.prune) lines.push(formatPrune(outcome.prune));
+  if (outcome.error !== undefined) lines.push(failed);
   return lines;
 }
 

@@ -4,7 +4,7 @@ import { BackupError, describeError } from './errors.js';
 import type { Logger } from './log.js';
 import { acquireLock, describeHolder, type ClusterLock } from './lock/lock.js';
 import { forget, type ForgetReport } from './repository/forget.js';
-import { fullPruneDue, prune, sweep, type PruneReport } from './repository/prune.js';
+import { fullPruneDue, prune, pruneFailure, sweep, type PruneReport } from './repository/prune.js';
 import type { Repository } from './repository/repository.js';
 import { policyFromConfig } from './repository/retention.js';
 import type { Config } from './config.js';
@@ -124,9 +124,10 @@ export async function applyRetention(
     const leftToPrune = outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0;
     if (pruning && outcome.prune === undefined && leftToPrune) {
       outcome.prune = await prune(repository, { dryRun: false, lockedAt: opts.lockedAt, signal, log });
-      // The prune ran whole but left unfinished uploads: its report stands beside the failure.
-      if (outcome.prune.uploadsError !== undefined) outcome.error = `prune: ${outcome.prune.uploadsError}`;
     }
+    // A prune that stopped at a removal or left unfinished uploads: its report stands beside the failure.
+    const failure = outcome.prune && pruneFailure(outcome.prune);
+    if (failure !== undefined) outcome.error = `prune: ${failure}`;
   } catch (err) {
     signal.throwIfAborted();
     outcome.error = describeError(err);

@@ -2,6 +2,7 @@
 // usually key on (last success timestamp, last status, attempts and failures per source).
 import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
 import type { BackupResult } from './backup.js';
+import type { RetentionOutcome } from './jobs.js';
 import type { Manifest } from './repository/manifest.js';
 
 /** The label value for a whole restore point, beside the per-source ones. */
@@ -42,6 +43,8 @@ export class Metrics {
   private readonly lockBusy: Counter<'operation'>;
   private readonly forgotten: Counter;
   private readonly prunedBytes: Counter;
+  private readonly prunedUploads: Counter;
+  private readonly retentionFailures: Counter;
 
   constructor(registry: Registry, version: string) {
     this.registry = registry;
@@ -135,6 +138,14 @@ export class Metrics {
     );
     this.forgotten = counter('deis_backup_forgotten_total', 'Restore points removed by the retention policy');
     this.prunedBytes = counter('deis_backup_pruned_bytes_total', 'Bytes removed by prune');
+    this.prunedUploads = counter(
+      'deis_backup_pruned_uploads_total',
+      'Unfinished multipart uploads of killed runs aborted by prune',
+    );
+    this.retentionFailures = counter(
+      'deis_backup_retention_failures_total',
+      'Retention runs after a backup that failed, in full or part way (the restore point stands)',
+    );
     gauge('deis_backup_build_info', 'Build of the running daemon', ['version']).set({ version }, 1);
     this.inProgress.set({ operation: 'backup' }, 0);
     this.inProgress.set({ operation: 'restore' }, 0);
@@ -282,10 +293,12 @@ export class Metrics {
     this.lockBusy.inc({ operation });
   }
 
-  /** What retention removed. */
-  retentionApplied(forgotten: number, prunedBytes: number): void {
-    this.forgotten.inc(forgotten);
-    this.prunedBytes.inc(prunedBytes);
+  /** What retention removed, and whether it failed (what it removed before failing still counts). */
+  retentionApplied(outcome: RetentionOutcome): void {
+    this.forgotten.inc(outcome.forget?.drop.length ?? 0);
+    this.prunedBytes.inc(outcome.prune?.freedBytes ?? 0);
+    this.prunedUploads.inc(outcome.prune?.abortedUploads ?? 0);
+    if (outcome.error !== undefined) this.retentionFailures.inc();
   }
 
   /** Unix time of the last success of a source ("all" for the restore point), 0 when never. */

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { drillSummary, formatDrill, formatForget, formatPrune, formatVerify } from '../format.js';
 import { recordCheck } from '../jobs.js';
 import { forget } from '../repository/forget.js';
-import { prune, type PruneReport } from '../repository/prune.js';
+import { prune, pruneFailure, type PruneReport } from '../repository/prune.js';
 import { policyFromConfig } from '../repository/retention.js';
 import { verifySnapshots } from '../repository/verify.js';
 import { createReporter } from '../restore/report.js';
@@ -50,12 +50,13 @@ export async function pruneCommand(
 }
 
 /**
- * A prune whose unfinished uploads could not all be listed or dropped has failed, like one whose
- * removal failed, but its report was printed first: the error follows as its own line.
+ * A prune that could not remove a key, or list or drop every unfinished upload, has failed, but its
+ * report (what it did remove) was printed first: the error follows as its own line.
  */
 function pruneExit(report: PruneReport, io: Io): number {
-  if (report.uploadsError === undefined) return EXIT.success;
-  io.err(`deis-backup: prune: ${report.uploadsError}`);
+  const failure = pruneFailure(report);
+  if (failure === undefined) return EXIT.success;
+  io.err(`deis-backup: prune: ${failure}`);
   return EXIT.failed;
 }
 

@@ -97,8 +97,7 @@ export function createRunners(ctx: DaemonContext): Runners {
         throw err;
       }
       metrics.backupFinished(result, (Date.now() - started) / 1000, new Date(), coversAll(config, only));
-      if (retention)
-        metrics.retentionApplied(retention.forget?.drop.length ?? 0, retention.prune?.freedBytes ?? 0);
+      if (retention) metrics.retentionApplied(retention);
       if (result.status === 'aborted') {
         runLog.warn('backup aborted: no restore point written');
         return { status: 'aborted', result };

@@ -41,6 +41,16 @@ export interface PruneReport {
    * it). The rest of the report stands; the prune has failed all the same.
    */
   uploadsError?: string;
+  /**
+   * Why a key could not be removed (an outage, a policy that denies deletes). Removal stops there;
+   * the counts are what was removed before it, and the prune has failed.
+   */
+  removeError?: string;
+}
+
+/** Why the prune failed with its report whole (a removal or the uploads), or undefined when it did not. */
+export function pruneFailure(report: PruneReport): string | undefined {
+  return report.removeError ?? report.uploadsError;
 }
 
 /** How many removals run at once. */
@@ -59,8 +69,9 @@ const UPLOAD_FOLDERS = [SNAPSHOTS, BLOBS];
  * Removes every stored key that no committed restore point references, then drops the unfinished
  * uploads under snapshots/ and blobs/ begun before `lockedAt`. Refuses (ERR_INTEGRITY) while any
  * manifest or index cannot be read: what such a point references is unknown, so removing anything
- * could break it. A failure to list or drop the uploads does not throw: it is the report's
- * `uploadsError`, and the caller fails the prune with the rest of the report in hand.
+ * could break it. A failure to remove a key or to list or drop the uploads does not throw: it is
+ * the report's `removeError` or `uploadsError` (see pruneFailure), and the caller fails the prune
+ * with the rest of the report in hand.
  */
 export async function prune(
   repository: Repository,
@@ -122,31 +133,33 @@ export async function prune(
     else doomed.push({ key, size: undefined, blob: true });
   }
   report.keptBytes = keptBytes;
-  await mapConcurrently(doomed, CONCURRENCY, async (item) => {
-    signal.throwIfAborted();
+  await removeAll(report, signal, doomed, async (item) => {
     const size = item.size ?? (await target.stat(item.key, { signal }))?.size ?? 0;
     if (!opts.dryRun) await target.remove(item.key, { signal });
     report.freedBytes += size;
     if (item.blob) report.removedBlobs++;
     else report.removedKeys++;
   });
-  if (target.leavesUploads) await pruneUploads(target, report, opts);
-  if (!opts.dryRun) {
-    await repository.writeStatus('prune', { lastFullAt: new Date().toISOString() }, { signal });
+  // A prune that could not remove everything is no full prune: the next retention runs one again.
+  if (report.removeError === undefined) {
+    if (target.leavesUploads) await pruneUploads(target, report, opts);
+    if (!opts.dryRun) {
+      await repository.writeStatus('prune', { lastFullAt: new Date().toISOString() }, { signal });
+    }
   }
-  log.info(
-    {
-      dryRun: opts.dryRun,
-      removedBlobs: report.removedBlobs,
-      removedKeys: report.removedKeys,
-      freedBytes: report.freedBytes,
-      interrupted: uncommitted,
-      abortedUploads: report.abortedUploads,
-      recentUploads: report.recentUploads,
-      uploadsError: report.uploadsError,
-    },
-    opts.dryRun ? 'prune planned' : 'prune finished',
-  );
+  const fields = {
+    dryRun: opts.dryRun,
+    removedBlobs: report.removedBlobs,
+    removedKeys: report.removedKeys,
+    freedBytes: report.freedBytes,
+    interrupted: uncommitted,
+    abortedUploads: report.abortedUploads,
+    recentUploads: report.recentUploads,
+    uploadsError: report.uploadsError,
+  };
+  if (report.removeError !== undefined)
+    log.error({ ...fields, removeError: report.removeError }, 'prune failed');
+  else log.info(fields, opts.dryRun ? 'prune planned' : 'prune finished');
   return report;
 }
 
@@ -225,17 +238,45 @@ export async function sweep(
     interrupted: [],
     freedBytes: 0,
   };
-  await mapConcurrently([...doomed], CONCURRENCY, async ([key, size]) => {
-    signal.throwIfAborted();
+  await removeAll(report, signal, [...doomed], async ([key, size]) => {
     await repository.target.remove(key, { signal });
     report.freedBytes += size;
     report.removedBlobs++;
   });
-  opts.log.info(
-    { removedBlobs: report.removedBlobs, freedBytes: report.freedBytes, forgotten: dropped.map((m) => m.id) },
-    'prune of the forgotten restore points finished',
-  );
+  const fields = {
+    removedBlobs: report.removedBlobs,
+    freedBytes: report.freedBytes,
+    forgotten: dropped.map((m) => m.id),
+  };
+  if (report.removeError === undefined)
+    opts.log.info(fields, 'prune of the forgotten restore points finished');
+  else
+    opts.log.error(
+      { ...fields, removeError: report.removeError },
+      'prune of the forgotten restore points failed',
+    );
   return report;
+}
+
+/**
+ * Runs `remove` on each item, CONCURRENCY at a time, until one fails: that failure becomes the
+ * report's removeError (what was removed before it stays counted), and no further item is started.
+ */
+async function removeAll<T>(
+  report: PruneReport,
+  signal: AbortSignal,
+  items: readonly T[],
+  remove: (item: T) => Promise<void>,
+): Promise<void> {
+  try {
+    await mapConcurrently(items, CONCURRENCY, async (item) => {
+      signal.throwIfAborted();
+      await remove(item);
+    });
+  } catch (err) {
+    signal.throwIfAborted();
+    report.removeError = describeError(err);
+  }
 }
 
 /** Whether the last full prune is older than FULL_PRUNE_EVERY_MS, or not on record. */

@@ -193,7 +193,7 @@ export class S3Target implements Target {
       await this.client.removeObject(this.bucket, this.key(key));
     } catch (err) {
       if (isNotFound(err)) return;
-      throw this.wrap('remove', key, err);
+      throw this.wrap('remove', key, err, DELETE_DENIED);
     }
   }
 
@@ -356,6 +356,9 @@ function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: numbe
   // minio calls only request(options, callback), not the overloads taking a URL.
   return { request } as Transport;
 }
+
+/** The fix for an AccessDenied on a delete: the keys read and write, a policy leaves deletes out. */
+const DELETE_DENIED = 'allow s3:DeleteObject on the target bucket for target.accessKey';
 
 /** The fix for an AccessDenied on the uploads calls: the keys work, a policy leaves these out. */
 const UPLOADS_DENIED =

@@ -1,21 +1,27 @@
-// Prune and the multipart uploads a killed run leaves unfinished on an S3 target (radosgw): those
-// under snapshots/ and blobs/ begun before the prune took the lock are aborted (a dry run only
-// counts them), across ListMultipartUploads pages; one begun since the lock, one elsewhere under
-// the prefix and one outside it are left; a denied abort fails the prune with its report whole.
+// Prune on an S3 target (radosgw), where a killed run leaves multipart uploads unfinished and a
+// policy can refuse part of the work. Uploads under snapshots/ and blobs/ begun before the prune took
+// the lock are aborted (a dry run only counts them), across ListMultipartUploads pages; one begun
+// since the lock, one elsewhere under the prefix and one outside it are left. A denied abort, or a
+// denied delete in a full prune or in the sweep after a backup, fails the prune with its report whole.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Client } from 'minio';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
+import type { S3Client } from '../../src/s3/client.js';
+import type { Target } from '../../src/targets/target.js';
 import { prune, type PruneReport } from '../../src/repository/prune.js';
 import { Repository } from '../../src/repository/repository.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
-import { cli, describeWithStack, tempDir, unique, writeConfig } from './helpers.js';
+import { cli, describeWithStack, gatewayClient, tempDir, unique, writeConfig } from './helpers.js';
 
 const signal = AbortSignal.timeout(300_000);
 
 /** The target's Date header counts whole seconds: an upload this long before a lock is before it. */
 const BEFORE_LOCK_MS = 2_500;
+
+/** The prefix in the deny bucket where blobs cannot be deleted. */
+const NO_DELETE = 'nodelete';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -31,7 +37,10 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
     secretKey: stack.targetSecretKey,
   });
   const prefix = unique('uploads');
-  /** A bucket of the target's own whose policy denies AbortMultipartUpload; minio refuses '_'. */
+  /**
+   * A bucket of the target's own whose policy denies AbortMultipartUpload, and DeleteObject under
+   * NO_DELETE/blobs/; minio refuses '_'.
+   */
   const denyBucket = `deny-${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
   /** Every upload a test started, to abort whatever is left at the end. */
   const started: { bucket: string; key: string; uploadId: string }[] = [];
@@ -85,6 +94,12 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
             Principal: { AWS: ['*'] },
             Action: ['s3:AbortMultipartUpload'],
             Resource: [`arn:aws:s3:::${denyBucket}/*`],
+          },
+          {
+            Effect: 'Deny',
+            Principal: { AWS: ['*'] },
+            Action: ['s3:DeleteObject'],
+            Resource: [`arn:aws:s3:::${denyBucket}/${NO_DELETE}/blobs/*`],
           },
         ],
       }),
@@ -269,4 +284,93 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
       /^retention failed \(the restore point stands\): prune: abort unfinished upload of blobs\/aa\/a+ in .*: AccessDenied; allow /,
     );
   });
+
+  it('stops a prune, after a backup or by hand, at a denied delete, and reports what it removed', async () => {
+    const gateway: S3Client = gatewayClient(stack);
+    const source = unique('nodelete').replace(/_/g, '-');
+    const target = stackS3Target(stack, NO_DELETE, { bucket: denyBucket });
+    const repository = new Repository(target);
+    try {
+      await gateway.createBucket(source, { signal });
+      const put = (text: string) =>
+        gateway.putObject(source, 'layer', Buffer.from(text), { signal, size: text.length });
+      // A full prune on record this week: the backup's retention sweeps only the forgotten point.
+      const lastFull = { lastFullAt: new Date().toISOString() };
+      await repository.writeStatus('prune', lastFull, { signal });
+      const config = writeConfig({
+        etcd: { endpoints: [stack.etcdEndpoint] },
+        sources: {
+          buckets: { names: [source] },
+          volume: { path: tempDir('nodelete-volume') },
+          database: { enabled: false },
+        },
+        target: {
+          type: 's3',
+          endpoint: stack.rgwEndpoint,
+          bucket: denyBucket,
+          prefix: NO_DELETE,
+          accessKey: stack.targetAccessKey,
+          secretKey: stack.targetSecretKey,
+        },
+        retention: { keepLast: 1 },
+      });
+      await put('first body');
+      const first = await cli(['backup', '--config', config, '--json']);
+      expect(first.code, first.err).toBe(0);
+      const firstId = (JSON.parse(first.out) as { id: string }).id;
+      const [oldBlob] = await keysUnder(target, 'blobs/');
+      expect(oldBlob).toBeDefined();
+
+      // The object changed: retention forgets the first point, and its blob alone is not deletable.
+      await put('second body');
+      const second = await cli(['backup', '--config', config]);
+      expect(second.code, second.err).toBe(0);
+      const lines = second.err.trimEnd().split('\n');
+      expect(lines.at(-3)).toBe(`retention (keepLast 1): 1 kept, dropped ${firstId}`);
+      expect(lines.at(-2)).toBe('prune: removed 0 blob(s) only the forgotten restore point(s) held, 0 B');
+      expect(lines.at(-1)).toBe(
+        `retention failed (the restore point stands): prune: remove ${oldBlob ?? ''} in s3://${denyBucket}/${NO_DELETE}: AccessDenied; allow s3:DeleteObject on the target bucket for target.accessKey`,
+      );
+      expect(second.err).not.toContain(stack.targetSecretKey);
+      // Forget went on after the failed sweep: the first point's folder is gone, its blob stays.
+      expect(await keysUnder(target, `snapshots/${firstId}/`)).toEqual([]);
+      expect(await keysUnder(target, 'blobs/')).toContain(oldBlob);
+
+      // By hand: the interrupted run's folder goes, then the denied blob stops the prune.
+      await target.put('snapshots/20261205T000000Z-dead/run.json', Readable.from([Buffer.from('{}')]), {
+        signal,
+        size: 2,
+      });
+      const run = await cli(['prune', '--config', config, '--json']);
+      expect(run.code).toBe(1);
+      const report = JSON.parse(run.out) as PruneReport;
+      expect(report).toMatchObject({
+        scope: 'all',
+        removedKeys: 1,
+        removedBlobs: 0,
+        interrupted: ['20261205T000000Z-dead'],
+        freedBytes: 2,
+      });
+      // No abort was tried after the failure, and no full prune is on record.
+      expect(report.abortedUploads).toBeUndefined();
+      expect(report.removeError).toContain('AccessDenied');
+      expect(run.err).toBe(`deis-backup: prune: ${report.removeError ?? ''}`);
+      expect(await repository.readStatus('prune', { signal })).toEqual(lastFull);
+      expect(await keysUnder(target, 'blobs/')).toContain(oldBlob);
+      expect(await keysUnder(target, 'snapshots/20261205T000000Z-dead/')).toEqual([]);
+    } finally {
+      // The target's keys go with the deny bucket (afterAll), once its policy is lifted.
+      for await (const o of gateway.listObjects(source, { signal, listVersion: 2 }))
+        await gateway.deleteObject(source, o.key, { signal });
+      await gateway.deleteBucket(source, { signal }).catch(() => undefined);
+      gateway.close();
+    }
+  });
 });
+
+/** The keys under `prefix` in the target, sorted. */
+async function keysUnder(target: Target, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of target.listKeys(prefix, { signal })) keys.push(key);
+  return keys.sort();
+}

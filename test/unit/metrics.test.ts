@@ -1,4 +1,4 @@
-// The verify and drill gauges: the newest outcome wins, whichever way it arrives.
+// The verify and drill gauges (the newest outcome wins, whichever way it arrives) and the retention counters.
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
@@ -106,5 +106,29 @@ describe('Metrics', () => {
     expect(await value(metrics, LAST_SUCCESS, { source: 'volume' })).toBe(
       Date.parse(whole.finishedAt) / 1000,
     );
+  });
+
+  it('counts what retention removed, the uploads it aborted and its failures', async () => {
+    const metrics = new Metrics(new Registry(), 'test');
+    expect(await value(metrics, 'deis_backup_retention_failures_total')).toBe(0);
+    const report = {
+      dryRun: false,
+      scope: 'all' as const,
+      snapshots: 1,
+      removedBlobs: 2,
+      removedKeys: 1,
+      interrupted: [],
+      freedBytes: 300,
+      abortedUploads: 3,
+    };
+    metrics.retentionApplied({ prune: report });
+    // A prune that stopped at a denied delete: what it removed before still counts.
+    metrics.retentionApplied({
+      prune: { ...report, freedBytes: 20, abortedUploads: undefined, removeError: 'AccessDenied' },
+      error: 'prune: AccessDenied',
+    });
+    expect(await value(metrics, 'deis_backup_pruned_bytes_total')).toBe(320);
+    expect(await value(metrics, 'deis_backup_pruned_uploads_total')).toBe(3);
+    expect(await value(metrics, 'deis_backup_retention_failures_total')).toBe(1);
   });
 });
