@@ -204,8 +204,8 @@ async function pruneUploads(
  * the rest of their folders (forget's afterManifests): removes the blobs the dropped points'
  * indexes name and no kept point's index does. An index a kept point shares (same sha256) is not
  * read: nothing in it can go. The blob folder is not listed, so what a killed run or prune left
- * there waits for a full prune: applyRetention runs one after an interrupted run and at least
- * every FULL_PRUNE_EVERY_MS.
+ * there waits for a full prune: applyRetention runs one after an interrupted run, after a sweep
+ * that stopped at a failed removal, and at least every FULL_PRUNE_EVERY_MS.
  */
 export async function sweep(
   repository: Repository,
@@ -248,13 +248,17 @@ export async function sweep(
     freedBytes: report.freedBytes,
     forgotten: dropped.map((m) => m.id),
   };
-  if (report.removeError === undefined)
+  if (report.removeError === undefined) {
     opts.log.info(fields, 'prune of the forgotten restore points finished');
-  else
-    opts.log.error(
-      { ...fields, removeError: report.removeError },
-      'prune of the forgotten restore points failed',
-    );
+    return report;
+  }
+  opts.log.error(
+    { ...fields, removeError: report.removeError },
+    'prune of the forgotten restore points failed',
+  );
+  // The blobs it left are named by no index any more: only a full prune finds them. Best effort,
+  // since the target may be down: the record of the last full prune is cleared to make one due.
+  await repository.writeStatus('prune', { lastFullAt: null }, { signal }).catch(() => undefined);
   return report;
 }
 

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
 import type { S3Client } from '../../src/s3/client.js';
 import type { Target } from '../../src/targets/target.js';
-import { prune, type PruneReport } from '../../src/repository/prune.js';
+import { fullPruneDue, prune, type PruneReport } from '../../src/repository/prune.js';
 import { Repository } from '../../src/repository/repository.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
 import { cli, describeWithStack, gatewayClient, tempDir, unique, writeConfig } from './helpers.js';
@@ -295,8 +295,7 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
       const put = (text: string) =>
         gateway.putObject(source, 'layer', Buffer.from(text), { signal, size: text.length });
       // A full prune on record this week: the backup's retention sweeps only the forgotten point.
-      const lastFull = { lastFullAt: new Date().toISOString() };
-      await repository.writeStatus('prune', lastFull, { signal });
+      await repository.writeStatus('prune', { lastFullAt: new Date().toISOString() }, { signal });
       const config = writeConfig({
         etcd: { endpoints: [stack.etcdEndpoint] },
         sources: {
@@ -332,9 +331,12 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
         `retention failed (the restore point stands): prune: remove ${oldBlob ?? ''} in s3://${denyBucket}/${NO_DELETE}: AccessDenied; allow s3:DeleteObject on the target bucket for target.accessKey`,
       );
       expect(second.err).not.toContain(stack.targetSecretKey);
-      // Forget went on after the failed sweep: the first point's folder is gone, its blob stays.
+      // Forget went on after the failed sweep: the first point's folder is gone, its blob stays,
+      // and the next retention prunes in full (no full prune on record).
       expect(await keysUnder(target, `snapshots/${firstId}/`)).toEqual([]);
       expect(await keysUnder(target, 'blobs/')).toContain(oldBlob);
+      expect(await repository.readStatus('prune', { signal })).toEqual({ lastFullAt: null });
+      expect(await fullPruneDue(repository, new Date(), { signal })).toBe(true);
 
       // By hand: the interrupted run's folder goes, then the denied blob stops the prune.
       await target.put('snapshots/20261205T000000Z-dead/run.json', Readable.from([Buffer.from('{}')]), {
@@ -351,11 +353,11 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
         interrupted: ['20261205T000000Z-dead'],
         freedBytes: 2,
       });
-      // No abort was tried after the failure, and no full prune is on record.
+      // No abort was tried after the failure, and no full prune is recorded: the next is due too.
       expect(report.abortedUploads).toBeUndefined();
       expect(report.removeError).toContain('AccessDenied');
       expect(run.err).toBe(`deis-backup: prune: ${report.removeError ?? ''}`);
-      expect(await repository.readStatus('prune', { signal })).toEqual(lastFull);
+      expect(await repository.readStatus('prune', { signal })).toEqual({ lastFullAt: null });
       expect(await keysUnder(target, 'blobs/')).toContain(oldBlob);
       expect(await keysUnder(target, 'snapshots/20261205T000000Z-dead/')).toEqual([]);
     } finally {
