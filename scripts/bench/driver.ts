@@ -218,6 +218,13 @@ function expectSuccess(stdout: string, what: string): void {
   if (result.status !== 'success') throw new Error(`${what}: status ${String(result.status)}\n${stdout}`);
 }
 
+/** A timed `backup --only buckets` of ours with the config; fails the bench unless it succeeded. */
+async function backupBuckets(config: string, what: string): Promise<RunResult> {
+  const run = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
+  expectSuccess(run.stdout, what);
+  return run;
+}
+
 /** Files and bytes under dir (a synced copy of the buckets). */
 async function dirStats(dir: string): Promise<{ objects: number; bytes: number }> {
   let objects = 0;
@@ -335,8 +342,7 @@ async function extraWorks(gateway: S3Client): Promise<void> {
   const bigOurs = async (r: number): Promise<RunResult> => {
     const target = join(work, `ours-big-${r}`);
     const config = await writeConfig(`big-${r}`, { target, buckets: [BIG_BUCKET] });
-    const ours = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
-    expectSuccess(ours.stdout, 'big-object backup');
+    const ours = await backupBuckets(config, 'big-object backup');
     await rm(target, { recursive: true, force: true });
     return ours;
   };
@@ -403,11 +409,7 @@ async function extraWorks(gateway: S3Client): Promise<void> {
     const copy = join(work, `rclone-tiny-${r}`);
     const [ours, theirs] = await alternately(
       r,
-      async () => {
-        const run = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
-        expectSuccess(run.stdout, 'tiny-object backup');
-        return run;
-      },
+      () => backupBuckets(config, 'tiny-object backup'),
       () => timed(rcloneSync(`gw:${TINY_BUCKET}`, copy), rcloneEnv),
     );
     tinyFirst.ours.push(ours.seconds);
@@ -433,8 +435,7 @@ async function extraWorks(gateway: S3Client): Promise<void> {
   };
   const tinyConfig = await writeConfig('tiny-nightly', { target: tinyTarget, buckets: [TINY_BUCKET] });
   for (let r = 0; r < REPS; r++) {
-    const ours = await timed(node(['backup', '--config', tinyConfig, '--only', 'buckets', '--json']));
-    expectSuccess(ours.stdout, 'tiny-object nightly');
+    const ours = await backupBuckets(tinyConfig, 'tiny-object nightly');
     tinyStill.ours.push(ours.seconds);
     tinyStill.rss.push(ours.rssMiB);
     const theirs = await timed(['rclone', 'lsf', '-R', `gw:${TINY_BUCKET}`], rcloneEnv);
@@ -532,11 +533,7 @@ async function main(): Promise<void> {
     const copy = join(work, `rclone-first-${r}`);
     const [ours, theirs] = await alternately(
       r,
-      async () => {
-        const run = await timed(node(['backup', '--config', config, '--only', 'buckets', '--json']));
-        expectSuccess(run.stdout, 'first backup');
-        return run;
-      },
+      () => backupBuckets(config, 'first backup'),
       async () => {
         let seconds = 0;
         for (const bucket of BUCKETS)
@@ -593,8 +590,7 @@ async function main(): Promise<void> {
   };
   const stillS3cmd: Row = { ...still, theirName: 's3cmd ls -r', ours: [], theirs: [], rss: [] };
   for (let r = 0; r < REPS; r++) {
-    const ours = await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']));
-    expectSuccess(ours.stdout, 'nightly backup');
+    const ours = await backupBuckets(nightlyConfig, 'nightly backup');
     still.ours.push(ours.seconds);
     still.rss.push(ours.rssMiB);
     stillS3cmd.ours.push(ours.seconds);
@@ -625,8 +621,7 @@ async function main(): Promise<void> {
     const batch = planIncrement(scale, data.objects, r);
     await putAll(gateway, batch);
     added.push(batch.reduce((a, o) => a + o.size, 0));
-    const ours = await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']));
-    expectSuccess(ours.stdout, 'incremental backup');
+    const ours = await backupBuckets(nightlyConfig, 'incremental backup');
     incr.ours.push(ours.seconds);
     incr.rss.push(ours.rssMiB);
     let t = 0;
@@ -652,14 +647,10 @@ async function main(): Promise<void> {
     bytes: data.bytes + added.reduce((a, b) => a + b, 0),
   };
   while ((await readdir(join(oursTarget, 'snapshots'))).length < DEFAULT_KEEP_LAST) {
-    expectSuccess(
-      (await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']))).stdout,
-      'nightly filling the retention',
-    );
+    await backupBuckets(nightlyConfig, 'nightly filling the retention');
   }
   for (let r = 0; r < REPS; r++) {
-    const ours = await timed(node(['backup', '--config', nightlyConfig, '--only', 'buckets', '--json']));
-    expectSuccess(ours.stdout, 'nightly at the retention limit');
+    const ours = await backupBuckets(nightlyConfig, 'nightly at the retention limit');
     expectRetention(ours.stdout);
     steady.ours.push(ours.seconds);
     steady.rss.push(ours.rssMiB);
