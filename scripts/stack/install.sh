@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the deis-backup test stack needs (Ceph mon/osd/radosgw,
-# etcd, sshd, PostgreSQL 15, s3cmd, curl, prometheus for promtool, exFAT tools, and Django with
-# python-etcd for the stand-in deis-controller).
+# etcd, sshd, PostgreSQL 15, s3cmd, curl, prometheus for promtool, exFAT tools, Django with
+# python-etcd for the stand-in deis-controller, and sudo).
 # Idempotent: a fast no-op when all are present. Never leaves a system service running (a
 # package-started sshd, etcd, prometheus or node exporter is stopped again).
 set -euo pipefail
@@ -16,6 +16,7 @@ PACKAGES=(
   prometheus # only for promtool, which checks and unit-tests deploy/prometheus/alerts.yml
   exfat-fuse exfatprogs # a real file system without hard links, for the directory target's fallback
   python3-django python3-etcd # test/fixtures/deis-controller, which runs the restore's republish snippet
+  sudo # the volume over SSH as a user other than root (CoreOS's core), as src/command.ts asRoot runs it
 )
 
 is_installed() {

@@ -27,6 +27,9 @@ GATEWAY_SECRET_KEY=deisgatewaysecretkey00000000000000000000
 TARGET_ACCESS_KEY=BACKUPTARGETACCESS00
 TARGET_SECRET_KEY=backuptargetsecretkey0000000000000000000
 TARGET_BUCKET=deis-backups
+# The sudo user's name and sudoers drop-in (see the sshd section).
+SUDO_USER_NAME=deis-backup-core
+SUDOERS_FILE=/etc/sudoers.d/deis-backup-core
 
 DAEMONS=(ceph-mon ceph-osd radosgw etcd sshd)
 PORTS=(3300 6789 "$RGW_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$PG_PORT" "$PG_SCRATCH_PORT" "$SSH_PORT")
@@ -218,6 +221,18 @@ spawn sshd "$DIR/logs/sshd.log" /usr/sbin/sshd -D -e -f /dev/null \
   -o PidFile="$DIR/run/sshd.pid" \
   -o StrictModes=no
 
+# A user other than root, as CoreOS's `core`: its sessions reach the volume through `sudo -n`
+# (src/command.ts asRoot). It logs in with the stack's key only ('*' is no password, yet not a
+# locked account to sshd), and runs sudo without a password. Its sudo drops the caller's LC_*
+# variables, as a strict sudoers may, so only a locale named on sudo's command line reaches the
+# command. stop.sh removes the user, its home and the rule.
+id -u "$SUDO_USER_NAME" >/dev/null 2>&1 ||
+  useradd --system --shell /bin/sh --create-home --home-dir "/home/$SUDO_USER_NAME" "$SUDO_USER_NAME"
+usermod -p '*' "$SUDO_USER_NAME"
+printf 'Defaults:%s env_check -= "LC_*"\n%s ALL=(ALL) NOPASSWD: ALL\n' "$SUDO_USER_NAME" "$SUDO_USER_NAME" >"$SUDOERS_FILE.tmp"
+chmod 440 "$SUDOERS_FILE.tmp"
+mv "$SUDOERS_FILE.tmp" "$SUDOERS_FILE"
+
 # --- etcd (v2 API) ----------------------------------------------------------------------------
 
 spawn etcd "$DIR/logs/etcd.log" etcd --name deis-backup-stack --enable-v2=true \
@@ -389,7 +404,7 @@ log "sshd ready on 127.0.0.1:$SSH_PORT"
 ENV_NAMES=(STACK_DIR STACK_RGW_ENDPOINT STACK_GATEWAY_ACCESS_KEY STACK_GATEWAY_SECRET_KEY
   STACK_TARGET_ACCESS_KEY STACK_TARGET_SECRET_KEY STACK_TARGET_BUCKET STACK_ETCD_ENDPOINT
   STACK_PG_HOST STACK_PG_PORT STACK_PG_SCRATCH_PORT STACK_PG_USER STACK_SSH_HOST STACK_SSH_PORT
-  STACK_SSH_USER STACK_SSH_KEY STACK_SSH_KNOWN_HOSTS)
+  STACK_SSH_USER STACK_SSH_SUDO_USER STACK_SSH_KEY STACK_SSH_KNOWN_HOSTS)
 declare -A ENV=(
   [STACK_DIR]=$DIR
   [STACK_RGW_ENDPOINT]=http://127.0.0.1:$RGW_PORT
@@ -406,6 +421,7 @@ declare -A ENV=(
   [STACK_SSH_HOST]=127.0.0.1
   [STACK_SSH_PORT]=$SSH_PORT
   [STACK_SSH_USER]=root
+  [STACK_SSH_SUDO_USER]=$SUDO_USER_NAME
   [STACK_SSH_KEY]=$DIR/ssh/id_ed25519
   [STACK_SSH_KNOWN_HOSTS]=$DIR/ssh/known_hosts
 )

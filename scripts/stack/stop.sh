@@ -57,6 +57,13 @@ if command -v pg_lsclusters >/dev/null; then
   done
 fi
 
+# The user other than root start.sh made, its home and its sudo rule.
+rm -f /etc/sudoers.d/deis-backup-core
+if id -u deis-backup-core >/dev/null 2>&1; then
+  userdel --remove deis-backup-core 2>/dev/null && echo "stack: removed user deis-backup-core" ||
+    echo "stack: warning: userdel deis-backup-core failed" >&2
+fi
+
 if [[ -d $DIR ]]; then
   # Only delete a directory start.sh made (it leaves this marker), never an arbitrary path.
   if [[ -f $DIR/.deis-backup-stack ]]; then

@@ -1,6 +1,8 @@
 // GNU tar on the volume's host, for real: its warnings are read in the C locale whatever the host's
 // locale translates, and a restore counts only when tar read the whole archive.
-import { chmod, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -108,6 +110,61 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     gnuTarExtract(join(target, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
     expect((await readdir(extracted)).sort()).toEqual(['a', 'c']);
     expect((await stat(join(extracted, 'a'))).size).toBe(1024 * 1024);
+  });
+
+  it('backs up and restores the volume over SSH as a user other than root through sudo, in English', async () => {
+    // CoreOS logs in as core, which reads the store only through sudo: here a folder only root may
+    // enter and log files of uid 1000, which only root can give back to 1000 on restore.
+    const volume = tempDir('volume');
+    await mkdir(join(volume, 'logs'));
+    const log = join(volume, 'logs', 'deis-router.log');
+    await writeFile(log, 'router\n');
+    await chown(log, 1000, 1000);
+    await chmod(log, 0o640);
+    await mkdir(join(volume, 'private'), { mode: 0o700 });
+    await writeFile(join(volume, 'private', 'state'), randomBytes(4096), { mode: 0o600 });
+    // tar skips a socket with a warning, which the host's locale would translate.
+    const socket = net.createServer();
+    socket.listen(join(volume, 'logs', 'syslog.sock'));
+    await once(socket, 'listening');
+    const sshd = await startPrivateSshd(stack, GERMAN);
+    sshds.push(sshd);
+    const ssh = { ...sshd.ssh, user: stack.sshSudoUser };
+    const probe = async (command: string) => {
+      const run = await runRemote({ ...ssh, host: stack.sshHost, timeoutMs: 10_000 }, command, { signal });
+      run.stdin.end();
+      run.stdout.resume();
+      return run.finished;
+    };
+    // The premises: without sudo this user cannot read the volume, and its sudo (see the stack's
+    // start.sh) keeps the session's language but drops an LC_ALL exported before it.
+    expect((await probe(`tar -cf /dev/null -C ${volume} .`)).code).not.toBe(0);
+    const translated = await probe(`LC_ALL=C; export LC_ALL; sudo -n tar -cf /dev/null -C ${volume} .`);
+    expect(translated.code).toBe(0);
+    expect(translated.stderr).toContain('syslog.sock');
+    expect(translated.stderr, 'sudo kept LC_ALL: is /etc/sudoers.d/deis-backup-core there?').not.toContain(
+      'socket ignored',
+    );
+
+    let summary;
+    try {
+      summary = await backup(config(volume, stack.sshHost, ssh));
+    } finally {
+      // Closing the server removes the socket, which a restore does not bring back; the folder
+      // gets back the time the archive holds.
+      const logs = await stat(join(volume, 'logs'));
+      socket.close();
+      await once(socket, 'close');
+      await utimes(join(volume, 'logs'), logs.atime, logs.mtime);
+    }
+    expect(summary.sources.find((s) => s.kind === 'volume')).toMatchObject({
+      status: 'success',
+      warnings: ['tar: ./logs/syslog.sock: socket ignored'],
+    });
+    const into = join(tempDir('restored'), 'store');
+    const run = await restore(summary.id, into, config(volume, stack.sshHost, ssh));
+    expect(run.code, `${run.out} ${run.err}`).toBe(0);
+    expect(await describeTree(into)).toEqual(await describeTree(volume));
   });
 
   it('fails a volume restore whose tar exits 0 without reading the archive, here and over SSH; GNU tar reads all', async () => {
