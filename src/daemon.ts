@@ -201,7 +201,8 @@ export async function startDaemon(
     },
     'daemon started',
   );
-  if (config.schedule.runAtStart) startBackup('start', undefined);
+  // A shutdown during the start (the scan above waits up to 30 s) leaves nothing to start.
+  if (config.schedule.runAtStart && !shutdown.aborted) startBackup('start', undefined);
 
   let stopping: Promise<void> | undefined;
   return {

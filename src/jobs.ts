@@ -87,7 +87,8 @@ export interface RetentionOutcome {
  * what the policy drops, then prunes. Routinely only the blobs of the points just forgotten
  * (sweep); every stored key after an interrupted run, while a manifest cannot be read (which
  * prune then refuses), or when the last full prune is older than FULL_PRUNE_EVERY_MS.
- * Never throws for a retention failure: the restore point is committed either way.
+ * Never throws, not even when stopped (a shutdown, the lock lost): the restore point is committed
+ * either way, and `error` says why retention did not complete.
  */
 export async function applyRetention(
   config: Config,
@@ -129,8 +130,9 @@ export async function applyRetention(
     const failure = outcome.prune && pruneFailure(outcome.prune);
     if (failure !== undefined) outcome.error = `prune: ${failure}`;
   } catch (err) {
-    signal.throwIfAborted();
-    outcome.error = describeError(err);
+    // Stopped by a shutdown or a lost lock: the restore point is committed all the same, and
+    // the next retention finishes what this one left (forget and prune carry on from any point).
+    outcome.error = signal.aborted ? `stopped: ${describeError(signal.reason)}` : describeError(err);
   }
   if (outcome.error !== undefined) log.error({ error: outcome.error }, 'retention failed');
   return outcome;

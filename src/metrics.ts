@@ -16,6 +16,8 @@ export class Metrics {
   readonly registry: Registry;
   private readonly lastSuccess: Gauge<'source'>;
   private readonly lastStatus: Gauge<'source'>;
+  /** Sources whose last status a run of this process set: a later rebuild leaves them alone. */
+  private readonly statusFromRuns = new Set<string>();
   private readonly attempts: Counter<'source'>;
   private readonly successes: Counter<'source'>;
   private readonly failures: Counter<'source'>;
@@ -169,10 +171,14 @@ export class Metrics {
       }
       for (const source of manifest.sources) bump(source.id, source.status);
     }
-    if (newestWhole) this.lastStatus.set({ source: ALL }, STATUS_VALUE[newestWhole.status]);
+    // A run this process saw is newer than any restore point: a failed one left none to read back
+    // (the target was down at start, say, and the first listing comes after that run).
+    const setStatus = (source: string, status: 'success' | 'partial' | 'failed'): void => {
+      if (!this.statusFromRuns.has(source)) this.lastStatus.set({ source }, STATUS_VALUE[status]);
+    };
+    if (newestWhole) setStatus(ALL, newestWhole.status);
     const newest = manifests.at(-1);
-    for (const source of newest?.sources ?? [])
-      this.lastStatus.set({ source: source.id }, STATUS_VALUE[source.status]);
+    for (const source of newest?.sources ?? []) setStatus(source.id, source.status);
   }
 
   /**
@@ -186,6 +192,7 @@ export class Metrics {
     const record = (source: string, status: 'success' | 'partial' | 'failed'): void => {
       this.attempts.inc({ source });
       this.lastStatus.set({ source }, STATUS_VALUE[status]);
+      this.statusFromRuns.add(source);
       if (status === 'success') {
         this.successes.inc({ source });
         this.markSuccess(source, now);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { BackupError } from '../../src/errors.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { Repository } from '../../src/repository/repository.js';
@@ -64,6 +65,8 @@ describeWithStack('daemon', (stack) => {
   const volume = tempDir('volume');
   const running: Daemon[] = [];
   const logs: string[] = [];
+  /** Called with each log line as it is written, before the daemon goes on. */
+  let onLog: ((line: string) => void) | undefined;
 
   /** Writes a config and starts a daemon on a free port. */
   const start = async (patch: Record<string, unknown> = {}, shutdown = new AbortController()) => {
@@ -82,7 +85,15 @@ describeWithStack('daemon', (stack) => {
       ...patch,
     });
     const config = loadConfig({ file, env: {} });
-    const log = createLogger({ level: 'debug' }, { write: (line: string) => logs.push(line) });
+    const log = createLogger(
+      { level: 'debug' },
+      {
+        write: (line: string) => {
+          logs.push(line);
+          onLog?.(line);
+        },
+      },
+    );
     const daemon = await startDaemon(config, { log, shutdown: shutdown.signal });
     running.push(daemon);
     return { daemon, config, shutdown, file };
@@ -594,6 +605,50 @@ describeWithStack('daemon', (stack) => {
     gateway.close();
     expect((await call(daemon, 'GET', '/restores/restore-nope')).status).toBe(404);
     expect((await call(daemon, 'DELETE', `/restores/${id}`)).status).toBe(409);
+  });
+
+  it('starts and stops cleanly when SIGTERM comes while it starts, with runAtStart', async () => {
+    const shutdown = new AbortController();
+    shutdown.abort(new BackupError('ERR_ABORTED', 'interrupted'));
+    const { daemon } = await start({ schedule: { cron: '0 3 * * *', runAtStart: true } }, shutdown);
+    expect(daemon.operations.current()).toBeUndefined();
+    await daemon.stop();
+    expect(logs.at(-1)).toContain('"msg":"daemon stopped"');
+  });
+
+  it('reports a backup committed when a shutdown stops its retention: the point stands, retention stopped', async () => {
+    const shutdown = new AbortController();
+    const { daemon, config } = await start(
+      { sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } } },
+      shutdown,
+    );
+    // SIGTERM right after the manifest is written, before retention has read anything.
+    onLog = (line) => {
+      if (line.includes('"msg":"restore point committed"')) {
+        shutdown.abort(new BackupError('ERR_ABORTED', 'interrupted'));
+      }
+    };
+    let op;
+    try {
+      const id = String((await call(daemon, 'POST', '/backups')).body['id']);
+      op = await finished(daemon, 'backups', id);
+    } finally {
+      onLog = undefined;
+    }
+    const repository = new Repository(new DirTarget(config.target.type === 'dir' ? config.target.path : ''));
+    const [committed, ...others] = await repository.listSnapshots({ signal });
+    expect(others).toEqual([]);
+    expect(op).toMatchObject({
+      status: 'success',
+      result: { id: committed?.id, retention: { error: 'stopped: interrupted' } },
+    });
+    const lines = logs.map((line) => JSON.parse(line) as { msg: string; runId?: string; error?: string });
+    expect(lines.find((line) => line.runId === op['id'] && line.msg === 'retention failed')?.error).toBe(
+      'stopped: interrupted',
+    );
+    expect(lines.some((line) => line.runId === op['id'] && line.msg.startsWith('backup aborted'))).toBe(
+      false,
+    );
   });
 
   it('aborts a running backup on SIGTERM: no new restore point, the old ones intact, a bounded exit', async () => {

@@ -94,6 +94,24 @@ describe('Metrics', () => {
     expect(metrics.lastSuccessOf('all')).toBe(at.getTime() / 1000);
   });
 
+  it('keeps the status of a run this daemon saw when the restore points are read back later', async () => {
+    const metrics = new Metrics(new Registry(), 'test');
+    // The target was down at start: the first run failed, and the first listing comes after it.
+    const now = '2026-12-02T03:00:00.000Z';
+    metrics.backupFinished(
+      { status: 'failed', startedAt: now, finishedAt: now, sources: [] },
+      1,
+      new Date(now),
+    );
+    metrics.rebuild([manifest('2026-12-01T03:00:00.000Z', EVERYTHING)], () => true);
+    expect(await value(metrics, 'deis_backup_last_status', { source: 'all' })).toBe(0);
+    // A source no run has reported yet still takes its status from the newest restore point.
+    expect(await value(metrics, 'deis_backup_last_status', { source: 'volume' })).toBe(1);
+    expect(await value(metrics, LAST_SUCCESS, { source: 'all' })).toBe(
+      Date.parse('2026-12-01T03:00:00Z') / 1000,
+    );
+  });
+
   it('rebuilds "all" from the restore points that hold everything', async () => {
     const metrics = new Metrics(new Registry(), 'test');
     const whole = manifest('2026-12-04T03:00:00.000Z', EVERYTHING);
