@@ -6,6 +6,9 @@ import type { Readable, Writable } from 'node:stream';
 import type { ClientChannel } from 'ssh2';
 import { BackupError, toError } from './errors.js';
 
+/** Keepalives a host may leave unanswered before the connection is taken as lost (see runRemote). */
+const KEEPALIVES_UNANSWERED = 3;
+
 /** How to reach a host. */
 export interface SshTarget {
   host: string;
@@ -112,6 +115,12 @@ export async function runRemote(
       username: target.user,
       privateKey,
       readyTimeout: target.timeoutMs,
+      // A command that only sends (tar, pg_dumpall) would wait forever on a host that lost power:
+      // nothing is sent its way, so TCP never notices. Keepalives every quarter of timeoutMs,
+      // answered by the host's sshd even while the command's output waits, end the connection
+      // once none has been answered for timeoutMs.
+      keepaliveInterval: Math.max(250, Math.floor(target.timeoutMs / (KEEPALIVES_UNANSWERED + 1))),
+      keepaliveCountMax: KEEPALIVES_UNANSWERED,
       hostVerifier: (key: Buffer) => {
         const ok = known.some((k) => k.equals(key));
         hostKeyRejected = !ok;
@@ -134,8 +143,11 @@ export async function runRemote(
         exit = { code, signal };
       });
       let lost: string | undefined;
-      conn.on('error', (err: Error & { code?: string }) => {
-        lost ??= err.code ?? err.message;
+      conn.on('error', (err: Error & { code?: string; level?: string }) => {
+        lost ??=
+          err.level === 'client-timeout'
+            ? `no answer for ${target.timeoutMs / 1000} s`
+            : (err.code ?? err.message);
       });
       channel.on('close', () => {
         opts.signal.removeEventListener('abort', onAbort);

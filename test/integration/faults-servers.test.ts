@@ -650,6 +650,40 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(await snapshotIds(file)).toEqual([...older, next.id]);
   });
 
+  it('fails within ssh.timeoutMs when the volume host stops answering mid-read', async () => {
+    const proxy = await proxyTo(stack.sshPort);
+    const knownHosts = join(tempDir('known'), 'known_hosts');
+    await writeFile(
+      knownHosts,
+      (await readFile(stack.sshKnownHosts, 'utf8')).replace(
+        `[127.0.0.1]:${stack.sshPort}`,
+        `[127.0.0.1]:${proxy.port}`,
+      ),
+    );
+    const volume = tempDir('svol');
+    for (let i = 0; i < 3; i++) await writeFile(join(volume, `blob-${i}`), randomBytes(4 * MiB));
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh: { ...stackSsh(stack), port: proxy.port, knownHostsFile: knownHosts, timeoutMs: 3000 },
+      sources: {
+        buckets: { enabled: false },
+        volume: { path: volume, host: '127.0.0.1' },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: tempDir('target') },
+    });
+    // The host goes silent, as one that lost power does: nothing more comes back, no FIN, no RST.
+    const stalling = proxy.stallAfter('down', 2 * MiB);
+    const started = Date.now();
+    const run = await backup(file);
+    await stalling;
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(run.code).toBe(1);
+    expect(run.err).toBe(
+      `volume    failed\n  error: volume 127.0.0.1:${volume}: ssh root@[127.0.0.1]:${proxy.port}: connection lost before the command finished (no answer for 3 s); its output is incomplete\nbackup failed: no restore point written`,
+    );
+  });
+
   /** Holds an exclusive lock on the filler table, so a dump stops there until the server dies. */
   const holdLock = () => {
     const holder = spawn(
