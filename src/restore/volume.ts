@@ -158,12 +158,20 @@ function sudo(dest: VolumeDestination): string {
   return asRoot(dest.ssh);
 }
 
-/** Lists the destination with GNU find (here or over SSH); empty when it does not exist. */
+/**
+ * Lists the destination with GNU find (here or over SSH); empty when it is not a directory. Both
+ * the check and the listing run as root (sudo over SSH as another user): a destination only root
+ * may enter, as a volume's root often is, would otherwise look empty, and its differing entries
+ * would be kept without a word.
+ */
 async function destinationState(
   dest: VolumeDestination,
   opts: { signal: AbortSignal },
 ): Promise<Map<string, Present>> {
-  const command = `cd ${shellQuote(dest.path)} 2>/dev/null || exit 0; ${sudo(dest)}find . -printf '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0'`;
+  // One shell under sudo, so a sudo that refuses fails the listing instead of passing for "not
+  // there". find -H follows the path itself if it is a symlink to a directory, as tar -C does.
+  const format = '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0';
+  const command = `${sudo(dest)}sh -c 'test -d "$1" || exit 0; exec find -H "$1" -printf "$2"' sh ${shellQuote(dest.path)} '${format}'`;
   // GNU find's -printf %T@ prints a "." whatever LC_NUMERIC says; the C locale is for its messages.
   const running = await runCommand(command, dest, { ...opts, cLocale: true });
   running.stdin.end();

@@ -1,6 +1,6 @@
 // GNU tar on the volume's host, for real: its warnings are read in the C locale whatever the host's
 // locale translates, and a restore counts only when tar read the whole archive.
-import { chmod, chown, mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -165,6 +165,17 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     const run = await restore(summary.id, into, config(volume, stack.sshHost, ssh));
     expect(run.code, `${run.out} ${run.err}`).toBe(0);
     expect(await describeTree(into)).toEqual(await describeTree(volume));
+
+    // Restored again, into itself: it now has the volume's root, root's and 0700, which this user
+    // cannot enter without sudo. A file changed since must be seen, reported and kept.
+    expect((await stat(into)).mode & 0o777).toBe(0o700);
+    await writeFile(join(into, 'logs', 'deis-router.log'), 'changed\n');
+    const again = await restore(summary.id, into, config(volume, stack.sshHost, ssh));
+    expect(again.code, `${again.out} ${again.err}`).toBe(0);
+    expect(again.report?.hazards).toContain(
+      `1 volume entr(ies) in ${into} differ from the restore point and stay as they are (logs/deis-router.log); pass --overwrite to replace them`,
+    );
+    expect(await readFile(join(into, 'logs', 'deis-router.log'), 'utf8')).toBe('changed\n');
   });
 
   it('fails a volume restore whose tar exits 0 without reading the archive, here and over SSH; GNU tar reads all', async () => {
