@@ -261,8 +261,10 @@ async function runStep(
       const database = prepared.database;
       const artifact = database?.record.artifacts[0];
       if (!database || !artifact) return { ...step, status: 'skipped' };
-      await loadDump(deps.repository, artifact, database.where, opts);
-      return { ...step, status: 'success' };
+      const failed = await loadDump(deps.repository, artifact, database.where, opts);
+      return failed.length > 0
+        ? { ...step, status: 'partial', errors: failed }
+        : { ...step, status: 'success' };
     }
     case 'finish':
       return { ...step, status: 'success' };

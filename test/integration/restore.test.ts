@@ -206,6 +206,22 @@ describeWithStack('restore', (stack) => {
     expect(dumpAll(stack, stack.pgScratchPort)).toBe(dumpAll(stack, stack.pgPort));
   });
 
+  it('reports a load whose statements psql went on past as partial, naming the first (exit 3)', async () => {
+    resetScratch(stack);
+    expect((await restore([snapshot, '--only', 'database'])).code).toBe(0);
+    // Loaded again: its tables and rows are there now, and psql exits 0 after every failed statement.
+    const again = await restore([snapshot, '--only', 'database']);
+    expect(again.code).toBe(3);
+    expect(again.report?.status).toBe('partial');
+    expect(again.report?.steps[0]).toMatchObject({ step: 'database', status: 'partial' });
+    expect(again.report?.steps[0]?.errors).toEqual([
+      expect.stringMatching(
+        /^database: statements of the dump failed in the load command on \S+, which went on \(relation "[^"]+" already exists and \d+ more\); load the dump into a cluster that does not hold its tables yet$/,
+      ),
+    ]);
+    expect(dumpAll(stack, stack.pgScratchPort)).toBe(dumpAll(stack, stack.pgPort));
+  });
+
   it('plans with --dry-run, writes nothing, and counts what the real run then does', async () => {
     const args = fresh('dry');
     const into = join(tempDir('restored'), 'store');
