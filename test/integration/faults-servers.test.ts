@@ -67,6 +67,17 @@ describeWithStack('servers failing mid-run', (stack) => {
     return proxy;
   };
 
+  /** The `ssh` section that reaches the stack's sshd through `proxy` (known_hosts names its port). */
+  const sshThrough = async (proxy: FaultProxy) => {
+    const knownHostsFile = join(tempDir('known'), 'known_hosts');
+    const known = await readFile(stack.sshKnownHosts, 'utf8');
+    await writeFile(
+      knownHostsFile,
+      known.replace(`[127.0.0.1]:${stack.sshPort}`, `[127.0.0.1]:${proxy.port}`),
+    );
+    return { ...stackSsh(stack), port: proxy.port, knownHostsFile };
+  };
+
   /** A config that backs up only `bucket`, one object at a time, from the gateway at `endpoint`. */
   const bucketConfig = (bucket: string, endpoint: string, target: Record<string, unknown>) =>
     writeConfig({
@@ -583,14 +594,7 @@ describeWithStack('servers failing mid-run', (stack) => {
 
   it('fails when the SSH connection drops mid-volume and mid-dump', async () => {
     const proxy = await proxyTo(stack.sshPort);
-    const knownHosts = join(tempDir('known'), 'known_hosts');
-    await writeFile(
-      knownHosts,
-      (await readFile(stack.sshKnownHosts, 'utf8')).replace(
-        `[127.0.0.1]:${stack.sshPort}`,
-        `[127.0.0.1]:${proxy.port}`,
-      ),
-    );
+    const ssh = await sshThrough(proxy);
     const volume = tempDir('fvol');
     await seedVolume(volume);
     await mkdir(join(volume, 'big'));
@@ -598,7 +602,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     const loaded = join(tempDir('loaded'), 'dump.sql');
     const file = writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
-      ssh: { ...stackSsh(stack), port: proxy.port, knownHostsFile: knownHosts },
+      ssh,
       sources: {
         buckets: { enabled: false },
         volume: { path: volume, host: '127.0.0.1' },
@@ -652,19 +656,12 @@ describeWithStack('servers failing mid-run', (stack) => {
 
   it('fails within ssh.timeoutMs when the volume host stops answering mid-read', async () => {
     const proxy = await proxyTo(stack.sshPort);
-    const knownHosts = join(tempDir('known'), 'known_hosts');
-    await writeFile(
-      knownHosts,
-      (await readFile(stack.sshKnownHosts, 'utf8')).replace(
-        `[127.0.0.1]:${stack.sshPort}`,
-        `[127.0.0.1]:${proxy.port}`,
-      ),
-    );
+    const ssh = await sshThrough(proxy);
     const volume = tempDir('svol');
     for (let i = 0; i < 3; i++) await writeFile(join(volume, `blob-${i}`), randomBytes(4 * MiB));
     const file = writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
-      ssh: { ...stackSsh(stack), port: proxy.port, knownHostsFile: knownHosts, timeoutMs: 3000 },
+      ssh: { ...ssh, timeoutMs: 3000 },
       sources: {
         buckets: { enabled: false },
         volume: { path: volume, host: '127.0.0.1' },
