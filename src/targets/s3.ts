@@ -86,6 +86,13 @@ export class S3Target implements Target {
       // Retrying is the run's decision, and minio's own retries print to the console.
       retryOptions: { disableRetry: true },
       transport: idleTimeoutTransport(useSSL ? https : http, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
+      // Connections of its own, not Node's global pool: a socket another client left idle there
+      // before the target went away could be taken for this one's first request and fail it.
+      transportAgent: new (useSSL ? https.Agent : http.Agent)({
+        keepAlive: true,
+        scheduling: 'lifo',
+        timeout: 5000,
+      }),
     });
   }
 
