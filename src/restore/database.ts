@@ -32,10 +32,15 @@ export async function loadDump(
   where: { command: string; ssh?: SshTarget | undefined },
   opts: { signal: AbortSignal },
 ): Promise<string[]> {
-  const running = await runCommand(where.command, where, opts);
+  // The dump is opened first: a command started before a failed open would wait on stdin forever.
+  const dump = await repository.openVerified(artifact, opts);
+  const running = await runCommand(where.command, where, opts).catch((err: unknown) => {
+    dump.destroy();
+    throw err;
+  });
   // Nothing useful comes out, but over SSH the channel only closes once its output is read.
   running.stdout.resume();
-  const sql = chain(await repository.openVerified(artifact, opts), createGunzip());
+  const sql = chain(dump, createGunzip());
   const { code, stderr, complete } = await feedCommand(running, sql);
   if (code !== 0) {
     throw new BackupError(

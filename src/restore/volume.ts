@@ -280,11 +280,20 @@ export async function applyVolume(
   const fixRoot = root
     ? ` && ${sudo(dest)}chown ${root.uid}:${root.gid} ${path} && ${sudo(dest)}chmod ${root.mode.toString(8)} ${path} && ${sudo(dest)}touch -d @${root.mtime} ${path}`
     : '';
-  const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner ${keep}${fixRoot}`;
-  const running = await runCommand(command, dest, { signal: opts.signal, cLocale: true });
+  // Owners by number, as the plan compares them: a volume host's GNU tar writes its own user names,
+  // which here may name other uids.
+  const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner --numeric-owner ${keep}${fixRoot}`;
+  // The archive is opened first: a tar started before a failed open would wait on stdin forever.
+  const archive = await repository.openVerified(artifact, opts);
+  const running = await runCommand(command, dest, { signal: opts.signal, cLocale: true }).catch(
+    (err: unknown) => {
+      archive.destroy();
+      throw err;
+    },
+  );
   // Nothing useful comes out, but over SSH the channel only closes once its output is read.
   running.stdout.resume();
-  const fed = await feedCommand(running, await repository.openVerified(artifact, opts));
+  const fed = await feedCommand(running, archive);
   const into = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
   if (fed.code !== 0) {
     throw new BackupError(

@@ -1,8 +1,11 @@
 // A restore point whose volume archive was crafted to escape the destination is refused in
-// preflight, before anything is written: no destination, nothing beside it, nothing in /etc.
+// preflight, before anything is written: no destination, nothing beside it, nothing in /etc. One
+// whose owner names disagree with their numbers here is restored by number.
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import type { RestoreReport } from '../../src/restore.js';
 import { craftedRestorePoint, type CraftedEntry } from '../fixtures/crafted.js';
 import { cli, describeWithStack, tempDir, writeConfig } from './helpers.js';
 
@@ -96,5 +99,39 @@ describeWithStack('crafted archives', (stack) => {
     expect(existsSync(into)).toBe(false);
     expect(existsSync(join(parent, 'escaped.txt'))).toBe(false);
     expect(existsSync('/etc/deis-backup-test-owned')).toBe(false);
+  });
+
+  it('restores owners by number whatever names the archive gives them, and finds them identical after', async () => {
+    const dir = tempDir('crafted');
+    // GNU tar on a volume host writes that host's names; on this one "daemon" is uid 1, not 4242.
+    const owner = { uid: 4242, gid: 4243, uname: 'daemon', gname: 'daemon' };
+    const id = await craftedRestorePoint(dir, [{ name: './logs/named.log', type: 'file', owner }], {
+      signal,
+    });
+    const into = join(tempDir('restored'), 'store');
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      target: { type: 'dir', path: dir },
+    });
+    const restore = (...extra: string[]) =>
+      cli([
+        'restore',
+        id,
+        '--config',
+        file,
+        '--only',
+        'volume',
+        '--volume-to',
+        into,
+        '--yes',
+        '--json',
+        ...extra,
+      ]);
+    const run = await restore();
+    expect(run.code, run.err).toBe(0);
+    const restored = await stat(join(into, 'logs', 'named.log'));
+    expect([restored.uid, restored.gid]).toEqual([4242, 4243]);
+    const plan = JSON.parse((await restore('--dry-run')).out) as RestoreReport;
+    expect(plan.steps[0]?.counts).toMatchObject({ create: 0, conflict: 0, skip: 4 });
   });
 });

@@ -1,7 +1,10 @@
 // A run that cannot capture a source fails with one clear line, exit 1, and leaves no restore point;
 // object-level trouble is partial (exit 3) or counted as vanished; no secret ever reaches the output.
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { runBackup } from '../../src/backup.js';
+import { loadDump } from '../../src/restore/database.js';
 import { createLogger } from '../../src/log.js';
 import { Repository } from '../../src/repository/repository.js';
 import { S3Client, type ListedObject } from '../../src/s3/client.js';
@@ -286,6 +289,24 @@ describeWithStack('failed and partial runs', (stack) => {
     expect(result.sources[0]?.errors).toEqual(['odd/plus+sign+.txt: connection reset by peer']);
     const manifests = await repository.listSnapshots({ signal });
     expect(manifests.map((m) => m.status)).toEqual(['partial']);
+  });
+
+  it('starts no load command when the dump cannot be opened, so none is left waiting on its input', async () => {
+    // The target lost the dump after the preflight: opening it fails before any command runs.
+    const repository = new Repository(new DirTarget(tempDir('target')));
+    const started = join(tempDir('marker'), 'started');
+    const artifact = {
+      name: 'database.sql.gz',
+      key: 'snapshots/gone/database.sql.gz',
+      size: 10,
+      sha256: '0'.repeat(64),
+    };
+    await expect(
+      loadDump(repository, artifact, { command: `echo > ${started}; cat > /dev/null` }, { signal }),
+    ).rejects.toThrow(/snapshots\/gone\/database\.sql\.gz/);
+    // Time enough for a shell that had been started to write its marker.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(existsSync(started)).toBe(false);
   });
 
   it('fails a restore whose load command dies while the dump is still streaming, without hanging', async () => {
