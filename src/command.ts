@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { describeError, toError } from './errors.js';
-import { runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
+import { keepTail, runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
 
 export type { RemoteCommand as RunningCommand };
 
@@ -41,7 +41,7 @@ export async function runCommand(
   });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
+    stderr = keepTail(stderr + chunk.toString('utf8'));
   });
   // A command that exits without reading its input must not crash the writer with EPIPE.
   child.stdin.on('error', () => undefined);

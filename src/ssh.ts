@@ -28,6 +28,22 @@ export interface RemoteCommand {
   finished: Promise<{ code: number | null; signal: string | undefined; stderr: string }>;
 }
 
+/** How much of a command's stderr is kept: its end, where the reason for an exit is. */
+const STDERR_KEPT = 64 * 1024;
+
+/**
+ * The last STDERR_KEPT characters of a command's stderr, from the start of a line: a line cut in
+ * two would pass for a message of its own (a volume read with thousands of tar warnings kept one
+ * that matched no warning, and the whole archive was thrown away).
+ */
+export function keepTail(stderr: string): string {
+  if (stderr.length <= STDERR_KEPT) return stderr;
+  const lineStart = stderr.indexOf('\n', stderr.length - STDERR_KEPT - 1) + 1;
+  const kept = lineStart > 0 ? stderr.slice(lineStart) : '';
+  // One line longer than all that is kept: its end, rather than nothing.
+  return kept.trim() === '' ? stderr.slice(-STDERR_KEPT) : kept;
+}
+
 /** Where a host's key is listed in known_hosts, as OpenSSH names it: `host` or `[host]:port`. */
 export function knownHostsName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
@@ -134,7 +150,7 @@ export async function runRemote(
   });
   let stderr = '';
   channel.stderr.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString('utf8')).slice(-64 * 1024);
+    stderr = keepTail(stderr + chunk.toString('utf8'));
   });
   const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>(
     (resolve, reject) => {

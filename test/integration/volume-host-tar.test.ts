@@ -178,6 +178,28 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     expect(await readFile(join(into, 'logs', 'deis-router.log'), 'utf8')).toBe('changed\n');
   });
 
+  it('keeps a volume whose tar over SSH warned more than the 64 KiB of stderr that is kept', async () => {
+    const volume = tempDir('volume');
+    await writeFile(join(volume, 'app.log'), 'line\n');
+    // A tar found first on PATH that warns 2,000 times (96 KB), as a live volume's can, then
+    // archives for real and exits 1, as GNU tar does after "file changed as we read it".
+    const bin = tempDir('bin');
+    await writeFile(
+      join(bin, 'tar'),
+      '#!/bin/sh\ni=0\nwhile [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done\n/usr/bin/tar "$@" || exit\nexit 1\n',
+    );
+    await chmod(join(bin, 'tar'), 0o755);
+    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
+    sshds.push(sshd);
+    const summary = await backup(config(volume, stack.sshHost, sshd.ssh));
+    const source = summary.sources.find((s) => s.kind === 'volume');
+    expect(source?.status).toBe('success');
+    expect(source?.warnings[0]).toMatch(/^tar: \.\/logs\/app-\d{4}\.log: file changed as we read it$/);
+    const extracted = tempDir('extracted');
+    gnuTarExtract(join(target, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
+    expect(await describeTree(extracted)).toEqual(await describeTree(volume));
+  });
+
   it('fails a volume restore whose tar exits 0 without reading the archive, here and over SSH; GNU tar reads all', async () => {
     // Incompressible and about 4 MiB: more than a pipe buffer and sshd's 2 MiB channel window, which
     // take bytes that a command that exits unread cannot be told from one that read them.

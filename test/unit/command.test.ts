@@ -3,6 +3,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import { asRoot, feedCommand, runCommand } from '../../src/command.js';
+import { keepTail } from '../../src/ssh.js';
 
 const signal = AbortSignal.timeout(30_000);
 
@@ -82,5 +83,31 @@ describe('runCommand in the C locale', () => {
     expect(asRoot({ ...ssh, user: 'core' })).toBe('sudo -n LC_ALL=C ');
     expect(asRoot({ ...ssh, user: 'root' })).toBe('');
     expect(asRoot(undefined)).toBe('');
+  });
+});
+
+describe('runCommand stderr', () => {
+  it('keeps the last 64 KiB of stderr from the start of a line', async () => {
+    // 2,000 lines of 48 bytes: 96,000 bytes, more than is kept.
+    const line = (i: number) =>
+      `tar: ./logs/app-${String(i).padStart(4, '0')}.log: file changed as we read it`;
+    const running = await runCommand(
+      'i=0; while [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done',
+      {},
+      { signal: AbortSignal.timeout(10_000) },
+    );
+    running.stdin.end();
+    running.stdout.resume();
+    const { code, stderr } = await running.finished;
+    expect(code).toBe(0);
+    expect(stderr.length).toBeLessThanOrEqual(64 * 1024);
+    const lines = stderr.trimEnd().split('\n');
+    expect(lines.at(-1)).toBe(line(1999));
+    expect(lines.every((l, i) => l === line(2000 - lines.length + i))).toBe(true);
+  });
+
+  it('keeps the end of one line longer than all that is kept', () => {
+    const long = `${'x'.repeat(70 * 1024)}\n`;
+    expect(keepTail(long)).toBe(long.slice(-64 * 1024));
   });
 });
