@@ -74,7 +74,8 @@ export class VolumeSource implements Source {
       { signal: ctx.signal },
     );
     const walking = (async () => {
-      await writeEntry(pack, await prepareEntry('.', rootStats, root));
+      // The root is a directory (checked above): no link target.
+      await writeEntry(pack, await prepareEntry('.', rootStats, root, ''));
       counts.objects++;
       await walk(pack, root, '.', { counts, findings, signal: ctx.signal });
       pack.finalize();
@@ -178,7 +179,19 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
         state.findings.fail(`${entryName}: ${tooLarge}; not archived`);
         continue;
       }
-      prepared = await prepareEntry(entryName, stats, full);
+      // A link target is bytes too: read as UTF-8 it would be changed without a word.
+      let linkname = '';
+      if (stats.isSymbolicLink()) {
+        const target = await readlink(full, { encoding: 'buffer' });
+        linkname = target.toString('utf8');
+        if (!Buffer.from(linkname).equals(target)) {
+          state.findings.fail(
+            `${entryName}: symlink target ${escapeBytes(target)} is not UTF-8; not archived`,
+          );
+          continue;
+        }
+      }
+      prepared = await prepareEntry(entryName, stats, full, linkname);
     } catch (err) {
       // Nothing of this entry is in the archive yet, so skipping it keeps the archive whole.
       if (errnoCode(err) === 'ENOENT') state.findings.warn(`${entryName}: vanished before it was read`);
@@ -224,13 +237,17 @@ function errnoCode(err: unknown): string {
 }
 
 /**
- * Reads what an entry needs before its header is written: link target, open file. Stats come as
+ * Reads what an entry needs before its header is written (its link target read already): open file. Stats come as
  * bigints: a tar header holds whole seconds, and GNU tar cuts the fraction off. Node's `mtime` Date
  * rounds to the millisecond, so a file changed in the last half millisecond of a second came back
  * one second late (1 entry in 2,000), and `mtimeMs` can round up across a second the same way.
  */
-async function prepareEntry(name: string, stats: BigIntStats, full: string): Promise<PreparedEntry> {
-  const linkname = stats.isSymbolicLink() ? await readlink(full) : '';
+async function prepareEntry(
+  name: string,
+  stats: BigIntStats,
+  full: string,
+  linkname: string,
+): Promise<PreparedEntry> {
   const size = Number(stats.size);
   const header: Header = {
     name: stats.isDirectory() ? `${name}/` : name,

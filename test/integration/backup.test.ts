@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { lstat, readFile, writeFile } from 'node:fs/promises';
+import { lstat, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -404,6 +404,15 @@ describeWithStack('backup', (stack) => {
     expect(volume?.errors).toEqual(['./bad\\xffname.log: name is not UTF-8; not archived']);
     expect(volume?.warnings).toEqual([]);
     expect(Object.keys(await describeTree(extracted))).toEqual(['fine-ü.log']);
+  });
+
+  it('fails a symlink whose target is not UTF-8 instead of changing the target unseen', async () => {
+    const tree = tempDir('links');
+    await symlink('fine-ü.log', join(tree, 'good-link'));
+    await symlink(Buffer.from([0x62, 0xff, 0x2e, 0x6c, 0x6f, 0x67]), join(tree, 'bad-link'));
+    const { volume, extracted } = await backupPartialVolume(tree);
+    expect(volume?.errors).toEqual(['./bad-link: symlink target b\\xff.log is not UTF-8; not archived']);
+    expect(await describeTree(extracted)).toEqual({ 'good-link': 'link -> fine-ü.log uid=0 gid=0' });
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
