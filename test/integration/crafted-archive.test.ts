@@ -12,6 +12,15 @@ import { cli, describeWithStack, tempDir, writeConfig } from './helpers.js';
 const signal = AbortSignal.timeout(60_000);
 
 describeWithStack('crafted archives', (stack) => {
+  /** Restores the volume of restore point `id` in the directory target `dir` into `into`. */
+  const restoreVolume = (dir: string, id: string, into: string, ...extra: string[]) => {
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      target: { type: 'dir', path: dir },
+    });
+    return cli(['restore', id, '--config', file, '--only', 'volume', '--volume-to', into, '--yes', ...extra]);
+  };
+
   it.each<[string, CraftedEntry[], string]>([
     [
       '".." at the start of a path',
@@ -79,21 +88,7 @@ describeWithStack('crafted archives', (stack) => {
     const id = await craftedRestorePoint(dir, entries, { signal });
     const parent = tempDir('restored');
     const into = join(parent, 'store');
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      target: { type: 'dir', path: dir },
-    });
-    const run = await cli([
-      'restore',
-      id,
-      '--config',
-      file,
-      '--only',
-      'volume',
-      '--volume-to',
-      into,
-      '--yes',
-    ]);
+    const run = await restoreVolume(dir, id, into);
     expect(run.code).toBe(1);
     expect(run.err).toBe(`deis-backup: volume archive entry ${why}`);
     expect(existsSync(into)).toBe(false);
@@ -109,29 +104,11 @@ describeWithStack('crafted archives', (stack) => {
       signal,
     });
     const into = join(tempDir('restored'), 'store');
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      target: { type: 'dir', path: dir },
-    });
-    const restore = (...extra: string[]) =>
-      cli([
-        'restore',
-        id,
-        '--config',
-        file,
-        '--only',
-        'volume',
-        '--volume-to',
-        into,
-        '--yes',
-        '--json',
-        ...extra,
-      ]);
-    const run = await restore();
+    const run = await restoreVolume(dir, id, into, '--json');
     expect(run.code, run.err).toBe(0);
     const restored = await stat(join(into, 'logs', 'named.log'));
     expect([restored.uid, restored.gid]).toEqual([4242, 4243]);
-    const plan = JSON.parse((await restore('--dry-run')).out) as RestoreReport;
+    const plan = JSON.parse((await restoreVolume(dir, id, into, '--json', '--dry-run')).out) as RestoreReport;
     expect(plan.steps[0]?.counts).toMatchObject({ create: 0, conflict: 0, skip: 4 });
   });
 });
