@@ -84,6 +84,26 @@ export function whereText(ssh: SshTarget | undefined): string {
 }
 
 /**
+ * Starts `command` to be fed `body`, whose output is discarded. The body is opened by the caller
+ * first: a command started before a failed open would wait on its stdin for ever. If the command
+ * cannot start, the body is closed.
+ */
+export async function startFeeding(
+  command: string,
+  where: { ssh?: SshTarget | undefined },
+  body: Readable,
+  opts: { signal: AbortSignal; cLocale?: boolean },
+): Promise<RemoteCommand> {
+  const running = await runCommand(command, where, opts).catch((err: unknown) => {
+    body.destroy();
+    throw err;
+  });
+  // Nothing useful comes out, but over SSH the channel only closes once its output is read.
+  running.stdout.resume();
+  return running;
+}
+
+/**
  * Writes `body` into the command's stdin (with backpressure), ends it, and waits for the command.
  * A failing body is rethrown after the command has ended; the exit status is the caller's to judge.
  * `complete` is false when the command ended or closed its input before the body's end: it did not

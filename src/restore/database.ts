@@ -1,7 +1,7 @@
 // Loads the dump into the database through a configurable psql command (by default inside the
 // deis-database container), on its host over SSH or here. The dump's sha256 is checked as it streams.
 import { createGunzip } from 'node:zlib';
-import { feedCommand, runCommand, whereText } from '../command.js';
+import { feedCommand, startFeeding, whereText } from '../command.js';
 import { BackupError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -32,14 +32,8 @@ export async function loadDump(
   where: { command: string; ssh?: SshTarget | undefined },
   opts: { signal: AbortSignal },
 ): Promise<string[]> {
-  // The dump is opened first: a command started before a failed open would wait on stdin forever.
   const dump = await repository.openVerified(artifact, opts);
-  const running = await runCommand(where.command, where, opts).catch((err: unknown) => {
-    dump.destroy();
-    throw err;
-  });
-  // Nothing useful comes out, but over SSH the channel only closes once its output is read.
-  running.stdout.resume();
+  const running = await startFeeding(where.command, where, dump, opts);
   const sql = chain(dump, createGunzip());
   const { code, stderr, complete } = await feedCommand(running, sql);
   if (code !== 0) {

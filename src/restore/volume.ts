@@ -4,7 +4,7 @@
 import { posix } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { extract as createExtract } from 'tar-stream';
-import { asRoot, feedCommand, runCommand } from '../command.js';
+import { asRoot, feedCommand, runCommand, startFeeding } from '../command.js';
 import { BackupError, describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -283,16 +283,8 @@ export async function applyVolume(
   // Owners by number, as the plan compares them: a volume host's GNU tar writes its own user names,
   // which here may name other uids.
   const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner --numeric-owner ${keep}${fixRoot}`;
-  // The archive is opened first: a tar started before a failed open would wait on stdin forever.
   const archive = await repository.openVerified(artifact, opts);
-  const running = await runCommand(command, dest, { signal: opts.signal, cLocale: true }).catch(
-    (err: unknown) => {
-      archive.destroy();
-      throw err;
-    },
-  );
-  // Nothing useful comes out, but over SSH the channel only closes once its output is read.
-  running.stdout.resume();
+  const running = await startFeeding(command, dest, archive, { signal: opts.signal, cLocale: true });
   const fed = await feedCommand(running, archive);
   const into = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
   if (fed.code !== 0) {

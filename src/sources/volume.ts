@@ -237,10 +237,11 @@ function errnoCode(err: unknown): string {
 }
 
 /**
- * Reads what an entry needs before its header is written (its link target read already): open file. Stats come as
- * bigints: a tar header holds whole seconds, and GNU tar cuts the fraction off. Node's `mtime` Date
- * rounds to the millisecond, so a file changed in the last half millisecond of a second came back
- * one second late (1 entry in 2,000), and `mtimeMs` can round up across a second the same way.
+ * Reads what an entry needs before its header is written (the caller has read any link target):
+ * the open file. Stats come as bigints: a tar header holds whole seconds, and GNU tar cuts the
+ * fraction off. Node's `mtime` Date rounds to the millisecond, so a file changed in the last half
+ * millisecond of a second came back one second late (1 entry in 2,000), and `mtimeMs` can round
+ * up across a second the same way.
  */
 async function prepareEntry(
   name: string,
