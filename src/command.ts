@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { describeError, toError } from './errors.js';
-import { keepTail, runRemote, type RemoteCommand, type SshTarget } from './ssh.js';
+import { runRemote, StderrCollector, type RemoteCommand, type SshTarget } from './ssh.js';
 
 export type { RemoteCommand as RunningCommand };
 
@@ -13,11 +13,12 @@ export type { RemoteCommand as RunningCommand };
  * can match (GNU tar's warnings, say) whatever locale the host or this process has: here through
  * the environment, over SSH at the start of the command line itself, since sshd passes on only the
  * variables its AcceptEnv lists (a program run through sudo needs `asRoot`, see there).
+ * `onStderrLine` sees every line of stderr as it comes; `finished` keeps only its end.
  */
 export async function runCommand(
   command: string,
   where: { ssh?: SshTarget | undefined },
-  opts: { signal: AbortSignal; cLocale?: boolean },
+  opts: { signal: AbortSignal; cLocale?: boolean; onStderrLine?: (line: string) => void },
 ): Promise<RemoteCommand> {
   if (where.ssh) return runRemote(where.ssh, opts.cLocale ? `${C_LOCALE}${command}` : command, opts);
   // Its own process group, so an abort stops the whole pipeline, not only the shell.
@@ -39,9 +40,9 @@ export async function runCommand(
   child.once('close', () => {
     opts.signal.removeEventListener('abort', onAbort);
   });
-  let stderr = '';
+  const stderr = new StderrCollector(opts.onStderrLine);
   child.stderr.on('data', (chunk: Buffer) => {
-    stderr = keepTail(stderr + chunk.toString('utf8'));
+    stderr.push(chunk);
   });
   // A command that exits without reading its input must not crash the writer with EPIPE.
   child.stdin.on('error', () => undefined);
@@ -49,11 +50,11 @@ export async function runCommand(
     (resolve, reject) => {
       child.once('error', (err) => {
         if (opts.signal.aborted) reject(err);
-        else resolve({ code: 127, signal: undefined, stderr: `${stderr}\n${err.message}` });
+        else resolve({ code: 127, signal: undefined, stderr: `${stderr.end()}\n${err.message}` });
       });
       child.once('close', (code, sig) => {
         if (opts.signal.aborted) reject(new Error('aborted'));
-        else resolve({ code, signal: sig ?? undefined, stderr });
+        else resolve({ code, signal: sig ?? undefined, stderr: stderr.end() });
       });
     },
   );

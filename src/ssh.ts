@@ -3,6 +3,7 @@
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type { ClientChannel } from 'ssh2';
 import { BackupError, toError } from './errors.js';
 
@@ -44,6 +45,51 @@ export function keepTail(stderr: string): string {
   return kept.trim() === '' ? stderr.slice(-STDERR_KEPT) : kept;
 }
 
+/**
+ * A command's stderr as it comes: its end kept for messages (see keepTail), and every whole line
+ * handed to `onLine`, so that a caller can judge all of them, not only those kept.
+ */
+export class StderrCollector {
+  private kept = '';
+  /** The line being received, up to STDERR_KEPT characters (a longer one is handed on in pieces). */
+  private partial = '';
+  private ended = false;
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly onLine: ((line: string) => void) | undefined;
+
+  constructor(onLine?: (line: string) => void) {
+    this.onLine = onLine;
+  }
+
+  push(chunk: Buffer): void {
+    this.take(this.decoder.write(chunk));
+  }
+
+  /** Ends the stream (a last line without a newline is handed on) and returns what was kept. */
+  end(): string {
+    if (!this.ended) {
+      this.ended = true;
+      this.take(this.decoder.end());
+      if (this.partial !== '') this.onLine?.(this.partial);
+      this.partial = '';
+    }
+    return this.kept;
+  }
+
+  private take(text: string): void {
+    if (text === '') return;
+    this.kept = keepTail(this.kept + text);
+    if (!this.onLine) return;
+    const lines = (this.partial + text).split('\n');
+    this.partial = lines.pop() ?? '';
+    for (const line of lines) this.onLine(line);
+    if (this.partial.length > STDERR_KEPT) {
+      this.onLine(this.partial);
+      this.partial = '';
+    }
+  }
+}
+
 /** Where a host's key is listed in known_hosts, as OpenSSH names it: `host` or `[host]:port`. */
 export function knownHostsName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
@@ -71,7 +117,7 @@ export function knownHostKeys(knownHosts: string, host: string, port: number): B
 export async function runRemote(
   target: SshTarget,
   command: string,
-  opts: { signal: AbortSignal },
+  opts: { signal: AbortSignal; onStderrLine?: ((line: string) => void) | undefined },
 ): Promise<RemoteCommand> {
   opts.signal.throwIfAborted();
   const where = `ssh ${target.user}@${knownHostsName(target.host, target.port)}`;
@@ -148,9 +194,9 @@ export async function runRemote(
     conn.end();
     throw err;
   });
-  let stderr = '';
+  const stderr = new StderrCollector(opts.onStderrLine);
   channel.stderr.on('data', (chunk: Buffer) => {
-    stderr = keepTail(stderr + chunk.toString('utf8'));
+    stderr.push(chunk);
   });
   const finished = new Promise<{ code: number | null; signal: string | undefined; stderr: string }>(
     (resolve, reject) => {
@@ -178,7 +224,7 @@ export async function runRemote(
               `${where}: connection lost before the command finished (${lost ?? 'closed by the peer'}); its output is incomplete`,
             ),
           );
-        else resolve({ code: exit.code, signal: exit.signal, stderr });
+        else resolve({ code: exit.code, signal: exit.signal, stderr: stderr.end() });
       });
     },
   );

@@ -92,7 +92,9 @@ async function comparePath(
       ? 'directory'
       : st.isFile()
         ? 'file'
-        : 'special file';
+        : st.isFIFO()
+          ? 'fifo'
+          : 'special file';
   // A hard link's entry is a regular file sharing the inode of the entry it names.
   differs('type', type, entry.type === 'link' ? 'file' : entry.type);
   if (lines.length > 0) return { lines };
@@ -115,6 +117,7 @@ async function comparePath(
       return { lines };
     }
     case 'directory':
+    case 'fifo':
       return { lines };
   }
 }

@@ -18,7 +18,7 @@ import { emptyStepCounts, type StepCounts } from './report.js';
 export interface ArchiveEntry {
   /** Path relative to the root, without "./"; "" is the root itself. */
   path: string;
-  type: 'file' | 'directory' | 'symlink' | 'link';
+  type: 'file' | 'directory' | 'symlink' | 'link' | 'fifo';
   size: number;
   mtime: number;
   mode: number;
@@ -88,7 +88,10 @@ function checkSymlinkParents(entries: readonly ArchiveEntry[]): void {
   }
 }
 
-/** Validates one header: no absolute path, no "..", links stay inside, only files, dirs and links. */
+/**
+ * Validates one header: no absolute path, no "..", links stay inside; only files, directories,
+ * links and FIFOs (which archives read over SSH held before they were skipped there too).
+ */
 export function checkEntry(header: {
   name: string;
   type?: string | null;
@@ -113,8 +116,7 @@ export function checkEntry(header: {
     .replace(/\/$/, '');
   if (name.split('/').includes('..')) reject('".." in the path');
   const type = header.type ?? 'file';
-  if (type !== 'file' && type !== 'directory' && type !== 'symlink' && type !== 'link')
-    reject(`entry type ${type} is not restored`);
+  if (!RESTORED_TYPES.has(type)) reject(`entry type ${type} is not restored`);
   const linkname = header.linkname ?? '';
   if (type === 'symlink') {
     if (linkname.startsWith('/')) reject(`symlink to the absolute path ${linkname}`);
@@ -136,6 +138,8 @@ export function checkEntry(header: {
     linkname,
   };
 }
+
+const RESTORED_TYPES = new Set(['file', 'directory', 'symlink', 'link', 'fifo']);
 
 /** What is at a path of the destination now. */
 interface Present {
@@ -260,6 +264,8 @@ function same(entry: ArchiveEntry, there: Present): boolean {
       return there.type === 'l' && there.linkname === entry.linkname;
     case 'link':
       return there.type === 'f';
+    case 'fifo':
+      return there.type === 'p' && there.mode === entry.mode && owner;
   }
 }
 

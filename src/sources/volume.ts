@@ -91,10 +91,19 @@ export class VolumeSource implements Source {
 
   private async remote(ssh: SshTarget, ctx: SourceRunContext, findings: Findings) {
     const path = this.location.path;
-    const command = `${asRoot(ssh)}tar -C ${shellQuote(path)} -cpzf - .`;
+    const command = remoteTarCommand(asRoot(ssh), path);
+    // Every line is judged as it comes: thousands of warnings outrun the end of stderr that is kept.
+    let lines = 0;
+    const others: string[] = [];
+    const onStderrLine = (line: string): void => {
+      if (line.trim() === '') return;
+      lines++;
+      findings.warn(line);
+      if (!isRemoteWarning(line) && others.length < MAX_OTHER_LINES) others.push(line);
+    };
     // In the C locale: the warnings below are matched in GNU tar's own words, which a host whose
     // locale has tar's translations would print in its language, failing a volume that is whole.
-    const remote = await runCommand(command, { ssh }, { signal: ctx.signal, cLocale: true });
+    const remote = await runCommand(command, { ssh }, { signal: ctx.signal, cLocale: true, onStderrLine });
     remote.stdin.end();
     const stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, remote.stdout, { signal: ctx.signal });
     const { code, stderr } = await remote.finished.catch(async (err: unknown) => {
@@ -105,19 +114,49 @@ export class VolumeSource implements Source {
         cause: err,
       });
     });
-    const lines = stderr.split('\n').filter((l) => l.trim() !== '');
     // GNU tar exits 1 when "some files differ" (a live log grew while read): the archive is complete.
     // Exit 1 from anything else (sudo wanting a password, say) is a failure.
-    if (code === 0 || (code === 1 && lines.length > 0 && lines.every(isTarWarning))) {
-      for (const line of lines) findings.warn(line);
-      return stored;
-    }
+    if (code === 0 || (code === 1 && lines > 0 && others.length === 0)) return stored;
     await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
+    if (others.length === 1 && others[0] === NO_DIRECTORY) {
+      throw new BackupError(
+        'ERR_SOURCE',
+        `volume ${ssh.host}:${path}: not a directory on the host; check sources.volume.path`,
+      );
+    }
     throw new BackupError(
       'ERR_SOURCE',
-      `volume ${ssh.host}:${path}: ${command} exited ${String(code)}: ${errorLine(stderr)}`,
+      `volume ${ssh.host}:${path}: archiving on the host exited ${String(code)}: ${errorLine(others.length > 0 ? others.join('\n') : stderr)}`,
     );
   }
+}
+
+/** Lines of stderr that are no warning kept for the error message. */
+const MAX_OTHER_LINES = 20;
+
+/**
+ * The command that archives the volume on its host, as root (`root` is asRoot's prefix): GNU tar
+ * of the whole directory, less the FIFOs and device nodes, which `find` lists for tar to exclude
+ * (literal names, from the start) and reports on stderr in the words of the local reader. A path
+ * holding a newline cannot be one line of tar's exclude list: such an entry stays in the archive.
+ */
+export function remoteTarCommand(root: string, path: string): string {
+  const script = [
+    `cd "$1" 2>/dev/null || { echo '${NO_DIRECTORY}' >&2; exit 2; }`,
+    `find . \\( -type p -o -type b -o -type c \\) ! -path "*\n*" -fprintf /dev/stderr "%p${SKIPPED}\\n" -print | tar --anchored --no-wildcards -X - -cpzf - .`,
+  ].join('\n');
+  return `${root}sh -c ${shellQuote(script)} sh ${shellQuote(path)}`;
+}
+
+/** What the remote command says when the volume's path is not a directory it can enter. */
+const NO_DIRECTORY = 'deis-backup: no such directory';
+
+/** How an entry that is no file, directory or symlink is reported, here and on a volume host. */
+const SKIPPED = ': not a file, directory or symlink; skipped';
+
+/** Whether a line of the remote command's stderr leaves the archive complete. */
+function isRemoteWarning(line: string): boolean {
+  return isTarWarning(line) || (line.startsWith('./') && line.endsWith(SKIPPED));
 }
 
 /**
@@ -171,7 +210,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     try {
       const stats = await lstat(full, { bigint: true });
       if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) {
-        state.findings.warn(`${entryName}: not a file, directory or symlink; skipped`);
+        state.findings.warn(`${entryName}${SKIPPED}`);
         continue;
       }
       const tooLarge = ownerTooLarge(stats);

@@ -1,8 +1,8 @@
 // A restore point whose volume archive was crafted to escape the destination is refused in
 // preflight, before anything is written: no destination, nothing beside it, nothing in /etc. One
-// whose owner names disagree with their numbers here is restored by number.
+// whose owner names disagree with their numbers here is restored by number, and a FIFO as a FIFO.
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { lstat, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import type { RestoreReport } from '../../src/restore.js';
@@ -94,6 +94,19 @@ describeWithStack('crafted archives', (stack) => {
     expect(existsSync(into)).toBe(false);
     expect(existsSync(join(parent, 'escaped.txt'))).toBe(false);
     expect(existsSync('/etc/deis-backup-test-owned')).toBe(false);
+  });
+
+  it('restores a FIFO that an archive read over SSH before this version holds, and finds it identical after', async () => {
+    const dir = tempDir('crafted');
+    const id = await craftedRestorePoint(dir, [{ name: './logs/pipe', type: 'fifo' }], { signal });
+    const into = join(tempDir('restored'), 'store');
+    const run = await restoreVolume(dir, id, into, '--json');
+    expect(run.code, run.err).toBe(0);
+    const restored = await lstat(join(into, 'logs', 'pipe'));
+    expect(restored.isFIFO()).toBe(true);
+    expect(restored.mode & 0o7777).toBe(0o755);
+    const plan = JSON.parse((await restoreVolume(dir, id, into, '--json', '--dry-run')).out) as RestoreReport;
+    expect(plan.steps[0]?.counts).toMatchObject({ create: 0, conflict: 0, skip: 4 });
   });
 
   it('restores owners by number whatever names the archive gives them, and finds them identical after', async () => {

@@ -1,6 +1,7 @@
 // GNU tar on the volume's host, for real: its warnings are read in the C locale whatever the host's
 // locale translates, and a restore counts only when tar read the whole archive.
-import { chmod, chown, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -127,6 +128,13 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     const socket = net.createServer();
     socket.listen(join(volume, 'logs', 'syslog.sock'));
     await once(socket, 'listening');
+    // FIFOs and device nodes are skipped with a warning, as the local reader skips them, matched by
+    // their literal names: `app*.log` as a pattern would take app-1.log with it. A FIFO whose path
+    // holds a newline cannot be one line of tar's exclude list: it is archived, and restored.
+    const specials = ['app*.log', 'null', 'odd\nfifo'].map((name) => join(volume, 'logs', name));
+    execFileSync('mkfifo', [specials[0] as string, specials[2] as string]);
+    execFileSync('mknod', [specials[1] as string, 'c', '1', '3']);
+    await writeFile(join(volume, 'logs', 'app-1.log'), 'kept\n');
     const sshd = await startPrivateSshd(stack, GERMAN);
     sshds.push(sshd);
     const ssh = { ...sshd.ssh, user: stack.sshSudoUser };
@@ -155,15 +163,24 @@ describeWithStack('GNU tar on the volume host', (stack) => {
       const logs = await stat(join(volume, 'logs'));
       socket.close();
       await once(socket, 'close');
+      for (const special of specials) await rm(special);
       await utimes(join(volume, 'logs'), logs.atime, logs.mtime);
     }
-    expect(summary.sources.find((s) => s.kind === 'volume')).toMatchObject({
-      status: 'success',
-      warnings: ['tar: ./logs/syslog.sock: socket ignored'],
-    });
+    const source = summary.sources.find((s) => s.kind === 'volume');
+    expect(source?.status).toBe('success');
+    expect([...(source?.warnings ?? [])].sort()).toEqual([
+      './logs/app*.log: not a file, directory or symlink; skipped',
+      './logs/null: not a file, directory or symlink; skipped',
+      'tar: ./logs/syslog.sock: socket ignored',
+    ]);
     const into = join(tempDir('restored'), 'store');
     const run = await restore(summary.id, into, config(volume, stack.sshHost, ssh));
     expect(run.code, `${run.out} ${run.err}`).toBe(0);
+    const fifo = join(into, 'logs', 'odd\nfifo');
+    expect((await lstat(fifo)).isFIFO()).toBe(true);
+    await rm(fifo);
+    const logs = await stat(join(volume, 'logs'));
+    await utimes(join(into, 'logs'), logs.atime, logs.mtime);
     expect(await describeTree(into)).toEqual(await describeTree(volume));
 
     // Restored again, into itself: it now has the volume's root, root's and 0700, which this user
@@ -195,9 +212,44 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     const source = summary.sources.find((s) => s.kind === 'volume');
     expect(source?.status).toBe('success');
     expect(source?.warnings[0]).toMatch(/^tar: \.\/logs\/app-\d{4}\.log: file changed as we read it$/);
+    // Each one counted, not only those in the end of stderr that is kept.
+    expect(source?.counts.warnings).toBe(2000);
     const extracted = tempDir('extracted');
     gnuTarExtract(join(target, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/')), extracted);
     expect(await describeTree(extracted)).toEqual(await describeTree(volume));
+  });
+
+  it('fails a volume over SSH whose tar complained before thousands of warnings, and one that is not there', async () => {
+    const volume = tempDir('volume');
+    await writeFile(join(volume, 'app.log'), 'line\n');
+    // As above, but the first line is an error that leaves a file out of the archive: the 2,000
+    // warnings after it push it out of the end of stderr that is kept, and it still counts.
+    const bin = tempDir('bin');
+    await writeFile(
+      join(bin, 'tar'),
+      '#!/bin/sh\necho "tar: ./logs/secret.log: Cannot open: Permission denied" >&2\ni=0\nwhile [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done\n/usr/bin/tar "$@" || exit\nexit 1\n',
+    );
+    await chmod(join(bin, 'tar'), 0o755);
+    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
+    sshds.push(sshd);
+    const failed = await cli([
+      'backup',
+      '--config',
+      config(volume, stack.sshHost, sshd.ssh),
+      '--only',
+      'volume',
+    ]);
+    expect(failed.code).toBe(1);
+    expect(failed.err).toContain(
+      `error: volume ${stack.sshHost}:${volume}: archiving on the host exited 1: tar: ./logs/secret.log: Cannot open: Permission denied\n`,
+    );
+
+    const missing = join(volume, 'nothing-here');
+    const absent = await cli(['backup', '--config', config(missing, stack.sshHost), '--only', 'volume']);
+    expect(absent.code).toBe(1);
+    expect(absent.err).toContain(
+      `error: volume ${stack.sshHost}:${missing}: not a directory on the host; check sources.volume.path\n`,
+    );
   });
 
   it('fails a volume restore whose tar exits 0 without reading the archive, here and over SSH; GNU tar reads all', async () => {

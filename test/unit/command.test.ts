@@ -3,7 +3,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import { asRoot, feedCommand, runCommand } from '../../src/command.js';
-import { keepTail } from '../../src/ssh.js';
+import { keepTail, StderrCollector } from '../../src/ssh.js';
 
 const signal = AbortSignal.timeout(30_000);
 
@@ -104,6 +104,31 @@ describe('runCommand stderr', () => {
     const lines = stderr.trimEnd().split('\n');
     expect(lines.at(-1)).toBe(line(1999));
     expect(lines.every((l, i) => l === line(2000 - lines.length + i))).toBe(true);
+  });
+
+  it('hands on every line of stderr as it comes, whatever the chunks cut', () => {
+    const lines: string[] = [];
+    const collector = new StderrCollector((line) => lines.push(line));
+    // "ü" is two bytes in UTF-8, cut between two chunks; the last line has no newline.
+    const text = Buffer.from('one\ntwo ü\n\nthree');
+    collector.push(text.subarray(0, 9));
+    collector.push(text.subarray(9, 11));
+    collector.push(text.subarray(11));
+    expect(lines).toEqual(['one', 'two ü', '']);
+    expect(collector.end()).toBe('one\ntwo ü\n\nthree');
+    expect(lines).toEqual(['one', 'two ü', '', 'three']);
+    // Ending twice hands on nothing more.
+    collector.end();
+    expect(lines).toHaveLength(4);
+  });
+
+  it('hands on a line longer than all that is kept in pieces, not held whole', () => {
+    const lines: string[] = [];
+    const collector = new StderrCollector((line) => lines.push(line));
+    for (let i = 0; i < 100; i++) collector.push(Buffer.from('x'.repeat(1024)));
+    collector.end();
+    expect(lines.every((line) => line.length <= 65 * 1024)).toBe(true);
+    expect(lines.join('')).toBe('x'.repeat(100 * 1024));
   });
 
   it('keeps the end of one line longer than all that is kept', () => {
