@@ -2,11 +2,11 @@
 // manifest last, and list or read committed manifests. Keys without a manifest are not restore points.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
-import { BackupError, describeError } from '../errors.js';
+import { BackupError, describeError, toError } from '../errors.js';
 import type { PutOptions, Target } from '../targets/target.js';
 import { chain } from '../streams.js';
 import { HashingStream } from './hashing.js';
@@ -385,20 +385,34 @@ export class SnapshotWriter {
   }
 
   private async store(key: string, body: Readable, opts: PutOptions): Promise<Stored> {
-    const hashing = new HashingStream();
-    const forwarding = pipeline(body, hashing, { signal: opts.signal });
-    const putting = this.target.put(key, hashing, opts);
-    const [forwarded, put] = await Promise.allSettled([forwarding, putting]);
-    // A failing source is the cause worth reporting; the target's error then only echoes it.
-    if (
-      forwarded.status === 'rejected' &&
-      (forwarded.reason as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE'
-    ) {
-      throw forwarded.reason;
+    // The target hands each chunk to the hash as it takes it: no stream in between.
+    const hash = createHash('sha256');
+    let size = 0;
+    const observe = (chunk: Buffer): void => {
+      size += chunk.length;
+      hash.update(chunk);
+    };
+    // A failing body (a gateway that cut it off) is the cause worth reporting; the target's error
+    // then only echoes it. A body that stalls is ended by an abort.
+    let bodyError: unknown;
+    // Left on: an error after the put settled must not go unhandled.
+    body.on('error', (err: unknown) => {
+      bodyError ??= err;
+    });
+    addAbortSignal(opts.signal, body);
+    try {
+      await this.target.put(key, body, { ...opts, observe });
+    } catch (err) {
+      if (
+        bodyError !== undefined &&
+        !opts.signal.aborted &&
+        (bodyError as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE'
+      ) {
+        throw toError(bodyError);
+      }
+      throw err;
     }
-    if (put.status === 'rejected') throw put.reason;
-    if (forwarded.status === 'rejected') throw forwarded.reason;
-    return { key, size: hashing.bytes, sha256: hashing.digest() };
+    return { key, size, sha256: hash.digest('hex') };
   }
 }
 

@@ -78,11 +78,11 @@ export class DirTarget implements Target {
     try {
       const deferred = opts.deferSync === true && (await this.canDefer());
       if (opts.size !== undefined && opts.size <= SMALL_BODY) {
-        await writeSmall(temp, body, opts.size, !deferred);
+        await writeSmall(temp, body, opts.size, !deferred, opts.observe);
       } else {
         const handle = await openNew(temp);
         try {
-          await writeBatched(handle, body, opts.signal);
+          await writeBatched(handle, body, opts.signal, opts.observe);
           if (!deferred) await handle.sync();
         } finally {
           await handle.close();
@@ -346,7 +346,12 @@ export class DirTarget implements Target {
  * Every SYNC_BEHIND bytes the file's data is flushed in the background, so that the sync a put
  * ends with (its own or the run's) finds little left to write instead of the whole body.
  */
-async function writeBatched(handle: FileHandle, body: Readable, signal: AbortSignal): Promise<void> {
+async function writeBatched(
+  handle: FileHandle,
+  body: Readable,
+  signal: AbortSignal,
+  observe: ((chunk: Buffer) => void) | undefined,
+): Promise<void> {
   let batch: Buffer[] = [];
   let batched = 0;
   let position = 0;
@@ -372,6 +377,7 @@ async function writeBatched(handle: FileHandle, body: Readable, signal: AbortSig
   };
   for await (const chunk of body) {
     signal.throwIfAborted();
+    observe?.(chunk as Buffer);
     batch.push(chunk as Buffer);
     batched += (chunk as Buffer).length;
     if (batched >= READ_CHUNK_MAX) await flush();
@@ -432,10 +438,17 @@ function isStale(mtimeMs: number): boolean {
  * Writes a body of announced size (at most SMALL_BODY) with synchronous calls; fsyncs it when
  * `durable`. A body longer than announced fails rather than grow without bound.
  */
-async function writeSmall(temp: string, body: Readable, size: number, durable: boolean): Promise<void> {
+async function writeSmall(
+  temp: string,
+  body: Readable,
+  size: number,
+  durable: boolean,
+  observe: ((chunk: Buffer) => void) | undefined,
+): Promise<void> {
   const chunks: Buffer[] = [];
   let length = 0;
   for await (const chunk of body) {
+    observe?.(chunk as Buffer);
     length += (chunk as Buffer).length;
     if (length > size) throw new Error(`body longer than its announced ${size} bytes`);
     chunks.push(chunk as Buffer);

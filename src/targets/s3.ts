@@ -7,6 +7,7 @@ import * as https from 'node:https';
 import type { Readable } from 'node:stream';
 import { Client, S3Error as MinioS3Error } from 'minio';
 import { BackupError } from '../errors.js';
+import { observed } from '../streams.js';
 import { readText } from '../s3/responses.js';
 import { encodeRfc3986 } from '../s3/sign-v4.js';
 import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
@@ -96,8 +97,9 @@ export class S3Target implements Target {
     });
   }
 
-  async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
+  async put(key: string, given: Readable, opts: PutOptions): Promise<void> {
     const name = this.key(key);
+    const body = opts.observe ? observed(given, opts.observe) : given;
     // minio pipes the body without watching its errors: a failing body would leave the upload
     // waiting forever, so a body error (or an abort) settles the put here.
     let onError: (err: Error) => void = () => undefined;

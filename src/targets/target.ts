@@ -35,6 +35,11 @@ export interface PutOptions {
    * manifest. Until then a crash of the machine may lose the object, never a key stored before.
    */
   deferSync?: boolean;
+  /**
+   * Called with each chunk of the body, in order, as the target takes it (the repository hashes
+   * bodies this way: a pass-through stream in between cost about 13 % of a bucket backup's CPU).
+   */
+  observe?: (chunk: Buffer) => void;
 }
 
 /** Storage for restore points. */
