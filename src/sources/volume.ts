@@ -139,11 +139,13 @@ const MAX_OTHER_LINES = 20;
  * of the whole directory, less the FIFOs and device nodes, which `find` lists for tar to exclude
  * (literal names, from the start) and reports on stderr in the words of the local reader. A path
  * holding a newline cannot be one line of tar's exclude list: such an entry stays in the archive.
+ * find's own complaints are dropped: on a live volume they are files removed between its listing
+ * and its look at them, which tar reports in its own words, and any other line would fail the read.
  */
 export function remoteTarCommand(root: string, path: string): string {
   const script = [
     `cd "$1" 2>/dev/null || { echo '${NO_DIRECTORY}' >&2; exit 2; }`,
-    `find . \\( -type p -o -type b -o -type c \\) ! -path "*\n*" -fprintf /dev/stderr "%p${SKIPPED}\\n" -print | tar --anchored --no-wildcards -X - -cpzf - .`,
+    `find . \\( -type p -o -type b -o -type c \\) ! -path "*\n*" -fprintf /dev/fd/3 "%p${SKIPPED}\\n" -print 3>&2 2>/dev/null | tar --anchored --no-wildcards -X - -cpzf - .`,
   ].join('\n');
   return `${root}sh -c ${shellQuote(script)} sh ${shellQuote(path)}`;
 }

@@ -206,6 +206,13 @@ describeWithStack('GNU tar on the volume host', (stack) => {
       '#!/bin/sh\ni=0\nwhile [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done\n/usr/bin/tar "$@" || exit\nexit 1\n',
     );
     await chmod(join(bin, 'tar'), 0o755);
+    // And a find that meets a log rotated away between its listing and its look at it: its
+    // complaint is no reason to fail a read that tar finished.
+    await writeFile(
+      join(bin, 'find'),
+      `#!/bin/sh\necho "find: './logs/app.log.1': No such file or directory" >&2\nexec /usr/bin/find "$@"\n`,
+    );
+    await chmod(join(bin, 'find'), 0o755);
     const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
     sshds.push(sshd);
     const summary = await backup(config(volume, stack.sshHost, sshd.ssh));
