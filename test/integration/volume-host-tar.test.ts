@@ -18,6 +18,12 @@ import { cli, describeTree, describeWithStack, gnuTarExtract, tempDir, writeConf
 
 const signal = AbortSignal.timeout(300_000);
 
+/** Shell lines that print GNU tar's "file changed" warning 2,000 times (96 KB) to stderr. */
+const WARN_2000_TIMES =
+  'i=0\nwhile [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done\n';
+/** Then the real tar, exiting 1 as GNU tar does after "file changed as we read it". */
+const THEN_TAR_EXITS_1 = '/usr/bin/tar "$@" || exit\nexit 1\n';
+
 /** A translated locale without localedef: gettext honours LANGUAGE in C.UTF-8 (not in C). */
 const GERMAN = { LANG: 'C.UTF-8', LANGUAGE: 'de' };
 
@@ -55,6 +61,21 @@ describeWithStack('GNU tar on the volume host', (stack) => {
       '--json',
     ]);
     return { ...run, report: run.out ? (JSON.parse(run.out) as RestoreReport) : undefined };
+  };
+
+  /**
+   * An sshd whose PATH finds `programs` (name → shell script body) first; `bin` is their folder,
+   * for a local run to put first on its own PATH.
+   */
+  const sshdWith = async (programs: Record<string, string>) => {
+    const bin = tempDir('bin');
+    for (const [name, body] of Object.entries(programs)) {
+      await writeFile(join(bin, name), `#!/bin/sh\n${body}`);
+      await chmod(join(bin, name), 0o755);
+    }
+    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
+    sshds.push(sshd);
+    return { sshd, bin };
   };
 
   afterAll(async () => {
@@ -199,22 +220,13 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     const volume = tempDir('volume');
     await writeFile(join(volume, 'app.log'), 'line\n');
     // A tar found first on PATH that warns 2,000 times (96 KB), as a live volume's can, then
-    // archives for real and exits 1, as GNU tar does after "file changed as we read it".
-    const bin = tempDir('bin');
-    await writeFile(
-      join(bin, 'tar'),
-      '#!/bin/sh\ni=0\nwhile [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done\n/usr/bin/tar "$@" || exit\nexit 1\n',
-    );
-    await chmod(join(bin, 'tar'), 0o755);
-    // And a find that meets a log rotated away between its listing and its look at it: its
-    // complaint is no reason to fail a read that tar finished.
-    await writeFile(
-      join(bin, 'find'),
-      `#!/bin/sh\necho "find: './logs/app.log.1': No such file or directory" >&2\nexec /usr/bin/find "$@"\n`,
-    );
-    await chmod(join(bin, 'find'), 0o755);
-    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
-    sshds.push(sshd);
+    // archives for real and exits 1, as GNU tar does after "file changed as we read it". And a
+    // find that meets a log rotated away between its listing and its look at it: its complaint is
+    // no reason to fail a read that tar finished.
+    const { sshd } = await sshdWith({
+      tar: `${WARN_2000_TIMES}${THEN_TAR_EXITS_1}`,
+      find: `echo "find: './logs/app.log.1': No such file or directory" >&2\nexec /usr/bin/find "$@"\n`,
+    });
     const summary = await backup(config(volume, stack.sshHost, sshd.ssh));
     const source = summary.sources.find((s) => s.kind === 'volume');
     expect(source?.status).toBe('success');
@@ -231,14 +243,9 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     await writeFile(join(volume, 'app.log'), 'line\n');
     // As above, but the first line is an error that leaves a file out of the archive: the 2,000
     // warnings after it push it out of the end of stderr that is kept, and it still counts.
-    const bin = tempDir('bin');
-    await writeFile(
-      join(bin, 'tar'),
-      '#!/bin/sh\necho "tar: ./logs/secret.log: Cannot open: Permission denied" >&2\ni=0\nwhile [ $i -lt 2000 ]; do printf "tar: ./logs/app-%04d.log: file changed as we read it\\n" $i >&2; i=$((i+1)); done\n/usr/bin/tar "$@" || exit\nexit 1\n',
-    );
-    await chmod(join(bin, 'tar'), 0o755);
-    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
-    sshds.push(sshd);
+    const { sshd } = await sshdWith({
+      tar: `echo "tar: ./logs/secret.log: Cannot open: Permission denied" >&2\n${WARN_2000_TIMES}${THEN_TAR_EXITS_1}`,
+    });
     const failed = await cli([
       'backup',
       '--config',
@@ -282,11 +289,7 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     }
 
     // A `tar` found first on PATH that exits 0 at once, as a wrapper that does nothing would.
-    const bin = tempDir('bin');
-    await writeFile(join(bin, 'tar'), '#!/bin/sh\nexit 0\n');
-    await chmod(join(bin, 'tar'), 0o755);
-    const sshd = await startPrivateSshd(stack, { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin` });
-    sshds.push(sshd);
+    const { sshd, bin } = await sshdWith({ tar: 'exit 0\n' });
     const cases = [
       { host: undefined, ssh: stackSsh(stack), where: '' },
       { host: stack.sshHost, ssh: sshd.ssh, where: ` on ${stack.sshHost}` },
