@@ -49,6 +49,11 @@ interface Scratch {
 
 /** Removing the scratch gets its own deadline: it must also run after the drill's signal fired. */
 const CLEANUP_TIMEOUT_MS = 10 * 60_000;
+/**
+ * How long removing the scratch goes on once the drill's signal fired. A daemon's shutdown waits
+ * 30 s for the drill to end and release the cluster lock; the next drill empties what is left.
+ */
+const CLEANUP_AFTER_ABORT_MS = 20_000;
 const CONTROLLER_HOST = '/deis/controller/host';
 
 /**
@@ -60,7 +65,14 @@ const CONTROLLER_HOST = '/deis/controller/host';
  */
 export async function runDrill(
   deps: RestoreDeps,
-  opts: { snapshot?: string; bucketSuffix: string; directory: string; signal: AbortSignal },
+  opts: {
+    snapshot?: string;
+    bucketSuffix: string;
+    directory: string;
+    signal: AbortSignal;
+    /** How long the cleanup goes on after an abort (default CLEANUP_AFTER_ABORT_MS). */
+    cleanupAfterAbortMs?: number;
+  },
 ): Promise<DrillReport> {
   const startedAt = new Date().toISOString();
   if (!isAbsolute(opts.directory)) {
@@ -78,7 +90,11 @@ export async function runDrill(
     checks.push(...(await restoreAndCompare(drillDeps, manifest, scratch, held, log, opts)));
     checks.push(await dumpCheck(deps, manifest, opts));
   } finally {
-    cleanup = await removeScratch(held.gateway, scratch);
+    const afterAbortMs = opts.cleanupAfterAbortMs ?? CLEANUP_AFTER_ABORT_MS;
+    cleanup = await removeScratch(held.gateway, scratch, { abort: opts.signal, afterAbortMs });
+    if (opts.signal.aborted && cleanup.length > 0) {
+      log.warn({ left: cleanup }, 'drill aborted before its scratch was removed; the next drill empties it');
+    }
   }
   const failed = cleanup.length > 0 || checks.some((c) => c.status === 'failed');
   const report: DrillReport = {
@@ -284,25 +300,63 @@ async function dumpCheck(
   }
 }
 
-/** Removes the scratch buckets (when the gateway was reached) and directory; returns what stayed. */
-async function removeScratch(gateway: GatewayAccess | undefined, scratch: Scratch): Promise<string[]> {
-  const signal = AbortSignal.timeout(CLEANUP_TIMEOUT_MS);
+/**
+ * Removes the scratch buckets (when the gateway was reached) and directory; returns what stayed.
+ * It stops after CLEANUP_TIMEOUT_MS, or `afterAbortMs` after `abort` fired (also when it fired before).
+ */
+async function removeScratch(
+  gateway: GatewayAccess | undefined,
+  scratch: Scratch,
+  opts: { abort: AbortSignal; afterAbortMs: number },
+): Promise<string[]> {
+  const grace = deadlineAfter(opts.abort, opts.afterAbortMs);
+  const signal = AbortSignal.any([AbortSignal.timeout(CLEANUP_TIMEOUT_MS), grace.signal]);
   const left: string[] = [];
-  if (gateway) {
-    for (const bucket of scratch.buckets.values()) {
-      try {
-        await removeBucket(gateway, bucket, { signal });
-      } catch (err) {
-        left.push(describeError(err));
+  try {
+    if (gateway) {
+      for (const bucket of scratch.buckets.values()) {
+        try {
+          await removeBucket(gateway, bucket, { signal });
+        } catch (err) {
+          left.push(
+            signal.aborted ? `${bucket}: not removed: ${describeError(signal.reason)}` : describeError(err),
+          );
+        }
       }
     }
-  }
-  try {
-    await rm(scratch.directory, { recursive: true, force: true });
-  } catch (err) {
-    left.push(`${scratch.directory}: not removed: ${describeError(err)}`);
+    try {
+      await rm(scratch.directory, { recursive: true, force: true });
+    } catch (err) {
+      left.push(`${scratch.directory}: not removed: ${describeError(err)}`);
+    }
+  } finally {
+    grace.dispose();
   }
   return left;
+}
+
+/** A signal that fires `ms` after `abort` does; dispose() drops its listener and timer. */
+function deadlineAfter(abort: AbortSignal, ms: number): { signal: AbortSignal; dispose: () => void } {
+  const deadline = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const start = (): void => {
+    const reason = new BackupError(
+      'ERR_ABORTED',
+      `cleanup stopped ${ms / 1000} s after the drill was aborted`,
+    );
+    timer = setTimeout(() => {
+      deadline.abort(reason);
+    }, ms);
+  };
+  if (abort.aborted) start();
+  else abort.addEventListener('abort', start, { once: true });
+  return {
+    signal: deadline.signal,
+    dispose: () => {
+      abort.removeEventListener('abort', start);
+      clearTimeout(timer);
+    },
+  };
 }
 
 function mib(bytes: number): string {

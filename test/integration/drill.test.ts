@@ -55,6 +55,24 @@ class GatedClient extends S3Client {
   }
 }
 
+/** A gateway client whose listings, once `stalled`, wait until their signal fires: a gateway gone quiet. */
+class StallingClient extends S3Client {
+  stalled = false;
+  override async *listObjects(...args: Parameters<S3Client['listObjects']>): AsyncIterable<ListedObject> {
+    if (this.stalled) {
+      const stop = args[1].signal;
+      await new Promise((_, reject) => {
+        const fail = (): void => {
+          reject(stop.reason as Error);
+        };
+        if (stop.aborted) fail();
+        else stop.addEventListener('abort', fail, { once: true });
+      });
+    }
+    yield* super.listObjects(...args);
+  }
+}
+
 describeWithStack('drill', (stack) => {
   const wal = unique('wal');
   const registry = unique('registry');
@@ -87,6 +105,7 @@ describeWithStack('drill', (stack) => {
       client?: S3Client;
       reporter?: Reporter;
       signal?: AbortSignal;
+      cleanupAfterAbortMs?: number;
     } = {},
   ): Promise<{ report: DrillReport; directory: string }> => {
     const config = loadConfig({ file: configFile, env: {} });
@@ -113,6 +132,7 @@ describeWithStack('drill', (stack) => {
       bucketSuffix: SUFFIX,
       directory,
       signal: opts.signal ?? signal,
+      ...(opts.cleanupAfterAbortMs === undefined ? {} : { cleanupAfterAbortMs: opts.cleanupAfterAbortMs }),
     });
     return { report, directory };
   };
@@ -330,6 +350,36 @@ describeWithStack('drill', (stack) => {
     await expect(drill({ directory, reporter, signal: controller.signal })).rejects.toThrow(
       'This operation was aborted',
     );
+    await expectNoScratch(directory);
+  });
+
+  it('gives up removing the scratch soon after an abort, and the next drill empties it', async () => {
+    // A daemon's shutdown waits 30 s for the drill to end and release the cluster lock: a cleanup
+    // on its own 10-minute deadline against a gateway gone quiet outlived it.
+    const directory = tempDir('drill');
+    const controller = new AbortController();
+    const client = new StallingClient(gatewayOptions(stack));
+    closers.push(() => {
+      client.close();
+    });
+    const quiet = createReporter({ write: () => undefined });
+    const reporter: Reporter = {
+      ...quiet,
+      finished(step, status, detail) {
+        quiet.finished(step, status, detail);
+        if (step !== 'buckets') return;
+        client.stalled = true;
+        controller.abort();
+      },
+    };
+    await expect(
+      drill({ directory, reporter, client, signal: controller.signal, cleanupAfterAbortMs: 500 }),
+    ).rejects.toThrow('This operation was aborted');
+    for (const bucket of [wal, registry])
+      expect(await gateway.bucketExists(`${bucket}${SUFFIX}`, { signal })).toBe(true);
+
+    const { report } = await drill({ directory });
+    expect(report).toMatchObject({ status: 'success', cleanup: [] });
     await expectNoScratch(directory);
   });
 
