@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # npm run bench: deis-backup against rclone, s3cmd, GNU tar and pg_dumpall | gzip on the real test
 # stack. BENCH_SCALE=small (default, about 17 minutes with the 1 GiB and 50,000-object buckets) or full.
-# BENCH_ONLY=extras runs only those two buckets and prints their table. Writes bench/results.md.
+# BENCH_ONLY=extras runs only those two buckets and prints their table; BENCH_ONLY=tuning only the
+# first backup of the buckets at each concurrency and S3 part size. Otherwise writes bench/results.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -47,10 +47,13 @@ if (scaleName !== 'small' && scaleName !== 'full') throw new Error('BENCH_SCALE 
 const scale = SCALES[scaleName];
 const root = process.env['BENCH_DIR'] ?? '/tmp/deis-backup-bench';
 const work = join(root, 'work');
-// BENCH_ONLY=extras runs only the one-big-object and many-tiny-objects works and prints their table
-// (bench/results.md is left alone); unset, every work runs and the results are written.
+// BENCH_ONLY=extras runs only the one-big-object and many-tiny-objects works and prints their table,
+// BENCH_ONLY=tuning only the first backup of the buckets at each concurrency and S3 part size (see
+// tuning); either leaves bench/results.md alone. Unset, every work runs and the results are written.
 const only = process.env['BENCH_ONLY'];
-if (only !== undefined && only !== 'extras') throw new Error('BENCH_ONLY must be extras or unset');
+if (only !== undefined && only !== 'extras' && only !== 'tuning') {
+  throw new Error('BENCH_ONLY must be extras, tuning or unset');
+}
 const stack = loadStack();
 if (!stack) throw new Error('the test stack is not running; start it with npm run stack:start');
 const log = (line: string): void => {
@@ -74,6 +77,14 @@ const rcloneEnv: NodeJS.ProcessEnv = {
   RCLONE_CONFIG_GW_SECRET_ACCESS_KEY: stack.gatewaySecretKey,
   RCLONE_CONFIG_GW_FORCE_PATH_STYLE: 'true',
   RCLONE_CONFIG_GW_ENV_AUTH: 'false',
+  // The stack's S3 target bucket, with its own keys (BENCH_ONLY=tuning writes there).
+  RCLONE_CONFIG_TGT_TYPE: 's3',
+  RCLONE_CONFIG_TGT_PROVIDER: 'Ceph',
+  RCLONE_CONFIG_TGT_ENDPOINT: stack.rgwEndpoint,
+  RCLONE_CONFIG_TGT_ACCESS_KEY_ID: stack.targetAccessKey,
+  RCLONE_CONFIG_TGT_SECRET_ACCESS_KEY: stack.targetSecretKey,
+  RCLONE_CONFIG_TGT_FORCE_PATH_STYLE: 'true',
+  RCLONE_CONFIG_TGT_ENV_AUTH: 'false',
 };
 const rgwHost = stack.rgwEndpoint.replace(/^https?:\/\//, '');
 const s3cmdArgs = [
@@ -178,22 +189,37 @@ function node(args: readonly string[]): string[] {
 }
 
 interface ConfigInput {
+  /** The directory target (unless s3 is given). */
   target: string;
   volume?: string;
   buckets?: readonly string[];
+  /** `sources.buckets.concurrency` (default CONCURRENCY). */
+  concurrency?: number;
+  /** An S3 target on the stack's target bucket, under prefix, instead of the directory. */
+  s3?: { prefix: string; partSizeMiB: number };
 }
 
 async function writeConfig(name: string, input: ConfigInput): Promise<string> {
-  await mkdir(input.target, { recursive: true });
+  if (input.s3 === undefined) await mkdir(input.target, { recursive: true });
   const config = {
     etcd: { endpoints: [stack?.etcdEndpoint] },
     ssh: stack ? stackSsh(stack) : undefined,
     sources: {
-      buckets: { names: [...(input.buckets ?? BUCKETS)], concurrency: CONCURRENCY },
+      buckets: { names: [...(input.buckets ?? BUCKETS)], concurrency: input.concurrency ?? CONCURRENCY },
       volume: { path: input.volume ?? '/nonexistent', host: 'local' },
       database: { host: 'local', command: stack ? stackDumpCommand(stack) : '' },
     },
-    target: { type: 'dir', path: input.target },
+    target: input.s3
+      ? {
+          type: 's3',
+          endpoint: stack?.rgwEndpoint,
+          bucket: stack?.targetBucket,
+          prefix: input.s3.prefix,
+          accessKey: stack?.targetAccessKey,
+          secretKey: stack?.targetSecretKey,
+          partSizeMiB: input.s3.partSizeMiB,
+        }
+      : { type: 'dir', path: input.target },
   };
   const file = join(work, `${name}.json`);
   await writeFile(file, `${JSON.stringify(config, null, 2)}\n`);
@@ -450,6 +476,72 @@ async function extraWorks(gateway: S3Client): Promise<void> {
   await rm(tinyTarget, { recursive: true, force: true });
 }
 
+/** The settings BENCH_ONLY=tuning tries. */
+const TUNING_CONCURRENCIES = [1, 2, 4, 8, 16];
+const TUNING_PART_SIZES_MIB = [5, 16, 64];
+
+/**
+ * BENCH_ONLY=tuning: the first backup of the buckets at each `sources.buckets.concurrency` into a
+ * directory, then at each `target.partSizeMiB` into an S3 target (the stack's target bucket, on
+ * the same gateway as the buckets, so both sides share its 2 cores), REPS rounds with the order of
+ * the settings rotating from round to round. Prints a table; bench/results.md is left alone.
+ */
+async function tuning(data: { objects: number; bytes: number }): Promise<void> {
+  if (!stack) return;
+  const lines = [
+    `First backup of the buckets (${data.objects} objects, ${(data.bytes / MB).toFixed(0)} MB), ${REPS} runs per value:`,
+    '',
+    '| setting | value | median s | MB/s | runs s | peak RSS MiB |',
+    '| --- | ---: | ---: | ---: | --- | ---: |',
+  ];
+  const sweep = async (
+    setting: string,
+    values: readonly number[],
+    run: (value: number, r: number) => Promise<RunResult>,
+  ): Promise<void> => {
+    const runs = new Map(values.map((v) => [v, { seconds: [] as number[], rss: [] as number[] }]));
+    for (let r = 0; r < REPS; r++) {
+      for (let i = 0; i < values.length; i++) {
+        const value = values[(i + r) % values.length] ?? Number.NaN;
+        const result = await run(value, r);
+        runs.get(value)?.seconds.push(result.seconds);
+        runs.get(value)?.rss.push(result.rssMiB);
+        log(`tuning ${setting} ${value} (${r + 1}/${REPS}): ${result.seconds.toFixed(2)} s`);
+      }
+    }
+    for (const [value, { seconds, rss }] of runs) {
+      const mid = median(seconds);
+      lines.push(
+        `| ${setting} | ${value} | ${fmt(mid)} | ${fmt(data.bytes / MB / mid, 1)} | ${seconds.map((x) => fmt(x)).join(' / ')} | ${fmt(Math.max(...rss), 0)} |`,
+      );
+    }
+  };
+  await sweep('`sources.buckets.concurrency`, directory target', TUNING_CONCURRENCIES, async (value, r) => {
+    const target = join(work, `tuning-c${value}-${r}`);
+    const result = await backupBuckets(
+      await writeConfig(`tuning-c${value}-${r}`, { target, concurrency: value }),
+      'tuning backup',
+    );
+    await rm(target, { recursive: true, force: true });
+    return result;
+  });
+  await sweep('`target.partSizeMiB`, S3 target', TUNING_PART_SIZES_MIB, async (value, r) => {
+    const prefix = `bench-tuning-p${value}-${r}`;
+    const config = await writeConfig(`tuning-p${value}-${r}`, {
+      target: work,
+      s3: { prefix, partSizeMiB: value },
+    });
+    const result = await backupBuckets(config, 'tuning backup to S3');
+    spawnSync('rclone', ['purge', `tgt:${stack.targetBucket}/${prefix}`], {
+      env: rcloneEnv,
+      stdio: 'ignore',
+    });
+    collectGarbage();
+    return result;
+  });
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 async function main(): Promise<void> {
   if (!stack) return;
   await rm(work, { recursive: true, force: true });
@@ -464,6 +556,12 @@ async function main(): Promise<void> {
   }
   const genStart = Date.now();
   const data = await ensureBuckets(gateway, scale, log);
+  if (only === 'tuning') {
+    gateway.close();
+    await tuning(data);
+    await rm(work, { recursive: true, force: true });
+    return;
+  }
   const volumeDir = join(root, `volume-${scale.name}`);
   const volumeBytes = await ensureVolume(root, scale, log);
   ensureDatabase({ host: stack.pgHost, port: stack.pgPort, user: stack.pgUser }, scale, log);
