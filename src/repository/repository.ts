@@ -394,6 +394,8 @@ export class SnapshotWriter {
     };
     // A failing body (a gateway that cut it off) is the cause worth reporting; the target's error
     // then only echoes it. A body that stalls is ended by an abort.
+    // But a target that failed on its own (an ERR_TARGET whose cause is not the body's error) ends
+    // the body it was reading, and the body then reports that as its own cut ("aborted").
     let bodyError: unknown;
     // Left on: an error after the put settled must not go unhandled.
     body.on('error', (err: unknown) => {
@@ -403,8 +405,10 @@ export class SnapshotWriter {
     try {
       await this.target.put(key, body, { ...opts, observe });
     } catch (err) {
+      const targetsOwn = err instanceof BackupError && err.code === 'ERR_TARGET' && err.cause !== bodyError;
       if (
         bodyError !== undefined &&
+        !targetsOwn &&
         !opts.signal.aborted &&
         (bodyError as { code?: string }).code !== 'ERR_STREAM_PREMATURE_CLOSE'
       ) {

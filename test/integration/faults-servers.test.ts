@@ -512,7 +512,13 @@ describeWithStack('servers failing mid-run', (stack) => {
     await putObject(bucket, 'big', bytes('ftslow-big', 24 * MiB));
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('faults');
-    const file = bucketConfig(bucket, stack.rgwEndpoint, s3TargetVia(proxy, prefix, { timeoutMs: 500 }));
+    // Parts of 5 MiB: minio has not read the whole body when the upload stalls, so the failed put
+    // ends the gateway's body mid-way, which must not be reported as the gateway cutting it short.
+    const file = bucketConfig(
+      bucket,
+      stack.rgwEndpoint,
+      s3TargetVia(proxy, prefix, { timeoutMs: 500, partSizeMiB: 5 }),
+    );
     // The gateway is fine and waits on its slow reader: only the target's own timeout can end this.
     const stalling = proxy.stallAfter('up', 2 * MiB);
     const run = await backup(file);
