@@ -160,7 +160,7 @@ export const schema = strictObject({
           ),
           accessKey: secretField,
           secretKey: secretField,
-          partSizeMiB: v.optional(whole(5, 512), 16),
+          partSizeMiB: v.optional(whole(5, 512), 5),
           timeoutMs: v.optional(whole(1), 120000),
         }),
         strictObject({ type: v.literal('dir'), path: absolutePath }),
