@@ -295,8 +295,9 @@ function check(
     );
 }
 
-async function purge(bucket: string): Promise<void> {
-  spawnSync('rclone', ['purge', `gw:${bucket}`], { env: rcloneEnv, stdio: 'ignore' });
+/** Removes a bucket of the gateway, or with remote 'tgt' a path in the stack's target bucket. */
+async function purge(path: string, remote: 'gw' | 'tgt' = 'gw'): Promise<void> {
+  spawnSync('rclone', ['purge', `${remote}:${path}`], { env: rcloneEnv, stdio: 'ignore' });
   await Promise.resolve();
 }
 
@@ -532,10 +533,7 @@ async function tuning(data: { objects: number; bytes: number }): Promise<void> {
       s3: { prefix, partSizeMiB: value },
     });
     const result = await backupBuckets(config, 'tuning backup to S3');
-    spawnSync('rclone', ['purge', `tgt:${stack.targetBucket}/${prefix}`], {
-      env: rcloneEnv,
-      stdio: 'ignore',
-    });
+    await purge(`${stack.targetBucket}/${prefix}`, 'tgt');
     collectGarbage();
     return result;
   });
