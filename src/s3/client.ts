@@ -1,12 +1,13 @@
 // A small path-style S3 client for the Deis store-gateway: signature V2 or V4, plain HTTP allowed,
 // bucket names with '_', streamed bodies, and an AbortSignal on every call.
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
-import { chunked, partLengths, PartReader } from './parts.js';
+import { chunked, growingPartSize, partLengths, PartReader } from './parts.js';
 import {
   errorFromResponse,
   headFrom,
@@ -20,7 +21,8 @@ import {
 
 export { isUnreachable, S3Error };
 import { authorizationV2 } from './sign-v2.js';
-import { amzDate, authorizationV4, encodeRfc3986, EMPTY_SHA256 } from './sign-v4.js';
+import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4 } from './sign-v4.js';
+import { ChunkSigner, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
 
 /** How to reach and sign for one S3 endpoint. */
 export interface S3ClientOptions {
@@ -201,16 +203,27 @@ export class S3Client {
     if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
     if (opts.md5 !== undefined) headers['content-md5'] = Buffer.from(opts.md5, 'hex').toString('base64');
     for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
-    const res = await this.request('PUT', bucket, key, { headers, body, signal: opts.signal });
-    res.resume();
-    return unquote(res.headers.etag ?? '');
+    // A stream is read through a PartReader: a body of another length fails, and a failed request
+    // does not end the body with its own error, which the caller would take for the body's.
+    const parts = Buffer.isBuffer(body) ? undefined : new PartReader(body, opts.size);
+    try {
+      const res = await this.request('PUT', bucket, key, {
+        headers,
+        body: parts === undefined ? body : Readable.from(parts.all(), { objectMode: false }),
+        signal: opts.signal,
+      });
+      res.resume();
+      return unquote(res.headers.etag ?? '');
+    } catch (err) {
+      throw parts?.failure ?? err;
+    }
   }
 
   /**
    * Stores body with a multipart upload in parts of `partSize` bytes (the last may be shorter), so the
    * object gets a `<md5>-<parts>` ETag as registry layers do. With `size` (the body's exact length)
    * each part streams straight from the body and a body of any other length fails the upload;
-   * without it, one part at a time is held in memory.
+   * without it, one part at a time is held in memory, and parts after the 1,000th grow.
    */
   async putObjectMultipart(
     bucket: string,
@@ -254,7 +267,10 @@ export class S3Client {
         etags.push(res.headers.etag ?? '');
       };
       if (opts.size === undefined) {
-        for await (const part of chunked(body, opts.partSize)) await putPart(part.length, part);
+        for await (const part of chunked(body, growingPartSize(opts.partSize)))
+          await putPart(part.length, part);
+        // An empty body is one empty part: S3 completes no upload without parts.
+        if (etags.length === 0) await putPart(0, Buffer.alloc(0));
       } else {
         // Known length: no part is gathered in memory (a copy of every byte, and partSize of memory
         // per upload); each part is the next `length` bytes of the body, sent as they are read.
@@ -359,6 +375,7 @@ export class S3Client {
       .join('&');
     const headers: Record<string, string> = { host: this.endpoint.host, ...opts.headers };
     const now = new Date();
+    let signer: ChunkSigner | undefined;
     if (this.options.signatureVersion === 'v2') {
       headers['date'] = now.toUTCString();
       headers['authorization'] = authorizationV2(
@@ -368,11 +385,26 @@ export class S3Client {
       );
     } else {
       headers['x-amz-date'] = amzDate(now);
-      headers['x-amz-content-sha256'] = opts.body === undefined ? EMPTY_SHA256 : 'UNSIGNED-PAYLOAD';
-      headers['authorization'] = authorizationV4(
+      // The body is signed too, so the server refuses one damaged on the way: a buffer by its
+      // sha256, a stream chunk by chunk as it is sent.
+      // radosgw (16.2) refuses an empty body in signed chunks: it goes signed as empty.
+      if (opts.body === undefined || headers['content-length'] === '0')
+        headers['x-amz-content-sha256'] = EMPTY_SHA256;
+      else if (Buffer.isBuffer(opts.body))
+        headers['x-amz-content-sha256'] = createHash('sha256').update(opts.body).digest('hex');
+      else {
+        const size = Number(headers['content-length']);
+        headers['x-amz-content-sha256'] = STREAMING_PAYLOAD;
+        headers['content-encoding'] = 'aws-chunked';
+        headers['x-amz-decoded-content-length'] = String(size);
+        headers['content-length'] = String(signedChunksLength(size));
+      }
+      const signed = signV4(
         { method, path, query, headers },
         { accessKey: this.options.accessKey, secretKey: this.options.secretKey, region: this.options.region },
       );
+      headers['authorization'] = signed.authorization;
+      if (headers['x-amz-content-sha256'] === STREAMING_PAYLOAD) signer = new ChunkSigner(signed);
     }
     const req = this.transport.request({
       protocol: this.endpoint.protocol,
@@ -431,7 +463,8 @@ export class S3Client {
       else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
       else {
         sending = true;
-        await pipeline(opts.body, req, { signal: opts.signal });
+        if (signer === undefined) await pipeline(opts.body, req, { signal: opts.signal });
+        else await pipeline(opts.body, signer, req, { signal: opts.signal });
         sending = false;
       }
       const [res] = await responded;

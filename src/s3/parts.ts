@@ -9,6 +9,23 @@ export function partLengths(size: number, partSize: number): number[] {
   return lengths.length > 0 ? lengths : [0];
 }
 
+/** The most parts a multipart upload may have in S3. */
+export const MAX_PARTS = 10_000;
+
+/**
+ * Part sizes for a body of unknown length: `partSize`, growing by `partSize` every 1,000 parts, so
+ * MAX_PARTS parts hold 55,000 × partSize (268 GiB at 5 MiB) and only a body that large gathers a
+ * part ten times the size.
+ */
+export function growingPartSize(partSize: number): (index: number) => number {
+  return (index) => partSize * (1 + Math.floor(index / 1000));
+}
+
+/** A part size of at least `partSize` that cuts `size` bytes into at most MAX_PARTS parts. */
+export function fittingPartSize(size: number, partSize: number): number {
+  return Math.max(partSize, Math.ceil(size / MAX_PARTS));
+}
+
 /** Reads a body of announced length as consecutive parts; a body of any other length fails. */
 export class PartReader {
   private readonly iterator: AsyncIterator<unknown>;
@@ -23,25 +40,20 @@ export class PartReader {
     this.size = size;
   }
 
-  /** Yields the next `length` bytes of the body. */
+  /**
+   * Yields the next `length` bytes of the body. Only the body's own failures are kept as `failure`:
+   * not an error a reader of these bytes throws back in (a request that failed).
+   */
   async *next(length: number): AsyncGenerator<Buffer> {
-    try {
-      yield* this.take(length);
-    } catch (err) {
-      this.failure ??= toErrorObject(err);
-      throw err;
-    }
-  }
-
-  private async *take(length: number): AsyncGenerator<Buffer> {
     let remaining = length;
     while (remaining > 0) {
       let chunk = this.rest;
       this.rest = undefined;
       if (chunk === undefined) {
-        const step = await this.iterator.next();
+        const step = await this.pull();
         if (step.done === true) {
-          throw new Error(`body ended after ${this.read} of ${this.size} bytes`);
+          this.failure = new Error(`body ended after ${this.read} of ${this.size} bytes`);
+          throw this.failure;
         }
         chunk = step.value as Buffer;
       }
@@ -55,19 +67,30 @@ export class PartReader {
     }
   }
 
+  /** Yields the body's remaining bytes, failing before it ends if it is not of the announced length. */
+  async *all(): AsyncGenerator<Buffer> {
+    yield* this.next(this.size - this.read);
+    await this.end();
+  }
+
   /** Reads the body to its end, failing if bytes are left beyond the announced length. */
   async end(): Promise<void> {
     let extra = this.rest?.length ?? 0;
-    try {
-      for (let step = await this.iterator.next(); step.done !== true; step = await this.iterator.next())
-        extra += (step.value as Buffer).length;
-    } catch (err) {
-      this.failure ??= toErrorObject(err);
-      throw err;
-    }
+    for (let step = await this.pull(); step.done !== true; step = await this.pull())
+      extra += (step.value as Buffer).length;
     if (extra > 0) {
       this.failure = new Error(`body is ${extra} bytes longer than ${this.size} bytes`);
       throw this.failure;
+    }
+  }
+
+  /** The body's next buffer, its failure kept. */
+  private async pull(): Promise<IteratorResult<unknown>> {
+    try {
+      return await this.iterator.next();
+    } catch (err) {
+      this.failure ??= toErrorObject(err);
+      throw err;
     }
   }
 }
@@ -76,10 +99,15 @@ function toErrorObject(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** Re-cuts a stream into buffers of exactly `size` bytes (the last may be shorter). */
-export async function* chunked(body: Readable, size: number): AsyncGenerator<Buffer> {
+/**
+ * Re-cuts a stream into buffers, the nth (from 0) of `sizeOf(n)` bytes; the last may be shorter.
+ * Each buffer is gathered in memory whole.
+ */
+export async function* chunked(body: Readable, sizeOf: (index: number) => number): AsyncGenerator<Buffer> {
   let pending: Buffer[] = [];
   let length = 0;
+  let index = 0;
+  let size = sizeOf(index);
   for await (const chunk of body) {
     let buf = chunk as Buffer;
     while (length + buf.length >= size) {
@@ -89,6 +117,7 @@ export async function* chunked(body: Readable, size: number): AsyncGenerator<Buf
       buf = buf.subarray(take);
       pending = [];
       length = 0;
+      size = sizeOf(++index);
     }
     if (buf.length > 0) {
       pending.push(buf);

@@ -25,11 +25,34 @@ export interface V4Request {
 const hmac = (key: Buffer | string, data: string): Buffer =>
   createHmac('sha256', key).update(data, 'utf8').digest();
 
+/** What signing keys and credentials a V4 signature needs. */
+export interface V4Credentials {
+  accessKey: string;
+  secretKey: string;
+  region: string;
+}
+
+/** A request's V4 signature, and what signing a body in chunks after it takes. */
+export interface V4Signature {
+  /** The `Authorization` header value. */
+  authorization: string;
+  /** The signature in it: the seed of the first chunk's signature. */
+  signature: string;
+  /** The request's x-amz-date. */
+  amzDate: string;
+  /** `day/region/s3/aws4_request`. */
+  scope: string;
+  /** The key derived for that day and region. */
+  key: Buffer;
+}
+
 /** Returns the `Authorization` header value for the request, signing host and every x-amz-* header. */
-export function authorizationV4(
-  req: V4Request,
-  credentials: { accessKey: string; secretKey: string; region: string },
-): string {
+export function authorizationV4(req: V4Request, credentials: V4Credentials): string {
+  return signV4(req, credentials).authorization;
+}
+
+/** Signs the request (host, content-md5 and every x-amz-* header) as `authorizationV4` does. */
+export function signV4(req: V4Request, credentials: V4Credentials): V4Signature {
   const headers = Object.entries(req.headers)
     .map(([name, value]) => [name.toLowerCase(), value.trim()] as const)
     .filter(([name]) => name === 'host' || name.startsWith('x-amz-') || name === 'content-md5')
@@ -63,7 +86,13 @@ export function authorizationV4(
     'aws4_request',
   );
   const signature = createHmac('sha256', key).update(toSign, 'utf8').digest('hex');
-  return `AWS4-HMAC-SHA256 Credential=${credentials.accessKey}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
+  return {
+    authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKey}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`,
+    signature,
+    amzDate,
+    scope,
+    key,
+  };
 }
 
 /** `20261125T120000Z` from a Date. */

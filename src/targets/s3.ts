@@ -1,6 +1,8 @@
-// A target in an S3 bucket under a prefix, through the minio client (SigV4, any endpoint and region);
-// artifacts of unknown size go up as multipart uploads in parts of partSizeMiB, and the uploads such
-// a put left unfinished are listed and dropped with ListMultipartUploads and AbortMultipartUpload.
+// A target in an S3 bucket under a prefix (SigV4, any endpoint and region). Puts go through the
+// project's S3 client, streamed in signed chunks; artifacts larger than a part or of unknown size go
+// up as multipart uploads in parts of partSizeMiB. Everything else goes through the minio client,
+// and the uploads a dead run left unfinished are listed and dropped with ListMultipartUploads and
+// AbortMultipartUpload.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -8,6 +10,8 @@ import type { Readable } from 'node:stream';
 import { Client, S3Error as MinioS3Error } from 'minio';
 import { BackupError } from '../errors.js';
 import { observed } from '../streams.js';
+import { S3Client, S3Error } from '../s3/client.js';
+import { fittingPartSize } from '../s3/parts.js';
 import { readText } from '../s3/responses.js';
 import { encodeRfc3986 } from '../s3/sign-v4.js';
 import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
@@ -60,7 +64,11 @@ export class S3Target implements Target {
   readonly defersSync = false;
   /** A multipart upload whose put was killed stays until it is aborted. */
   readonly leavesUploads = true;
+  /** Reads, listings, deletes and the uploads calls. */
   private readonly client: Client;
+  /** Puts: each part streamed in signed chunks, where minio holds a part whole to sign it. */
+  private readonly uploader: S3Client;
+  private readonly timeoutMs: number;
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly uploadsPageSize: number;
@@ -75,6 +83,17 @@ export class S3Target implements Target {
     this.uploadsPageSize = options.uploadsPageSize ?? 1000;
     this.partSize = options.partSizeMiB * 1024 * 1024;
     const useSSL = url.protocol === 'https:';
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.uploader = new S3Client({
+      endpoint: options.endpoint,
+      accessKey: options.accessKey.reveal(),
+      secretKey: options.secretKey.reveal(),
+      signatureVersion: 'v4',
+      region: options.region,
+      timeoutMs: this.timeoutMs,
+      // Puts are as many as the run's concurrency (at most 64): none waits for a connection.
+      maxSockets: 64,
+    });
     this.client = new Client({
       endPoint: url.hostname,
       port: url.port ? Number(url.port) : undefined,
@@ -86,7 +105,7 @@ export class S3Target implements Target {
       partSize: this.partSize,
       // Retrying is the run's decision, and minio's own retries print to the console.
       retryOptions: { disableRetry: true },
-      transport: idleTimeoutTransport(useSSL ? https : http, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
+      transport: idleTimeoutTransport(useSSL ? https : http, this.timeoutMs),
       // Connections of its own, not Node's global pool: a socket another client left idle there
       // before the target went away could be taken for this one's first request and fail it.
       transportAgent: new (useSSL ? https.Agent : http.Agent)({
@@ -100,52 +119,29 @@ export class S3Target implements Target {
   async put(key: string, given: Readable, opts: PutOptions): Promise<void> {
     const name = this.key(key);
     const body = opts.observe ? observed(given, opts.observe) : given;
-    // minio pipes the body without watching its errors: a failing body would leave the upload
-    // waiting forever, so a body error (or an abort) settles the put here.
-    let onError: (err: Error) => void = () => undefined;
-    const bodyFailed = new Promise<never>((_, reject) => {
-      onError = reject;
-    });
-    body.once('error', onError);
-    const onAbort = (): void => {
-      onError(opts.signal.reason as Error);
-    };
-    opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      // minio's putObject resumes the newest unfinished upload of its key, and radosgw can refuse
-      // that completion (InvalidPart). Every run writes under the cluster lock and puts a key at
-      // most once, so such an upload is a dead run's: it goes first.
-      if (opts.size === undefined || opts.size > this.partSize) await this.abortUploadsOf(key, opts.signal);
-      const uploading = requestSignal.run(opts.signal, () =>
-        this.client.putObject(this.bucket, name, body, opts.size),
-      );
-      await Promise.race([uploading, bodyFailed]);
+      if (opts.size !== undefined && opts.size <= this.partSize) {
+        await this.uploader.putObject(this.bucket, name, body, { signal: opts.signal, size: opts.size });
+      } else {
+        await this.uploader.putObjectMultipart(this.bucket, name, body, {
+          signal: opts.signal,
+          partSize: fittingPartSize(opts.size ?? 0, this.partSize),
+          ...(opts.size === undefined ? {} : { size: opts.size }),
+        });
+      }
     } catch (err) {
       body.destroy();
-      await this.dropUpload(key);
       if (opts.signal.aborted) throw opts.signal.reason;
-      if (err instanceof BackupError || !isS3Failure(err)) throw err;
+      // Anything but the client's own error is the body's, for the caller to report.
+      if (!(err instanceof S3Error)) throw err;
+      if (err.s3Code === 'BodyStalled') {
+        throw new BackupError(
+          'ERR_SOURCE',
+          `put ${key} in ${this.name}: its body gave nothing for ${this.timeoutMs / 1000} s; check the source it is read from, or raise target.timeoutMs`,
+          { cause: err },
+        );
+      }
       throw this.wrap('put', key, err);
-    } finally {
-      body.off('error', onError);
-      opts.signal.removeEventListener('abort', onAbort);
-    }
-  }
-
-  /** Aborts every unfinished upload of exactly `key`. */
-  private async abortUploadsOf(key: string, signal: AbortSignal): Promise<void> {
-    for await (const upload of this.listUploads(key, { signal })) {
-      if (upload.key === key) await this.abortUpload(upload, { signal });
-    }
-  }
-
-  /** Drops the parts of an interrupted multipart upload so the bucket does not keep them. */
-  private async dropUpload(key: string): Promise<void> {
-    try {
-      // Not the put's signal, which may be why it failed: the idle timeout still bounds each request.
-      await this.abortUploadsOf(key, new AbortController().signal);
-    } catch {
-      // Best effort: the put has failed already, and a leftover upload holds no restore point.
     }
   }
 
@@ -291,14 +287,21 @@ export class S3Target implements Target {
 
   /** ERR_TARGET naming the call, the key, the S3 code and the fix; `denied` replaces the fix for AccessDenied. */
   private wrap(op: string, key: string, err: unknown, denied?: string): BackupError {
-    if (err instanceof TargetTimeout) {
+    // The project client's error repeats only the request and the code; its own cause goes on.
+    const cause = err instanceof S3Error ? err.cause : err;
+    const options = cause === undefined ? {} : { cause };
+    const timedOut =
+      err instanceof TargetTimeout ||
+      (err instanceof S3Error && err.status === 0 && err.s3Code === 'RequestTimeout');
+    if (timedOut) {
       return new BackupError(
         'ERR_TARGET',
-        `${op} ${key} in ${this.name}: ${err.message}; check target.endpoint, or raise target.timeoutMs`,
-        { cause: err },
+        `${op} ${key} in ${this.name}: nothing sent or received for ${this.timeoutMs / 1000} s; check target.endpoint, or raise target.timeoutMs`,
+        options,
       );
     }
-    const code = (err as { code?: string }).code ?? (err as Error).message;
+    const code =
+      err instanceof S3Error ? err.s3Code : ((err as { code?: string }).code ?? (err as Error).message);
     const fix = ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(
       code,
     )
@@ -310,7 +313,7 @@ export class S3Target implements Target {
           : code === 'NoSuchBucket'
             ? `create bucket ${this.bucket} or fix target.bucket`
             : 'check the target';
-    return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, { cause: err });
+    return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, options);
   }
 }
 
@@ -372,11 +375,6 @@ const DELETE_DENIED = 'allow s3:DeleteObject on the target bucket for target.acc
 /** The fix for an AccessDenied on the uploads calls: the keys work, a policy leaves these out. */
 const UPLOADS_DENIED =
   'allow s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the target bucket for target.accessKey';
-
-/** True for errors that come from the S3 service or the connection to it, not from the body. */
-function isS3Failure(err: unknown): boolean {
-  return err instanceof MinioS3Error || typeof (err as { code?: unknown }).code === 'string';
-}
 
 function isNotFound(err: unknown): boolean {
   const code = (err as { code?: string }).code;

@@ -209,16 +209,15 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
     expect(started.map((u) => u.uploadId)).toContain(dead);
   });
 
-  it('puts a key anew over the unfinished upload of it a killed run left', async () => {
-    // minio's putObject resumes the newest unfinished upload of the key it puts, and radosgw can
-    // refuse that completion (InvalidPart; every time when the body comes as one buffer), so a
-    // blob a killed run was writing could fail the next backups until a prune.
+  it('puts a key anew beside the unfinished upload of it a killed run left, leaving that to the prune', async () => {
+    // A put starts an upload of its own: it resumes no other (minio's putObject resumed the newest
+    // upload of its key, a completion radosgw can refuse with InvalidPart).
     const own = unique('uploads-resume');
     const target = stackS3Target(stack, own);
     const part = 5 * 1024 * 1024;
     const body = randomBytes(3 * part + 1);
     const key = `blobs/ab/${'b'.repeat(64)}`;
-    // What a put killed after two parts leaves: minio numbers its parts from 2.
+    // What a put killed after two parts leaves, numbered as minio numbered them.
     const uploadId = await client.initiateNewMultipartUpload(stack.targetBucket, `${own}/${key}`, {});
     started.push({ bucket: stack.targetBucket, key: `${own}/${key}`, uploadId });
     for (const n of [0, 1]) {
@@ -234,7 +233,7 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
       );
     }
     await target.put(key, Readable.from([body]), { signal, size: body.length });
-    expect(await uploadIds(`${own}/`)).toEqual([]);
+    expect(await uploadIds(`${own}/`)).toEqual([uploadId]);
     const stored: Buffer[] = [];
     for await (const chunk of await target.get(key, { signal })) stored.push(chunk as Buffer);
     expect(Buffer.concat(stored).equals(body)).toBe(true);

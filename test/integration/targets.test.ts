@@ -10,6 +10,7 @@ import { BackupError } from '../../src/errors.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import type { Target } from '../../src/targets/target.js';
 import { mountExfat, type Mounted } from '../fixtures/exfat.js';
+import { startFaultProxy } from '../fixtures/fault-proxy.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
 import { byteStream } from '../fixtures/deis-sample.js';
 import { describeWithStack, tempDir, unique } from './helpers.js';
@@ -194,6 +195,28 @@ describeWithStack('targets', (stack) => {
       chunks.push(next.value as Buffer);
     }
     expect(Buffer.concat(chunks).equals(body)).toBe(true);
+  });
+
+  it('s3: refuses a put whose body was damaged on the way, and stores nothing for it', async () => {
+    // Over plain HTTP only the chunk signatures protect a body: TCP's checksum misses some damage.
+    const proxy = await startFaultProxy(Number(new URL(stack.rgwEndpoint).port));
+    try {
+      const target = stackS3Target(stack, unique('damaged'), { endpoint: `http://127.0.0.1:${proxy.port}` });
+      for (const size of [3 * 1024 * 1024, 12 * 1024 * 1024]) {
+        const flipped = proxy.flipAt('up', 2 * 1024 * 1024);
+        const put = target.put(`key-${size}`, Readable.from([randomBytes(size)]), { signal, size });
+        await expect(put).rejects.toMatchObject({
+          code: 'ERR_TARGET',
+          message: expect.stringMatching(
+            new RegExp(`^put key-${size} in s3://.*: (XAmzContentSHA256Mismatch|SignatureDoesNotMatch);`),
+          ) as unknown,
+        });
+        await flipped;
+        expect(await target.stat(`key-${size}`, { signal })).toBeUndefined();
+      }
+    } finally {
+      await proxy.cut();
+    }
   });
 });
 

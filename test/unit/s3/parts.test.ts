@@ -1,0 +1,82 @@
+import { PassThrough, Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { chunked, fittingPartSize, growingPartSize, MAX_PARTS, PartReader } from '../../../src/s3/parts.js';
+
+const MiB = 1024 * 1024;
+
+async function collect(parts: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const part of parts) out.push(part);
+  return out;
+}
+
+describe('part sizes', () => {
+  it('grow by the part size every 1,000 parts, so 10,000 parts hold 55,000 of them', () => {
+    const sizeOf = growingPartSize(5 * MiB);
+    expect([0, 999, 1000, 1999, 2000, 9999].map((i) => sizeOf(i) / MiB)).toEqual([5, 5, 10, 10, 15, 50]);
+    let total = 0;
+    for (let i = 0; i < MAX_PARTS; i++) total += sizeOf(i);
+    expect(total).toBe(55_000 * 5 * MiB);
+  });
+
+  it('fit a body of known length into at most 10,000 parts', () => {
+    expect(fittingPartSize(40 * 1024 * MiB, 5 * MiB)).toBe(5 * MiB);
+    const size = 60 * 1024 * MiB + 7;
+    const partSize = fittingPartSize(size, 5 * MiB);
+    expect(partSize).toBeGreaterThan(5 * MiB);
+    expect(Math.ceil(size / partSize)).toBeLessThanOrEqual(MAX_PARTS);
+  });
+});
+
+describe('chunked', () => {
+  it('cuts a stream into buffers of the sizes asked for, the last shorter', async () => {
+    const body = Buffer.from(Array.from({ length: 40 }, (_, i) => i));
+    const pieces = [body.subarray(0, 3), body.subarray(3, 17), body.subarray(17)];
+    const parts = await collect(chunked(Readable.from(pieces), (i) => 5 + 5 * Math.floor(i / 2)));
+    expect(parts.map((p) => p.length)).toEqual([5, 5, 10, 10, 10]);
+    expect(Buffer.concat(parts).equals(body)).toBe(true);
+  });
+});
+
+describe('PartReader', () => {
+  it('hands out a body part by part, and fails one shorter or longer than announced', async () => {
+    const reader = new PartReader(Readable.from([Buffer.from('abcdefgh')]), 8);
+    expect(Buffer.concat(await collect(reader.next(3))).toString()).toBe('abc');
+    expect(Buffer.concat(await collect(reader.all())).toString()).toBe('defgh');
+
+    const short = new PartReader(Readable.from([Buffer.from('abc')]), 8);
+    await expect(collect(short.all())).rejects.toThrow('body ended after 3 of 8 bytes');
+    expect(short.failure?.message).toBe('body ended after 3 of 8 bytes');
+
+    const long = new PartReader(Readable.from([Buffer.from('abcdefghij')]), 8);
+    await expect(collect(long.all())).rejects.toThrow('body is 2 bytes longer than 8 bytes');
+  });
+
+  it('keeps the body’s own failure, not one its reader throws back in', async () => {
+    const failing = new PartReader(
+      Readable.from(
+        (async function* () {
+          yield Buffer.from('ab');
+          await Promise.resolve();
+          throw new Error('source dropped');
+        })(),
+      ),
+      8,
+    );
+    await expect(collect(failing.all())).rejects.toThrow('source dropped');
+    expect(failing.failure?.message).toBe('source dropped');
+
+    // A request that fails destroys the stream it sends with its own error, which reaches the
+    // reader's generator at its next yield: that is not the body's failure.
+    const body = new PassThrough();
+    body.write('abcd');
+    const reader = new PartReader(body, 8);
+    const sent = Readable.from(reader.all(), { objectMode: false });
+    sent.once('data', () => {
+      sent.destroy(new Error('ECONNRESET'));
+      setTimeout(() => body.write('efgh'), 10);
+    });
+    await expect(collect(sent)).rejects.toThrow('ECONNRESET');
+    expect(reader.failure).toBeUndefined();
+  });
+});
