@@ -135,10 +135,10 @@ export class S3Target implements Target {
       // Anything but the client's own error is the body's, for the caller to report.
       if (!(err instanceof S3Error)) throw err;
       if (err.s3Code === 'BodyStalled') {
+        // The object's read failed, not the target: named for the source, whose own wait is longer.
         throw new BackupError(
           'ERR_SOURCE',
-          `put ${key} in ${this.name}: its body gave nothing for ${this.timeoutMs / 1000} s; check the source it is read from, or raise target.timeoutMs`,
-          { cause: err },
+          `put ${key} in ${this.name}: the body gave nothing for ${this.timeoutMs / 1000} s; check where it is read from, or raise target.timeoutMs`,
         );
       }
       throw this.wrap('put', key, err);

@@ -540,6 +540,49 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(await bucketContents(gateway, fresh)).toEqual(await bucketContents(gateway, bucket));
   });
 
+  it('fails the object, not the S3 target, when its body stops coming for longer than target.timeoutMs', async () => {
+    const bucket = unique('fbstall');
+    await gateway.createBucket(bucket, { signal });
+    await putObject(bucket, 'big', bytes('fbstall-big', 24 * MiB));
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('faults');
+    // The gateway waits longer than the target: the target is first to see nothing move, while it
+    // has taken every byte it was given.
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      gateway: {
+        endpoint: `http://127.0.0.1:${proxy.port}`,
+        accessKey: stack.gatewayAccessKey,
+        secretKey: stack.gatewaySecretKey,
+        timeoutMs: 20_000,
+      },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: {
+        type: 's3',
+        endpoint: stack.rgwEndpoint,
+        bucket: stack.targetBucket,
+        prefix,
+        accessKey: stack.targetAccessKey,
+        secretKey: stack.targetSecretKey,
+        timeoutMs: 500,
+      },
+    });
+    const stalling = proxy.stallAfter('down', 8 * MiB);
+    const run = await backup(file);
+    await stalling;
+    expect(run.code).toBe(1);
+    expect(run.out).toBe('');
+    expect(run.err).toMatch(
+      new RegExp(
+        `^bucket:${bucket}  failed\n  error: bucket ${bucket}: no object could be read \\(big: put blobs/[0-9a-f]{2}/[0-9a-f]{64} in s3://${stack.targetBucket}/${prefix}: the body gave nothing for 0\\.5 s; check where it is read from, or raise target\\.timeoutMs\\)\nbackup failed: no restore point written$`,
+      ),
+    );
+  });
+
   it('fails an S3 target GET within target.timeoutMs when the target stops after a slow reader caught up', async () => {
     const proxy = await proxyTo(rgwPort);
     const target = stackS3Target(stack, unique('ftslowr'), {
