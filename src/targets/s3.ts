@@ -46,7 +46,7 @@ const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
 type Transport = Pick<typeof http, 'request'>;
 
 /**
- * The signal of the call (a put, a listing of uploads, an abort of one) whose requests minio is
+ * The signal of the call (a listing of uploads, an abort of one) whose requests minio is
  * sending: minio takes no signal, so the transport finds it here and destroys the call's requests
  * when it aborts.
  */
@@ -102,7 +102,6 @@ export class S3Target implements Target {
       region: options.region,
       accessKey: options.accessKey.reveal(),
       secretKey: options.secretKey.reveal(),
-      partSize: this.partSize,
       // Retrying is the run's decision, and minio's own retries print to the console.
       retryOptions: { disableRetry: true },
       transport: idleTimeoutTransport(useSSL ? https : http, this.timeoutMs),
@@ -332,8 +331,7 @@ function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: numbe
     req.once('response', (res: http.IncomingMessage) => {
       answer = res;
     });
-    // A call's request stops with its run: an upload minio holds whole in memory (a manifest) would
-    // otherwise still be sent after the run reported its abort.
+    // A call's request stops with its run, not after it reported its abort.
     const signal = requestSignal.getStore();
     if (signal) {
       const onAbort = (): void => {

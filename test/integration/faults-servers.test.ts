@@ -188,14 +188,19 @@ describeWithStack('servers failing mid-run', (stack) => {
   });
 
   /** A config like bucketConfig's, through `endpoint`, with a short gateway.timeoutMs; a string target is a directory. */
-  const stallConfig = (bucket: string, endpoint: string, target: string | Record<string, unknown>) =>
+  const stallConfig = (
+    bucket: string,
+    endpoint: string,
+    target: string | Record<string, unknown>,
+    gatewayTimeoutMs = 500,
+  ) =>
     writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
       gateway: {
         endpoint,
         accessKey: stack.gatewayAccessKey,
         secretKey: stack.gatewaySecretKey,
-        timeoutMs: 500,
+        timeoutMs: gatewayTimeoutMs,
       },
       sources: {
         buckets: { names: [bucket], concurrency: 1 },
@@ -205,9 +210,12 @@ describeWithStack('servers failing mid-run', (stack) => {
       target: typeof target === 'string' ? { type: 'dir', path: target } : target,
     });
   /** The test stack's S3 target under `prefix`, reached through `proxy`. */
-  const s3TargetVia = (proxy: FaultProxy, prefix: string, extra: Record<string, unknown> = {}) => ({
+  const s3TargetVia = (proxy: FaultProxy, prefix: string, extra: Record<string, unknown> = {}) =>
+    s3TargetAt(`http://127.0.0.1:${proxy.port}`, prefix, extra);
+  /** The test stack's S3 target under `prefix`, at `endpoint`. */
+  const s3TargetAt = (endpoint: string, prefix: string, extra: Record<string, unknown> = {}) => ({
     type: 's3',
-    endpoint: `http://127.0.0.1:${proxy.port}`,
+    endpoint,
     bucket: stack.targetBucket,
     prefix,
     accessKey: stack.targetAccessKey,
@@ -512,7 +520,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     await putObject(bucket, 'big', bytes('ftslow-big', 24 * MiB));
     const proxy = await proxyTo(rgwPort);
     const prefix = unique('faults');
-    // Parts of 5 MiB: minio has not read the whole body when the upload stalls, so the failed put
+    // Parts of 5 MiB: the put has not read the whole body when the upload stalls, so the failed put
     // ends the gateway's body mid-way, which must not be reported as the gateway cutting it short.
     const file = bucketConfig(
       bucket,
@@ -548,29 +556,12 @@ describeWithStack('servers failing mid-run', (stack) => {
     const prefix = unique('faults');
     // The gateway waits longer than the target: the target is first to see nothing move, while it
     // has taken every byte it was given.
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      gateway: {
-        endpoint: `http://127.0.0.1:${proxy.port}`,
-        accessKey: stack.gatewayAccessKey,
-        secretKey: stack.gatewaySecretKey,
-        timeoutMs: 20_000,
-      },
-      sources: {
-        buckets: { names: [bucket], concurrency: 1 },
-        volume: { enabled: false },
-        database: { enabled: false },
-      },
-      target: {
-        type: 's3',
-        endpoint: stack.rgwEndpoint,
-        bucket: stack.targetBucket,
-        prefix,
-        accessKey: stack.targetAccessKey,
-        secretKey: stack.targetSecretKey,
-        timeoutMs: 500,
-      },
-    });
+    const file = stallConfig(
+      bucket,
+      `http://127.0.0.1:${proxy.port}`,
+      s3TargetAt(stack.rgwEndpoint, prefix, { timeoutMs: 500 }),
+      20_000,
+    );
     const stalling = proxy.stallAfter('down', 8 * MiB);
     const run = await backup(file);
     await stalling;
