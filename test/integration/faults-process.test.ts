@@ -497,6 +497,34 @@ describeWithStack('process and machine faults', (stack) => {
     expect(restored.contents).toEqual(p0Contents);
   });
 
+  it('a directory target that fills up in the middle of a body: the target is named, not the gateway', async () => {
+    // The failed write ends the gateway's body half read, which then reports its own cut
+    // ("aborted"): the target's error must win over it.
+    const bucket = unique('fspacemid');
+    await seedBucket(bucket, 'big', 1, 24 * 1024 * 1024);
+    const target = tempDir('faults-fullmid');
+    await runChild('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', target]);
+    mounts.push(target);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { names: [bucket], concurrency: 1 },
+        volume: { enabled: false },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+      lock: lock(),
+    });
+    const run = await cli(['backup', '--config', file]);
+    expect(run.code).toBe(1);
+    expect(run.err).toMatch(
+      new RegExp(
+        `^bucket:${bucket} +failed\\n  error: put blobs/[0-9a-f]{2}/[0-9a-f]{64} to dir:${target}: ENOSPC: no space left on device, write\\nbackup failed: no restore point written$`,
+      ),
+    );
+    expect((await filesUnder(target)).filter((f) => f.includes('.partial-'))).toEqual([]);
+  });
+
   it('a volume file the backup user cannot read: partial, named, and everything else committed', async () => {
     const bucket = unique('fperm');
     await seedBucket(bucket, 'obj', 3, 1024);
