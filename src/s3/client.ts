@@ -35,6 +35,12 @@ export interface S3ClientOptions {
   /** Upper bound on parallel connections to the endpoint. */
   maxSockets?: number;
   /**
+   * With V4, send a streamed body in signed chunks, so the server refuses one damaged on the way
+   * (default: `UNSIGNED-PAYLOAD`). radosgw 16.2 keeps the `Content-Encoding: aws-chunked` of such a
+   * single PUT on the object, so it is for the backup target's own objects, not for restored ones.
+   */
+  signChunks?: boolean;
+  /**
    * A request fails once nothing has moved on its connection for this long (default
    * DEFAULT_TIMEOUT_MS), unless its body's reader is what waits. A full Ceph cluster blocks writes
    * without a word: without this, a restore into one waited forever.
@@ -385,13 +391,14 @@ export class S3Client {
       );
     } else {
       headers['x-amz-date'] = amzDate(now);
-      // The body is signed too, so the server refuses one damaged on the way: a buffer by its
-      // sha256, a stream chunk by chunk as it is sent.
-      // radosgw (16.2) refuses an empty body in signed chunks: it goes signed as empty.
+      // A body is signed too where it can be, so the server refuses one damaged on the way: a
+      // buffer by its sha256, a stream (with signChunks) chunk by chunk as it is sent. radosgw
+      // (16.2) refuses an empty body in signed chunks: it goes signed as empty.
       if (opts.body === undefined || headers['content-length'] === '0')
         headers['x-amz-content-sha256'] = EMPTY_SHA256;
       else if (Buffer.isBuffer(opts.body))
         headers['x-amz-content-sha256'] = createHash('sha256').update(opts.body).digest('hex');
+      else if (this.options.signChunks !== true) headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
       else {
         const size = Number(headers['content-length']);
         headers['x-amz-content-sha256'] = STREAMING_PAYLOAD;

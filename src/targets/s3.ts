@@ -89,6 +89,7 @@ export class S3Target implements Target {
       accessKey: options.accessKey.reveal(),
       secretKey: options.secretKey.reveal(),
       signatureVersion: 'v4',
+      signChunks: true,
       region: options.region,
       timeoutMs: this.timeoutMs,
       // Puts are as many as the run's concurrency (at most 64): none waits for a connection.
