@@ -432,12 +432,14 @@ describeWithStack('process and machine faults', (stack) => {
     }
   });
 
-  it('a directory target that runs out of space: failed, named, no temporaries; the next run reuses the bodies', async () => {
-    const MIB = 1024 * 1024;
-    const bucket = unique('fspace');
-    await seedBucket(bucket, 'old', 2, MIB);
-    const target = tempDir('faults-full');
-    await runChild('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', target]);
+  /** A config backing up `bucket` alone into a directory target on a tmpfs of `sizeMiB`. */
+  async function smallTarget(
+    bucket: string,
+    name: string,
+    sizeMiB: number,
+  ): Promise<{ target: string; file: string }> {
+    const target = tempDir(name);
+    await runChild('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', target]);
     mounts.push(target);
     const file = writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
@@ -449,6 +451,14 @@ describeWithStack('process and machine faults', (stack) => {
       target: { type: 'dir', path: target },
       lock: lock(),
     });
+    return { target, file };
+  }
+
+  it('a directory target that runs out of space: failed, named, no temporaries; the next run reuses the bodies', async () => {
+    const MIB = 1024 * 1024;
+    const bucket = unique('fspace');
+    await seedBucket(bucket, 'old', 2, MIB);
+    const { target, file } = await smallTarget(bucket, 'faults-full', 8);
     const repository = new Repository(new DirTarget(target));
     const first = await cli(['backup', '--config', file]);
     expect(first.code, first.err).toBe(0);
@@ -502,19 +512,7 @@ describeWithStack('process and machine faults', (stack) => {
     // ("aborted"): the target's error must win over it.
     const bucket = unique('fspacemid');
     await seedBucket(bucket, 'big', 1, 24 * 1024 * 1024);
-    const target = tempDir('faults-fullmid');
-    await runChild('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', target]);
-    mounts.push(target);
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: {
-        buckets: { names: [bucket], concurrency: 1 },
-        volume: { enabled: false },
-        database: { enabled: false },
-      },
-      target: { type: 'dir', path: target },
-      lock: lock(),
-    });
+    const { target, file } = await smallTarget(bucket, 'faults-fullmid', 4);
     const run = await cli(['backup', '--config', file]);
     expect(run.code).toBe(1);
     expect(run.err).toMatch(
