@@ -46,12 +46,7 @@ export interface V4Signature {
   key: Buffer;
 }
 
-/** Returns the `Authorization` header value for the request, signing host and every x-amz-* header. */
-export function authorizationV4(req: V4Request, credentials: V4Credentials): string {
-  return signV4(req, credentials).authorization;
-}
-
-/** Signs the request (host, content-md5 and every x-amz-* header) as `authorizationV4` does. */
+/** Signs the request: host, content-md5 and every x-amz-* header. */
 export function signV4(req: V4Request, credentials: V4Credentials): V4Signature {
   const headers = Object.entries(req.headers)
     .map(([name, value]) => [name.toLowerCase(), value.trim()] as const)
