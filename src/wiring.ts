@@ -52,10 +52,7 @@ export function parseOnly(value: string | undefined): SourceKind[] | undefined {
   return names as SourceKind[];
 }
 
-/**
- * Builds the configured target. The S3 client (minio) is loaded only for an S3 target: it costs
- * about 0.2 s and 30 MB at start, which every CLI run with a directory target would pay.
- */
+/** Builds the configured target; the S3 target's code is loaded only for one. */
 export async function createTarget(config: Config): Promise<Target> {
   const t = config.target;
   if (t.type === 'dir') return new DirTarget(t.path);

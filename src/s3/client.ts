@@ -51,6 +51,12 @@ export interface S3ClientOptions {
 /** Default of S3ClientOptions.timeoutMs. */
 export const DEFAULT_TIMEOUT_MS = 120_000;
 
+/**
+ * How long a kept-alive connection may sit unused before it is closed (a request in flight sets its
+ * own timeout): a daemon keeps none open between runs, and an aborted call's is gone soon after.
+ */
+const IDLE_SOCKET_MS = 5_000;
+
 /** One entry of a bucket listing. `etag` has its quotes removed. */
 export interface ListedObject {
   key: string;
@@ -74,7 +80,7 @@ export function encodeKey(key: string): string {
   return encodeRfc3986(key, true);
 }
 
-/** Path-style S3 client. Not-found is reported as `undefined` by get/head, never thrown. */
+/** Path-style S3 client. A missing object is `undefined` from get/head, never thrown. */
 export class S3Client {
   readonly endpoint: URL;
   private readonly agent: http.Agent;
@@ -86,7 +92,11 @@ export class S3Client {
     this.endpoint = new URL(options.endpoint);
     this.transport = this.endpoint.protocol === 'https:' ? https : http;
     const AgentClass = this.endpoint.protocol === 'https:' ? https.Agent : http.Agent;
-    this.agent = new AgentClass({ keepAlive: true, maxSockets: options.maxSockets ?? 8 });
+    this.agent = new AgentClass({
+      keepAlive: true,
+      maxSockets: options.maxSockets ?? 8,
+      timeout: IDLE_SOCKET_MS,
+    });
   }
 
   /** Closes idle keep-alive connections. */
@@ -170,7 +180,8 @@ export class S3Client {
       const res = await this.request('GET', bucket, key, { signal: opts.signal });
       return { head: headFrom(res), body: res };
     } catch (err) {
-      if (err instanceof S3Error && err.status === 404) return undefined;
+      // A missing bucket is not a missing object: the caller names the bucket.
+      if (err instanceof S3Error && err.status === 404 && err.s3Code !== 'NoSuchBucket') return undefined;
       throw err;
     }
   }
@@ -307,11 +318,50 @@ export class S3Client {
       const result = (await parseXml(text)) as { CompleteMultipartUploadResult?: { ETag?: string } };
       return unquote(result.CompleteMultipartUploadResult?.ETag ?? '');
     } catch (err) {
-      const abort = await this.request('DELETE', bucket, key, {
-        query: new URLSearchParams({ uploadId }),
-        signal: AbortSignal.timeout(10_000),
-      }).catch(() => undefined);
-      abort?.resume();
+      await this.abortUpload(bucket, key, uploadId, { signal: AbortSignal.timeout(10_000) }).catch(
+        () => undefined,
+      );
+      throw err;
+    }
+  }
+
+  /**
+   * One page of the bucket's unfinished multipart uploads under prefix (ListMultipartUploads), read
+   * whole, with the answer's Date header: the server's clock, by which the uploads' times go.
+   */
+  async listUploadsPage(
+    bucket: string,
+    opts: {
+      signal: AbortSignal;
+      prefix: string;
+      keyMarker?: string | undefined;
+      uploadIdMarker?: string | undefined;
+      maxUploads: number;
+    },
+  ): Promise<{ text: string; date: string | undefined }> {
+    const query = new URLSearchParams({
+      uploads: '',
+      prefix: opts.prefix,
+      'max-uploads': String(opts.maxUploads),
+    });
+    if (opts.keyMarker !== undefined) query.set('key-marker', opts.keyMarker);
+    if (opts.uploadIdMarker !== undefined) query.set('upload-id-marker', opts.uploadIdMarker);
+    const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
+    return { date: res.headers.date, text: await readText(res) };
+  }
+
+  /** Aborts an unfinished multipart upload, dropping its parts; one already gone is not an error. */
+  async abortUpload(
+    bucket: string,
+    key: string,
+    uploadId: string,
+    opts: { signal: AbortSignal },
+  ): Promise<void> {
+    try {
+      const query = new URLSearchParams({ uploadId });
+      (await this.request('DELETE', bucket, key, { query, signal: opts.signal })).resume();
+    } catch (err) {
+      if (err instanceof S3Error && err.s3Code === 'NoSuchUpload') return;
       throw err;
     }
   }

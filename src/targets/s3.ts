@@ -1,19 +1,12 @@
-// A target in an S3 bucket under a prefix (SigV4, any endpoint and region). Puts go through the
-// project's S3 client, streamed in signed chunks; artifacts larger than a part or of unknown size go
-// up as multipart uploads in parts of partSizeMiB. Everything else goes through the minio client,
-// and the uploads a dead run left unfinished are listed and dropped with ListMultipartUploads and
-// AbortMultipartUpload.
-import { AsyncLocalStorage } from 'node:async_hooks';
-import * as http from 'node:http';
-import * as https from 'node:https';
+// A target in an S3 bucket under a prefix (SigV4, any endpoint and region), through the project's
+// S3 client. Puts stream in signed chunks; artifacts larger than a part or of unknown size go up as
+// multipart uploads in parts of partSizeMiB. The uploads a dead run left unfinished are listed and
+// dropped with ListMultipartUploads and AbortMultipartUpload.
 import type { Readable } from 'node:stream';
-import { Client, S3Error as MinioS3Error } from 'minio';
 import { BackupError } from '../errors.js';
 import { observed } from '../streams.js';
 import { S3Client, S3Error } from '../s3/client.js';
 import { fittingPartSize } from '../s3/parts.js';
-import { readText } from '../s3/responses.js';
-import { encodeRfc3986 } from '../s3/sign-v4.js';
 import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
 import type { Secret } from '../secret.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
@@ -42,21 +35,6 @@ const DEFAULT_TIMEOUT_MS = 120_000;
  */
 const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
 
-/** What minio sends its requests through: node's http or https, or anything shaped like them. */
-type Transport = Pick<typeof http, 'request'>;
-
-/**
- * The signal of the call (a listing of uploads, an abort of one) whose requests minio is
- * sending: minio takes no signal, so the transport finds it here and destroys the call's requests
- * when it aborts.
- */
-const requestSignal = new AsyncLocalStorage<AbortSignal>();
-
-/** A request to the target that nothing moved on for its timeout. */
-class TargetTimeout extends Error {
-  readonly code = 'ETIMEDOUT';
-}
-
 /** S3-backed Target. */
 export class S3Target implements Target {
   readonly name: string;
@@ -64,10 +42,7 @@ export class S3Target implements Target {
   readonly defersSync = false;
   /** A multipart upload whose put was killed stays until it is aborted. */
   readonly leavesUploads = true;
-  /** Reads, listings, deletes and the uploads calls. */
-  private readonly client: Client;
-  /** Puts: each part streamed in signed chunks, where minio holds a part whole to sign it. */
-  private readonly uploader: S3Client;
+  private readonly client: S3Client;
   private readonly timeoutMs: number;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -75,16 +50,14 @@ export class S3Target implements Target {
   private readonly partSize: number;
 
   constructor(options: S3TargetOptions) {
-    const url = new URL(options.endpoint);
     this.bucket = options.bucket;
     this.prefix =
       options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`;
     this.name = `s3://${options.bucket}/${this.prefix}`.replace(/\/$/, '');
     this.uploadsPageSize = options.uploadsPageSize ?? 1000;
     this.partSize = options.partSizeMiB * 1024 * 1024;
-    const useSSL = url.protocol === 'https:';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.uploader = new S3Client({
+    this.client = new S3Client({
       endpoint: options.endpoint,
       accessKey: options.accessKey.reveal(),
       secretKey: options.secretKey.reveal(),
@@ -92,27 +65,8 @@ export class S3Target implements Target {
       signChunks: true,
       region: options.region,
       timeoutMs: this.timeoutMs,
-      // Puts are as many as the run's concurrency (at most 64): none waits for a connection.
+      // Transfers are as many as the run's concurrency (at most 64): none waits for a connection.
       maxSockets: 64,
-    });
-    this.client = new Client({
-      endPoint: url.hostname,
-      port: url.port ? Number(url.port) : undefined,
-      useSSL,
-      pathStyle: true,
-      region: options.region,
-      accessKey: options.accessKey.reveal(),
-      secretKey: options.secretKey.reveal(),
-      // Retrying is the run's decision, and minio's own retries print to the console.
-      retryOptions: { disableRetry: true },
-      transport: idleTimeoutTransport(useSSL ? https : http, this.timeoutMs),
-      // Connections of its own, not Node's global pool: a socket another client left idle there
-      // before the target went away could be taken for this one's first request and fail it.
-      transportAgent: new (useSSL ? https.Agent : http.Agent)({
-        keepAlive: true,
-        scheduling: 'lifo',
-        timeout: 5000,
-      }),
     });
   }
 
@@ -121,9 +75,9 @@ export class S3Target implements Target {
     const body = opts.observe ? observed(given, opts.observe) : given;
     try {
       if (opts.size !== undefined && opts.size <= this.partSize) {
-        await this.uploader.putObject(this.bucket, name, body, { signal: opts.signal, size: opts.size });
+        await this.client.putObject(this.bucket, name, body, { signal: opts.signal, size: opts.size });
       } else {
-        await this.uploader.putObjectMultipart(this.bucket, name, body, {
+        await this.client.putObjectMultipart(this.bucket, name, body, {
           signal: opts.signal,
           partSize: fittingPartSize(opts.size ?? 0, this.partSize),
           ...(opts.size === undefined ? {} : { size: opts.size }),
@@ -146,13 +100,16 @@ export class S3Target implements Target {
   }
 
   async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
-    let stream: Readable;
+    let got: Awaited<ReturnType<S3Client['getObject']>>;
     try {
-      stream = await this.client.getObject(this.bucket, this.key(key));
+      got = await this.client.getObject(this.bucket, this.key(key), opts);
     } catch (err) {
-      if (isNotFound(err)) throw new BackupError('ERR_NOT_FOUND', `${key} not found in ${this.name}`);
+      if (opts.signal.aborted) throw opts.signal.reason;
       throw this.wrap('get', key, err);
     }
+    if (got === undefined) throw new BackupError('ERR_NOT_FOUND', `${key} not found in ${this.name}`);
+    const stream = got.body;
+    // The body's reader sees the run's own reason, not node:http's "aborted".
     const onAbort = (): void => {
       stream.destroy(opts.signal.reason as Error);
     };
@@ -163,12 +120,12 @@ export class S3Target implements Target {
     return stream;
   }
 
-  async stat(key: string, _opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined> {
+  async stat(key: string, opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined> {
     try {
-      const info = await this.client.statObject(this.bucket, this.key(key));
-      return { key, size: info.size };
+      const head = await this.client.headObject(this.bucket, this.key(key), opts);
+      return head === undefined ? undefined : { key, size: head.size };
     } catch (err) {
-      if (isNotFound(err)) return undefined;
+      if (opts.signal.aborted) throw opts.signal.reason;
       throw this.wrap('stat', key, err);
     }
   }
@@ -178,26 +135,25 @@ export class S3Target implements Target {
   }
 
   async *list(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<ObjectInfo> {
-    const stream = this.client.listObjectsV2(this.bucket, this.prefix + prefix, true);
     try {
-      for await (const item of stream as AsyncIterable<{ name?: string; size: number }>) {
-        opts.signal.throwIfAborted();
-        if (item.name === undefined) continue;
-        yield { key: item.name.slice(this.prefix.length), size: item.size };
-      }
+      const listing = this.client.listObjects(this.bucket, {
+        signal: opts.signal,
+        prefix: this.prefix + prefix,
+        listVersion: 2,
+      });
+      for await (const item of listing) yield { key: item.key.slice(this.prefix.length), size: item.size };
     } catch (err) {
       if (opts.signal.aborted) throw opts.signal.reason;
       throw this.wrap('list', prefix, err);
-    } finally {
-      stream.destroy();
     }
   }
 
-  async remove(key: string, _opts: { signal: AbortSignal }): Promise<void> {
+  async remove(key: string, opts: { signal: AbortSignal }): Promise<void> {
     try {
-      await this.client.removeObject(this.bucket, this.key(key));
+      await this.client.deleteObject(this.bucket, this.key(key), opts);
     } catch (err) {
-      if (isNotFound(err)) return;
+      if (opts.signal.aborted) throw opts.signal.reason;
+      if (err instanceof S3Error && err.s3Code === 'NoSuchKey') return;
       throw this.wrap('remove', key, err, DELETE_DENIED);
     }
   }
@@ -250,28 +206,26 @@ export class S3Target implements Target {
     uploadIdMarker: string | undefined,
     signal: AbortSignal,
   ): Promise<{ page: UploadsPage; offsetMs: number }> {
-    const query = ['uploads', `prefix=${encodeRfc3986(prefix)}`, `max-uploads=${this.uploadsPageSize}`];
-    if (keyMarker !== undefined) query.push(`key-marker=${encodeRfc3986(keyMarker)}`);
-    if (uploadIdMarker !== undefined) query.push(`upload-id-marker=${encodeRfc3986(uploadIdMarker)}`);
-    const res = await requestSignal.run(signal, () =>
-      this.client.makeRequestAsync({ method: 'GET', bucketName: this.bucket, query: query.join('&') }),
-    );
+    const answer = await this.client.listUploadsPage(this.bucket, {
+      signal,
+      prefix,
+      keyMarker,
+      uploadIdMarker,
+      maxUploads: this.uploadsPageSize,
+    });
     const arrived = Date.now();
-    const date = Date.parse(res.headers.date ?? '');
+    const date = Date.parse(answer.date ?? '');
     const offsetMs = Number.isNaN(date) ? MAX_CLOCK_SKEW_MS : arrived - date;
-    return { page: await parseUploadsPage(await readText(res)), offsetMs };
+    return { page: await parseUploadsPage(answer.text), offsetMs };
   }
 
   async abortUpload(upload: UploadInfo, opts: { signal: AbortSignal }): Promise<void> {
     opts.signal.throwIfAborted();
     try {
       // The key as listed, not checked as one to store: a leftover is dropped whatever its name.
-      await requestSignal.run(opts.signal, () =>
-        this.client.abortMultipartUpload(this.bucket, this.prefix + upload.key, upload.uploadId),
-      );
+      await this.client.abortUpload(this.bucket, this.prefix + upload.key, upload.uploadId, opts);
     } catch (err) {
       if (opts.signal.aborted) throw opts.signal.reason;
-      if ((err as { code?: unknown }).code === 'NoSuchUpload') return;
       throw this.wrap('abort unfinished upload of', upload.key, err, UPLOADS_DENIED);
     }
   }
@@ -290,10 +244,7 @@ export class S3Target implements Target {
     // The project client's error repeats only the request and the code; its own cause goes on.
     const cause = err instanceof S3Error ? err.cause : err;
     const options = cause === undefined ? {} : { cause };
-    const timedOut =
-      err instanceof TargetTimeout ||
-      (err instanceof S3Error && err.status === 0 && err.s3Code === 'RequestTimeout');
-    if (timedOut) {
+    if (err instanceof S3Error && err.status === 0 && err.s3Code === 'RequestTimeout') {
       return new BackupError(
         'ERR_TARGET',
         `${op} ${key} in ${this.name}: nothing sent or received for ${this.timeoutMs / 1000} s; check target.endpoint, or raise target.timeoutMs`,
@@ -317,67 +268,9 @@ export class S3Target implements Target {
   }
 }
 
-/**
- * minio's transport, with a request that fails (TargetTimeout) once its socket has sent and received
- * nothing for `timeoutMs`: without it, a target that stops taking an upload holds the run forever,
- * since the gateway only waits on a reader slower than itself. A body whose reader is the slow side
- * (its socket paused with bytes unread) only waits again: a backup reads the previous index only as
- * fast as its listing moves. A body the gateway stopped feeding is the gateway's to time out, and
- * its timer started first.
- */
-function idleTimeoutTransport(base: typeof http | typeof https, timeoutMs: number): Transport {
-  const request = (options: http.RequestOptions, callback?: (res: http.IncomingMessage) => void) => {
-    const req = base.request(options, callback);
-    let answer: http.IncomingMessage | undefined;
-    req.once('response', (res: http.IncomingMessage) => {
-      answer = res;
-    });
-    // A call's request stops with its run, not after it reported its abort.
-    const signal = requestSignal.getStore();
-    if (signal) {
-      const onAbort = (): void => {
-        answer?.destroy(signal.reason as Error);
-        req.destroy(signal.reason as Error);
-      };
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener('abort', onAbort, { once: true });
-        req.once('close', () => {
-          signal.removeEventListener('abort', onAbort);
-        });
-      }
-    }
-    req.on('socket', (socket) => {
-      // node:http passes on only a socket's first timeout (req.setTimeout): listen for each one.
-      const onTimeout = (): void => {
-        if (socket.isPaused()) return;
-        const err = new TargetTimeout(`nothing sent or received for ${timeoutMs / 1000} s`);
-        // The body's reader sees this error, not node:http's "aborted".
-        answer?.destroy(err);
-        req.destroy(err);
-      };
-      socket.setTimeout(timeoutMs);
-      socket.on('timeout', onTimeout);
-      req.once('close', () => {
-        socket.off('timeout', onTimeout);
-      });
-    });
-    return req;
-  };
-  // minio calls only request(options, callback), not the overloads taking a URL.
-  return { request } as Transport;
-}
-
 /** The fix for an AccessDenied on a delete: the keys read and write, a policy leaves deletes out. */
 const DELETE_DENIED = 'allow s3:DeleteObject on the target bucket for target.accessKey';
 
 /** The fix for an AccessDenied on the uploads calls: the keys work, a policy leaves these out. */
 const UPLOADS_DENIED =
   'allow s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the target bucket for target.accessKey';
-
-function isNotFound(err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  return (
-    (err instanceof MinioS3Error || typeof code === 'string') && (code === 'NoSuchKey' || code === 'NotFound')
-  );
-}

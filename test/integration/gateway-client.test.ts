@@ -162,6 +162,11 @@ describeWithStack('gateway client', (stack) => {
       expect(text).toBe(`body of ${key}\n`);
     }
     expect(await v4.getObject(bucket, 'no/such/key', { signal })).toBeUndefined();
+    // A missing bucket is an error, not a missing object.
+    await expect(v4.getObject(`${bucket}-none`, 'key', { signal })).rejects.toMatchObject({
+      status: 404,
+      s3Code: 'NoSuchBucket',
+    });
     v4.close();
   });
 

@@ -197,6 +197,26 @@ describeWithStack('targets', (stack) => {
     expect(Buffer.concat(chunks).equals(body)).toBe(true);
   });
 
+  it('s3: names a missing bucket and its fix on every call, not a missing key', async () => {
+    const bucket = `${stack.targetBucket}-${unique('none')}`;
+    const target = stackS3Target(stack, 'p', { bucket });
+    const fix = `NoSuchBucket; create bucket ${bucket} or fix target.bucket`;
+    const calls: [string, () => Promise<unknown>][] = [
+      ['get k', () => target.get('k', { signal })],
+      [
+        'list snapshots/',
+        async () => await target.list('snapshots/', { signal })[Symbol.asyncIterator]().next(),
+      ],
+      ['put k', () => target.put('k', Readable.from([Buffer.from('x')]), { signal, size: 1 })],
+      ['remove k', () => target.remove('k', { signal })],
+    ];
+    for (const [call, run] of calls) {
+      await expect(run(), call).rejects.toThrow(`${call} in s3://${bucket}/p: ${fix}`);
+    }
+    // A HEAD's answer has no body to name the bucket: a missing one reads as a missing key.
+    expect(await target.stat('k', { signal })).toBeUndefined();
+  });
+
   it('s3: refuses a put whose body was damaged on the way, and stores nothing for it', async () => {
     // Over plain HTTP only the chunk signatures protect a body: TCP's checksum misses some damage.
     const proxy = await startFaultProxy(Number(new URL(stack.rgwEndpoint).port));
