@@ -18,19 +18,6 @@ export function chain(source: Readable, ...transforms: [Duplex, ...Duplex[]]): R
   return last;
 }
 
-/** `source` with `observe` called on each chunk as it is read; an error of either ends the result. */
-export function observed(source: Readable, observe: (chunk: Buffer) => void): Readable {
-  return chain(
-    source,
-    new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        observe(chunk);
-        callback(null, chunk);
-      },
-    }),
-  );
-}
-
 const gzipBlock = promisify(gzip);
 
 /** The gzip level of `gzip`, `tar czf` and `pg_dumpall | gzip` when none is given. */

@@ -5,7 +5,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
 import { chunked, growingPartSize, partLengths, PartReader } from './parts.js';
 import {
@@ -21,8 +21,8 @@ import {
 
 export { isUnreachable, S3Error };
 import { authorizationV2 } from './sign-v2.js';
-import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4 } from './sign-v4.js';
-import { ChunkSigner, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
+import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4, type V4Signature } from './sign-v4.js';
+import { signChunks, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
 
 /** How to reach and sign for one S3 endpoint. */
 export interface S3ClientOptions {
@@ -214,6 +214,8 @@ export class S3Client {
       metadata?: Readonly<Record<string, string>>;
       /** Hex MD5 of the body: the gateway refuses (BadDigest) a body that does not match it. */
       md5?: string;
+      /** Shown each buffer of a streamed body as it is sent. */
+      observe?: (chunk: Buffer) => void;
     },
   ): Promise<string> {
     const headers: Record<string, string> = { 'content-length': String(opts.size) };
@@ -222,11 +224,11 @@ export class S3Client {
     for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
     // A stream is read through a PartReader: a body of another length fails, and a failed request
     // does not end the body with its own error, which the caller would take for the body's.
-    const parts = Buffer.isBuffer(body) ? undefined : new PartReader(body, opts.size);
+    const parts = Buffer.isBuffer(body) ? undefined : new PartReader(body, opts.size, opts.observe);
     try {
       const res = await this.request('PUT', bucket, key, {
         headers,
-        body: parts === undefined ? body : Readable.from(parts.all(), { objectMode: false }),
+        body: parts === undefined ? body : parts.all(),
         signal: opts.signal,
       });
       res.resume();
@@ -255,6 +257,8 @@ export class S3Client {
       metadata?: Readonly<Record<string, string>>;
       /** Runs after the last part, before completion; throwing aborts the upload, leaving no object. */
       beforeComplete?: () => void;
+      /** Shown each buffer of the body as it is read. */
+      observe?: (chunk: Buffer) => void;
     },
   ): Promise<string> {
     const headers: Record<string, string> = { 'content-length': '0' };
@@ -273,7 +277,7 @@ export class S3Client {
       throw new S3Error(0, 'MalformedResponse', `initiate upload of ${bucket}/${key}: no UploadId`);
     try {
       const etags: string[] = [];
-      const putPart = async (length: number, part: Readable | Buffer): Promise<void> => {
+      const putPart = async (length: number, part: AsyncIterable<Buffer> | Buffer): Promise<void> => {
         const res = await this.request('PUT', bucket, key, {
           query: new URLSearchParams({ partNumber: String(etags.length + 1), uploadId }),
           headers: { 'content-length': String(length) },
@@ -284,17 +288,17 @@ export class S3Client {
         etags.push(res.headers.etag ?? '');
       };
       if (opts.size === undefined) {
-        for await (const part of chunked(body, growingPartSize(opts.partSize)))
+        for await (const part of chunked(body, growingPartSize(opts.partSize), opts.observe))
           await putPart(part.length, part);
         // An empty body is one empty part: S3 completes no upload without parts.
         if (etags.length === 0) await putPart(0, Buffer.alloc(0));
       } else {
         // Known length: no part is gathered in memory (a copy of every byte, and partSize of memory
         // per upload); each part is the next `length` bytes of the body, sent as they are read.
-        const parts = new PartReader(body, opts.size);
+        const parts = new PartReader(body, opts.size, opts.observe);
         try {
           for (const length of partLengths(opts.size, opts.partSize)) {
-            await putPart(length, Readable.from(parts.next(length), { objectMode: false }));
+            await putPart(length, parts.next(length));
           }
           await parts.end();
         } catch (err) {
@@ -419,7 +423,8 @@ export class S3Client {
       signal: AbortSignal;
       query?: URLSearchParams;
       headers?: Record<string, string>;
-      body?: Readable | Buffer;
+      /** A buffer, or a stream of buffers (a Readable, or any async iterable, sent with no stream between). */
+      body?: AsyncIterable<Buffer> | Buffer;
     },
   ): Promise<http.IncomingMessage> {
     opts.signal.throwIfAborted();
@@ -431,7 +436,7 @@ export class S3Client {
       .join('&');
     const headers: Record<string, string> = { host: this.endpoint.host, ...opts.headers };
     const now = new Date();
-    let signer: ChunkSigner | undefined;
+    let seed: V4Signature | undefined;
     if (this.options.signatureVersion === 'v2') {
       headers['date'] = now.toUTCString();
       headers['authorization'] = authorizationV2(
@@ -461,7 +466,7 @@ export class S3Client {
         { accessKey: this.options.accessKey, secretKey: this.options.secretKey, region: this.options.region },
       );
       headers['authorization'] = signed.authorization;
-      if (headers['x-amz-content-sha256'] === STREAMING_PAYLOAD) signer = new ChunkSigner(signed);
+      if (headers['x-amz-content-sha256'] === STREAMING_PAYLOAD) seed = signed;
     }
     const req = this.transport.request({
       protocol: this.endpoint.protocol,
@@ -520,8 +525,8 @@ export class S3Client {
       else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
       else {
         sending = true;
-        if (signer === undefined) await pipeline(opts.body, req, { signal: opts.signal });
-        else await pipeline(opts.body, signer, req, { signal: opts.signal });
+        const body = seed === undefined ? opts.body : signChunks(seed, opts.body);
+        await pipeline(body, req, { signal: opts.signal });
         sending = false;
       }
       const [res] = await responded;

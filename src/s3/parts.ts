@@ -30,14 +30,17 @@ export function fittingPartSize(size: number, partSize: number): number {
 export class PartReader {
   private readonly iterator: AsyncIterator<unknown>;
   private readonly size: number;
+  private readonly observe: ((chunk: Buffer) => void) | undefined;
   private rest: Buffer | undefined;
   private read = 0;
   /** Why reading the body failed, once it has. */
   failure: Error | undefined;
 
-  constructor(body: Readable, size: number) {
+  /** `observe` is shown each buffer as it is handed out. */
+  constructor(body: Readable, size: number, observe?: (chunk: Buffer) => void) {
     this.iterator = body[Symbol.asyncIterator]();
     this.size = size;
+    this.observe = observe;
   }
 
   /**
@@ -63,6 +66,7 @@ export class PartReader {
       }
       remaining -= chunk.length;
       this.read += chunk.length;
+      this.observe?.(chunk);
       yield chunk;
     }
   }
@@ -101,15 +105,20 @@ function toErrorObject(err: unknown): Error {
 
 /**
  * Re-cuts a stream into buffers, the nth (from 0) of `sizeOf(n)` bytes; the last may be shorter.
- * Each buffer is gathered in memory whole.
+ * Each buffer is gathered in memory whole; `observe` is shown the stream's buffers as they come.
  */
-export async function* chunked(body: Readable, sizeOf: (index: number) => number): AsyncGenerator<Buffer> {
+export async function* chunked(
+  body: Readable,
+  sizeOf: (index: number) => number,
+  observe?: (chunk: Buffer) => void,
+): AsyncGenerator<Buffer> {
   let pending: Buffer[] = [];
   let length = 0;
   let index = 0;
   let size = sizeOf(index);
   for await (const chunk of body) {
     let buf = chunk as Buffer;
+    observe?.(buf);
     while (length + buf.length >= size) {
       const take = size - length;
       pending.push(buf.subarray(0, take));

@@ -4,7 +4,6 @@
 // dropped with ListMultipartUploads and AbortMultipartUpload.
 import type { Readable } from 'node:stream';
 import { BackupError } from '../errors.js';
-import { observed } from '../streams.js';
 import { S3Client, S3Error } from '../s3/client.js';
 import { fittingPartSize } from '../s3/parts.js';
 import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
@@ -70,15 +69,21 @@ export class S3Target implements Target {
     });
   }
 
-  async put(key: string, given: Readable, opts: PutOptions): Promise<void> {
+  async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
     const name = this.key(key);
-    const body = opts.observe ? observed(given, opts.observe) : given;
+    // The client shows each buffer to `observe` as it sends it: no stream between.
+    const observe = opts.observe === undefined ? {} : { observe: opts.observe };
     try {
       if (opts.size !== undefined && opts.size <= this.partSize) {
-        await this.client.putObject(this.bucket, name, body, { signal: opts.signal, size: opts.size });
+        await this.client.putObject(this.bucket, name, body, {
+          signal: opts.signal,
+          size: opts.size,
+          ...observe,
+        });
       } else {
         await this.client.putObjectMultipart(this.bucket, name, body, {
           signal: opts.signal,
+          ...observe,
           partSize: fittingPartSize(opts.size ?? 0, this.partSize),
           ...(opts.size === undefined ? {} : { size: opts.size }),
         });

@@ -32,17 +32,30 @@ describe('chunked', () => {
   it('cuts a stream into buffers of the sizes asked for, the last shorter', async () => {
     const body = Buffer.from(Array.from({ length: 40 }, (_, i) => i));
     const pieces = [body.subarray(0, 3), body.subarray(3, 17), body.subarray(17)];
-    const parts = await collect(chunked(Readable.from(pieces), (i) => 5 + 5 * Math.floor(i / 2)));
+    const seen: Buffer[] = [];
+    const parts = await collect(
+      chunked(
+        Readable.from(pieces),
+        (i) => 5 + 5 * Math.floor(i / 2),
+        (chunk) => seen.push(chunk),
+      ),
+    );
     expect(parts.map((p) => p.length)).toEqual([5, 5, 10, 10, 10]);
     expect(Buffer.concat(parts).equals(body)).toBe(true);
+    expect(Buffer.concat(seen).equals(body)).toBe(true);
   });
 });
 
 describe('PartReader', () => {
   it('hands out a body part by part, and fails one shorter or longer than announced', async () => {
-    const reader = new PartReader(Readable.from([Buffer.from('abcdefgh')]), 8);
+    const seen: string[] = [];
+    const reader = new PartReader(Readable.from([Buffer.from('abcdefgh')]), 8, (chunk) =>
+      seen.push(chunk.toString()),
+    );
     expect(Buffer.concat(await collect(reader.next(3))).toString()).toBe('abc');
+    expect(seen).toEqual(['abc']);
     expect(Buffer.concat(await collect(reader.all())).toString()).toBe('defgh');
+    expect(seen).toEqual(['abc', 'defgh']);
 
     const short = new PartReader(Readable.from([Buffer.from('abc')]), 8);
     await expect(collect(short.all())).rejects.toThrow('body ended after 3 of 8 bytes');
