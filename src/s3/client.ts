@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
-import { chunked, growingPartSize, partLengths, PartReader } from './parts.js';
+import { BodyParts, chunked, growingPartSize, partLengths } from './parts.js';
 import {
   errorFromResponse,
   headFrom,
@@ -21,8 +21,8 @@ import {
 
 export { isUnreachable, S3Error };
 import { authorizationV2 } from './sign-v2.js';
-import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4, type V4Signature } from './sign-v4.js';
-import { signChunks, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
+import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4 } from './sign-v4.js';
+import { ChunkSigner, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
 
 /** How to reach and sign for one S3 endpoint. */
 export interface S3ClientOptions {
@@ -222,13 +222,13 @@ export class S3Client {
     if (opts.contentType !== undefined) headers['content-type'] = opts.contentType;
     if (opts.md5 !== undefined) headers['content-md5'] = Buffer.from(opts.md5, 'hex').toString('base64');
     for (const [name, value] of Object.entries(opts.metadata ?? {})) headers[`x-amz-meta-${name}`] = value;
-    // A stream is read through a PartReader: a body of another length fails, and a failed request
+    // A stream is read through BodyParts: a body of another length fails, and a failed request
     // does not end the body with its own error, which the caller would take for the body's.
-    const parts = Buffer.isBuffer(body) ? undefined : new PartReader(body, opts.size, opts.observe);
+    const parts = Buffer.isBuffer(body) ? undefined : new BodyParts(body, opts.size, opts.observe);
     try {
       const res = await this.request('PUT', bucket, key, {
         headers,
-        body: parts === undefined ? body : parts.all(),
+        body: parts === undefined ? body : parts.next(opts.size),
         signal: opts.signal,
       });
       res.resume();
@@ -277,7 +277,7 @@ export class S3Client {
       throw new S3Error(0, 'MalformedResponse', `initiate upload of ${bucket}/${key}: no UploadId`);
     try {
       const etags: string[] = [];
-      const putPart = async (length: number, part: AsyncIterable<Buffer> | Buffer): Promise<void> => {
+      const putPart = async (length: number, part: Readable | Buffer): Promise<void> => {
         const res = await this.request('PUT', bucket, key, {
           query: new URLSearchParams({ partNumber: String(etags.length + 1), uploadId }),
           headers: { 'content-length': String(length) },
@@ -295,12 +295,10 @@ export class S3Client {
       } else {
         // Known length: no part is gathered in memory (a copy of every byte, and partSize of memory
         // per upload); each part is the next `length` bytes of the body, sent as they are read.
-        const parts = new PartReader(body, opts.size, opts.observe);
+        const parts = new BodyParts(body, opts.size, opts.observe);
         try {
-          for (const length of partLengths(opts.size, opts.partSize)) {
+          for (const length of partLengths(opts.size, opts.partSize))
             await putPart(length, parts.next(length));
-          }
-          await parts.end();
         } catch (err) {
           // A body that failed is the cause; the part request only reports it as a dropped upload.
           throw parts.failure ?? err;
@@ -423,8 +421,7 @@ export class S3Client {
       signal: AbortSignal;
       query?: URLSearchParams;
       headers?: Record<string, string>;
-      /** A buffer, or a stream of buffers (a Readable, or any async iterable, sent with no stream between). */
-      body?: AsyncIterable<Buffer> | Buffer;
+      body?: Readable | Buffer;
     },
   ): Promise<http.IncomingMessage> {
     opts.signal.throwIfAborted();
@@ -436,7 +433,7 @@ export class S3Client {
       .join('&');
     const headers: Record<string, string> = { host: this.endpoint.host, ...opts.headers };
     const now = new Date();
-    let seed: V4Signature | undefined;
+    let signer: ChunkSigner | undefined;
     if (this.options.signatureVersion === 'v2') {
       headers['date'] = now.toUTCString();
       headers['authorization'] = authorizationV2(
@@ -466,7 +463,7 @@ export class S3Client {
         { accessKey: this.options.accessKey, secretKey: this.options.secretKey, region: this.options.region },
       );
       headers['authorization'] = signed.authorization;
-      if (headers['x-amz-content-sha256'] === STREAMING_PAYLOAD) seed = signed;
+      if (headers['x-amz-content-sha256'] === STREAMING_PAYLOAD) signer = new ChunkSigner(signed);
     }
     const req = this.transport.request({
       protocol: this.endpoint.protocol,
@@ -525,8 +522,8 @@ export class S3Client {
       else if (Buffer.isBuffer(opts.body)) req.end(opts.body);
       else {
         sending = true;
-        const body = seed === undefined ? opts.body : signChunks(seed, opts.body);
-        await pipeline(body, req, { signal: opts.signal });
+        if (signer === undefined) await pipeline(opts.body, req, { signal: opts.signal });
+        else await pipeline(opts.body, signer, req, { signal: opts.signal });
         sending = false;
       }
       const [res] = await responded;

@@ -1,6 +1,6 @@
 // How a multipart upload cuts its body: part lengths, and readers that hand out the body's bytes
 // part by part, streamed when the length is known, gathered a part at a time when it is not.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 /** The part lengths of a `size`-byte body in parts of `partSize` (one part for an empty body). */
 export function partLengths(size: number, partSize: number): number[] {
@@ -26,81 +26,128 @@ export function fittingPartSize(size: number, partSize: number): number {
   return Math.max(partSize, Math.ceil(size / MAX_PARTS));
 }
 
-/** Reads a body of announced length as consecutive parts; a body of any other length fails. */
-export class PartReader {
-  private readonly iterator: AsyncIterator<unknown>;
+/**
+ * Hands out a body of announced length as consecutive part streams, driven by the body's own
+ * `data` events (no promise per buffer), each buffer shown to `observe` as it is handed out. The
+ * part that reaches the announced length ends only once the body has ended with nothing more, so
+ * a request sending it never completes with a body of any other length.
+ */
+export class BodyParts {
+  private readonly body: Readable;
   private readonly size: number;
   private readonly observe: ((chunk: Buffer) => void) | undefined;
-  private rest: Buffer | undefined;
+  /** Bytes handed out so far. */
   private read = 0;
-  /** Why reading the body failed, once it has. */
+  /** Bytes of the body beyond the announced length. */
+  private extra = 0;
+  /** Bytes read from the body beyond the current part, for the next one. */
+  private rest: Buffer | undefined;
+  /** The part being handed out, and how many bytes it still takes. */
+  private current: Readable | undefined;
+  private remaining = 0;
+  private ended = false;
+  /** Why reading the body failed, once it has: only the body's own failures, never a part's reader's. */
   failure: Error | undefined;
 
-  /** `observe` is shown each buffer as it is handed out. */
   constructor(body: Readable, size: number, observe?: (chunk: Buffer) => void) {
-    this.iterator = body[Symbol.asyncIterator]();
+    this.body = body;
     this.size = size;
     this.observe = observe;
+    body.pause();
+    body.on('data', (chunk: Buffer) => {
+      this.take(chunk);
+    });
+    body.once('end', () => {
+      this.ended = true;
+      this.settle();
+    });
+    body.once('error', (err: Error) => {
+      this.fail(err);
+    });
   }
 
-  /**
-   * Yields the next `length` bytes of the body. Only the body's own failures are kept as `failure`:
-   * not an error a reader of these bytes throws back in (a request that failed).
-   */
-  async *next(length: number): AsyncGenerator<Buffer> {
-    let remaining = length;
-    while (remaining > 0) {
-      let chunk = this.rest;
-      this.rest = undefined;
-      if (chunk === undefined) {
-        const step = await this.pull();
-        if (step.done === true) {
-          this.failure = new Error(`body ended after ${this.read} of ${this.size} bytes`);
-          throw this.failure;
+  /** A stream of the body's next `length` bytes. */
+  next(length: number): Readable {
+    const part: Readable = new Readable({
+      read: () => {
+        if (this.current === part) this.body.resume();
+      },
+      destroy: (err, callback) => {
+        // A reader that gave up (a failed request) leaves the body paused, not failed.
+        if (this.current === part) {
+          this.current = undefined;
+          this.body.pause();
         }
-        chunk = step.value as Buffer;
+        callback(err);
+      },
+    });
+    this.current = part;
+    this.remaining = length;
+    if (this.failure !== undefined) {
+      part.destroy(this.failure);
+      return part;
+    }
+    const rest = this.rest;
+    this.rest = undefined;
+    if (rest !== undefined) this.take(rest);
+    this.settle();
+    return part;
+  }
+
+  /** A buffer of the body: into the current part, kept for the next, or counted as extra. */
+  private take(chunk: Buffer): void {
+    const part = this.current;
+    if (this.read === this.size) {
+      this.extra += chunk.length;
+      return;
+    }
+    if (part === undefined || this.remaining === 0) {
+      this.rest = this.rest === undefined ? chunk : Buffer.concat([this.rest, chunk]);
+      this.body.pause();
+      return;
+    }
+    let piece = chunk;
+    if (piece.length > this.remaining) {
+      this.rest = piece.subarray(this.remaining);
+      piece = piece.subarray(0, this.remaining);
+    }
+    this.remaining -= piece.length;
+    this.read += piece.length;
+    this.observe?.(piece);
+    const more = part.push(piece);
+    if (this.remaining === 0 && this.read < this.size) {
+      this.current = undefined;
+      this.body.pause();
+      part.push(null);
+    } else if (this.remaining === 0) {
+      // The last part: the body is read to its end before the part ends.
+      this.body.resume();
+    } else if (!more) this.body.pause();
+  }
+
+  /** Ends the current part, or fails it, once the body has ended. */
+  private settle(): void {
+    const part = this.current;
+    if (part === undefined || this.failure !== undefined) return;
+    if (this.read === this.size && this.remaining === 0) {
+      if (!this.ended) {
+        this.body.resume();
+        return;
       }
-      if (chunk.length > remaining) {
-        this.rest = chunk.subarray(remaining);
-        chunk = chunk.subarray(0, remaining);
-      }
-      remaining -= chunk.length;
-      this.read += chunk.length;
-      this.observe?.(chunk);
-      yield chunk;
+      this.current = undefined;
+      if (this.extra > 0) {
+        this.fail(new Error(`body is ${this.extra} bytes longer than ${this.size} bytes`), part);
+      } else part.push(null);
+    } else if (this.ended) {
+      this.fail(new Error(`body ended after ${this.read} of ${this.size} bytes`), part);
     }
   }
 
-  /** Yields the body's remaining bytes, failing before it ends if it is not of the announced length. */
-  async *all(): AsyncGenerator<Buffer> {
-    yield* this.next(this.size - this.read);
-    await this.end();
+  private fail(err: Error, part = this.current): void {
+    this.failure ??= err;
+    this.current = undefined;
+    part?.destroy(this.failure);
   }
-
-  /** Reads the body to its end, failing if bytes are left beyond the announced length. */
-  async end(): Promise<void> {
-    let extra = this.rest?.length ?? 0;
-    for (let step = await this.pull(); step.done !== true; step = await this.pull())
-      extra += (step.value as Buffer).length;
-    if (extra > 0) {
-      this.failure = new Error(`body is ${extra} bytes longer than ${this.size} bytes`);
-      throw this.failure;
-    }
-  }
-
-  /** The body's next buffer, its failure kept. */
-  private async pull(): Promise<IteratorResult<unknown>> {
-    try {
-      return await this.iterator.next();
-    } catch (err) {
-      this.failure ??= toErrorObject(err);
-      throw err;
-    }
-  }
-}
-
-function toErrorObject(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
 }
 
 /**

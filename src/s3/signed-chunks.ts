@@ -2,6 +2,7 @@
 // each chunk carries the signature of its bytes, chained to the one before it, so the server
 // refuses a body damaged on the way while no more than one chunk is held to sign it.
 import { createHash, createHmac } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
 import { EMPTY_SHA256, type V4Signature } from './sign-v4.js';
 
 /** The x-amz-content-sha256 value announcing a body in signed chunks. */
@@ -22,51 +23,61 @@ export function signedChunksLength(size: number, chunkSize = SIGNED_CHUNK_SIZE):
 }
 
 /**
- * Yields `source` framed as signed chunks of `chunkSize` bytes (the last shorter), then the empty
- * chunk that ends the body. The source's buffers are passed on as they are, after their chunk's
- * header: no byte is copied.
+ * Frames its input as signed chunks of `chunkSize` bytes (the last shorter), then the empty chunk
+ * that ends the body. The input's buffers are passed on as they are, after the chunk's header.
  */
-export async function* signChunks(
-  seed: V4Signature,
-  source: AsyncIterable<Buffer>,
-  chunkSize = SIGNED_CHUNK_SIZE,
-): AsyncGenerator<Buffer> {
-  let previous = seed.signature;
-  let pieces: Buffer[] = [];
-  let held = 0;
-  /** The held pieces (`length` bytes) as one chunk behind its signed header. */
-  const chunk = (length: number): Buffer[] => {
+export class ChunkSigner extends Transform {
+  private readonly seed: V4Signature;
+  private readonly chunkSize: number;
+  private previous: string;
+  private pieces: Buffer[] = [];
+  private held = 0;
+
+  constructor(seed: V4Signature, chunkSize = SIGNED_CHUNK_SIZE) {
+    super();
+    this.seed = seed;
+    this.chunkSize = chunkSize;
+    this.previous = seed.signature;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    let rest = chunk;
+    while (this.held + rest.length >= this.chunkSize) {
+      const take = this.chunkSize - this.held;
+      this.pieces.push(rest.subarray(0, take));
+      rest = rest.subarray(take);
+      this.emitChunk(this.chunkSize);
+    }
+    if (rest.length > 0) {
+      this.pieces.push(rest);
+      this.held += rest.length;
+    }
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.held > 0) this.emitChunk(this.held);
+    this.emitChunk(0);
+    callback();
+  }
+
+  /** Sends the held pieces (`length` bytes) as one chunk behind its signed header. */
+  private emitChunk(length: number): void {
     const hash = createHash('sha256');
-    for (const piece of pieces) hash.update(piece);
+    for (const piece of this.pieces) hash.update(piece);
     const toSign = [
       'AWS4-HMAC-SHA256-PAYLOAD',
-      seed.amzDate,
-      seed.scope,
-      previous,
+      this.seed.amzDate,
+      this.seed.scope,
+      this.previous,
       EMPTY_SHA256,
       hash.digest('hex'),
     ].join('\n');
-    previous = createHmac('sha256', seed.key).update(toSign, 'utf8').digest('hex');
-    const framed = [Buffer.from(`${length.toString(16)};chunk-signature=${previous}\r\n`), ...pieces, CRLF];
-    pieces = [];
-    held = 0;
-    return framed;
-  };
-  for await (const given of source) {
-    let rest = given;
-    while (held + rest.length >= chunkSize) {
-      const take = chunkSize - held;
-      pieces.push(rest.subarray(0, take));
-      rest = rest.subarray(take);
-      yield* chunk(chunkSize);
-    }
-    if (rest.length > 0) {
-      pieces.push(rest);
-      held += rest.length;
-    }
+    this.previous = createHmac('sha256', this.seed.key).update(toSign, 'utf8').digest('hex');
+    this.push(`${length.toString(16)};chunk-signature=${this.previous}\r\n`);
+    for (const piece of this.pieces) this.push(piece);
+    this.push('\r\n');
+    this.pieces = [];
+    this.held = 0;
   }
-  if (held > 0) yield* chunk(held);
-  yield* chunk(0);
 }
-
-const CRLF = Buffer.from('\r\n');

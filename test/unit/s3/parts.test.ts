@@ -1,6 +1,6 @@
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { chunked, fittingPartSize, growingPartSize, MAX_PARTS, PartReader } from '../../../src/s3/parts.js';
+import { BodyParts, chunked, fittingPartSize, growingPartSize, MAX_PARTS } from '../../../src/s3/parts.js';
 
 const MiB = 1024 * 1024;
 
@@ -46,27 +46,29 @@ describe('chunked', () => {
   });
 });
 
-describe('PartReader', () => {
+describe('BodyParts', () => {
   it('hands out a body part by part, and fails one shorter or longer than announced', async () => {
     const seen: string[] = [];
-    const reader = new PartReader(Readable.from([Buffer.from('abcdefgh')]), 8, (chunk) =>
-      seen.push(chunk.toString()),
-    );
+    const body = Readable.from([Buffer.from('abcde'), Buffer.from('fgh')]);
+    const reader = new BodyParts(body, 8, (chunk) => seen.push(chunk.toString()));
     expect(Buffer.concat(await collect(reader.next(3))).toString()).toBe('abc');
-    expect(seen).toEqual(['abc']);
-    expect(Buffer.concat(await collect(reader.all())).toString()).toBe('defgh');
-    expect(seen).toEqual(['abc', 'defgh']);
+    expect(Buffer.concat(await collect(reader.next(5))).toString()).toBe('defgh');
+    expect(seen).toEqual(['abc', 'de', 'fgh']);
 
-    const short = new PartReader(Readable.from([Buffer.from('abc')]), 8);
-    await expect(collect(short.all())).rejects.toThrow('body ended after 3 of 8 bytes');
+    const short = new BodyParts(Readable.from([Buffer.from('abc')]), 8);
+    await expect(collect(short.next(8))).rejects.toThrow('body ended after 3 of 8 bytes');
     expect(short.failure?.message).toBe('body ended after 3 of 8 bytes');
 
-    const long = new PartReader(Readable.from([Buffer.from('abcdefghij')]), 8);
-    await expect(collect(long.all())).rejects.toThrow('body is 2 bytes longer than 8 bytes');
+    // The last part does not end before the body does: a longer body fails it.
+    const long = new BodyParts(Readable.from([Buffer.from('abcdefgh'), Buffer.from('ij')]), 8);
+    await expect(collect(long.next(8))).rejects.toThrow('body is 2 bytes longer than 8 bytes');
+
+    const empty = new BodyParts(Readable.from([]), 0);
+    expect(await collect(empty.next(0))).toEqual([]);
   });
 
   it('keeps the body’s own failure, not one its reader throws back in', async () => {
-    const failing = new PartReader(
+    const failing = new BodyParts(
       Readable.from(
         (async function* () {
           yield Buffer.from('ab');
@@ -76,20 +78,21 @@ describe('PartReader', () => {
       ),
       8,
     );
-    await expect(collect(failing.all())).rejects.toThrow('source dropped');
+    await expect(collect(failing.next(8))).rejects.toThrow('source dropped');
     expect(failing.failure?.message).toBe('source dropped');
 
-    // A request that fails destroys the stream it sends with its own error, which reaches the
-    // reader's generator at its next yield: that is not the body's failure.
+    // A request that fails destroys the part it sends with its own error: that is not the body's
+    // failure, and the body is left paused, unread.
     const body = new PassThrough();
     body.write('abcd');
-    const reader = new PartReader(body, 8);
-    const sent = Readable.from(reader.all(), { objectMode: false });
+    const reader = new BodyParts(body, 8);
+    const sent = reader.next(8);
     sent.once('data', () => {
       sent.destroy(new Error('ECONNRESET'));
       setTimeout(() => body.write('efgh'), 10);
     });
     await expect(collect(sent)).rejects.toThrow('ECONNRESET');
     expect(reader.failure).toBeUndefined();
+    expect(body.isPaused()).toBe(true);
   });
 });
