@@ -108,8 +108,11 @@ export class BodyParts {
     }
     let piece = chunk;
     if (piece.length > this.remaining) {
-      this.rest = piece.subarray(this.remaining);
+      const beyond = piece.subarray(this.remaining);
       piece = piece.subarray(0, this.remaining);
+      // Bytes beyond the last part are beyond the body's announced length.
+      if (this.read + piece.length === this.size) this.extra += beyond.length;
+      else this.rest = beyond;
     }
     this.remaining -= piece.length;
     this.read += piece.length;

@@ -71,7 +71,7 @@ export class S3Target implements Target {
 
   async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
     const name = this.key(key);
-    // The client shows each buffer to `observe` as it sends it: no stream between.
+    // The client shows each buffer of the body to `observe` as it hands it to a request.
     const observe = opts.observe === undefined ? {} : { observe: opts.observe };
     try {
       if (opts.size !== undefined && opts.size <= this.partSize) {

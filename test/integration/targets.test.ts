@@ -217,6 +217,14 @@ describeWithStack('targets', (stack) => {
     expect(await target.stat('k', { signal })).toBeUndefined();
   });
 
+  it('s3: stores nothing for a body longer than announced, the extra bytes in its last buffer', async () => {
+    const target = stackS3Target(stack, unique('s3-long'));
+    await expect(
+      target.put('blobs/cc/long', Readable.from([Buffer.from('four')]), { signal, size: 3 }),
+    ).rejects.toThrow('body is 1 bytes longer than 3 bytes');
+    expect(await target.stat('blobs/cc/long', { signal })).toBeUndefined();
+  });
+
   it('s3: refuses a put whose body was damaged on the way, and stores nothing for it', async () => {
     // Over plain HTTP only the chunk signatures protect a body: TCP's checksum misses some damage.
     const proxy = await startFaultProxy(Number(new URL(stack.rgwEndpoint).port));

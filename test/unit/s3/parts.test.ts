@@ -62,6 +62,9 @@ describe('BodyParts', () => {
     // The last part does not end before the body does: a longer body fails it.
     const long = new BodyParts(Readable.from([Buffer.from('abcdefgh'), Buffer.from('ij')]), 8);
     await expect(collect(long.next(8))).rejects.toThrow('body is 2 bytes longer than 8 bytes');
+    // Also when the bytes beyond come in the buffer that completes the last part.
+    const oneBuffer = new BodyParts(Readable.from([Buffer.from('abcdefghij')]), 8);
+    await expect(collect(oneBuffer.next(8))).rejects.toThrow('body is 2 bytes longer than 8 bytes');
 
     const empty = new BodyParts(Readable.from([]), 0);
     expect(await collect(empty.next(0))).toEqual([]);
