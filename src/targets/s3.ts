@@ -1,7 +1,8 @@
 // A target in an S3 bucket under a prefix (SigV4, any endpoint and region), through the project's
-// S3 client. Puts stream in signed chunks; artifacts larger than a part or of unknown size go up as
-// multipart uploads in parts of partSizeMiB. The uploads a dead run left unfinished are listed and
-// dropped with ListMultipartUploads and AbortMultipartUpload.
+// S3 client. Puts stream in signed chunks over plain HTTP (over https, TLS guards them); artifacts
+// larger than a part or of unknown size go up as multipart uploads in parts of partSizeMiB. The
+// uploads a dead run left unfinished are listed and dropped with ListMultipartUploads and
+// AbortMultipartUpload.
 import type { Readable } from 'node:stream';
 import { BackupError } from '../errors.js';
 import { S3Client, S3Error } from '../s3/client.js';
@@ -61,7 +62,11 @@ export class S3Target implements Target {
       accessKey: options.accessKey.reveal(),
       secretKey: options.secretKey.reveal(),
       signatureVersion: 'v4',
-      signChunks: true,
+      // Over plain HTTP only the chunk signatures make the target refuse a body damaged on the way.
+      // Over https TLS does that already, and signing chunks too would hash every byte a second time
+      // (the repository hashes it for its own sha256): bodies go as UNSIGNED-PAYLOAD there, as the
+      // AWS SDK for Java's unsigned-payload signer sends them over https only.
+      signChunks: new URL(options.endpoint).protocol === 'http:',
       region: options.region,
       timeoutMs: this.timeoutMs,
       // Transfers are as many as the run's concurrency (at most 64): none waits for a connection.
@@ -258,20 +263,43 @@ export class S3Target implements Target {
     }
     const code =
       err instanceof S3Error ? err.s3Code : ((err as { code?: string }).code ?? (err as Error).message);
-    const fix = ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(
-      code,
-    )
-      ? 'check target.endpoint'
-      : code === 'AccessDenied' && denied !== undefined
-        ? denied
-        : code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied'
-          ? 'check target.accessKey and target.secretKey'
-          : code === 'NoSuchBucket'
-            ? `create bucket ${this.bucket} or fix target.bucket`
-            : 'check the target';
-    return new BackupError('ERR_TARGET', `${op} ${key} in ${this.name}: ${code}; ${fix}`, options);
+    return new BackupError(
+      'ERR_TARGET',
+      `${op} ${key} in ${this.name}: ${code}; ${this.fix(code, denied)}`,
+      options,
+    );
+  }
+
+  /** What to do about an S3 or network error code; `denied` replaces the fix for AccessDenied. */
+  private fix(code: string, denied: string | undefined): string {
+    if (['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(code))
+      return 'check target.endpoint';
+    const tls = TLS_FIXES[code];
+    if (tls !== undefined) return tls;
+    if (code === 'AccessDenied' && denied !== undefined) return denied;
+    if (code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied')
+      return 'check target.accessKey and target.secretKey';
+    if (code === 'NoSuchBucket') return `create bucket ${this.bucket} or fix target.bucket`;
+    return 'check the target';
   }
 }
+
+/** The fix for a target certificate that no trusted authority signed. */
+const UNTRUSTED =
+  "the target's certificate is not signed by a trusted authority: set NODE_EXTRA_CA_CERTS to a PEM file of its CA";
+
+/** The fix for each way Node's TLS refuses the target's certificate, by its error code. */
+const TLS_FIXES: Readonly<Record<string, string>> = {
+  DEPTH_ZERO_SELF_SIGNED_CERT: UNTRUSTED,
+  SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED,
+  UNABLE_TO_GET_ISSUER_CERT: UNTRUSTED,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: UNTRUSTED,
+  CERT_HAS_EXPIRED: "the target's certificate has expired: renew it, or check this host's clock",
+  CERT_NOT_YET_VALID: "the target's certificate is not valid yet: check this host's clock",
+  ERR_TLS_CERT_ALTNAME_INVALID:
+    "the target's certificate does not name the host in target.endpoint: fix target.endpoint",
+};
 
 /** The fix for an AccessDenied on a delete: the keys read and write, a policy leaves deletes out. */
 const DELETE_DENIED = 'allow s3:DeleteObject on the target bucket for target.accessKey';
