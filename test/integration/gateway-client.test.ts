@@ -1,62 +1,19 @@
 // The gateway client against a real radosgw: what goes on the wire is signature V2 (all a Ceph hammer
 // gateway accepts), odd keys, empty and multipart objects survive, both listing versions agree.
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { S3Client, S3Error } from '../../src/s3/client.js';
 import { bytes, byteStream, ODD_KEYS, seedOddKeys } from '../fixtures/deis-sample.js';
+import { recordingProxy, type RecordingProxy } from '../fixtures/recording-proxy.js';
 import { gatewayOptions } from '../fixtures/stack.js';
 import { bucketContents, describeWithStack, gatewayClient, unique } from './helpers.js';
 
 const signal = AbortSignal.timeout(120_000);
 
-/** A loopback HTTP proxy in front of radosgw that records each request's Authorization header. */
-async function recordingProxy(upstream: string): Promise<{
-  url: string;
-  seen: { method: string; authorization: string; status: number }[];
-  close: () => Promise<void>;
-}> {
-  const target = new URL(upstream);
-  const seen: { method: string; authorization: string; status: number }[] = [];
-  const server = http.createServer((req, res) => {
-    const forward = http.request(
-      {
-        hostname: target.hostname,
-        port: target.port,
-        method: req.method,
-        path: req.url,
-        headers: req.headers,
-      },
-      (answer) => {
-        seen.push({
-          method: req.method ?? '',
-          authorization: req.headers.authorization ?? '',
-          status: answer.statusCode ?? 0,
-        });
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    req.pipe(forward);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    seen,
-    close: () =>
-      new Promise<void>((resolve) =>
-        server.close(() => {
-          resolve();
-        }),
-      ),
-  };
-}
-
 describeWithStack('gateway client', (stack) => {
   const bucket = unique('client');
-  let proxy: Awaited<ReturnType<typeof recordingProxy>>;
+  let proxy: RecordingProxy;
   let viaProxy: S3Client;
 
   beforeAll(async () => {
@@ -87,7 +44,9 @@ describeWithStack('gateway client', (stack) => {
     const contents = await bucketContents(viaProxy, bucket);
     expect(proxy.seen.length).toBeGreaterThan(20);
     for (const request of proxy.seen) {
-      expect(request.authorization).toMatch(new RegExp(`^AWS ${stack.gatewayAccessKey}:[A-Za-z0-9+/]{27}=$`));
+      expect(request.request.authorization).toMatch(
+        new RegExp(`^AWS ${stack.gatewayAccessKey}:[A-Za-z0-9+/]{27}=$`),
+      );
       expect(request.status).toBeLessThan(300);
     }
     expect(contents.get('registry/images/big/layer')?.etag).toMatch(/^[0-9a-f]{32}-4$/);

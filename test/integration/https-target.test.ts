@@ -2,14 +2,12 @@
 // with a self-signed certificate, which the command trusts through NODE_EXTRA_CA_CERTS. Bodies go
 // unsigned there (TLS guards them) and come back byte for byte.
 import { execFileSync } from 'node:child_process';
-import http from 'node:http';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { S3Client } from '../../src/s3/client.js';
 import { seedRegistry } from '../fixtures/deis-sample.js';
+import { recordingProxy, type RecordingProxy } from '../fixtures/recording-proxy.js';
 import {
   bucketContents,
   describeWithStack,
@@ -22,97 +20,24 @@ import {
 
 const signal = AbortSignal.timeout(300_000);
 
-/** What the proxy saw of one exchange. */
-interface Seen {
-  method: string;
-  path: string;
-  payload: string | undefined;
-  requestEncoding: string | undefined;
-  answerEncoding: string | undefined;
-}
-
 /** A self-signed certificate for 127.0.0.1, made with openssl: its key and its PEM file. */
 function selfSigned(): { key: Buffer; cert: Buffer; certFile: string } {
   const dir = tempDir('tls');
   const keyFile = join(dir, 'key.pem');
   const certFile = join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-      '-days',
-      '2',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key: readFileSync(keyFile), cert: readFileSync(certFile), certFile };
-}
-
-/** An https server on loopback that passes every request on to `upstream` and records it. */
-async function tlsProxy(
-  upstream: string,
-  tls: { key: Buffer; cert: Buffer },
-): Promise<{ url: string; seen: Seen[]; close: () => Promise<void> }> {
-  const target = new URL(upstream);
-  const seen: Seen[] = [];
-  const server = https.createServer(tls, (req, res) => {
-    const forward = http.request(
-      {
-        hostname: target.hostname,
-        port: target.port,
-        method: req.method,
-        path: req.url,
-        headers: req.headers,
-      },
-      (answer) => {
-        seen.push({
-          method: req.method ?? '',
-          path: req.url ?? '',
-          payload: req.headers['x-amz-content-sha256'] as string | undefined,
-          requestEncoding: req.headers['content-encoding'],
-          answerEncoding: answer.headers['content-encoding'],
-        });
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
+  const args =
+    'req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1';
+  execFileSync('openssl', [...args.split(' '), '-keyout', keyFile, '-out', certFile], {
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `https://127.0.0.1:${port}`,
-    seen,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => {
-          resolve();
-        });
-      }),
-  };
+  return { key: readFileSync(keyFile), cert: readFileSync(certFile), certFile };
 }
 
 describeWithStack('https target', (stack) => {
   const registry = unique('tls-registry');
   let gateway: S3Client;
   let certFile: string;
-  let proxy: Awaited<ReturnType<typeof tlsProxy>>;
+  let proxy: RecordingProxy;
 
   /** A config backing up the registry bucket alone into the stack's target bucket through the proxy. */
   const config = (prefix: string) =>
@@ -138,7 +63,7 @@ describeWithStack('https target', (stack) => {
   beforeAll(async () => {
     const tls = selfSigned();
     certFile = tls.certFile;
-    proxy = await tlsProxy(stack.rgwEndpoint, tls);
+    proxy = await recordingProxy(stack.rgwEndpoint, tls);
     gateway = gatewayClient(stack);
     await gateway.createBucket(registry, { signal });
     await seedRegistry(gateway, registry);
@@ -158,10 +83,10 @@ describeWithStack('https target', (stack) => {
     // Single puts (small blobs, the manifest) and the parts of multipart uploads (layers, the index).
     expect(puts.some((s) => !s.path.includes('partNumber='))).toBe(true);
     expect(puts.some((s) => s.path.includes('partNumber='))).toBe(true);
-    expect(puts.some((s) => s.payload === 'UNSIGNED-PAYLOAD')).toBe(true);
+    expect(puts.some((s) => s.request['x-amz-content-sha256'] === 'UNSIGNED-PAYLOAD')).toBe(true);
     for (const put of puts) {
-      expect(put.payload).toMatch(/^(UNSIGNED-PAYLOAD|[0-9a-f]{64})$/);
-      expect(put.requestEncoding).toBeUndefined();
+      expect(put.request['x-amz-content-sha256']).toMatch(/^(UNSIGNED-PAYLOAD|[0-9a-f]{64})$/);
+      expect(put.request['content-encoding']).toBeUndefined();
     }
 
     const restored = unique('tls-restored');
@@ -184,7 +109,7 @@ describeWithStack('https target', (stack) => {
     // Every blob came back through the proxy, and none was stored with a content encoding.
     const gets = proxy.seen.filter((s) => s.method === 'GET' && s.path.includes('/blobs/'));
     expect(gets.length).toBeGreaterThan(0);
-    for (const get of gets) expect(get.answerEncoding).toBeUndefined();
+    for (const get of gets) expect(get.answer['content-encoding']).toBeUndefined();
 
     const want = await bucketContents(gateway, registry);
     const got = await bucketContents(gateway, restored);
