@@ -48,6 +48,8 @@ export class S3Target implements Target {
   private readonly prefix: string;
   private readonly uploadsPageSize: number;
   private readonly partSize: number;
+  /** Set once the bucket is known to exist (see stat). */
+  private bucketFound = false;
 
   constructor(options: S3TargetOptions) {
     this.bucket = options.bucket;
@@ -133,7 +135,18 @@ export class S3Target implements Target {
   async stat(key: string, opts: { signal: AbortSignal }): Promise<ObjectInfo | undefined> {
     try {
       const head = await this.client.headObject(this.bucket, this.key(key), opts);
-      return head === undefined ? undefined : { key, size: head.size };
+      if (head !== undefined) {
+        this.bucketFound = true;
+        return { key, size: head.size };
+      }
+      // A HEAD's 404 has no body to say whether the key or the bucket is missing: the first one
+      // asks about the bucket, so that a missing bucket is named as such, not taken for a new key.
+      if (!this.bucketFound) {
+        if (!(await this.client.bucketExists(this.bucket, opts)))
+          throw new S3Error(404, 'NoSuchBucket', `HEAD /${this.bucket}: no such bucket`);
+        this.bucketFound = true;
+      }
+      return undefined;
     } catch (err) {
       if (opts.signal.aborted) throw opts.signal.reason;
       throw this.wrap('stat', key, err);

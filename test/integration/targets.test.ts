@@ -209,12 +209,12 @@ describeWithStack('targets', (stack) => {
       ],
       ['put k', () => target.put('k', Readable.from([Buffer.from('x')]), { signal, size: 1 })],
       ['remove k', () => target.remove('k', { signal })],
+      // A HEAD's 404 has no body to say which is missing: the target asks about the bucket.
+      ['stat k', () => target.stat('k', { signal })],
     ];
     for (const [call, run] of calls) {
       await expect(run(), call).rejects.toThrow(`${call} in s3://${bucket}/p: ${fix}`);
     }
-    // A HEAD's answer has no body to name the bucket: a missing one reads as a missing key.
-    expect(await target.stat('k', { signal })).toBeUndefined();
   });
 
   it('s3: stores nothing for a body longer than announced, the extra bytes in its last buffer', async () => {
