@@ -287,7 +287,7 @@ export class S3Target implements Target {
   private fix(code: string, denied: string | undefined): string {
     if (['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(code))
       return 'check target.endpoint';
-    const tls = TLS_FIXES[code];
+    const tls = TLS_FIXES.get(code);
     if (tls !== undefined) return tls;
     if (code === 'AccessDenied' && denied !== undefined) return denied;
     if (code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied')
@@ -302,17 +302,19 @@ const UNTRUSTED =
   "the target's certificate is not signed by a trusted authority: set NODE_EXTRA_CA_CERTS to a PEM file of its CA";
 
 /** The fix for each way Node's TLS refuses the target's certificate, by its error code. */
-const TLS_FIXES: Readonly<Record<string, string>> = {
-  DEPTH_ZERO_SELF_SIGNED_CERT: UNTRUSTED,
-  SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED,
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED,
-  UNABLE_TO_GET_ISSUER_CERT: UNTRUSTED,
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: UNTRUSTED,
-  CERT_HAS_EXPIRED: "the target's certificate has expired: renew it, or check this host's clock",
-  CERT_NOT_YET_VALID: "the target's certificate is not valid yet: check this host's clock",
-  ERR_TLS_CERT_ALTNAME_INVALID:
+const TLS_FIXES: ReadonlyMap<string, string> = new Map([
+  ['DEPTH_ZERO_SELF_SIGNED_CERT', UNTRUSTED],
+  ['SELF_SIGNED_CERT_IN_CHAIN', UNTRUSTED],
+  ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', UNTRUSTED],
+  ['UNABLE_TO_GET_ISSUER_CERT', UNTRUSTED],
+  ['UNABLE_TO_GET_ISSUER_CERT_LOCALLY', UNTRUSTED],
+  ['CERT_HAS_EXPIRED', "the target's certificate has expired: renew it, or check this host's clock"],
+  ['CERT_NOT_YET_VALID', "the target's certificate is not valid yet: check this host's clock"],
+  [
+    'ERR_TLS_CERT_ALTNAME_INVALID',
     "the target's certificate does not name the host in target.endpoint: fix target.endpoint",
-};
+  ],
+]);
 
 /** The fix for an AccessDenied on a delete: the keys read and write, a policy leaves deletes out. */
 const DELETE_DENIED = 'allow s3:DeleteObject on the target bucket for target.accessKey';
