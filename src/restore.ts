@@ -14,6 +14,7 @@ import {
   parseVersion,
   republishedState,
   republishSnippet,
+  snippetRaised,
   scaleAdvice,
 } from './restore/finish.js';
 import { emptyStepCounts, type Reporter, type StepCounts, type StepName } from './restore/report.js';
@@ -361,15 +362,6 @@ async function republish(
   }));
   if (code !== 0) return { reason: errorLine(stderr), connect: false };
   // Django's shell exits 0 after a statement raised: the Traceback on stderr is the only sign.
-  const traceback = stderr.lastIndexOf(TRACEBACK);
-  if (traceback >= 0) {
-    const raised = stderr
-      .slice(traceback + TRACEBACK.length)
-      .split('\n')
-      .find((line) => /^\S/.test(line));
-    return { reason: `the snippet raised ${raised?.trim() ?? 'an exception'}`, connect: false };
-  }
-  return undefined;
+  const raised = snippetRaised(stderr);
+  return raised === undefined ? undefined : { reason: raised, connect: false };
 }
-
-const TRACEBACK = 'Traceback (most recent call last):';

@@ -100,3 +100,29 @@ export function scaleAdvice(apps: readonly string[]): string {
   const which = apps.length > 0 ? ` for each app (${apps.join(', ')})` : ' for each app';
   return `after deisctl start platform: run deis scale <type>=0 -a <app> and then deis scale <type>=<count> -a <app>${which}, so the fresh cluster starts the containers the database lists`;
 }
+
+const TRACEBACK = 'Traceback (most recent call last):';
+
+/**
+ * What the republish snippet raised, from the Django shell's stderr (it exits 0 after a statement
+ * raised: each Traceback is the only sign), or undefined when nothing did. Each statement runs on
+ * after one that raised, so a first failure is often followed by NameErrors it caused: the first
+ * exception is named, with the count when there were more.
+ */
+export function snippetRaised(stderr: string): string | undefined {
+  const raised = stderr
+    .split(TRACEBACK)
+    .slice(1)
+    .map(
+      (after) =>
+        after
+          .split('\n')
+          .find((line) => /^\S/.test(line))
+          ?.trim() ?? 'an exception',
+    );
+  const [first] = raised;
+  if (first === undefined) return undefined;
+  return raised.length === 1
+    ? `the snippet raised ${first}`
+    : `the snippet raised ${raised.length} times, first ${first}`;
+}

@@ -1,5 +1,5 @@
 // Pure rules of a restore: which archive entries are refused, part sizes that rebuild multipart
-// ETags, and the Deis-version-specific finishing step.
+// ETags, and the Deis-version-specific finishing step (its snippet, and what it raised).
 import { describe, expect, it } from 'vitest';
 import { partSizeFor } from '../../../src/restore/buckets.js';
 import {
@@ -8,6 +8,7 @@ import {
   parseVersion,
   republishedState,
   republishSnippet,
+  snippetRaised,
 } from '../../../src/restore/finish.js';
 import { checkEntry } from '../../../src/restore/volume.js';
 
@@ -125,5 +126,39 @@ describe('finishing a Deis restore', () => {
         'registry/images/x/json',
       ]),
     ).toEqual(['myapp', 'www']);
+  });
+});
+
+/** One Traceback as the Django shell prints it for a statement typed at its console. */
+const traceback = (exception: string): string =>
+  ['Traceback (most recent call last):', '  File "<console>", line 1, in <module>', exception, ''].join('\n');
+
+describe("snippetRaised: what a republish snippet raised, from the Django shell's stderr", () => {
+  it('is undefined when nothing raised, whatever else is on stderr', () => {
+    expect(snippetRaised('')).toBeUndefined();
+    expect(snippetRaised('Python 2.7.9 (default)\nInteractiveConsole\n')).toBeUndefined();
+  });
+
+  it('names the one exception', () => {
+    expect(snippetRaised(traceback("NameError: name 'Key' is not defined"))).toBe(
+      "the snippet raised NameError: name 'Key' is not defined",
+    );
+  });
+
+  it('names the first of several, which the later ones often follow from, and counts them', () => {
+    const stderr = [
+      traceback("ImportError: cannot import name '_etcd_publish_key'"),
+      traceback("NameError: name '_etcd_publish_key' is not defined"),
+      traceback("NameError: name '_etcd_publish_key' is not defined"),
+    ].join('');
+    expect(snippetRaised(stderr)).toBe(
+      "the snippet raised 3 times, first ImportError: cannot import name '_etcd_publish_key'",
+    );
+  });
+
+  it('says "an exception" for a Traceback cut off before its exception line', () => {
+    expect(snippetRaised('Traceback (most recent call last):\n  File "<console>", line 1\n')).toBe(
+      'the snippet raised an exception',
+    );
   });
 });
