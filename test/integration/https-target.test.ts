@@ -40,7 +40,7 @@ describeWithStack('https target', (stack) => {
   let proxy: RecordingProxy;
 
   /** A config backing up the registry bucket alone into the stack's target bucket through the proxy. */
-  const config = (prefix: string) =>
+  const config = (prefix: string, endpoint = proxy.url) =>
     writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
       sources: {
@@ -50,7 +50,7 @@ describeWithStack('https target', (stack) => {
       },
       target: {
         type: 's3',
-        endpoint: proxy.url,
+        endpoint,
         bucket: stack.targetBucket,
         prefix,
         accessKey: stack.targetAccessKey,
@@ -125,5 +125,18 @@ describeWithStack('https target', (stack) => {
       `deis-backup: list snapshots/ in s3://${stack.targetBucket}/${prefix}: DEPTH_ZERO_SELF_SIGNED_CERT; the target's certificate is not signed by a trusted authority: set NODE_EXTRA_CA_CERTS to a PEM file of its CA\n`,
     );
     expect(run.stderr).not.toContain(stack.targetSecretKey);
+  });
+
+  it('names the fix when the certificate, trusted, is for another host than target.endpoint', async () => {
+    // The certificate names 127.0.0.1 only; localhost reaches the same proxy.
+    const prefix = unique('other-host');
+    const endpoint = proxy.url.replace('127.0.0.1', 'localhost');
+    const run = await runBin(['backup', '--config', config(prefix, endpoint), '--only', 'buckets'], {
+      NODE_EXTRA_CA_CERTS: certFile,
+    });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      `deis-backup: list snapshots/ in s3://${stack.targetBucket}/${prefix}: ERR_TLS_CERT_ALTNAME_INVALID; the target's certificate does not name the host in target.endpoint: fix target.endpoint\n`,
+    );
   });
 });
