@@ -21,7 +21,7 @@ import { S3Client } from '../../src/s3/client.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { bytes, seedDbWal, seedVolume } from '../fixtures/deis-sample.js';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
-import { stackS3Target } from '../fixtures/s3-target.js';
+import { stackS3Target, stackS3TargetConfig } from '../fixtures/s3-target.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../fixtures/private-postgres.js';
 import { gatewayOptions, stackSsh } from '../fixtures/stack.js';
 import {
@@ -213,15 +213,8 @@ describeWithStack('servers failing mid-run', (stack) => {
   const s3TargetVia = (proxy: FaultProxy, prefix: string, extra: Record<string, unknown> = {}) =>
     s3TargetAt(`http://127.0.0.1:${proxy.port}`, prefix, extra);
   /** The test stack's S3 target under `prefix`, at `endpoint`. */
-  const s3TargetAt = (endpoint: string, prefix: string, extra: Record<string, unknown> = {}) => ({
-    type: 's3',
-    endpoint,
-    bucket: stack.targetBucket,
-    prefix,
-    accessKey: stack.targetAccessKey,
-    secretKey: stack.targetSecretKey,
-    ...extra,
-  });
+  const s3TargetAt = (endpoint: string, prefix: string, extra: Record<string, unknown> = {}) =>
+    stackS3TargetConfig(stack, endpoint, prefix, extra);
   /**
    * Runs a restore that a stall stops: exit 1, `message`, no key printed. Then, with the proxy open
    * again, the same restore completes it.

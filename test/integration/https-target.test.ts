@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { S3Client } from '../../src/s3/client.js';
 import { seedRegistry } from '../fixtures/deis-sample.js';
 import { recordingProxy, type RecordingProxy } from '../fixtures/recording-proxy.js';
+import { stackS3TargetConfig } from '../fixtures/s3-target.js';
 import {
   bucketContents,
   describeWithStack,
@@ -48,15 +49,7 @@ describeWithStack('https target', (stack) => {
         volume: { enabled: false },
         database: { enabled: false },
       },
-      target: {
-        type: 's3',
-        endpoint,
-        bucket: stack.targetBucket,
-        prefix,
-        accessKey: stack.targetAccessKey,
-        secretKey: stack.targetSecretKey,
-        partSizeMiB: 5,
-      },
+      target: stackS3TargetConfig(stack, endpoint, prefix, { partSizeMiB: 5 }),
       restore: { deisVersion: 'v1.13.4' },
     });
 
