@@ -6,37 +6,19 @@ import { createGunzip } from 'node:zlib';
 import { BackupError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
+import { endsComplete, TailKeeper } from '../sources/database.js';
 
-/**
- * The trailer of a complete dump. pg_dump's "database dump complete" is accepted as well, as the
- * backup accepts it (sources.database.command may run pg_dump for a single database).
- */
-const TRAILER = /\n-- PostgreSQL database (cluster )?dump complete\n(--\s*)?$/;
+/** A sink for bytes only counted and looked at on the way. */
+function discard(): Writable {
+  return new Writable({
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+}
+
 /** Bytes of the end of the SQL kept to look for the trailer: a few lines, whatever the dump's size. */
 const TAIL = 512;
-
-/** The last bytes of what a stream carries, read to its end with constant memory. */
-export class TailKeeper extends Writable {
-  private tail = Buffer.alloc(0);
-  bytes = 0;
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.bytes += chunk.length;
-    // Copied, so the kept tail never pins a whole 64 KiB chunk.
-    this.tail = Buffer.from(Buffer.concat([this.tail, chunk.subarray(-TAIL)]).subarray(-TAIL));
-    callback();
-  }
-
-  /** The kept end as text. */
-  text(): string {
-    return this.tail.toString('utf8');
-  }
-}
-
-/** True when SQL text ends with pg_dumpall's (or pg_dump's) completion line. */
-export function endsComplete(tail: string): boolean {
-  return TRAILER.test(tail);
-}
 
 /**
  * Reads the dump artifact through its sha256 check, gunzips it and looks at its end. Resolves with
@@ -48,9 +30,9 @@ export async function checkDump(
   artifact: ArtifactRecord,
   opts: { signal: AbortSignal },
 ): Promise<{ sqlBytes: number }> {
-  const tail = new TailKeeper();
+  const tail = new TailKeeper(TAIL);
   try {
-    await pipeline(await repository.openVerified(artifact, opts), createGunzip(), tail, {
+    await pipeline(await repository.openVerified(artifact, opts), createGunzip(), tail, discard(), {
       signal: opts.signal,
     });
   } catch (err) {

@@ -12,8 +12,16 @@ import { errorLine, type Source, type SourceRunContext } from './source.js';
 /** Artifact name of the dump. */
 export const DATABASE_ARTIFACT = 'database.sql.gz';
 
-/** The last line pg_dumpall (or pg_dump) writes; without it the dump was cut short. */
-const COMPLETE = /-- PostgreSQL database (cluster )?dump complete\s*(--\s*)?$/;
+/**
+ * The last comment pg_dumpall (or pg_dump) writes; without it the dump was cut short. pg_dump since
+ * 13.22, 14.19, 15.14, 16.10 and 17.6 ends with an `\unrestrict <key>` line after it.
+ */
+const COMPLETE = /-- PostgreSQL database (cluster )?dump complete\s*(--\s*)?(\\unrestrict \S+\s*)?$/;
+
+/** True when the end of a dump's SQL is pg_dumpall's (or pg_dump's) completion. */
+export function endsComplete(tail: string): boolean {
+  return COMPLETE.test(tail);
+}
 
 /** Where the dump command runs. */
 export type DumpLocation = { command: string; ssh?: undefined } | { command: string; ssh: SshTarget };
@@ -59,7 +67,7 @@ export class DatabaseSource implements Source {
     let problem: string | undefined;
     if (code !== 0)
       problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
-    else if (!COMPLETE.test(tail.text()))
+    else if (!endsComplete(tail.text()))
       problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
     if (problem !== undefined) {
       await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });
@@ -84,7 +92,7 @@ export class DatabaseSource implements Source {
 }
 
 /** Pass-through that counts bytes and keeps the last `size` bytes as text. */
-class TailKeeper extends Transform {
+export class TailKeeper extends Transform {
   bytes = 0;
   private last = Buffer.alloc(0);
   private readonly size: number;
