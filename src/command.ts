@@ -85,9 +85,9 @@ export function whereText(ssh: SshTarget | undefined): string {
 }
 
 /**
- * Starts `command` to be fed `body`, whose output is discarded. The body is opened by the caller
- * first: a command started before a failed open would wait on its stdin for ever. If the command
- * cannot start, the body is closed.
+ * Starts `command` to be fed `body`. Its output flows, to a 'data' listener the caller adds or to
+ * nowhere. The body is opened by the caller first: a command started before a failed open would wait
+ * on its stdin for ever. If the command cannot start, the body is closed.
  */
 export async function startFeeding(
   command: string,

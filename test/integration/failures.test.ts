@@ -387,6 +387,41 @@ describeWithStack('failed and partial runs', (stack) => {
     }
   });
 
+  it('fails a restore whose psql got none of a small dump that sshd took unread', async () => {
+    const db = unique('tiny');
+    psql(stack, stack.pgPort, `create database ${db}`);
+    try {
+      psql(stack, stack.pgPort, `create table t as select g from generate_series(1, 10) g`, db);
+      // A dump of a few KiB: sshd's 2 MiB channel window takes it whole whether or not anything reads
+      // it. psql with its stdin elsewhere is what `docker exec` without -i runs.
+      const file = config({ type: 'dir', path: tempDir('target') }, (c) => {
+        c.sources.database = {
+          host: stack.sshHost,
+          command: `pg_dump -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser} -d ${db}`,
+        };
+        c.restore = {
+          databaseCommand: `psql -X -q -h ${stack.pgHost} -p ${stack.pgScratchPort} -U ${stack.pgUser} -d postgres < /dev/null`,
+        };
+      });
+      const backup = await cli(['backup', '--only', 'database', '--config', file, '--json']);
+      expect(backup.code, backup.out).toBe(0);
+      const stored = JSON.parse(backup.out) as { sources: { artifacts: { size: number }[] }[] };
+      expect(stored.sources[0]?.artifacts[0]?.size).toBeLessThan(64 * 1024);
+      const run = await cli(['restore', 'latest', '--only', 'database', '--config', file, '--json']);
+      expect(run.code, run.out).toBe(1);
+      const report = JSON.parse(run.out) as { steps: { step: string; status: string; errors: string[] }[] };
+      expect(report.steps[0]).toMatchObject({
+        step: 'database',
+        status: 'failed',
+        errors: [
+          `database: load command on ${stack.sshHost} exited without reaching the end of the dump (psql did not print the line appended to it); check restore.databaseCommand: psql must read the dump on stdin (docker exec -i, not docker exec) and print to stdout`,
+        ],
+      });
+    } finally {
+      psql(stack, stack.pgPort, `drop database ${db} with (force)`);
+    }
+  });
+
   it('refuses a bad config with every problem and exit 2', async () => {
     const run = await cli([
       'backup',

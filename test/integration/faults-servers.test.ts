@@ -41,6 +41,21 @@ const signal = AbortSignal.timeout(300_000);
 const MiB = 1024 * 1024;
 const TOKEN = 'faults-token-0123456789abcdef';
 
+/**
+ * A load command that keeps the SQL it is fed in a file and, as psql would, prints what the `\echo`
+ * line the restore appends to the dump says.
+ */
+const loadInto = (file: string): string => `tee ${file} | sed -n 's/^\\\\echo //p'`;
+
+/** The file holds a whole pg_dumpall dump with the restore's `\echo` line after it. */
+async function expectLoaded(file: string): Promise<void> {
+  const sql = await readFile(file, 'utf8');
+  expect(sql.includes('COPY public.filler')).toBe(true);
+  expect(sql).toMatch(
+    /\n-- PostgreSQL database cluster dump complete\n--\n+\\echo deis-backup-end-of-dump-[0-9a-f]{16}\n$/,
+  );
+}
+
 /** What `backup --json` prints. */
 interface BackupJson {
   id?: string;
@@ -642,7 +657,7 @@ describeWithStack('servers failing mid-run', (stack) => {
         database: { host: '127.0.0.1', command: pg.dumpCommand },
       },
       target: { type: 'dir', path: tempDir('target') },
-      restore: { databaseCommand: `cat > ${loaded}` },
+      restore: { databaseCommand: loadInto(loaded) },
     });
     // The proxy's cut reaches the client as a FIN, or as an RST when data is still in flight.
     const sshLost = `ssh root@[127.0.0.1]:${proxy.port}: connection lost before the command finished (<cut>); its output is incomplete`;
@@ -673,9 +688,7 @@ describeWithStack('servers failing mid-run', (stack) => {
     await restore(file, [older[0] ?? '', '--only', 'volume', '--volume-to', into]);
     expect(await describeTree(into)).toEqual(await describeTree(volume));
     await restore(file, [older[0] ?? '', '--only', 'database']);
-    const sql = await readFile(loaded, 'utf8');
-    expect(sql.includes('COPY public.filler')).toBe(true);
-    expect(sql.trimEnd().endsWith('-- PostgreSQL database cluster dump complete\n--')).toBe(true);
+    await expectLoaded(loaded);
 
     const next = await backupJson(file);
     expect(next.status).toBe('success');
@@ -747,7 +760,7 @@ describeWithStack('servers failing mid-run', (stack) => {
         database: { host: 'local', command: pg.dumpCommand },
       },
       target: { type: 'dir', path: tempDir('target') },
-      restore: { databaseCommand: `cat > ${loaded}` },
+      restore: { databaseCommand: loadInto(loaded) },
     });
     const first = await backup(file);
     expect(first.code, first.err).toBe(0);
@@ -767,9 +780,7 @@ describeWithStack('servers failing mid-run', (stack) => {
 
     await expectOlderIntact(file, older);
     await restore(file, [older[0] ?? '', '--only', 'database']);
-    const sql = await readFile(loaded, 'utf8');
-    expect(sql.includes('COPY public.filler')).toBe(true);
-    expect(sql.trimEnd().endsWith('-- PostgreSQL database cluster dump complete\n--')).toBe(true);
+    await expectLoaded(loaded);
     const next = await backupJson(file);
     expect(next.status).toBe('success');
     expect(next.sources[0]?.counts.bytesRead).toBeGreaterThan(10 * MiB);
