@@ -35,6 +35,7 @@ import {
   unique,
   writeConfig,
 } from './helpers.js';
+import { stackS3TargetConfig } from '../fixtures/s3-target.js';
 
 const signal = AbortSignal.timeout(600_000);
 
@@ -201,15 +202,7 @@ describeWithStack('backup', (stack) => {
 
   it('takes a restore point into an S3 target under a prefix', async () => {
     const prefix = unique('prefix');
-    const target = {
-      type: 's3',
-      endpoint: stack.rgwEndpoint,
-      bucket: stack.targetBucket,
-      prefix,
-      accessKey: stack.targetAccessKey,
-      secretKey: stack.targetSecretKey,
-      partSizeMiB: 5,
-    };
+    const target = stackS3TargetConfig(stack, stack.rgwEndpoint, prefix, { partSizeMiB: 5 });
     const file = writeConfig(baseConfig(target));
     const run = await cli(['backup', '--config', file]);
     expect(run.code).toBe(0);

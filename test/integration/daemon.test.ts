@@ -31,6 +31,7 @@ import {
   callApi,
   readmeParagraph,
 } from './helpers.js';
+import { stackS3TargetConfig } from '../fixtures/s3-target.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const signal = AbortSignal.timeout(600_000);
@@ -530,14 +531,7 @@ describeWithStack('daemon', (stack) => {
     try {
       const { daemon } = await start({
         sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
-        target: {
-          type: 's3',
-          endpoint: `http://127.0.0.1:${port}`,
-          bucket: stack.targetBucket,
-          prefix: unique('ready'),
-          accessKey: stack.targetAccessKey,
-          secretKey: stack.targetSecretKey,
-        },
+        target: stackS3TargetConfig(stack, `http://127.0.0.1:${port}`, unique('ready')),
       });
       expect((await call(daemon, 'GET', '/readyz')).body).toMatchObject({
         ready: false,

@@ -12,7 +12,7 @@ import type { S3Client } from '../../src/s3/client.js';
 import type { Target } from '../../src/targets/target.js';
 import { fullPruneDue, prune, type PruneReport } from '../../src/repository/prune.js';
 import { Repository } from '../../src/repository/repository.js';
-import { stackS3Target } from '../fixtures/s3-target.js';
+import { stackS3Target, stackS3TargetConfig } from '../fixtures/s3-target.js';
 import { cli, describeWithStack, gatewayClient, tempDir, unique, writeConfig } from './helpers.js';
 
 const signal = AbortSignal.timeout(300_000);
@@ -71,15 +71,7 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
         volume: { path: tempDir('uploads-volume') },
         database: { enabled: false },
       },
-      target: {
-        type: 's3',
-        endpoint: stack.rgwEndpoint,
-        bucket,
-        prefix: prefixOf,
-        accessKey: stack.targetAccessKey,
-        secretKey: stack.targetSecretKey,
-        partSizeMiB: 5,
-      },
+      target: stackS3TargetConfig(stack, stack.rgwEndpoint, prefixOf, { bucket, partSizeMiB: 5 }),
     });
 
   beforeAll(async () => {
@@ -302,14 +294,7 @@ describeWithStack('prune of unfinished multipart uploads', (stack) => {
           volume: { path: tempDir('nodelete-volume') },
           database: { enabled: false },
         },
-        target: {
-          type: 's3',
-          endpoint: stack.rgwEndpoint,
-          bucket: denyBucket,
-          prefix: NO_DELETE,
-          accessKey: stack.targetAccessKey,
-          secretKey: stack.targetSecretKey,
-        },
+        target: stackS3TargetConfig(stack, stack.rgwEndpoint, NO_DELETE, { bucket: denyBucket }),
         retention: { keepLast: 1 },
       });
       await put('first body');

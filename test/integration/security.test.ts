@@ -27,6 +27,7 @@ import {
   until,
   writeConfig,
 } from './helpers.js';
+import { stackS3TargetConfig } from '../fixtures/s3-target.js';
 
 /** Every timingSafeEqual call the server makes, as the byte lengths of its two operands. */
 const compared = vi.hoisted(() => [] as [number, number][]);
@@ -95,14 +96,7 @@ describeWithStack('security', (stack) => {
         volume: { path: volume },
         database: { host: 'local', command: stackDumpCommand(stack) },
       },
-      target: {
-        type: 's3',
-        endpoint: stack.rgwEndpoint,
-        bucket: stack.targetBucket,
-        prefix,
-        accessKey: stack.targetAccessKey,
-        secretKey: stack.targetSecretKey,
-      },
+      target: stackS3TargetConfig(stack, stack.rgwEndpoint, prefix),
       http: { host: '127.0.0.1', port: 0, token: TOKEN },
       log: { level: 'debug' },
       ...patch,
