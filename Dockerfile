@@ -13,7 +13,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src/ src/
-RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+# --omit=optional as well: typescript is an optional peer of valibot, so --omit=dev alone keeps its
+# 23 MB, and the other optional packages are ssh2's native addon, which --ignore-scripts never built.
+RUN npm run build && npm prune --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund
 
 # Stage 2: runtime. GNU tar, gzip and find are what a volume backup and restore run locally, and
 # coreutils `sync -f` flushes a directory target once per run;
