@@ -13,9 +13,10 @@ const USAGE = `usage: deis-backup [--config FILE] [--verbose] <command>
 commands:
   daemon                                            run the scheduler and the HTTP API until SIGTERM
   backup [--only buckets,volume,database] [--json]   take one restore point; prints its id
-  restore <id|latest> [--only buckets,volume,database] [--bucket SRC=DEST ...]
+  restore <id|latest> [--only buckets,volume,database,finish] [--bucket SRC=DEST ...]
           [--volume-to DIR] [--dry-run] [--overwrite] [--yes] [--json]
-                                                    restore in Deis order (default: buckets, volume)
+                                                    restore in Deis order (default: buckets, volume);
+                                                    --only finish: republish to etcd, restore no data
   snapshots [--json]                                list restore points
   forget [--dry-run] [--prune] [--json]             apply the retention policy (config "retention")
   prune [--dry-run] [--json]                        remove stored data no restore point references

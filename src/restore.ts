@@ -24,13 +24,14 @@ import { runCommand, whereText } from './command.js';
 import type { S3Client } from './s3/client.js';
 import { errorLine } from './sources/source.js';
 import type { SshTarget } from './ssh.js';
+import type { RestoreStep } from './wiring.js';
 
 /** What to restore and how. */
 export interface RestoreRequest {
   /** A restore point id, or "latest". */
   snapshot: string;
-  /** Steps to run; the database only when named. */
-  only: readonly ('buckets' | 'volume' | 'database')[];
+  /** Steps to run; the database only when named, and `finish` alone to republish without restoring data. */
+  only: readonly RestoreStep[];
   /** Source bucket → destination bucket. */
   bucketMap: ReadonlyMap<string, string>;
   /** Overrides the volume's destination path. */
@@ -132,11 +133,14 @@ export async function restoreSnapshot(
   const finishNext = stopped ? [] : await finishAdvice(deps, prepared, request, opts, false);
   // A failed republish leaves etcd without keys, apps, domains or configs: the restore is not complete.
   const finishFailed = finishNext.some((line) => line.startsWith(REPUBLISH_FAILED));
-  const status = results.some((r) => r.status === 'failed' || r.status === 'skipped')
-    ? 'failed'
-    : finishFailed || results.some((r) => r.status === 'partial')
-      ? 'partial'
-      : 'success';
+  // Asked for alone, a finishing step that failed is the whole restore failing.
+  const status =
+    results.some((r) => r.status === 'failed' || r.status === 'skipped') ||
+    (finishFailed && results.length === 0)
+      ? 'failed'
+      : finishFailed || results.some((r) => r.status === 'partial')
+        ? 'partial'
+        : 'success';
   return {
     snapshot: prepared.manifest.id,
     dryRun: false,
@@ -285,7 +289,7 @@ async function finishAdvice(
   opts: { signal: AbortSignal },
   planOnly: boolean,
 ): Promise<string[]> {
-  if (!request.only.includes('buckets') && !request.only.includes('database')) return [];
+  if (!request.only.some((step) => step === 'buckets' || step === 'database' || step === 'finish')) return [];
   const next: string[] = [];
   const { config, etcd } = deps;
   const versionText =
@@ -322,16 +326,21 @@ async function finishAdvice(
       if (failure === undefined) next.push(`published ${published} to etcd from deis-controller on ${host}`);
       else if (failure.connect)
         next.push(
-          `${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run the same restore again: it skips what is there and republishes`,
+          `${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run ${finishOnly(prepared)}`,
         );
       else
         next.push(
-          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): run it again once the controller is up`,
+          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): once deis-controller runs (deisctl start platform), run ${finishOnly(prepared)}`,
         );
     }
   }
   next.push(scaleAdvice([...prepared.apps].sort()));
   return next;
+}
+
+/** The command that runs the finishing step again, without restoring any data a second time. */
+function finishOnly(prepared: Prepared): string {
+  return `deis-backup restore ${prepared.manifest.id} --only finish`;
 }
 
 /**

@@ -27,18 +27,35 @@ import { TargetLock } from './lock/target-lock.js';
 export const SOURCE_KINDS = ['buckets', 'volume', 'database'] as const;
 export type SourceKind = (typeof SOURCE_KINDS)[number];
 
-/** Parses `--only buckets,volume`; throws ERR_USAGE on an unknown name. */
+/** The steps a restore can be limited to: the data, and the finishing step on its own. */
+export const RESTORE_STEPS = [...SOURCE_KINDS, 'finish'] as const;
+export type RestoreStep = (typeof RESTORE_STEPS)[number];
+
+/** Parses `--only buckets,volume` of a backup; throws ERR_USAGE on an unknown name. */
 export function parseOnly(value: string | undefined): SourceKind[] | undefined {
+  return parseList(value, SOURCE_KINDS, 'source');
+}
+
+/** Parses `--only` of a restore, which may also name `finish`; throws ERR_USAGE on an unknown name. */
+export function parseRestoreOnly(value: string | undefined): RestoreStep[] | undefined {
+  return parseList(value, RESTORE_STEPS, 'step');
+}
+
+function parseList<T extends string>(
+  value: string | undefined,
+  known: readonly T[],
+  noun: string,
+): T[] | undefined {
   if (value === undefined) return undefined;
   const names = value
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
   for (const name of names) {
-    if (!(SOURCE_KINDS as readonly string[]).includes(name)) {
+    if (!(known as readonly string[]).includes(name)) {
       throw new BackupError(
         'ERR_USAGE',
-        `--only: unknown source "${name}"; use a comma-separated list of ${SOURCE_KINDS.join(', ')}`,
+        `--only: unknown ${noun} "${name}"; use a comma-separated list of ${known.join(', ')}`,
       );
     }
   }
@@ -46,10 +63,10 @@ export function parseOnly(value: string | undefined): SourceKind[] | undefined {
   if (names.length === 0) {
     throw new BackupError(
       'ERR_USAGE',
-      `--only: name at least one source; use a comma-separated list of ${SOURCE_KINDS.join(', ')}, or leave --only out`,
+      `--only: name at least one ${noun}; use a comma-separated list of ${known.join(', ')}, or leave --only out`,
     );
   }
-  return names as SourceKind[];
+  return names as T[];
 }
 
 /** Builds the configured target; the S3 target's code is loaded only for one. */

@@ -5,7 +5,7 @@ import { BackupError } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
 import { applyRetention } from '../jobs.js';
 import { createReporter } from '../restore/report.js';
-import { createSources, parseOnly, withRestoreDeps } from '../wiring.js';
+import { createSources, parseOnly, parseRestoreOnly, withRestoreDeps } from '../wiring.js';
 import { commandContext, EXIT, exitFor, type Io } from './common.js';
 export async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
   // Loaded here so the other commands start without pino, fastify, prom-client and node-cron.
@@ -85,7 +85,7 @@ export async function restoreCommand(
   io: Io,
   signal: AbortSignal,
 ): Promise<number> {
-  const only = parseOnly(values.only) ?? ['buckets', 'volume'];
+  const only = parseRestoreOnly(values.only) ?? ['buckets', 'volume'];
   const bucketMap = parseBucketMap(values.bucket ?? []);
   const volumeTo = values['volume-to'];
   if (volumeTo !== undefined && !volumeTo.startsWith('/')) {

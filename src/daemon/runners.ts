@@ -16,7 +16,7 @@ import type { Repository } from '../repository/repository.js';
 import { verifySnapshots, type VerifyReport } from '../repository/verify.js';
 import { restoreSnapshot, type RestoreRequest } from '../restore.js';
 import type { Reporter } from '../restore/report.js';
-import { coversAll, createSources, withRestoreDeps } from '../wiring.js';
+import { coversAll, createSources, withRestoreDeps, type SourceKind } from '../wiring.js';
 
 /** What the runners share with the daemon. */
 export interface DaemonContext {
@@ -38,7 +38,7 @@ export type Starter<A extends unknown[]> = (
 
 /** The four operations the daemon starts, on schedule or on request. */
 export interface Runners {
-  startBackup: Starter<[trigger: string, only: RestoreRequest['only'] | undefined]>;
+  startBackup: Starter<[trigger: string, only: readonly SourceKind[] | undefined]>;
   startRestore: Starter<[trigger: string, request: RestoreRequest]>;
   startVerify: Starter<[trigger: string]>;
   startDrill: Starter<[trigger: string]>;
@@ -50,7 +50,7 @@ export function createRunners(ctx: DaemonContext): Runners {
 
   function startBackup(
     trigger: string,
-    only: RestoreRequest['only'] | undefined,
+    only: readonly SourceKind[] | undefined,
   ): { started: OperationView } | { busy: OperationView } {
     return operations.start('backup', trigger, async (signal, _progress, id) => {
       const runLog = log.child({ runId: id, trigger });

@@ -11,6 +11,7 @@ import type { Manifest } from '../repository/manifest.js';
 import type { RestoreRequest } from '../restore.js';
 import type { Secret } from '../secret.js';
 import { type Problem, strictObject, validate } from '../validation.js';
+import { RESTORE_STEPS, SOURCE_KINDS, type SourceKind } from '../wiring.js';
 
 /** What /readyz answers. */
 export interface Readiness {
@@ -32,7 +33,7 @@ export interface ServerDeps {
   readiness(signal: AbortSignal): Promise<Readiness>;
   startBackup(
     trigger: string,
-    only: RestoreRequest['only'] | undefined,
+    only: readonly SourceKind[] | undefined,
   ): { started: OperationView } | { busy: OperationView };
   startRestore(
     trigger: string,
@@ -42,13 +43,13 @@ export interface ServerDeps {
   startDrill(trigger: string): { started: OperationView } | { busy: OperationView };
 }
 
-const STEP = v.picklist(['buckets', 'volume', 'database']);
 const BUCKET = /^[a-z0-9][a-z0-9._-]{1,62}$/;
-const steps = v.optional(v.pipe(v.array(STEP), v.minLength(1)));
+const sources = v.optional(v.pipe(v.array(v.picklist(SOURCE_KINDS)), v.minLength(1)));
+const steps = v.optional(v.pipe(v.array(v.picklist(RESTORE_STEPS)), v.minLength(1)));
 
 const emptyBody = strictObject({});
 
-const backupBody = strictObject({ only: steps });
+const backupBody = strictObject({ only: sources });
 
 const restoreBody = strictObject({
   snapshot: v.pipe(v.string(), v.minLength(1)),

@@ -2,7 +2,7 @@
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap } from '../repository/digest-map.js';
-import type { Manifest, SourceRecord } from '../repository/manifest.js';
+import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { RestoreDeps, RestoreRequest } from '../restore.js';
 import { gatewayError } from '../sources/bucket.js';
@@ -83,19 +83,26 @@ export async function preflight(
           entries.push(entry);
         }
       } catch (err) {
-        if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND')
-          throw incomplete(manifest.id, [artifact.key], repository.target.name);
-        if (err instanceof BackupError && err.code === 'ERR_INTEGRITY') {
-          throw new BackupError(
-            'ERR_INTEGRITY',
-            `restore point ${manifest.id} is damaged: bucket index ${err.message}; nothing was restored; choose another restore point (deis-backup snapshots) and check this one with deis-backup verify`,
-            { cause: err },
-          );
-        }
-        throw err;
+        throw indexError(err, manifest, artifact, repository);
       }
       if (missingCount > 0) throw incomplete(manifest.id, missing, repository.target.name, missingCount);
       entriesByBucket.set(record, entries);
+    }
+  }
+
+  // The finishing step alone still names the apps to scale, from the registry's index.
+  if (wanted.has('finish') && !wanted.has('buckets')) {
+    for (const record of manifest.sources.filter((s) => s.kind === 'bucket')) {
+      const artifact = record.artifacts[0];
+      if (!artifact) continue;
+      try {
+        for await (const entry of repository.readIndex(artifact, opts)) {
+          const app = appOf(entry.key);
+          if (app !== undefined) apps.add(app);
+        }
+      } catch (err) {
+        throw indexError(err, manifest, artifact, repository);
+      }
     }
   }
 
@@ -178,6 +185,25 @@ export async function preflight(
     }
   }
   return prepared;
+}
+
+/** What a bucket index that cannot be read means for the restore: a missing or a damaged restore point. */
+function indexError(
+  err: unknown,
+  manifest: Manifest,
+  artifact: ArtifactRecord,
+  repository: Repository,
+): unknown {
+  if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND')
+    return incomplete(manifest.id, [artifact.key], repository.target.name);
+  if (err instanceof BackupError && err.code === 'ERR_INTEGRITY') {
+    return new BackupError(
+      'ERR_INTEGRITY',
+      `restore point ${manifest.id} is damaged: bucket index ${err.message}; nothing was restored; choose another restore point (deis-backup snapshots) and check this one with deis-backup verify`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 /**

@@ -458,12 +458,17 @@ describeWithStack('bad command lines', (stack) => {
     {
       args: ['restore', 'latest', '--only', ''],
       code: 2,
-      line: 'deis-backup: --only: name at least one source; use a comma-separated list of buckets, volume, database, or leave --only out',
+      line: 'deis-backup: --only: name at least one step; use a comma-separated list of buckets, volume, database, finish, or leave --only out',
     },
     {
       args: ['restore', 'latest', '--only', 'teleport'],
       code: 2,
-      line: 'deis-backup: --only: unknown source "teleport"; use a comma-separated list of buckets, volume, database',
+      line: 'deis-backup: --only: unknown step "teleport"; use a comma-separated list of buckets, volume, database, finish',
+    },
+    {
+      args: ['backup', '--only', 'finish'],
+      code: 2,
+      line: 'deis-backup: --only: unknown source "finish"; use a comma-separated list of buckets, volume, database',
     },
     {
       args: ['restore', 'latest', '--bucket', 'db_wal'],

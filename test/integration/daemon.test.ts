@@ -257,6 +257,9 @@ describeWithStack('daemon', (stack) => {
     expect(
       (await call(daemon, 'POST', '/restores', { snapshot: 'latest', only: ['teleport'] })).body,
     ).toEqual({
+      error: 'body.only.0: must be one of "buckets", "volume", "database", "finish"',
+    });
+    expect((await call(daemon, 'POST', '/backups', { only: ['finish'] })).body).toEqual({
       error: 'body.only.0: must be one of "buckets", "volume", "database"',
     });
     expect((await call(daemon, 'GET', '/healthz', undefined, null)).body).toEqual({ status: 'ok' });

@@ -621,7 +621,38 @@ describeWithStack('restore', (stack) => {
     expect(run.report?.status).toBe('partial');
     expect(run.report?.steps.map((s) => [s.step, s.status])).toEqual([['buckets', 'success']]);
     expect(run.report?.next[0]).toBe(
-      `republishing from deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run the same restore again: it skips what is there and republishes`,
+      `republishing from deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run deis-backup restore ${snapshot} --only finish`,
+    );
+
+    // Once the controller can be reached: the finishing step alone, with no data step.
+    const out = join(tempDir('controller'), 'snippet.txt');
+    const reachable = config({
+      restore: { deisVersion: 'v1.10.1', controllerHost: stack.sshHost, controllerCommand: `cat > ${out}` },
+    });
+    const finish = await restore([snapshot, '--only', 'finish'], reachable);
+    expect(finish.code, finish.err).toBe(0);
+    expect(finish.report?.status).toBe('success');
+    expect(finish.report?.steps).toEqual([]);
+    expect(await readFile(out, 'utf8')).toBe(republishSnippet([1, 10, 1]));
+    expect(finish.report?.next).toEqual([
+      `published keys, apps, domains, certificates and each app's latest config to etcd from deis-controller on ${stack.sshHost}`,
+      'after deisctl start platform: run deis scale <type>=0 -a <app> and then deis scale <type>=<count> -a <app> for each app (myapp, www), so the fresh cluster starts the containers the database lists',
+    ]);
+    // Asked for alone, a republish that fails is a failed run.
+    const down = config({
+      restore: {
+        deisVersion: 'v1.10.1',
+        controllerHost: stack.sshHost,
+        controllerCommand: "cat > /dev/null; echo 'Error: No such container: deis-controller' >&2; exit 1",
+      },
+    });
+    const failed = await restore([snapshot, '--only', 'finish'], down);
+    expect(failed.code).toBe(1);
+    expect(failed.report?.status).toBe('failed');
+    expect(failed.report?.next[0]).toMatch(
+      new RegExp(
+        `^republishing from deis-controller on ${stack.sshHost} failed \\(.*No such container: deis-controller.*\\): once deis-controller runs \\(deisctl start platform\\), run deis-backup restore ${snapshot} --only finish$`,
+      ),
     );
   });
 
@@ -641,7 +672,7 @@ describeWithStack('restore', (stack) => {
     expect(run.code).toBe(3);
     expect(run.report?.status).toBe('partial');
     expect(run.report?.next[0]).toBe(
-      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): run it again once the controller is up`,
+      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): once deis-controller runs (deisctl start platform), run deis-backup restore ${snapshot} --only finish`,
     );
   });
 });
