@@ -568,7 +568,10 @@ describeWithStack('daemon', (stack) => {
 
   it('restores over HTTP like the CLI, with progress visible while it runs', async () => {
     const target = tempDir('target');
-    const { daemon } = await start({ target: { type: 'dir', path: target } });
+    const { daemon } = await start({
+      target: { type: 'dir', path: target },
+      restore: { deisVersion: 'v1.13.4' },
+    });
     expect(
       await finished(daemon, 'backups', String((await call(daemon, 'POST', '/backups')).body['id'])),
     ).toMatchObject({ status: 'success' });
@@ -602,6 +605,18 @@ describeWithStack('daemon', (stack) => {
     gateway.close();
     expect((await call(daemon, 'GET', '/restores/restore-nope')).status).toBe(404);
     expect((await call(daemon, 'DELETE', `/restores/${id}`)).status).toBe(409);
+
+    // The finishing step alone: no data step, and for this Deis version nothing to republish.
+    const finish = await call(daemon, 'POST', '/restores', { snapshot: 'latest', only: ['finish'] });
+    expect(finish.status).toBe(202);
+    expect(await finished(daemon, 'restores', String(finish.body['id']))).toMatchObject({
+      status: 'success',
+      result: {
+        status: 'success',
+        steps: [],
+        next: [expect.stringMatching(/^Deis v1\.13\.4 republishes .*: nothing to run$/), expect.any(String)],
+      },
+    });
   });
 
   it('starts and stops cleanly when SIGTERM comes while it starts, with runAtStart', async () => {
