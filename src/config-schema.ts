@@ -105,35 +105,28 @@ export const schema = strictObject({
     timeoutMs: v.optional(whole(1), 20000),
   }),
   sources: v.optional(
-    v.pipe(
-      strictObject({
-        buckets: section({
-          enabled: flag(true),
-          names: v.optional(
-            v.pipe(
-              v.array(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, 'is not a bucket name'))),
-              v.minLength(1, 'list at least one bucket, or set enabled to false'),
-            ),
+    strictObject({
+      buckets: section({
+        enabled: flag(true),
+        names: v.optional(
+          v.pipe(
+            v.array(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, 'is not a bucket name'))),
+            v.minLength(1, 'list at least one bucket, or set enabled to false'),
           ),
-          concurrency: v.optional(whole(1, 64, undefined, 'must be at most 64'), 4),
-        }),
-        volume: section({
-          enabled: flag(true),
-          path: v.optional(absolutePath, '/var/lib/deis/store'),
-          host: v.optional(text()),
-        }),
-        database: section({
-          enabled: flag(true),
-          host: v.optional(text()),
-          command: v.optional(text(), DEFAULT_DUMP_COMMAND),
-        }),
+        ),
+        concurrency: v.optional(whole(1, 64, undefined, 'must be at most 64'), 4),
       }),
-      // With nothing enabled, a backup would commit an empty restore point and call it a success.
-      v.check(
-        (value) => value.buckets.enabled || value.volume.enabled || value.database.enabled,
-        'every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true',
-      ),
-    ),
+      volume: section({
+        enabled: flag(true),
+        path: v.optional(absolutePath, '/var/lib/deis/store'),
+        host: v.optional(text()),
+      }),
+      database: section({
+        enabled: flag(true),
+        host: v.optional(text()),
+        command: v.optional(text(), DEFAULT_DUMP_COMMAND),
+      }),
+    }),
     {},
   ),
   target: v.optional(

@@ -11,7 +11,13 @@ import type { CheckStatus } from './jobs.js';
 import type { Logger } from './log.js';
 import { ALL, Metrics } from './metrics.js';
 import { Operations, type OperationView } from './operations.js';
-import { createClusterEtcd, createClusterLock, createRepository, holdsAll } from './wiring.js';
+import {
+  createClusterEtcd,
+  createClusterLock,
+  createRepository,
+  holdsAll,
+  requireBackupSources,
+} from './wiring.js';
 
 /** A running daemon. */
 export interface Daemon {
@@ -38,6 +44,8 @@ export async function startDaemon(
   opts: { log: Logger; shutdown: AbortSignal },
 ): Promise<Daemon> {
   const { log, shutdown } = opts;
+  // Its schedule backs up the enabled sources: with none, every run would store nothing.
+  requireBackupSources(config, undefined);
   const repository = await createRepository(config);
   const etcd = createClusterEtcd(config);
   const metrics = new Metrics(new Registry(), TOOL.split(' ')[1] ?? 'unknown');

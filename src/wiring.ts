@@ -69,6 +69,23 @@ function parseList<T extends string>(
   return names as T[];
 }
 
+/**
+ * Refuses a backup of nothing: one that names no sources with `only` needs an enabled source, or it
+ * would commit an empty restore point as a success. Every other command may run with none enabled,
+ * as a config for restoring into a new cluster may well have. `how` ends the fix (e.g. "or pass --only").
+ */
+export function requireBackupSources(
+  config: Config,
+  only: readonly SourceKind[] | undefined,
+  how = '',
+): void {
+  if (only !== undefined || SOURCE_KINDS.some((kind) => config.sources[kind].enabled)) return;
+  throw new BackupError(
+    'ERR_CONFIG',
+    `sources: every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true${how}`,
+  );
+}
+
 /** Builds the configured target; the S3 target's code is loaded only for one. */
 export async function createTarget(config: Config): Promise<Target> {
   const t = config.target;

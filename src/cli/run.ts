@@ -5,7 +5,13 @@ import { BackupError } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
 import { applyRetention } from '../jobs.js';
 import { createReporter } from '../restore/report.js';
-import { createSources, parseOnly, parseRestoreOnly, withRestoreDeps } from '../wiring.js';
+import {
+  createSources,
+  parseOnly,
+  parseRestoreOnly,
+  requireBackupSources,
+  withRestoreDeps,
+} from '../wiring.js';
 import { commandContext, EXIT, exitFor, type Io } from './common.js';
 export async function daemonCommand(config: Config, io: Io, signal: AbortSignal): Promise<number> {
   // Loaded here so the other commands start without pino, fastify, prom-client and node-cron.
@@ -46,6 +52,7 @@ export async function backupCommand(
   signal: AbortSignal,
 ): Promise<number> {
   const only = parseOnly(values.only);
+  requireBackupSources(config, only, ', or name the sources with --only');
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
   return locked('backup', signal, async (signal, lockedAt) => {
     const run = await createSources(config, etcd, only, { signal });

@@ -222,14 +222,6 @@ const configCases: ConfigCase[] = [
     problem: /^webhook\.url: is not a valid URL \(/,
   },
   {
-    name: 'every source disabled',
-    config: {
-      sources: { buckets: { enabled: false }, volume: { enabled: false }, database: { enabled: false } },
-    },
-    problem:
-      'sources: every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true',
-  },
-  {
     name: 'signature version 3',
     config: { gateway: { signatureVersion: 'v3' } },
     problem: 'gateway.signatureVersion: must be "v2" (Deis v1, Ceph hammer) or "v4"',
@@ -357,6 +349,41 @@ describe('bad config', () => {
     expect(run.stderr.endsWith('\n')).toBe(true);
     expectOneCleanLine(run.stderr.slice(0, -1), ['short-secret']);
     expect(run.stderr).toMatch(new RegExp(`^deis-backup: config ${escape(file)}: `));
+  });
+});
+
+describeWithStack('every source disabled', (stack) => {
+  const off = { enabled: false };
+  const file = writeConfig({
+    etcd: { endpoints: [stack.etcdEndpoint] },
+    sources: { buckets: off, volume: { ...off, path: tempDir('off-volume') }, database: off },
+    target: { type: 'dir', path: tempDir('off-target') },
+    http: { host: '127.0.0.1', port: 0 },
+  });
+  const refused =
+    'sources: every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true';
+
+  it('refuses a backup of nothing and a daemon whose schedule would take one, exit 2 and one line', async () => {
+    const backup = await runBin(['backup', '--config', file]);
+    expect(backup).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `deis-backup: ${refused}, or name the sources with --only\n`,
+    });
+    const daemon = await runBin(['daemon', '--config', file]);
+    expect(daemon).toEqual({ code: 2, stdout: '', stderr: `deis-backup: ${refused}\n` });
+  });
+
+  it('runs every other command, and a backup of the sources --only names', async () => {
+    // A config for restoring into a new cluster may have every source off.
+    const named = await runBin(['backup', '--only', 'volume', '--config', file]);
+    expect(named.code, named.stderr).toBe(0);
+    for (const args of [['snapshots'], ['verify', 'latest'], ['config', 'check']]) {
+      const run = await runBin([...args, '--config', file]);
+      expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(0);
+    }
+    const plan = await runBin(['restore', 'latest', '--only', 'volume', '--dry-run', '--config', file]);
+    expect(plan.code, plan.stderr).toBe(0);
   });
 });
 

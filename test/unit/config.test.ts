@@ -6,6 +6,7 @@ import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_DUMP_COMMAND, loadConfig, redactedView } from '../../src/config.js';
 import { BackupError } from '../../src/errors.js';
+import { requireBackupSources } from '../../src/wiring.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'deis-backup-config-'));
 let n = 0;
@@ -104,13 +105,25 @@ describe('loadConfig', () => {
     expect(config.etcd.endpoints).toEqual(['http://[::1]:4001', 'https://etcd.example.com']);
   });
 
-  it('refuses a config with every source disabled', () => {
+  it('takes a config with every source disabled, which only a backup of everything refuses', () => {
     const off = { enabled: false };
-    expect(problems({ sources: { buckets: off, volume: off, database: off } })).toEqual([
+    const none = loadConfig({
+      file: file({ sources: { buckets: off, volume: off, database: off } }),
+      env: {},
+    });
+    expect(() => {
+      requireBackupSources(none, undefined);
+    }).toThrow(
       'sources: every source has enabled false, so a backup would store nothing; set sources.buckets.enabled, sources.volume.enabled or sources.database.enabled to true',
-    ]);
+    );
+    expect(() => {
+      requireBackupSources(none, ['volume']);
+    }).not.toThrow();
     const config = loadConfig({ file: file({ sources: { buckets: off, volume: off } }), env: {} });
     expect(config.sources.database.enabled).toBe(true);
+    expect(() => {
+      requireBackupSources(config, undefined);
+    }).not.toThrow();
   });
 
   it('names a missing file and how to fix it', () => {
