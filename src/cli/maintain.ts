@@ -25,7 +25,11 @@ export async function forgetCommand(
       signal,
       log,
     });
-    const pruned = values.prune ? await prune(repository, { dryRun, lockedAt, signal, log }) : undefined;
+    // A dry forget removed nothing: the dry prune after it must count the points it would drop as gone.
+    const forgotten = new Set(dryRun ? decided.drop.map((entry) => entry.id) : []);
+    const pruned = values.prune
+      ? await prune(repository, { dryRun, lockedAt, forgotten, signal, log })
+      : undefined;
     if (values.json) io.out(JSON.stringify({ forget: decided, prune: pruned }, null, 2));
     else {
       for (const line of formatForget(decided)) io.out(line);

@@ -79,13 +79,21 @@ export async function prune(
     dryRun: boolean;
     /** When the caller took the cluster lock (the holder's `since`): uploads begun later are left. */
     lockedAt: Date;
+    /**
+     * Restore points a dry forget would drop: counted as gone, as the real forget would leave them,
+     * and their folders left out, since forget, not prune, removes those.
+     */
+    forgotten?: ReadonlySet<string>;
     signal: AbortSignal;
     log: Logger;
   },
 ): Promise<PruneReport> {
   const { signal, log } = opts;
   const target = repository.target;
-  const { snapshots, unreadable, uncommitted } = await repository.scan({ signal });
+  const forgotten = opts.forgotten ?? new Set<string>();
+  const scan = await repository.scan({ signal });
+  const { unreadable, uncommitted } = scan;
+  const snapshots = scan.snapshots.filter((manifest) => !forgotten.has(manifest.id));
   if (unreadable.length > 0) {
     const first = unreadable[0];
     throw new BackupError(
@@ -123,9 +131,11 @@ export async function prune(
   };
   let keptBytes = 0;
   const doomed: { key: string; size: number | undefined; blob: boolean }[] = [];
+  const forgottenFolder = (key: string): boolean =>
+    forgotten.has(key.slice(SNAPSHOTS.length).split('/')[0] ?? '');
   for await (const info of target.list(SNAPSHOTS, { signal })) {
     if (referenced.has(info.key)) keptBytes += info.size;
-    else doomed.push({ ...info, blob: false });
+    else if (!forgottenFolder(info.key)) doomed.push({ ...info, blob: false });
   }
   for await (const key of target.listKeys(BLOBS, { signal })) {
     const size = blobs.get(key);

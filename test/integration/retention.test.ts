@@ -126,6 +126,8 @@ describeWithStack('retention', (stack) => {
     const dry = await cli(['forget', '--config', lastTwo, '--dry-run', '--prune']);
     expect(dry.code, dry.err).toBe(0);
     expect(dry.out).toContain('would drop');
+    const dryJson = await cli(['forget', '--config', lastTwo, '--dry-run', '--prune', '--json']);
+    expect(dryJson.code, dryJson.err).toBe(0);
     expect(await targetKeys(repository)).toEqual(before);
 
     const kept = generations.slice(-2);
@@ -142,6 +144,12 @@ describeWithStack('retention', (stack) => {
     expect(report.forget.keep[1]?.reasons).toContain('last 1');
     expect(report.forget.drop.map((e) => e.id)).toEqual(generations.slice(0, -2).map((k) => k.id));
     expect(report.prune.interrupted).toEqual(['20200101T000000Z-dead']);
+    // The dry run counted what the real one then did: the points it would drop as already gone.
+    const { dryRun, ...wouldPrune } = (JSON.parse(dryJson.out) as { prune: Record<string, unknown> }).prune;
+    const { dryRun: realDryRun, ...pruned } = report.prune as unknown as Record<string, unknown>;
+    expect([dryRun, realDryRun]).toEqual([true, false]);
+    expect(wouldPrune).toEqual(pruned);
+    expect(report.prune.removedBlobs).toBeGreaterThan(0);
 
     const after = await targetKeys(repository);
     expect(new Set(after.keys())).toEqual(expected);
