@@ -4,8 +4,9 @@
 import { createReadStream, type BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { finished, PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
 import { chain, createParallelGzip } from '../streams.js';
@@ -35,7 +36,9 @@ export class VolumeSource implements Source {
     const findings = new Findings(counts);
     const { path, ssh } = this.location;
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}:${path}` : path;
-    const stored = ssh ? await this.remote(ssh, ctx, findings) : await this.local(ctx, counts, findings);
+    const stored = ssh
+      ? await this.remote(ssh, ctx, counts, findings)
+      : await this.local(ctx, counts, findings);
     counts.bytesStored = stored.size;
     ctx.log.info({ origin, ...counts }, 'volume captured');
     return {
@@ -89,7 +92,7 @@ export class VolumeSource implements Source {
     return stored.value;
   }
 
-  private async remote(ssh: SshTarget, ctx: SourceRunContext, findings: Findings) {
+  private async remote(ssh: SshTarget, ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
     const path = this.location.path;
     const command = remoteTarCommand(asRoot(ssh), path);
     // Every line is judged as it comes: thousands of warnings outrun the end of stderr that is kept.
@@ -105,7 +108,26 @@ export class VolumeSource implements Source {
     // locale has tar's translations would print in its language, failing a volume that is whole.
     const remote = await runCommand(command, { ssh }, { signal: ctx.signal, cLocale: true, onStderrLine });
     remote.stdin.end();
-    const stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, remote.stdout, { signal: ctx.signal });
+    // The host's archive is stored as it comes, and read on the way to count its entries and bytes
+    // as a local volume counts them (which also shows it is a whole tar.gz).
+    const toStore = new PassThrough();
+    const toCount = new PassThrough();
+    remote.stdout.pipe(toStore);
+    remote.stdout.pipe(toCount);
+    // pipe() ends its destinations only on the source's end: a lost connection must reach both.
+    finished(remote.stdout, { writable: false }, (err) => {
+      if (!err) return;
+      for (const tee of [toStore, toCount]) if (!tee.writableEnded) tee.destroy(err);
+    });
+    const counting = countArchive(toCount, counts);
+    let stored;
+    try {
+      stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, toStore, { signal: ctx.signal });
+    } catch (err) {
+      toCount.destroy();
+      throw err;
+    }
+    const read = await counting;
     const { code, stderr } = await remote.finished.catch(async (err: unknown) => {
       // The SSH connection went away mid-archive: what was stored is cut somewhere.
       ctx.signal.throwIfAborted();
@@ -116,7 +138,14 @@ export class VolumeSource implements Source {
     });
     // GNU tar exits 1 when "some files differ" (a live log grew while read): the archive is complete.
     // Exit 1 from anything else (sudo wanting a password, say) is a failure.
-    if (code === 0 || (code === 1 && lines > 0 && others.length === 0)) return stored;
+    if (code === 0 || (code === 1 && lines > 0 && others.length === 0)) {
+      if (read === undefined) return stored;
+      await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
+      throw new BackupError(
+        'ERR_SOURCE',
+        `volume ${ssh.host}:${path}: the archive from the host does not read as a tar.gz (${read}); check that tar there is GNU tar`,
+      );
+    }
     await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal });
     if (others.length === 1 && others[0] === NO_DIRECTORY) {
       throw new BackupError(
@@ -128,6 +157,30 @@ export class VolumeSource implements Source {
       'ERR_SOURCE',
       `volume ${ssh.host}:${path}: archiving on the host exited ${String(code)}: ${errorLine(others.length > 0 ? others.join('\n') : stderr)}`,
     );
+  }
+}
+
+/**
+ * Reads a .tar.gz to its end, adding each entry to `counts.objects` and each file's size to
+ * `counts.bytesRead`. Resolves with why it could not be read, or undefined; never rejects, so an
+ * archive cut by a lost connection is reported by the command's end, as before.
+ */
+export async function countArchive(archive: Readable, counts: SourceCounts): Promise<string | undefined> {
+  const { extract: createExtract } = await import('tar-stream');
+  const entries = chain(archive, createGunzip(), createExtract() as never) as unknown as AsyncIterable<{
+    header: Header;
+    resume(): void;
+  }>;
+  try {
+    for await (const entry of entries) {
+      counts.objects++;
+      if (entry.header.type === 'file' || entry.header.type === 'contiguous-file')
+        counts.bytesRead += entry.header.size;
+      entry.resume();
+    }
+    return undefined;
+  } catch (err) {
+    return describeError(err);
   }
 }
 

@@ -189,6 +189,11 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     }
     const source = summary.sources.find((s) => s.kind === 'volume');
     expect(source?.status).toBe('success');
+    // Counted from the archive as it came: ., logs, private, the three files and the odd FIFO.
+    expect(source?.counts).toMatchObject({
+      objects: 7,
+      bytesRead: 'router\n'.length + 4096 + 'kept\n'.length,
+    });
     expect([...(source?.warnings ?? [])].sort()).toEqual([
       './logs/app*.log: not a file, directory or symlink; skipped',
       './logs/null: not a file, directory or symlink; skipped',
