@@ -281,6 +281,8 @@ async function runStep(
  * is up and this is not a dry run, else explained), and the scale-down-and-up advice.
  */
 const REPUBLISH_FAILED = 'republishing from deis-controller';
+/** Where a Deis cluster keeps its version. */
+const VERSION_KEY = '/deis/platform/version';
 
 async function finishAdvice(
   deps: RestoreDeps,
@@ -292,12 +294,22 @@ async function finishAdvice(
   if (!request.only.some((step) => step === 'buckets' || step === 'database' || step === 'finish')) return [];
   const next: string[] = [];
   const { config, etcd } = deps;
-  const versionText =
-    config.restore.deisVersion ?? (await etcd.get('/deis/platform/version', opts).catch(() => undefined));
+  let versionText = config.restore.deisVersion;
+  // Why the version is unknown, if it turns out to be.
+  let unknown = `${VERSION_KEY} is not in etcd`;
+  if (versionText === undefined) {
+    try {
+      versionText = await etcd.get(VERSION_KEY, opts);
+    } catch (err) {
+      opts.signal.throwIfAborted();
+      unknown = `etcd did not answer for ${VERSION_KEY}: ${describeError(err)}`;
+    }
+  }
   const version = versionText === undefined ? undefined : parseVersion(versionText);
+  if (versionText !== undefined && !version) unknown = `${JSON.stringify(versionText)} is not a version`;
   if (!version) {
     next.push(
-      'Deis version unknown (/deis/platform/version is not in etcd): for Deis before 1.11, publish keys, apps, domains, certificates and configs to etcd from deis-controller (set restore.deisVersion to have it done)',
+      `Deis version unknown (${unknown}): for Deis before 1.11, publish keys, apps, domains, certificates and configs to etcd from deis-controller (set restore.deisVersion to have it done)`,
     );
   } else if (!needsRepublish(version)) {
     next.push(
@@ -323,19 +335,29 @@ async function finishAdvice(
         failure === undefined ? 'success' : 'failed',
         failure?.reason ?? `controller published ${published}`,
       );
+      const again = finishOnly(prepared);
       if (failure === undefined) next.push(`published ${published} to etcd from deis-controller on ${host}`);
-      else if (failure.connect)
+      else if (failure.kind === 'connect')
+        next.push(`${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run ${again}`);
+      else if (failure.kind === 'raised')
         next.push(
-          `${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run ${finishOnly(prepared)}`,
+          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): the snippet is chosen by the Deis version, so check that ${versionSource(config)} is the cluster's, then run ${again}`,
         );
       else
         next.push(
-          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): once deis-controller runs (deisctl start platform), run ${finishOnly(prepared)}`,
+          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): once deis-controller runs (deisctl start platform), run ${again}`,
         );
     }
   }
   next.push(scaleAdvice([...prepared.apps].sort()));
   return next;
+}
+
+/** Where the Deis version came from, for a message that asks to check it. */
+function versionSource(config: Config): string {
+  return config.restore.deisVersion === undefined
+    ? '/deis/platform/version in etcd'
+    : `restore.deisVersion (${config.restore.deisVersion})`;
 }
 
 /** The command that runs the finishing step again, without restoring any data a second time. */
@@ -345,22 +367,24 @@ function finishOnly(prepared: Prepared): string {
 
 /**
  * Feeds the republish snippet to the controller's shell over SSH. Undefined when it worked, else the
- * reason in one line; `connect` when SSH could not reach the host at all. Never throws (but for an
- * abort): a failed republish is reported, not thrown, so the restore keeps its report.
+ * reason in one line and its kind: `connect` when SSH could not reach the host at all, `exit` when
+ * the command failed (deis-controller not running, etcd out of its reach), `raised` when the snippet
+ * raised in a shell that ran. Never throws (but for an abort): a failed republish is reported, not
+ * thrown, so the restore keeps its report.
  */
 async function republish(
   command: string,
   ssh: SshTarget,
   snippet: string,
   opts: { signal: AbortSignal },
-): Promise<{ reason: string; connect: boolean } | undefined> {
+): Promise<{ reason: string; kind: 'connect' | 'exit' | 'raised' } | undefined> {
   let running: Awaited<ReturnType<typeof runCommand>>;
   try {
     running = await runCommand(command, { ssh }, opts);
   } catch (err) {
     opts.signal.throwIfAborted();
     // runRemote's message names the host and the fix (known_hosts, key, port).
-    return { reason: describeError(err), connect: true };
+    return { reason: describeError(err), kind: 'connect' };
   }
   running.stdin.end(snippet);
   running.stdout.resume();
@@ -369,8 +393,8 @@ async function republish(
     code: null,
     stderr: describeError(err),
   }));
-  if (code !== 0) return { reason: errorLine(stderr), connect: false };
+  if (code !== 0) return { reason: errorLine(stderr), kind: 'exit' };
   // Django's shell exits 0 after a statement raised: the Traceback on stderr is the only sign.
   const raised = snippetRaised(stderr);
-  return raised === undefined ? undefined : { reason: raised, connect: false };
+  return raised === undefined ? undefined : { reason: raised, kind: 'raised' };
 }

@@ -656,6 +656,19 @@ describeWithStack('restore', (stack) => {
     );
   });
 
+  it('says why the Deis version is unknown when etcd does not answer', async () => {
+    const file = writeConfig({
+      etcd: { endpoints: ['http://127.0.0.1:1'] },
+      sources: { database: { host: 'local', command: stackDumpCommand(stack) } },
+      target: { type: 'dir', path: target },
+    });
+    const plan = await restore([snapshot, '--only', 'database', '--dry-run'], file);
+    expect(plan.code, plan.err).toBe(0);
+    expect(plan.report?.next[0]).toMatch(
+      /^Deis version unknown \(etcd did not answer for \/deis\/platform\/version: .*ECONNREFUSED.*\): for Deis before 1\.11, publish /,
+    );
+  });
+
   it('reports a republish snippet that raised as failed although the shell exits 0 (exit 3)', async () => {
     // What Django's shell does with a statement that raises: a Traceback on stderr, then exit 0.
     const shell = [
@@ -672,7 +685,7 @@ describeWithStack('restore', (stack) => {
     expect(run.code).toBe(3);
     expect(run.report?.status).toBe('partial');
     expect(run.report?.next[0]).toBe(
-      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): once deis-controller runs (deisctl start platform), run deis-backup restore ${snapshot} --only finish`,
+      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): the snippet is chosen by the Deis version, so check that restore.deisVersion (v1.10.1) is the cluster's, then run deis-backup restore ${snapshot} --only finish`,
     );
   });
 });
