@@ -75,7 +75,12 @@ export function formatSnapshots(manifests: readonly Manifest[]): string[] {
 }
 
 function countsText(c: StepCounts): string {
-  const parts = [`${c.objects} items`, formatBytes(c.bytes), `${c.create} to create`, `${c.skip} identical`];
+  const parts = [
+    `${c.objects} ${c.objects === 1 ? 'item' : 'items'}`,
+    formatBytes(c.bytes),
+    `${c.create} to create`,
+    `${c.skip} identical`,
+  ];
   if (c.overwrite > 0) parts.push(`${c.overwrite} to overwrite`);
   if (c.conflict > 0) parts.push(`${c.conflict} differing (kept)`);
   if (c.failed > 0) parts.push(`${c.failed} failed`);
@@ -95,9 +100,7 @@ export function formatRestore(report: RestoreReport): string[] {
         const name = b.source === b.destination ? b.source : `${b.source} -> ${b.destination}`;
         const reorder =
           b.counts.reorder > 0 ? `, ${b.counts.reorder} sentinel(s) re-sent to keep WAL-E's order` : '';
-        lines.push(
-          `  ${name}${b.createBucket ? ' (bucket created)' : ''}: ${countsText(b.counts)}${reorder}`,
-        );
+        lines.push(`  ${name}${b.createBucket ? ' (new bucket)' : ''}: ${countsText(b.counts)}${reorder}`);
       }
     } else {
       lines.push(`  ${countsText(step.counts)}`);

@@ -95,10 +95,10 @@ export function parseHolder(text: string): LockHolder | undefined {
   };
 }
 
-/** "backup by host-a pid 42 since … (expires …)", or a phrase for an unknown holder. */
+/** "backup by host-a pid 42 since …, expires …", or a phrase for an unknown holder. */
 export function describeHolder(h: LockHolder | undefined): string {
   if (h === undefined) return 'an unknown holder';
-  return `${h.operation} by ${h.host} pid ${h.pid} since ${h.since} (expires ${h.expiresAt})`;
+  return `${h.operation} by ${h.host} pid ${h.pid} since ${h.since}, expires ${h.expiresAt}`;
 }
 
 /**

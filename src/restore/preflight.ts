@@ -44,7 +44,7 @@ export async function preflight(
     if (!manifest.sources.some((s) => s.bucket === name)) {
       throw new BackupError(
         'ERR_USAGE',
-        `--bucket ${name}=…: restore point ${manifest.id} has no bucket ${name}; its buckets: ${manifest.sources.flatMap((s) => (s.bucket ? [s.bucket] : [])).join(', ')}`,
+        `--bucket ${name}=…: restore point ${manifest.id} has no bucket ${name}; ${bucketsOf(manifest)}`,
       );
     }
   }
@@ -185,6 +185,12 @@ export async function preflight(
     }
   }
   return prepared;
+}
+
+/** The buckets a restore point holds, for a message about one it does not. */
+function bucketsOf(manifest: Manifest): string {
+  const buckets = manifest.sources.flatMap((s) => (s.bucket ? [s.bucket] : []));
+  return buckets.length === 0 ? 'it holds no buckets' : `its buckets: ${buckets.join(', ')}`;
 }
 
 /** What a bucket index that cannot be read means for the restore: a missing or a damaged restore point. */

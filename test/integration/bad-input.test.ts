@@ -384,6 +384,21 @@ describeWithStack('every source disabled', (stack) => {
     }
     const plan = await runBin(['restore', 'latest', '--only', 'volume', '--dry-run', '--config', file]);
     expect(plan.code, plan.stderr).toBe(0);
+    // A bucket the restore point does not hold, in one that holds none.
+    const bucket = await runBin([
+      'restore',
+      'latest',
+      '--bucket',
+      'db_wal=db_wal_x',
+      '--dry-run',
+      '--config',
+      file,
+    ]);
+    expect([bucket.code, bucket.stdout]).toEqual([2, '']);
+    // After the restore's progress events (JSON lines, since stderr is no terminal here).
+    expect(bucket.stderr.trimEnd().split('\n').at(-1)).toBe(
+      `deis-backup: --bucket db_wal=…: restore point ${named.stdout.trim()} has no bucket db_wal; it holds no buckets`,
+    );
   });
 });
 
