@@ -61,14 +61,16 @@ export function formatOutcome(result: BackupResult, targetName: string): string 
 /** Table of restore points, oldest first. */
 export function formatSnapshots(manifests: readonly Manifest[]): string[] {
   if (manifests.length === 0) return ['no restore points'];
+  const sourcesOf = (m: Manifest): string => m.sources.map((s) => s.id).join(',');
+  // As wide as the longest list (bucket ids make it long), so STORED stays one column.
+  const width = Math.max('SOURCES'.length, ...manifests.map((m) => sourcesOf(m).length));
   const lines = [
-    `${'ID'.padEnd(22)}  ${'FINISHED'.padEnd(20)}  ${'STATUS'.padEnd(7)}  ${'SOURCES'.padEnd(30)}  STORED`,
+    `${'ID'.padEnd(22)}  ${'FINISHED'.padEnd(20)}  ${'STATUS'.padEnd(7)}  ${'SOURCES'.padEnd(width)}  STORED`,
   ];
   for (const m of manifests) {
     const stored = m.sources.reduce((sum, s) => sum + s.counts.bytesStored, 0);
-    const sources = m.sources.map((s) => s.id).join(',');
     lines.push(
-      `${m.id.padEnd(22)}  ${m.finishedAt.replace(/\.\d{3}Z$/, 'Z').padEnd(20)}  ${m.status.padEnd(7)}  ${sources.padEnd(30)}  ${formatBytes(stored)}`,
+      `${m.id.padEnd(22)}  ${m.finishedAt.replace(/\.\d{3}Z$/, 'Z').padEnd(20)}  ${m.status.padEnd(7)}  ${sourcesOf(m).padEnd(width)}  ${formatBytes(stored)}`,
     );
   }
   return lines;
