@@ -133,10 +133,13 @@ export async function restoreSnapshot(
   const finishNext = stopped ? [] : await finishAdvice(deps, prepared, request, opts, false);
   // A failed republish leaves etcd without keys, apps, domains or configs: the restore is not complete.
   const finishFailed = finishNext.some((line) => line.startsWith(REPUBLISH_FAILED));
-  // Asked for alone, a finishing step that failed is the whole restore failing.
+  // Asked for alone, a finishing step that failed, or could not run for want of a host, is the whole
+  // restore failing.
+  const finishAlone = results.length === 0;
+  const unrun = finishNext.some((line) => line.includes(NO_CONTROLLER_HOST));
   const status =
     results.some((r) => r.status === 'failed' || r.status === 'skipped') ||
-    (finishFailed && results.length === 0)
+    (finishAlone && (finishFailed || unrun))
       ? 'failed'
       : finishFailed || results.some((r) => r.status === 'partial')
         ? 'partial'
@@ -281,6 +284,8 @@ async function runStep(
  * is up and this is not a dry run, else explained), and the scale-down-and-up advice.
  */
 const REPUBLISH_FAILED = 'republishing from deis-controller';
+/** How the advice reads when the republish cannot run: no host to run it on. */
+const NO_CONTROLLER_HOST = 'no controller host is known';
 /** Where a Deis cluster keeps its version. */
 const VERSION_KEY = '/deis/platform/version';
 
@@ -322,9 +327,14 @@ async function finishAdvice(
       '{etcd}',
       `${host ?? '$COREOS_PRIVATE_IPV4'}:4001`,
     );
-    if (host === undefined || planOnly) {
+    const snippet = republishSnippet(version).trim().replaceAll('\n', '; ');
+    if (host === undefined) {
       next.push(
-        `Deis ${versionText ?? ''} does not republish to etcd by itself: once deis-controller runs, feed this to \`${command}\`${host ? ` on ${host}` : ''}: ${republishSnippet(version).trim().replaceAll('\n', '; ')}`,
+        `Deis ${versionText ?? ''} does not republish to etcd by itself, and ${NO_CONTROLLER_HOST} (restore.controllerHost, /deis/controller/host): once deis-controller runs, run ${finishOnly(prepared)}, or feed this to \`${command}\` on its host: ${snippet}`,
+      );
+    } else if (planOnly) {
+      next.push(
+        `Deis ${versionText ?? ''} does not republish to etcd by itself: the restore will feed this to \`${command}\` on ${host}: ${snippet}`,
       );
     } else {
       deps.reporter.started('finish', `republish on ${host}`);

@@ -656,6 +656,32 @@ describeWithStack('restore', (stack) => {
     );
   });
 
+  it('plans the republish in a dry run, and names --only finish when no controller host is known', async () => {
+    const plan = await restore(
+      [snapshot, '--only', 'finish', '--dry-run'],
+      config({
+        restore: { deisVersion: 'v1.10.1', controllerHost: stack.sshHost, controllerCommand: 'cat' },
+      }),
+    );
+    expect(plan.code, plan.err).toBe(0);
+    expect(plan.report?.next[0]).toBe(
+      `Deis v1.10.1 does not republish to etcd by itself: the restore will feed this to \`cat\` on ${stack.sshHost}: ${republishSnippet([1, 10, 1]).trim().replaceAll('\n', '; ')}`,
+    );
+    // The stack's etcd has no /deis/controller/host: nothing runs, which fails a run asked only for
+    // this, and the line says what to do.
+    const unknown = await restore(
+      [snapshot, '--only', 'finish'],
+      config({ restore: { deisVersion: 'v1.10.1' } }),
+    );
+    expect(unknown.code, unknown.err).toBe(1);
+    expect(unknown.report?.status).toBe('failed');
+    expect(unknown.report?.next[0]).toMatch(
+      new RegExp(
+        `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*\\$COREOS_PRIVATE_IPV4:4001.*\` on its host: `,
+      ),
+    );
+  });
+
   it('says why the Deis version is unknown when etcd does not answer', async () => {
     const file = writeConfig({
       etcd: { endpoints: ['http://127.0.0.1:1'] },
