@@ -152,6 +152,33 @@ export function createRunners(ctx: DaemonContext): Runners {
     }
   }
 
+  /**
+   * A verify or drill that could not run to its end (no restore point, the target or the gateway
+   * down) failed as much as one that found damage: the metrics, the outcome recorded in the target
+   * (else a restart would read the last success back) and the webhook say so.
+   */
+  async function checkThrew(
+    name: 'verify' | 'drill',
+    err: unknown,
+    id: string,
+    runLog: Logger,
+  ): Promise<void> {
+    const at = new Date();
+    const summary = describeError(err);
+    if (name === 'verify') metrics.verifyFinished(false, config.verify.readData, at);
+    else metrics.drillFinished(false, at);
+    runLog.error({ error: summary }, name === 'verify' ? 'verify failed' : 'restore drill failed');
+    await recordCheck(
+      repository,
+      name,
+      { ok: false, at, summary },
+      { signal: AbortSignal.timeout(30_000) },
+    ).catch((recordErr: unknown) => {
+      runLog.warn({ error: describeError(recordErr) }, `${name} outcome not recorded in the target`);
+    });
+    await notify(config, log, { event: `${name}.failed`, id, summary });
+  }
+
   /** Verifies every restore point (metadata, or every byte with verify.readData) and records it. */
   function startVerify(trigger: string): { started: OperationView } | { busy: OperationView } {
     return operations.start('verify', trigger, async (signal, _progress, id) => {
@@ -159,11 +186,9 @@ export function createRunners(ctx: DaemonContext): Runners {
       const readData = config.verify.readData;
       const ran = await locked('verify', runLog, signal, (signal) =>
         verifySnapshots(repository, 'all', { readData, signal, log: runLog }),
-      ).catch((err: unknown) => {
-        if (!(signal.aborted || isAbort(err))) {
-          metrics.verifyFinished(false, readData, new Date());
-          runLog.error({ error: describeError(err) }, 'verify failed');
-        }
+      ).catch(async (err: unknown) => {
+        if (signal.aborted || isAbort(err)) runLog.warn({ error: describeError(err) }, 'verify aborted');
+        else await checkThrew('verify', err, id, runLog);
         throw err;
       });
       if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
@@ -204,10 +229,9 @@ export function createRunners(ctx: DaemonContext): Runners {
           ),
         );
       } catch (err) {
-        if (!(signal.aborted || isAbort(err))) {
-          metrics.drillFinished(false, new Date());
-          runLog.error({ error: describeError(err) }, 'restore drill failed');
-        }
+        if (signal.aborted || isAbort(err))
+          runLog.warn({ error: describeError(err) }, 'restore drill aborted');
+        else await checkThrew('drill', err, id, runLog);
         throw err;
       }
       if ('skipped' in ran) return { status: 'skipped', result: { reason: ran.skipped } };
@@ -279,7 +303,19 @@ export function createRunners(ctx: DaemonContext): Runners {
         if ('skipped' in report) return { status: 'skipped', result: { reason: report.skipped } };
         // A dry run is an attempt, not a restore: it neither succeeds nor fails as one.
         if (!request.dryRun) metrics.restoreFinished(report.status);
-        runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
+        if (report.status === 'success')
+          runLog.info({ status: report.status, snapshot: report.snapshot }, 'restore finished');
+        else {
+          // What went wrong, in the log too: the operation's result lives only in this process.
+          const fields = {
+            status: report.status,
+            snapshot: report.snapshot,
+            errors: report.steps.flatMap((step) => step.errors),
+            next: report.next,
+          };
+          if (report.status === 'partial') runLog.warn(fields, 'restore finished');
+          else runLog.error(fields, 'restore finished');
+        }
         return { status: report.status, result: report };
       } catch (err) {
         // An abort is not a failure: what was restored stays, and the same restore again skips it.

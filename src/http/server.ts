@@ -3,6 +3,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import * as v from 'valibot';
+import { BackupError } from '../errors.js';
 import { snapshotSummary } from '../format.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -148,9 +149,16 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       .header('content-type', deps.metrics.registry.contentType)
       .send(await deps.metrics.registry.metrics());
   });
-  app.get('/snapshots', async () => {
-    const manifests = await deps.snapshots(AbortSignal.timeout(30_000));
-    return manifests.map(snapshotSummary);
+  app.get('/snapshots', async (_request, reply) => {
+    try {
+      const manifests = await deps.snapshots(AbortSignal.timeout(30_000));
+      return manifests.map(snapshotSummary);
+    } catch (err) {
+      // An expected failure (the target down or refusing) says which and what to do, as the CLI does.
+      if (!(err instanceof BackupError)) throw err;
+      deps.log.warn({ error: err.message }, 'listing restore points failed');
+      return reply.code(500).send({ error: err.message });
+    }
   });
   app.post('/backups', (request, reply) => {
     if (!authorize(request, reply)) return reply;

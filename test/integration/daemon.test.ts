@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterEach, beforeAll, expect, it } from 'vitest';
@@ -453,6 +454,81 @@ describeWithStack('daemon', (stack) => {
           },
         ],
       });
+    } finally {
+      hook.close();
+    }
+  });
+
+  it('logs why a restore failed, since its result lives only in the daemon', async () => {
+    const { daemon } = await start({
+      sources: {
+        buckets: { enabled: false },
+        volume: { path: volume },
+        database: { host: 'local', command: stackDumpCommand(stack) },
+      },
+      restore: { databaseCommand: 'cat > /dev/null; echo refused >&2; exit 4', deisVersion: 'v1.13.4' },
+    });
+    const backup = String((await call(daemon, 'POST', '/backups')).body['id']);
+    expect(await finished(daemon, 'backups', backup)).toMatchObject({ status: 'success' });
+    const id = String(
+      (await call(daemon, 'POST', '/restores', { snapshot: 'latest', only: ['database'] })).body['id'],
+    );
+    expect(await finished(daemon, 'restores', id)).toMatchObject({ status: 'failed' });
+    const line = logs
+      .map((l) => JSON.parse(l) as { msg?: string; runId?: string; level?: number; errors?: string[] })
+      .find((l) => l.msg === 'restore finished' && l.runId === id);
+    expect(line).toMatchObject({
+      level: 50,
+      errors: ['database: load command locally exited 4: refused; check restore.databaseCommand'],
+    });
+  });
+
+  it('reports a drill and a verify that could not run: metrics, the recorded outcome and the webhook', async () => {
+    const received: { event?: string; id?: string; summary?: string }[] = [];
+    const hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        received.push(JSON.parse(body) as (typeof received)[number]);
+        res.end();
+      });
+    });
+    hook.listen(0, '127.0.0.1');
+    await once(hook, 'listening');
+    try {
+      const { port } = hook.address() as net.AddressInfo;
+      const target = tempDir('target');
+      const { daemon } = await start({
+        target: { type: 'dir', path: target },
+        webhook: { url: `http://127.0.0.1:${port}/hook` },
+      });
+      // No restore point yet: the drill has nothing to restore.
+      const drill = String((await call(daemon, 'POST', '/drills')).body['id']);
+      expect(await finished(daemon, 'drills', drill)).toMatchObject({ status: 'failed' });
+      await until('the drill webhook', () => Promise.resolve(received.length > 0 ? true : undefined));
+      expect(received[0]).toMatchObject({
+        event: 'drill.failed',
+        id: drill,
+        summary: expect.stringMatching(/^no restore point in dir:/) as unknown,
+      });
+      const recorded = await new Repository(new DirTarget(target)).readStatus('drill', { signal });
+      expect(recorded).toMatchObject({ ok: false, lastSuccessAt: null, summary: received[0]?.summary });
+      expect(
+        logs.some((l) => l.includes('"msg":"restore drill failed"') && l.includes('no restore point')),
+      ).toBe(true);
+      // The target gone from under the daemon: the verify cannot list it.
+      await rm(target, { recursive: true });
+      await writeFile(target, 'not a directory');
+      const verify = String((await call(daemon, 'POST', '/verifications')).body['id']);
+      expect(await finished(daemon, 'verifications', verify)).toMatchObject({ status: 'failed' });
+      await until('the verify webhook', () => Promise.resolve(received.length > 1 ? true : undefined));
+      expect(received[1]).toMatchObject({ event: 'verify.failed', id: verify });
+      const listed = await call(daemon, 'GET', '/snapshots');
+      expect(listed.status).toBe(500);
+      expect(listed.body['error']).toBe(received[1]?.summary);
+      const metrics = String((await call(daemon, 'GET', '/metrics')).body);
+      expect(sample(metrics, 'deis_backup_verify_success', 'read_data="false"')).toBe(0);
+      expect(sample(metrics, 'deis_backup_restore_test_success')).toBe(0);
     } finally {
       hook.close();
     }
