@@ -61,6 +61,27 @@ async function switchableProxy(port: number, upstream: number) {
   return { open, close };
 }
 
+/** A webhook receiver on loopback: the events it got, in order, and its URL. */
+async function webhookReceiver(): Promise<{
+  url: string;
+  received: Record<string, unknown>[];
+  close(): void;
+}> {
+  const received: Record<string, unknown>[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      received.push(JSON.parse(body) as Record<string, unknown>);
+      res.end();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as net.AddressInfo;
+  return { url: `http://127.0.0.1:${port}/hook`, received, close: () => server.close() };
+}
+
 describeWithStack('daemon', (stack) => {
   const wal = unique('dwal');
   const registry = unique('dreg');
@@ -417,26 +438,16 @@ describeWithStack('daemon', (stack) => {
   });
 
   it('posts a failed run to the webhook', async () => {
-    const received: unknown[] = [];
-    const hook = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
-        received.push(JSON.parse(body));
-        res.end();
-      });
-    });
-    hook.listen(0, '127.0.0.1');
-    await once(hook, 'listening');
+    const hook = await webhookReceiver();
+    const { received } = hook;
     try {
-      const { port } = hook.address() as net.AddressInfo;
       const { daemon } = await start({
         sources: {
           buckets: { enabled: false },
           volume: { path: volume },
           database: { host: 'local', command: 'echo broken >&2; exit 3' },
         },
-        webhook: { url: `http://127.0.0.1:${port}/hook` },
+        webhook: { url: hook.url },
       });
       const id = String((await call(daemon, 'POST', '/backups')).body['id']);
       expect(await finished(daemon, 'backups', id)).toMatchObject({ status: 'failed' });
@@ -484,23 +495,13 @@ describeWithStack('daemon', (stack) => {
   });
 
   it('reports a drill and a verify that could not run: metrics, the recorded outcome and the webhook', async () => {
-    const received: { event?: string; id?: string; summary?: string }[] = [];
-    const hook = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
-        received.push(JSON.parse(body) as (typeof received)[number]);
-        res.end();
-      });
-    });
-    hook.listen(0, '127.0.0.1');
-    await once(hook, 'listening');
+    const hook = await webhookReceiver();
+    const { received } = hook;
     try {
-      const { port } = hook.address() as net.AddressInfo;
       const target = tempDir('target');
       const { daemon } = await start({
         target: { type: 'dir', path: target },
-        webhook: { url: `http://127.0.0.1:${port}/hook` },
+        webhook: { url: hook.url },
       });
       // No restore point yet: the drill has nothing to restore.
       const drill = String((await call(daemon, 'POST', '/drills')).body['id']);
@@ -512,7 +513,7 @@ describeWithStack('daemon', (stack) => {
         summary: expect.stringMatching(/^no restore point in dir:/) as unknown,
       });
       const recorded = await new Repository(new DirTarget(target)).readStatus('drill', { signal });
-      expect(recorded).toMatchObject({ ok: false, lastSuccessAt: null, summary: received[0]?.summary });
+      expect(recorded).toMatchObject({ ok: false, lastSuccessAt: null, summary: received[0]?.['summary'] });
       expect(
         logs.some((l) => l.includes('"msg":"restore drill failed"') && l.includes('no restore point')),
       ).toBe(true);
@@ -525,7 +526,7 @@ describeWithStack('daemon', (stack) => {
       expect(received[1]).toMatchObject({ event: 'verify.failed', id: verify });
       const listed = await call(daemon, 'GET', '/snapshots');
       expect(listed.status).toBe(500);
-      expect(listed.body['error']).toBe(received[1]?.summary);
+      expect(listed.body['error']).toBe(received[1]?.['summary']);
       const metrics = String((await call(daemon, 'GET', '/metrics')).body);
       expect(sample(metrics, 'deis_backup_verify_success', 'read_data="false"')).toBe(0);
       expect(sample(metrics, 'deis_backup_restore_test_success')).toBe(0);
@@ -535,21 +536,11 @@ describeWithStack('daemon', (stack) => {
   });
 
   it('fails a backup that loses the cluster lock: metrics, webhook and a log line with the reason', async () => {
-    const received: { event?: string; error?: string }[] = [];
-    const hook = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
-        received.push(JSON.parse(body) as { event?: string; error?: string });
-        res.end();
-      });
-    });
-    hook.listen(0, '127.0.0.1');
-    await once(hook, 'listening');
+    const hook = await webhookReceiver();
+    const { received } = hook;
     const key = `/deis-backup-test/${unique('lost')}/lock`;
     const etcdKey = `${stack.etcdEndpoint}/v2/keys${key}`;
     try {
-      const { port } = hook.address() as net.AddressInfo;
       const { daemon, config } = await start({
         sources: {
           buckets: { enabled: false },
@@ -557,7 +548,7 @@ describeWithStack('daemon', (stack) => {
           // Long enough for the lock, refreshed every second, to be found taken over mid-run.
           database: { host: 'local', command: `sleep 8; ${stackDumpCommand(stack)}` },
         },
-        webhook: { url: `http://127.0.0.1:${port}/hook` },
+        webhook: { url: hook.url },
         lock: { key, ttlSeconds: 3 },
       });
       const id = String((await call(daemon, 'POST', '/backups')).body['id']);
@@ -593,7 +584,7 @@ describeWithStack('daemon', (stack) => {
       expect(sample(metrics, 'deis_backup_failure_total', 'source="all"')).toBe(1);
       await until('the webhook', () => Promise.resolve(received.length > 0 ? true : undefined));
       expect(received[0]).toMatchObject({ event: 'backup.failed', id });
-      expect(received[0]?.error).toMatch(reason);
+      expect(received[0]?.['error']).toMatch(reason);
       const repository = new Repository(
         new DirTarget(config.target.type === 'dir' ? config.target.path : ''),
       );
