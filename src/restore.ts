@@ -101,7 +101,7 @@ export async function restoreSnapshot(
   for (const hazard of prepared.hazards) reporter.warn(hazard);
   const steps = planReports(prepared);
   if (request.dryRun) {
-    const next = await finishAdvice(deps, prepared, request, opts, true);
+    const { next } = await finishAdvice(deps, prepared, request, opts, true);
     return {
       snapshot: prepared.manifest.id,
       dryRun: true,
@@ -130,13 +130,15 @@ export async function restoreSnapshot(
     results.push(result);
     if (result.status === 'failed') stopped = true;
   }
-  const finishNext = stopped ? [] : await finishAdvice(deps, prepared, request, opts, false);
+  const finish = stopped
+    ? { next: [], republish: 'none' as const }
+    : await finishAdvice(deps, prepared, request, opts, false);
   // A failed republish leaves etcd without keys, apps, domains or configs: the restore is not complete.
-  const finishFailed = finishNext.some((line) => line.startsWith(REPUBLISH_FAILED));
+  const finishFailed = finish.republish === 'failed';
   // Asked for alone, a finishing step that failed, or could not run for want of a host, is the whole
   // restore failing.
   const finishAlone = results.length === 0;
-  const unrun = finishNext.some((line) => line.includes(NO_CONTROLLER_HOST));
+  const unrun = finish.republish === 'no host';
   const status =
     results.some((r) => r.status === 'failed' || r.status === 'skipped') ||
     (finishAlone && (finishFailed || unrun))
@@ -150,7 +152,7 @@ export async function restoreSnapshot(
     status,
     steps: results,
     hazards: prepared.hazards,
-    next: finishNext,
+    next: finish.next,
   };
 }
 
@@ -279,25 +281,26 @@ async function runStep(
   }
 }
 
+/** How each failed republish's line begins. */
+const REPUBLISH_FAILED = 'republishing from deis-controller';
+/** Where a Deis cluster keeps its version. */
+const VERSION_KEY = '/deis/platform/version';
+
 /**
  * The finishing step: republish controller state for Deis before 1.11 (run now when the controller
  * is up and this is not a dry run, else explained), and the scale-down-and-up advice.
  */
-const REPUBLISH_FAILED = 'republishing from deis-controller';
-/** How the advice reads when the republish cannot run: no host to run it on. */
-const NO_CONTROLLER_HOST = 'no controller host is known';
-/** Where a Deis cluster keeps its version. */
-const VERSION_KEY = '/deis/platform/version';
-
 async function finishAdvice(
   deps: RestoreDeps,
   prepared: Prepared,
   request: RestoreRequest,
   opts: { signal: AbortSignal },
   planOnly: boolean,
-): Promise<string[]> {
-  if (!request.only.some((step) => step === 'buckets' || step === 'database' || step === 'finish')) return [];
+): Promise<FinishOutcome> {
   const next: string[] = [];
+  let republishing: FinishOutcome['republish'] = 'none';
+  if (!request.only.some((step) => step === 'buckets' || step === 'database' || step === 'finish'))
+    return { next, republish: republishing };
   const { config, etcd } = deps;
   let versionText = config.restore.deisVersion;
   // Why the version is unknown, if it turns out to be.
@@ -329,8 +332,9 @@ async function finishAdvice(
     );
     const snippet = republishSnippet(version).trim().replaceAll('\n', '; ');
     if (host === undefined) {
+      republishing = 'no host';
       next.push(
-        `Deis ${versionText ?? ''} does not republish to etcd by itself, and ${NO_CONTROLLER_HOST} (restore.controllerHost, /deis/controller/host): once deis-controller runs, run ${finishOnly(prepared)}, or feed this to \`${command}\` on its host: ${snippet}`,
+        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, run ${finishOnly(prepared)}, or feed this to \`${command}\` on its host: ${snippet}`,
       );
     } else if (planOnly) {
       next.push(
@@ -346,6 +350,7 @@ async function finishAdvice(
         failure?.reason ?? `controller published ${published}`,
       );
       const again = finishOnly(prepared);
+      republishing = failure === undefined ? 'done' : 'failed';
       if (failure === undefined) next.push(`published ${published} to etcd from deis-controller on ${host}`);
       else if (failure.kind === 'connect')
         next.push(`${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run ${again}`);
@@ -360,7 +365,14 @@ async function finishAdvice(
     }
   }
   next.push(scaleAdvice([...prepared.apps].sort()));
-  return next;
+  return { next, republish: republishing };
+}
+
+/** The finishing step's `next:` lines, and what became of the republish. */
+interface FinishOutcome {
+  next: string[];
+  /** `none` when none was due or it was only advised (a dry run, a version that needs none). */
+  republish: 'none' | 'done' | 'failed' | 'no host';
 }
 
 /** Where the Deis version came from, for a message that asks to check it. */
