@@ -6,13 +6,11 @@ import { createReadStream, type Stats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { extract as createExtract, type Header } from 'tar-stream';
 import { describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { checkEntry, type ArchiveEntry } from '../restore/volume.js';
-import { chain } from '../streams.js';
+import { tarGzEntries } from '../tar-entries.js';
 import { ProblemList } from './pool.js';
 
 /** What comparing the volume found. */
@@ -36,12 +34,7 @@ export async function compareVolume(
   const problems = new ProblemList();
   const result = { entries: 0, bytes: 0, problems };
   const archived = new Set<string>();
-  const stream = chain(
-    await repository.openVerified(artifact, opts),
-    createGunzip(),
-    createExtract() as never,
-  );
-  for await (const item of stream as unknown as AsyncIterable<Readable & { header: Header }>) {
+  for await (const item of tarGzEntries(await repository.openVerified(artifact, opts))) {
     opts.signal.throwIfAborted();
     const entry = checkEntry(item.header);
     result.entries++;

@@ -2,8 +2,6 @@
 // could write outside the destination, then compare with what the destination holds, then extract
 // with GNU tar (--same-owner), here or on a host over SSH. Identical entries cost nothing.
 import { posix } from 'node:path';
-import { createGunzip } from 'node:zlib';
-import { extract as createExtract } from 'tar-stream';
 import { asRoot, feedCommand, runCommand, startFeeding } from '../command.js';
 import { BackupError, describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
@@ -11,7 +9,7 @@ import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
 import { shellQuote } from '../sources/volume.js';
 import { errorLine } from '../sources/source.js';
-import { chain } from '../streams.js';
+import { tarGzEntries } from '../tar-entries.js';
 import { emptyStepCounts, type StepCounts } from './report.js';
 
 /** One archive entry, as far as deciding whether it is already in place goes. */
@@ -33,14 +31,10 @@ export async function inspectArchive(
   artifact: ArtifactRecord,
   opts: { signal: AbortSignal },
 ): Promise<ArchiveEntry[]> {
-  const extract = createExtract();
-  const stream = chain(await repository.openVerified(artifact, opts), createGunzip(), extract as never);
+  const stream = tarGzEntries(await repository.openVerified(artifact, opts));
   const entries: ArchiveEntry[] = [];
   try {
-    for await (const entry of stream as unknown as AsyncIterable<{
-      header: import('tar-stream').Header;
-      resume(): void;
-    }>) {
+    for await (const entry of stream) {
       entries.push(checkEntry(entry.header));
       entry.resume();
     }

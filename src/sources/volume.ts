@@ -6,7 +6,6 @@ import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished, PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
 import { chain, createParallelGzip } from '../streams.js';
@@ -166,13 +165,10 @@ export class VolumeSource implements Source {
  * archive cut by a lost connection is reported by the command's end, as before.
  */
 export async function countArchive(archive: Readable, counts: SourceCounts): Promise<string | undefined> {
-  const { extract: createExtract } = await import('tar-stream');
-  const entries = chain(archive, createGunzip(), createExtract() as never) as unknown as AsyncIterable<{
-    header: Header;
-    resume(): void;
-  }>;
+  // Loaded only by runs that archive a volume over SSH, as tar-stream is for a local one.
+  const { tarGzEntries } = await import('../tar-entries.js');
   try {
-    for await (const entry of entries) {
+    for await (const entry of tarGzEntries(archive)) {
       counts.objects++;
       if (entry.header.type === 'file' || entry.header.type === 'contiguous-file')
         counts.bytesRead += entry.header.size;
