@@ -113,7 +113,8 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     body: unknown,
     reply: FastifyReply,
   ): v.InferOutput<S> | undefined => {
-    const result = validate(schema, body ?? {});
+    // No body means `{}`; a JSON `null` is a body, and not an object.
+    const result = validate(schema, body === undefined ? {} : body);
     if (result.ok) return result.value;
     void reply.code(400).send({ error: result.problems.map(describeProblem).join('; ') });
     return undefined;

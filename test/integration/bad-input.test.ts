@@ -670,6 +670,15 @@ describeWithStack('bad HTTP requests', (stack) => {
       error: 'body: must be an object, not a list',
     },
     {
+      name: 'a JSON null body',
+      method: 'POST',
+      path: '/drills',
+      headers: json,
+      body: 'null',
+      status: 400,
+      error: 'body: must be an object, not null',
+    },
+    {
       name: 'a restore without a snapshot',
       method: 'POST',
       path: '/restores',
