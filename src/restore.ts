@@ -52,6 +52,11 @@ export interface RestoreDeps {
   sshTarget: (host: string) => SshTarget;
   reporter: Reporter;
   log: Logger;
+  /**
+   * What to do to run the finishing step alone, for the `next:` lines: the CLI command with the
+   * config it was given, or the daemon's request. Default: `run deis-backup restore <id> --only finish`.
+   */
+  finishCommand?: (id: string) => string;
 }
 
 /** One step's plan or outcome. */
@@ -334,7 +339,7 @@ async function finishAdvice(
     if (host === undefined) {
       republishing = 'no host';
       next.push(
-        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, run ${finishOnly(prepared)}, or feed this to \`${command}\` on its host: ${snippet}`,
+        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, ${finishOnly(deps, prepared)}, or feed this to \`${command}\` on its host: ${snippet}`,
       );
     } else if (planOnly) {
       next.push(
@@ -349,18 +354,18 @@ async function finishAdvice(
         failure === undefined ? 'success' : 'failed',
         failure?.reason ?? `controller published ${published}`,
       );
-      const again = finishOnly(prepared);
+      const again = finishOnly(deps, prepared);
       republishing = failure === undefined ? 'done' : 'failed';
       if (failure === undefined) next.push(`published ${published} to etcd from deis-controller on ${host}`);
       else if (failure.kind === 'connect')
-        next.push(`${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then run ${again}`);
+        next.push(`${REPUBLISH_FAILED} on ${host} failed: ${failure.reason}; then ${again}`);
       else if (failure.kind === 'raised')
         next.push(
-          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): the snippet is chosen by the Deis version, so check that ${versionSource(config)} is the cluster's, then run ${again}`,
+          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): the snippet is chosen by the Deis version, so check that ${versionSource(config)} is the cluster's, then ${again}`,
         );
       else
         next.push(
-          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): once deis-controller runs (deisctl start platform), run ${again}`,
+          `${REPUBLISH_FAILED} on ${host} failed (${failure.reason}): once deis-controller runs (deisctl start platform), ${again}`,
         );
     }
   }
@@ -382,9 +387,10 @@ function versionSource(config: Config): string {
     : `restore.deisVersion (${config.restore.deisVersion})`;
 }
 
-/** The command that runs the finishing step again, without restoring any data a second time. */
-function finishOnly(prepared: Prepared): string {
-  return `deis-backup restore ${prepared.manifest.id} --only finish`;
+/** What runs the finishing step again, without restoring any data a second time. */
+function finishOnly(deps: RestoreDeps, prepared: Prepared): string {
+  const id = prepared.manifest.id;
+  return deps.finishCommand?.(id) ?? `run deis-backup restore ${id} --only finish`;
 }
 
 /**

@@ -245,6 +245,7 @@ export interface RestoreParts {
   etcd: Etcd;
   reporter: Reporter;
   log: Logger;
+  finishCommand?: RestoreDeps['finishCommand'];
 }
 
 /**

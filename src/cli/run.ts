@@ -5,6 +5,7 @@ import { BackupError } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
 import { applyRetention } from '../jobs.js';
 import { createReporter } from '../restore/report.js';
+import { shellQuote } from '../sources/volume.js';
 import {
   createSources,
   parseOnly,
@@ -80,6 +81,7 @@ export async function restoreCommand(
   config: Config,
   snapshot: string,
   values: {
+    config?: string | undefined;
     json: boolean;
     only?: string | undefined;
     bucket?: string[] | undefined;
@@ -99,9 +101,22 @@ export async function restoreCommand(
     throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
   }
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
+  // The finishing step's own command names the config file this run was given, if any.
+  const file = values.config;
+  const cli =
+    file === undefined
+      ? 'deis-backup'
+      : `deis-backup --config ${/^[\w./@%+=:,-]+$/.test(file) ? file : shellQuote(file)}`;
   const restore = (signal: AbortSignal): Promise<number> =>
     withRestoreDeps(
-      { config, repository, etcd, reporter: createReporter(io.progress ?? { write: () => undefined }), log },
+      {
+        config,
+        repository,
+        etcd,
+        reporter: createReporter(io.progress ?? { write: () => undefined }),
+        log,
+        finishCommand: (id) => `run ${cli} restore ${id} --only finish`,
+      },
       signal,
       async (deps) => {
         // Loaded only by a restore: the archive reader (tar-stream) need not load on every start.

@@ -293,8 +293,18 @@ export function createRunners(ctx: DaemonContext): Runners {
       };
       try {
         const restore = (signal: AbortSignal) =>
-          withRestoreDeps({ config, repository, etcd, reporter, log: runLog }, signal, (deps) =>
-            restoreSnapshot(deps, request, { signal }),
+          withRestoreDeps(
+            {
+              config,
+              repository,
+              etcd,
+              reporter,
+              log: runLog,
+              finishCommand: (snapshot) =>
+                `send POST /restores ${JSON.stringify({ snapshot, only: ['finish'] })}`,
+            },
+            signal,
+            (deps) => restoreSnapshot(deps, request, { signal }),
           );
         // A dry run only reads; a real restore must not race a forget or prune of what it reads.
         const report = request.dryRun

@@ -15,6 +15,7 @@ import { createLogger } from '../../src/log.js';
 import { Repository } from '../../src/repository/repository.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { EtcdLock } from '../../src/lock/etcd-lock.js';
+import type { RestoreReport } from '../../src/restore.js';
 import { createClusterEtcd } from '../../src/wiring.js';
 import { seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
@@ -684,6 +685,26 @@ describeWithStack('daemon', (stack) => {
         next: [expect.stringMatching(/^Deis v1\.13\.4 republishes .*: nothing to run$/), expect.any(String)],
       },
     });
+  });
+
+  it('names its own request, not the CLI, for running the finishing step alone', async () => {
+    // No controller host is known (the stack's etcd has no /deis/controller/host): nothing runs.
+    const { daemon } = await start({
+      sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
+      restore: { deisVersion: 'v1.10.1' },
+    });
+    const backup = await finished(
+      daemon,
+      'backups',
+      String((await call(daemon, 'POST', '/backups')).body['id']),
+    );
+    const snapshot = String((backup['result'] as Record<string, unknown>)['id']);
+    const finish = await call(daemon, 'POST', '/restores', { snapshot, only: ['finish'] });
+    const result = (await finished(daemon, 'restores', String(finish.body['id'])))['result'] as RestoreReport;
+    expect(result.status).toBe('failed');
+    expect(result.next[0]).toContain(
+      `no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, send POST /restores {"snapshot":"${snapshot}","only":["finish"]}, or feed this to`,
+    );
   });
 
   it('starts and stops cleanly when SIGTERM comes while it starts, with runAtStart', async () => {

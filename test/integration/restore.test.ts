@@ -621,7 +621,7 @@ describeWithStack('restore', (stack) => {
     expect(run.report?.status).toBe('partial');
     expect(run.report?.steps.map((s) => [s.step, s.status])).toEqual([['buckets', 'success']]);
     expect(run.report?.next[0]).toBe(
-      `republishing from deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run deis-backup restore ${snapshot} --only finish`,
+      `republishing from deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run deis-backup --config ${file} restore ${snapshot} --only finish`,
     );
 
     // Once the controller can be reached: the finishing step alone, with no data step.
@@ -651,7 +651,7 @@ describeWithStack('restore', (stack) => {
     expect(failed.report?.status).toBe('failed');
     expect(failed.report?.next[0]).toMatch(
       new RegExp(
-        `^republishing from deis-controller on ${stack.sshHost} failed \\(.*No such container: deis-controller.*\\): once deis-controller runs \\(deisctl start platform\\), run deis-backup restore ${snapshot} --only finish$`,
+        `^republishing from deis-controller on ${stack.sshHost} failed \\(.*No such container: deis-controller.*\\): once deis-controller runs \\(deisctl start platform\\), run deis-backup --config ${down} restore ${snapshot} --only finish$`,
       ),
     );
   });
@@ -669,15 +669,13 @@ describeWithStack('restore', (stack) => {
     );
     // The stack's etcd has no /deis/controller/host: nothing runs, which fails a run asked only for
     // this, and the line says what to do.
-    const unknown = await restore(
-      [snapshot, '--only', 'finish'],
-      config({ restore: { deisVersion: 'v1.10.1' } }),
-    );
+    const versionOnly = config({ restore: { deisVersion: 'v1.10.1' } });
+    const unknown = await restore([snapshot, '--only', 'finish'], versionOnly);
     expect(unknown.code, unknown.err).toBe(1);
     expect(unknown.report?.status).toBe('failed');
     expect(unknown.report?.next[0]).toMatch(
       new RegExp(
-        `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*\\$COREOS_PRIVATE_IPV4:4001.*\` on its host: `,
+        `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup --config ${versionOnly} restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*\\$COREOS_PRIVATE_IPV4:4001.*\` on its host: `,
       ),
     );
   });
@@ -711,7 +709,7 @@ describeWithStack('restore', (stack) => {
     expect(run.code).toBe(3);
     expect(run.report?.status).toBe('partial');
     expect(run.report?.next[0]).toBe(
-      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): the snippet is chosen by the Deis version, so check that restore.deisVersion (v1.10.1) is the cluster's, then run deis-backup restore ${snapshot} --only finish`,
+      `republishing from deis-controller on ${stack.sshHost} failed (the snippet raised NameError: name 'Key' is not defined): the snippet is chosen by the Deis version, so check that restore.deisVersion (v1.10.1) is the cluster's, then run deis-backup --config ${file} restore ${snapshot} --only finish`,
     );
   });
 });
