@@ -16,6 +16,7 @@ import {
   createClusterLock,
   createRepository,
   holdsAll,
+  isConfiguredSource,
   requireBackupSources,
 } from './wiring.js';
 
@@ -103,7 +104,11 @@ export async function startDaemon(
       metrics.setTargetUp(true);
       metrics.setRestorePoints(snapshots.length);
       if (!rebuilt) {
-        metrics.rebuild(snapshots, (manifest) => holdsAll(config, manifest));
+        metrics.rebuild(
+          snapshots,
+          (manifest) => holdsAll(config, manifest),
+          (source) => isConfiguredSource(config, source),
+        );
         await restoreCheckMetrics(signal);
       }
       rebuilt = true;

@@ -155,9 +155,15 @@ export class Metrics {
 
   /**
    * Sets the last-success figures from the restore points in the target (at start, after a
-   * restart). Only those `whole` says hold every configured source count for "all".
+   * restart). Only those `whole` says hold every configured source count for "all", and only the
+   * sources `configured` names get figures of their own: a bucket taken out of the config must not
+   * keep its old status (and a partial one its alert) forever.
    */
-  rebuild(manifests: readonly Manifest[], whole: (manifest: Manifest) => boolean): void {
+  rebuild(
+    manifests: readonly Manifest[],
+    whole: (manifest: Manifest) => boolean,
+    configured: (source: string) => boolean,
+  ): void {
     this.restorePoints.set(manifests.length);
     let newestWhole: Manifest | undefined;
     for (const manifest of manifests) {
@@ -169,7 +175,7 @@ export class Metrics {
         bump(ALL, manifest.status);
         newestWhole = manifest;
       }
-      for (const source of manifest.sources) bump(source.id, source.status);
+      for (const source of manifest.sources) if (configured(source.id)) bump(source.id, source.status);
     }
     // A run this process saw is newer than any restore point: a failed one left none to read back
     // (the target was down at start, say, and the first listing comes after that run).
@@ -178,7 +184,8 @@ export class Metrics {
     };
     if (newestWhole) setStatus(ALL, newestWhole.status);
     const newest = manifests.at(-1);
-    for (const source of newest?.sources ?? []) setStatus(source.id, source.status);
+    for (const source of newest?.sources ?? [])
+      if (configured(source.id)) setStatus(source.id, source.status);
   }
 
   /**

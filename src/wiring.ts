@@ -151,6 +151,18 @@ export function holdsAll(config: Config, manifest: Pick<Manifest, 'sources'>): b
   );
 }
 
+/**
+ * Whether a source id of a restore point (`bucket:<name>`, `volume`, `database`) is one the config
+ * backs up: its kind is enabled and, when `sources.buckets.names` lists them, the bucket is listed.
+ */
+export function isConfiguredSource(config: Config, id: string): boolean {
+  if (id.startsWith('bucket:')) {
+    const { enabled, names } = config.sources.buckets;
+    return enabled && (names === undefined || names.includes(id.slice('bucket:'.length)));
+  }
+  return (id === 'volume' || id === 'database') && config.sources[id].enabled;
+}
+
 /** Builds the selected (default: enabled) sources; a source whose settings cannot be resolved comes back unavailable. */
 export async function createSources(
   config: Config,

@@ -350,6 +350,19 @@ describeWithStack('daemon', (stack) => {
       .filter((line) => !/^(# (HELP|TYPE) )?nodejs_active_(handles|requests|resources)_total/.test(line))
       .join('\n');
     execFileSync('promtool', ['check', 'metrics'], { input: linted });
+    await failing.stop();
+
+    // The partial bucket taken out of the config: after a restart it keeps no status (so no
+    // DeisBackupPartial alert) and no last success, in the metrics and in /readyz.
+    const { daemon: narrowed } = await start({
+      target: { type: 'dir', path: target },
+      sources: { buckets: { names: [wal] }, volume: { path: volume }, database: { enabled: false } },
+    });
+    metrics = (await call(narrowed, 'GET', '/metrics')).body;
+    expect(metrics).not.toContain(`source="bucket:${spoiled}"`);
+    expect(sample(metrics, 'deis_backup_last_status', `source="bucket:${wal}"`)).toBe(1);
+    const readiness = (await call(narrowed, 'GET', '/readyz')).body;
+    expect(Object.keys(readiness['sources'] as object).sort()).toEqual([`bucket:${wal}`, 'volume']);
   });
 
   it('cancels a running restore on DELETE', async () => {

@@ -103,7 +103,11 @@ describe('Metrics', () => {
       1,
       new Date(now),
     );
-    metrics.rebuild([manifest('2026-12-01T03:00:00.000Z', EVERYTHING)], () => true);
+    metrics.rebuild(
+      [manifest('2026-12-01T03:00:00.000Z', EVERYTHING)],
+      () => true,
+      () => true,
+    );
     expect(await value(metrics, 'deis_backup_last_status', { source: 'all' })).toBe(0);
     // A source no run has reported yet still takes its status from the newest restore point.
     expect(await value(metrics, 'deis_backup_last_status', { source: 'volume' })).toBe(1);
@@ -116,7 +120,11 @@ describe('Metrics', () => {
     const metrics = new Metrics(new Registry(), 'test');
     const whole = manifest('2026-12-04T03:00:00.000Z', EVERYTHING);
     const databaseOnly = manifest('2026-12-04T10:00:00.000Z', ['database']);
-    metrics.rebuild([whole, databaseOnly], (m) => m.sources.length === EVERYTHING.length);
+    metrics.rebuild(
+      [whole, databaseOnly],
+      (m) => m.sources.length === EVERYTHING.length,
+      () => true,
+    );
     expect(await value(metrics, LAST_SUCCESS, { source: 'all' })).toBe(Date.parse(whole.finishedAt) / 1000);
     expect(await value(metrics, LAST_SUCCESS, { source: 'database' })).toBe(
       Date.parse(databaseOnly.finishedAt) / 1000,
@@ -124,6 +132,22 @@ describe('Metrics', () => {
     expect(await value(metrics, LAST_SUCCESS, { source: 'volume' })).toBe(
       Date.parse(whole.finishedAt) / 1000,
     );
+  });
+
+  it('gives no figures of its own to a source the config no longer backs up', async () => {
+    const metrics = new Metrics(new Registry(), 'test');
+    const newest = manifest('2026-12-04T03:00:00.000Z', [...EVERYTHING, 'bucket:retired']);
+    newest.sources = newest.sources.map((s) => (s.id === 'bucket:retired' ? { ...s, status: 'partial' } : s));
+    metrics.rebuild(
+      [manifest('2026-12-03T03:00:00.000Z', [...EVERYTHING, 'bucket:retired']), newest],
+      () => true,
+      (source) => source !== 'bucket:retired',
+    );
+    // A partial status kept for it would hold DeisBackupPartial on for good.
+    expect(await value(metrics, 'deis_backup_last_status', { source: 'bucket:retired' })).toBeUndefined();
+    expect(await value(metrics, LAST_SUCCESS, { source: 'bucket:retired' })).toBeUndefined();
+    expect([...metrics.lastSuccesses().keys()]).not.toContain('bucket:retired');
+    expect(await value(metrics, 'deis_backup_last_status', { source: 'bucket:registry' })).toBe(1);
   });
 
   it('counts what retention removed, the uploads it aborted and its failures', async () => {

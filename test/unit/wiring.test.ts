@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { SourceRecord } from '../../src/repository/manifest.js';
 import { sourceRecord } from '../fixtures/records.js';
-import { coversAll, holdsAll } from '../../src/wiring.js';
+import { coversAll, holdsAll, isConfiguredSource } from '../../src/wiring.js';
 
 function config(sources: unknown) {
   const file = join(mkdtempSync(join(tmpdir(), 'wiring-')), 'config.json');
@@ -30,5 +30,20 @@ describe('coversAll and holdsAll', () => {
     expect(coversAll(noVolume, ['buckets', 'database'])).toBe(true);
     expect(holdsAll(noVolume, records('bucket:db_wal', 'database'))).toBe(true);
     expect(holdsAll(noVolume, records('bucket:db_wal'))).toBe(false);
+  });
+});
+
+describe('isConfiguredSource', () => {
+  it('takes a source whose kind is enabled and, where names are listed, a listed bucket', () => {
+    const every = config({});
+    for (const id of ['bucket:db_wal', 'bucket:anything', 'volume', 'database'])
+      expect(isConfiguredSource(every, id)).toBe(true);
+    const listed = config({ buckets: { names: ['db_wal'] }, database: { enabled: false } });
+    expect(isConfiguredSource(listed, 'bucket:db_wal')).toBe(true);
+    expect(isConfiguredSource(listed, 'bucket:registry')).toBe(false);
+    expect(isConfiguredSource(listed, 'database')).toBe(false);
+    expect(isConfiguredSource(listed, 'volume')).toBe(true);
+    expect(isConfiguredSource(config({ buckets: { enabled: false } }), 'bucket:db_wal')).toBe(false);
+    expect(isConfiguredSource(every, 'teleport')).toBe(false);
   });
 });
