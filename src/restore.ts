@@ -83,6 +83,11 @@ export interface RestoreReport {
   hazards: string[];
   /** What the operator still has to do. */
   next: string[];
+  /**
+   * What became of the republish to etcd in the finishing step: `done`, `failed`, `no host` (due,
+   * but no controller host is known), or `none` (not due, only advised, a dry run, or not reached).
+   */
+  republish: FinishOutcome['republish'];
 }
 
 /** Runs the restore (or, with dryRun, only its preflight and plan). Throws on a failed preflight. */
@@ -114,6 +119,7 @@ export async function restoreSnapshot(
       steps,
       hazards: prepared.hazards,
       next,
+      republish: 'none',
     };
   }
   const results: StepReport[] = [];
@@ -158,6 +164,7 @@ export async function restoreSnapshot(
     steps: results,
     hazards: prepared.hazards,
     next: finish.next,
+    republish: finish.republish,
   };
 }
 

@@ -695,6 +695,7 @@ describeWithStack('daemon', (stack) => {
       result: {
         status: 'success',
         steps: [],
+        republish: 'none',
         next: [expect.stringMatching(/^Deis v1\.13\.4 republishes .*: nothing to run$/), expect.any(String)],
       },
     });

@@ -620,6 +620,7 @@ describeWithStack('restore', (stack) => {
     expect(run.code).toBe(3);
     expect(run.report?.status).toBe('partial');
     expect(run.report?.steps.map((s) => [s.step, s.status])).toEqual([['buckets', 'success']]);
+    expect(run.report?.republish).toBe('failed');
     expect(run.report?.next[0]).toBe(
       `republishing from deis-controller on ${stack.sshHost} failed: ssh root@[127.0.0.1]:${stack.sshPort}: host not listed in ${empty}; add its key with ssh-keyscan -p ${stack.sshPort} 127.0.0.1 >> ${empty}; then run deis-backup --config ${file} restore ${snapshot} --only finish`,
     );
@@ -633,6 +634,7 @@ describeWithStack('restore', (stack) => {
     expect(finish.code, finish.err).toBe(0);
     expect(finish.report?.status).toBe('success');
     expect(finish.report?.steps).toEqual([]);
+    expect(finish.report?.republish).toBe('done');
     expect(await readFile(out, 'utf8')).toBe(republishSnippet([1, 10, 1]));
     expect(finish.report?.next).toEqual([
       `published keys, apps, domains, certificates and each app's latest config to etcd from deis-controller on ${stack.sshHost}`,
@@ -649,6 +651,7 @@ describeWithStack('restore', (stack) => {
     const failed = await restore([snapshot, '--only', 'finish'], down);
     expect(failed.code).toBe(1);
     expect(failed.report?.status).toBe('failed');
+    expect(failed.report?.republish).toBe('failed');
     expect(failed.report?.next[0]).toMatch(
       new RegExp(
         `^republishing from deis-controller on ${stack.sshHost} failed \\(.*No such container: deis-controller.*\\): once deis-controller runs \\(deisctl start platform\\), run deis-backup --config ${down} restore ${snapshot} --only finish$`,
@@ -673,6 +676,7 @@ describeWithStack('restore', (stack) => {
     const unknown = await restore([snapshot, '--only', 'finish'], versionOnly);
     expect(unknown.code, unknown.err).toBe(1);
     expect(unknown.report?.status).toBe('failed');
+    expect(unknown.report?.republish).toBe('no host');
     expect(unknown.report?.next[0]).toMatch(
       new RegExp(
         `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup --config ${versionOnly} restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*\\$COREOS_PRIVATE_IPV4:4001.*\` on its host: `,
