@@ -19,7 +19,7 @@ import {
 } from './restore/finish.js';
 import { emptyStepCounts, type Reporter, type StepCounts, type StepName } from './restore/report.js';
 import { applyVolume } from './restore/volume.js';
-import { preflight, type Prepared } from './restore/preflight.js';
+import { INIT_ID_KEY, preflight, type Prepared } from './restore/preflight.js';
 import { runCommand, whereText } from './command.js';
 import type { S3Client } from './s3/client.js';
 import { errorLine } from './sources/source.js';
@@ -141,6 +141,8 @@ export async function restoreSnapshot(
     results.push(result);
     if (result.status === 'failed') stopped = true;
   }
+  const bucketsDone = results.some((r) => r.step === 'buckets' && r.status !== 'failed');
+  const database = bucketsDone ? await databaseBoot(deps, prepared, opts) : { next: [], failed: false };
   const finish = stopped
     ? { next: [], republish: 'none' as const }
     : await finishAdvice(deps, prepared, request, opts, false);
@@ -154,7 +156,7 @@ export async function restoreSnapshot(
     results.some((r) => r.status === 'failed' || r.status === 'skipped') ||
     (finishAlone && (finishFailed || unrun))
       ? 'failed'
-      : finishFailed || results.some((r) => r.status === 'partial')
+      : finishFailed || database.failed || results.some((r) => r.status === 'partial')
         ? 'partial'
         : 'success';
   return {
@@ -163,7 +165,7 @@ export async function restoreSnapshot(
     status,
     steps: results,
     hazards: prepared.hazards,
-    next: finish.next,
+    next: [...database.next, ...finish.next],
     republish: finish.republish,
   };
 }
@@ -338,10 +340,10 @@ async function finishAdvice(
   } else {
     const host =
       config.restore.controllerHost ?? (await etcd.get('/deis/controller/host', opts).catch(() => undefined));
-    const command = config.restore.controllerCommand.replaceAll(
-      '{etcd}',
-      `${host ?? '$COREOS_PRIVATE_IPV4'}:4001`,
-    );
+    // Without a host the printed command names the controller's own $HOST (its unit passes
+    // -e HOST=$COREOS_PRIVATE_IPV4), which the shell inside the container expands: the host's
+    // $COREOS_PRIVATE_IPV4 would sit unexpanded in the command's single quotes.
+    const command = config.restore.controllerCommand.replaceAll('{etcd}', `${host ?? '$HOST'}:4001`);
     const snippet = republishSnippet(version).trim().replaceAll('\n', '; ');
     if (host === undefined) {
       republishing = 'no host';
@@ -378,6 +380,41 @@ async function finishAdvice(
   }
   next.push(scaleAdvice([...prepared.apps].sort()));
   return { next, republish: republishing };
+}
+
+/**
+ * Once WAL-E data is back in the database's own bucket: removes `/deis/database/initId` if the
+ * preflight found it (compare-and-delete, so a database that initialised again since keeps its
+ * new id), so that deis-database restores from the bucket at its next start instead of keeping
+ * its own data; and says what its log must show. `failed` when the key is still there.
+ */
+async function databaseBoot(
+  deps: RestoreDeps,
+  prepared: Prepared,
+  opts: { signal: AbortSignal },
+): Promise<{ next: string[]; failed: boolean }> {
+  const bucket = prepared.databaseBucket;
+  const lines: string[] = [];
+  if (!bucket) return { next: lines, failed: false };
+  let failure: string | undefined;
+  if (bucket.initId !== undefined) {
+    try {
+      if (!(await deps.etcd.remove(INIT_ID_KEY, bucket.initId, opts)))
+        failure = 'it changed since the preflight: deis-database initialised again';
+    } catch (err) {
+      opts.signal.throwIfAborted();
+      failure = describeError(err);
+    }
+    lines.push(
+      failure === undefined
+        ? `removed ${INIT_ID_KEY}: deis-database had initialised in this cluster; at its next start it restores from ${bucket.name}`
+        : `${INIT_ID_KEY} was not removed (${failure}): stop deis-database, run etcdctl rm ${INIT_ID_KEY}, then start it`,
+    );
+  }
+  lines.push(
+    `when deis-database starts, its log (deisctl journal database) must say "database: restoring from backup..."; if it does not, it kept its own data: stop it, run etcdctl rm ${INIT_ID_KEY} (before Deis 1.5: remove the deis-database-data container) and start it again, before its next base backup (every 3 h) wins over the restored ones`,
+  );
+  return { next: lines, failed: failure !== undefined };
 }
 
 /** The finishing step's `next:` lines, and what became of the republish. */

@@ -4,6 +4,7 @@
 // sentinel of a base backup with an object that failed is withheld, so WAL-E never picks it.
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { setTimeout } from 'node:timers/promises';
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap, hexPrefix } from '../repository/digest-map.js';
 import { HashingStream } from '../repository/hashing.js';
@@ -164,6 +165,9 @@ export interface BucketOutcome {
   expectedLatest: string | undefined;
 }
 
+/** A second and a little: two sentinels sent this far apart never share a whole-second Last-Modified. */
+export const SENTINEL_GAP_MS = 1050;
+
 /** Carries out a plan: creates the bucket, uploads data, then sentinels in order. Never deletes. */
 export async function applyBucket(
   client: S3Client,
@@ -175,6 +179,8 @@ export async function applyBucket(
     listVersion: 1 | 2;
     reporter: Reporter;
     progress: { objects: number; bytes: number; totalObjects: number; totalBytes: number };
+    /** The least time between two sentinels sent (default SENTINEL_GAP_MS). */
+    sentinelGapMs?: number;
   },
 ): Promise<BucketOutcome> {
   const counts = { ...emptyStepCounts(), reorder: 0 };
@@ -193,7 +199,8 @@ export async function applyBucket(
   let stopped: BackupError | undefined;
   /** Base backups with an object that failed to restore → how many failed. */
   const failedBases = new Map<string, number>();
-  const run = async (index: number): Promise<void> => {
+  /** Whether the object was sent (else skipped, kept as a conflict, or failed). */
+  const run = async (index: number): Promise<boolean> => {
     const entry = plan.entries.at(index);
     const action = actionOf(plan, index);
     counts.objects++;
@@ -201,19 +208,21 @@ export async function applyBucket(
     if (action === 'skip' || action === 'conflict') {
       counts[action]++;
       tick(0);
-      return;
+      return false;
     }
     try {
       await uploadObject(client, target, plan.destination, entry, opts.signal);
       if (action === 'reorder') counts.reorder++;
       else counts[action]++;
       counts.transferBytes += entry.size;
+      tick(entry.size);
+      return true;
     } catch (err) {
       opts.signal.throwIfAborted();
       const stop = stopFor(err, plan.destination, client, target);
       if (stop !== undefined) {
         stopped ??= stop;
-        return;
+        return false;
       }
       counts.failed++;
       if (errors.length < 20) errors.push(`${plan.destination}/${entry.key}: ${describeError(err)}`);
@@ -221,6 +230,7 @@ export async function applyBucket(
       if (base !== undefined) failedBases.set(base, (failedBases.get(base) ?? 0) + 1);
     }
     tick(entry.size);
+    return false;
   };
   const sentinels = new Set(plan.sentinels);
   let next = 0;
@@ -238,6 +248,9 @@ export async function applyBucket(
   // sets `stopped`, which the narrowing above cannot see: hence the function.)
   const outage = (): BackupError | undefined => stopped;
   let expectedLatest: string | undefined;
+  // When the last sentinel sent was done. Ceph hammer gives Last-Modified in whole seconds, and
+  // WAL-E breaks a tie by listing (name) order: each sentinel goes a second after the one before.
+  let sentAt: number | undefined;
   for (const index of plan.sentinels) {
     const entry = plan.entries.at(index);
     const base = baseBackupOf(entry.key);
@@ -255,7 +268,10 @@ export async function applyBucket(
       tick(0);
       continue;
     }
-    await run(index);
+    const wait = sentAt === undefined ? 0 : sentAt + (opts.sentinelGapMs ?? SENTINEL_GAP_MS) - Date.now();
+    if (wait > 0 && action !== 'skip' && action !== 'conflict')
+      await setTimeout(wait, undefined, { signal: opts.signal });
+    if (await run(index)) sentAt = Date.now();
     const stop = outage();
     if (stop !== undefined) throw stop;
     expectedLatest = entry.key;

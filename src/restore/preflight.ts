@@ -21,6 +21,11 @@ export interface Prepared {
   hazards: string[];
   /** The apps whose registry repositories the chosen buckets hold (for the scale advice). */
   apps: Set<string>;
+  /**
+   * Set when WAL-E data goes into the database's own bucket: that bucket, and the database's
+   * `/deis/database/initId` when it is in etcd (the database initialised in this cluster already).
+   */
+  databaseBucket?: { name: string; initId?: string | undefined };
 }
 
 /** Checks everything the restore will read and plans each step; throws when anything is wrong. */
@@ -155,7 +160,8 @@ export async function preflight(
     }
   }
   if (bucketRecords.length > 0) {
-    await checkDatabaseAsleep(deps, request, bucketRecords, withSentinels, hazards, opts);
+    const databaseBucket = await checkDatabase(deps, request, bucketRecords, withSentinels, hazards, opts);
+    if (databaseBucket) prepared.databaseBucket = databaseBucket;
     const gateway = await deps.gateway();
     // WAL-E's bucket goes first: the registry can wait, the database cannot.
     const ordered = [...bucketRecords].sort(
@@ -215,22 +221,27 @@ function indexError(
 /**
  * A database that boots while its db_wal is half restored initialises empty, and its first base
  * backup becomes LATEST for good (deis/deis#4421). So restoring WAL-E data into the database's own
- * bucket is refused while /deis/database/host says the database runs, unless --yes.
+ * bucket is refused while /deis/database/host says the database runs, unless --yes. A database that
+ * has initialised in this cluster (`/deis/database/initId` set, Deis 1.5 and later) keeps its own
+ * data at its next start, restored bucket or not: the key is returned, for the restore to remove.
+ * Undefined when no WAL-E data goes into the database's bucket.
  */
-async function checkDatabaseAsleep(
+async function checkDatabase(
   deps: RestoreDeps,
   request: RestoreRequest,
   records: readonly SourceRecord[],
   withSentinels: ReadonlySet<SourceRecord>,
   hazards: string[],
   opts: { signal: AbortSignal },
-): Promise<void> {
+): Promise<Prepared['databaseBucket']> {
+  let unchecked = false;
   const lookup = async (key: string): Promise<string | undefined> => {
     try {
       return await deps.etcd.get(key, opts);
     } catch (err) {
       if (request.yes || request.dryRun) {
-        hazards.push(`could not check whether deis-database runs (${describeError(err)})`);
+        if (!unchecked) hazards.push(`could not check whether deis-database runs (${describeError(err)})`);
+        unchecked = true;
         return undefined;
       }
       throw new BackupError(
@@ -242,11 +253,18 @@ async function checkDatabaseAsleep(
   const walDestinations = records
     .filter((r) => withSentinels.has(r))
     .map((r) => request.bucketMap.get(r.bucket ?? '') ?? r.bucket ?? '');
-  if (walDestinations.length === 0) return;
+  if (walDestinations.length === 0) return undefined;
   const databaseBucket = (await lookup('/deis/database/bucketName')) ?? 'db_wal';
-  if (!walDestinations.includes(databaseBucket)) return;
+  if (!walDestinations.includes(databaseBucket)) return undefined;
+  const initId = await lookup(INIT_ID_KEY);
+  if (initId !== undefined) {
+    hazards.push(
+      `${INIT_ID_KEY} is set: deis-database has initialised in this cluster and would keep its own data at its next start instead of restoring ${databaseBucket}; the restore removes the key once ${databaseBucket} is restored`,
+    );
+  }
+  const found = { name: databaseBucket, initId };
   const alive = await lookup('/deis/database/host');
-  if (alive === undefined) return;
+  if (alive === undefined) return found;
   if (!request.yes && !request.dryRun) {
     throw new BackupError(
       'ERR_USAGE',
@@ -256,7 +274,11 @@ async function checkDatabaseAsleep(
   hazards.push(
     `deis-database looks alive (/deis/database/host = ${alive} in etcd); stop it before restoring ${databaseBucket}`,
   );
+  return found;
 }
+
+/** Where Deis 1.5 and later keep the id of the database's data directory (database/bin/boot). */
+export const INIT_ID_KEY = '/deis/database/initId';
 
 function incomplete(
   id: string,

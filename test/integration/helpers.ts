@@ -1,9 +1,11 @@
 // Shared helpers for tests against the real stack: stack lookup that fails (never skips) when the
 // stack is required, fresh bucket names, gateway snapshots, tree comparison, and an in-process CLI.
 import { createHash, randomBytes } from 'node:crypto';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -292,4 +294,75 @@ export function readmeParagraph(text: string): string {
   const found = readme.split(/\n\s*\n/).find((p) => p.includes(text));
   if (found === undefined) throw new Error(`README has no paragraph with ${text}`);
   return found;
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked: another process may take it before it is used). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  server.close();
+  return port;
+}
+
+/** An etcd of its own, as a new cluster's: the v2 API on 127.0.0.1, emptied when it stops. */
+export interface ScratchEtcd {
+  endpoint: string;
+  get(key: string): Promise<string | undefined>;
+  put(key: string, value: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts an etcd (the binary the stack runs) holding `keys`, for tests whose etcd keys the shared one must not get. */
+export async function startScratchEtcd(keys: Record<string, string>): Promise<ScratchEtcd> {
+  const [client, peer] = [await freePort(), await freePort()];
+  const dir = tempDir('etcd');
+  const child = spawn(
+    'etcd',
+    [
+      '--name=scratch',
+      '--enable-v2=true',
+      `--data-dir=${dir}`,
+      `--listen-client-urls=http://127.0.0.1:${client}`,
+      `--advertise-client-urls=http://127.0.0.1:${client}`,
+      `--listen-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-cluster=scratch=http://127.0.0.1:${peer}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  const endpoint = `http://127.0.0.1:${client}`;
+  const url = (key: string) => `${endpoint}/v2/keys${key}`;
+  const etcd: ScratchEtcd = {
+    endpoint,
+    async get(key) {
+      const res = await fetch(url(key));
+      return res.ok ? ((await res.json()) as { node: { value: string } }).node.value : undefined;
+    },
+    async put(key, value) {
+      const res = await fetch(url(key), { method: 'PUT', body: new URLSearchParams({ value }) });
+      if (!res.ok) throw new Error(`scratch etcd: PUT ${key}: ${res.status}`);
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await until('the scratch etcd', () =>
+      fetch(`${endpoint}/v2/keys/`).then(
+        (res) => (res.ok ? true : undefined),
+        () => undefined,
+      ),
+    );
+    for (const [key, value] of Object.entries(keys)) await etcd.put(key, value);
+  } catch (err) {
+    await etcd.stop();
+    throw err;
+  }
+  return etcd;
 }

@@ -20,8 +20,10 @@ import {
   dumpAll,
   gatewayClient,
   resetScratch,
+  startScratchEtcd,
   tempDir,
   unique,
+  until,
   writeConfig,
 } from './helpers.js';
 
@@ -31,6 +33,7 @@ const signal = AbortSignal.timeout(600_000);
 function flipByte(bytes: Buffer, at: number): void {
   bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
 }
+const INIT_ID = '/deis/database/initId';
 const SENTINEL = (base: string) => `basebackups_005/${base}_backup_stop_sentinel.json`;
 
 /** The sentinel with the newest LastModified: what WAL-E's backup-fetch LATEST picks. */
@@ -48,6 +51,14 @@ async function latest(client: S3Client, bucket: string): Promise<string | undefi
       newest = item;
   }
   return newest?.key;
+}
+
+/** The bucket's stop sentinels, oldest Last-Modified first, with it. */
+async function sentinelTimes(client: S3Client, bucket: string): Promise<[string, string][]> {
+  const found: [string, string][] = [];
+  for await (const item of client.listObjects(bucket, { signal, listVersion: 1, prefix: 'basebackups_005/' }))
+    if (item.key.endsWith('_backup_stop_sentinel.json')) found.push([item.key, item.lastModified]);
+  return found.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
 }
 
 /** The stand-in deis-controller, and the Python with Debian's Django and python-etcd. */
@@ -74,9 +85,9 @@ describeWithStack('restore', (stack) => {
   let latestAtBackup: string | undefined;
 
   /** A config for this file; `restore` settings and the volume host can be changed per test. */
-  const config = (patch: { volumeHost?: string; restore?: Record<string, unknown> } = {}) =>
+  const config = (patch: { volumeHost?: string; restore?: Record<string, unknown>; etcd?: string } = {}) =>
     writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
+      etcd: { endpoints: [patch.etcd ?? stack.etcdEndpoint] },
       ssh: stackSsh(stack),
       sources: {
         buckets: { names: [wal, registry], concurrency: 4 },
@@ -149,6 +160,12 @@ describeWithStack('restore', (stack) => {
       for (const [key, value] of want) expect(got.get(key)).toEqual(value);
     }
     expect(await latest(gateway, newWal)).toBe(latestAtBackup);
+    // The sentinels in their original order, each in a later whole second than the one before:
+    // Ceph hammer's Last-Modified has no fraction, and WAL-E breaks a tie by name.
+    const restored = await sentinelTimes(gateway, newWal);
+    expect(restored.map(([key]) => key)).toEqual((await sentinelTimes(gateway, wal)).map(([key]) => key));
+    const seconds = restored.map(([, at]) => Math.floor(Date.parse(at) / 1000));
+    for (let i = 1; i < seconds.length; i++) expect(seconds[i]).toBeGreaterThan(seconds[i - 1] ?? 0);
     const second = await restore([snapshot, '--only', 'buckets', ...args]);
     expect(second.code).toBe(0);
     const buckets = second.report?.steps.find((s) => s.step === 'buckets');
@@ -464,6 +481,73 @@ describeWithStack('restore', (stack) => {
     expect((JSON.parse(elsewhere.out) as RestoreReport).hazards).toEqual([]);
   });
 
+  it("removes /deis/database/initId once the database's bucket is restored, so it restores from it", async () => {
+    // A new cluster whose database has initialised once: its own etcd, naming a fresh db_wal.
+    const gatewayAt = new URL(stack.rgwEndpoint);
+    const newCluster = (bucket: string, initId: string) =>
+      startScratchEtcd({
+        '/deis/store/gateway/host': gatewayAt.hostname,
+        '/deis/store/gateway/port': gatewayAt.port,
+        '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
+        '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
+        '/deis/database/bucketName': bucket,
+        [INIT_ID]: initId,
+      });
+    const args = fresh('boot');
+    const [newWal] = destinations(args);
+    let etcd = await newCluster(newWal, 'first-id');
+    try {
+      const file = config({ etcd: etcd.endpoint });
+      const plan = await restore([snapshot, '--only', 'buckets', '--dry-run', ...args], file);
+      expect(plan.code, plan.err).toBe(0);
+      expect(plan.report?.hazards).toEqual([
+        `${INIT_ID} is set: deis-database has initialised in this cluster and would keep its own data at its next start instead of restoring ${newWal}; the restore removes the key once ${newWal} is restored`,
+      ]);
+      expect(await etcd.get(INIT_ID)).toBe('first-id');
+      const run = await restore([snapshot, '--only', 'buckets', ...args], file);
+      expect(run.code, run.err).toBe(0);
+      expect(run.report?.next.slice(0, 2)).toEqual([
+        `removed ${INIT_ID}: deis-database had initialised in this cluster; at its next start it restores from ${newWal}`,
+        `when deis-database starts, its log (deisctl journal database) must say "database: restoring from backup..."; if it does not, it kept its own data: stop it, run etcdctl rm ${INIT_ID} (before Deis 1.5: remove the deis-database-data container) and start it again, before its next base backup (every 3 h) wins over the restored ones`,
+      ]);
+      expect(await etcd.get(INIT_ID)).toBeUndefined();
+    } finally {
+      await etcd.stop();
+    }
+
+    // The database initialises again while the restore runs: its new id stays, and the run says so.
+    const later = fresh('reboot');
+    const [laterWal] = destinations(later);
+    etcd = await newCluster(laterWal, 'second-id');
+    try {
+      const running = restore([snapshot, '--only', 'buckets', ...later], config({ etcd: etcd.endpoint }));
+      // Objects in the bucket: the preflight has read the id.
+      await until(
+        'the restore to write',
+        async () => {
+          try {
+            for await (const item of gateway.listObjects(laterWal, { signal, listVersion: 1 }))
+              return item.key;
+          } catch {
+            // The bucket is not there yet.
+          }
+          return undefined;
+        },
+        60_000,
+      );
+      await etcd.put(INIT_ID, 'third-id');
+      const run = await running;
+      expect(run.code, run.err).toBe(3);
+      expect(run.report?.status).toBe('partial');
+      expect(run.report?.next[0]).toBe(
+        `${INIT_ID} was not removed (it changed since the preflight: deis-database initialised again): stop deis-database, run etcdctl rm ${INIT_ID}, then start it`,
+      );
+      expect(await etcd.get(INIT_ID)).toBe('third-id');
+    } finally {
+      await etcd.stop();
+    }
+  });
+
   it('reports extra base backups already in the destination db_wal as a hazard', async () => {
     const args = fresh('extra');
     const [newWal] = destinations(args);
@@ -679,7 +763,7 @@ describeWithStack('restore', (stack) => {
     expect(unknown.report?.republish).toBe('no host');
     expect(unknown.report?.next[0]).toMatch(
       new RegExp(
-        `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup --config ${versionOnly} restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*\\$COREOS_PRIVATE_IPV4:4001.*\` on its host: `,
+        `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup --config ${versionOnly} restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*'cd /app && ETCD=\\$HOST:4001 \\./manage\\.py shell'\` on its host: `,
       ),
     );
   });
