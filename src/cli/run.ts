@@ -144,18 +144,29 @@ export async function restoreCommand(
   return locked('restore', signal, restore);
 }
 
+/** The bucket names `--bucket` takes: what Ceph's gateway accepts, with db_wal's `_`. */
+const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]+$/;
+
 /** Parses repeated `--bucket SRC=DEST`. */
 export function parseBucketMap(values: readonly string[]): Map<string, string> {
   const map = new Map<string, string>();
   for (const value of values) {
-    const match = /^([a-z0-9][a-z0-9._-]+)=([a-z0-9][a-z0-9._-]+)$/.exec(value);
-    if (!match?.[1] || !match[2]) {
+    const [source, destination, ...rest] = value.split('=');
+    if (source === undefined || destination === undefined || rest.length > 0) {
       throw new BackupError(
         'ERR_USAGE',
         `--bucket ${value}: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored`,
       );
     }
-    map.set(match[1], match[2]);
+    for (const name of [source, destination]) {
+      if (!BUCKET_NAME.test(name)) {
+        throw new BackupError(
+          'ERR_USAGE',
+          `--bucket ${value}: ${name === '' ? 'a bucket name is empty' : `"${name}" is not a bucket name`} (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, at least 2 characters)`,
+        );
+      }
+    }
+    map.set(source, destination);
   }
   return map;
 }

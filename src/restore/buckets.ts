@@ -92,7 +92,10 @@ export async function planBucket(
     return input.overwrite ? 'overwrite' : 'conflict';
   };
   const actions = new Uint8Array(input.entries.length);
+  /** The first keys that differ, for the hazard. */
+  const conflicts: string[] = [];
   const count = (entry: IndexEntry, action: ObjectAction): void => {
+    if (action === 'conflict' && conflicts.length < 5) conflicts.push(entry.key);
     counts.objects++;
     counts.bytes += entry.size;
     if (action === 'reorder') counts.reorder++;
@@ -136,7 +139,7 @@ export async function planBucket(
   }
   if (counts.conflict > 0) {
     hazards.push(
-      `${counts.conflict} object(s) in ${input.destination} differ from the restore point and stay as they are; pass --overwrite to replace them`,
+      `${counts.conflict} object(s) in ${input.destination} differ from the restore point and stay as they are (${conflicts.join(', ')}${counts.conflict > conflicts.length ? ', …' : ''}); pass --overwrite to replace them`,
     );
   }
   return {

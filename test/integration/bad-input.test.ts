@@ -520,7 +520,17 @@ describeWithStack('bad command lines', (stack) => {
     {
       args: ['restore', 'latest', '--bucket', 'DB_WAL=restored'],
       code: 2,
-      line: 'deis-backup: --bucket DB_WAL=restored: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored',
+      line: 'deis-backup: --bucket DB_WAL=restored: "DB_WAL" is not a bucket name (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, at least 2 characters)',
+    },
+    {
+      args: ['restore', 'latest', '--bucket', 'db_wal='],
+      code: 2,
+      line: 'deis-backup: --bucket db_wal=: a bucket name is empty (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, at least 2 characters)',
+    },
+    {
+      args: ['restore', 'latest', '--bucket', 'db_wal=a=b'],
+      code: 2,
+      line: 'deis-backup: --bucket db_wal=a=b: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored',
     },
     {
       args: ['restore', 'latest', '--volume-to', 'relative/store'],

@@ -199,6 +199,24 @@ describeWithStack('restore', (stack) => {
     }
   });
 
+  it('keeps a differing object unless --overwrite, naming it, and replaces it with it', async () => {
+    const args = fresh('conflict');
+    const [, newRegistry] = destinations(args);
+    expect((await restore([snapshot, '--only', 'buckets', ...args])).code).toBe(0);
+    const [key] = [...(await bucketContents(gateway, registry)).keys()].sort();
+    const changed = Buffer.from('changed since\n');
+    await gateway.putObject(newRegistry, key ?? '', changed, { signal, size: changed.length });
+    const kept = await restore([snapshot, '--only', 'buckets', ...args]);
+    expect(kept.code, kept.err).toBe(0);
+    expect(kept.report?.hazards).toEqual([
+      `1 object(s) in ${newRegistry} differ from the restore point and stay as they are (${key}); pass --overwrite to replace them`,
+    ]);
+    expect((await bucketContents(gateway, newRegistry)).get(key ?? '')?.size).toBe(changed.length);
+    const replaced = await restore([snapshot, '--only', 'buckets', '--overwrite', ...args]);
+    expect(replaced.report?.steps[0]?.counts).toMatchObject({ overwrite: 1, create: 0 });
+    expect(await bucketContents(gateway, newRegistry)).toEqual(await bucketContents(gateway, registry));
+  });
+
   it('keeps a differing file unless --overwrite, and replaces it with it', async () => {
     const into = join(tempDir('restored'), 'store');
     expect((await restore([snapshot, '--only', 'volume', '--volume-to', into])).code).toBe(0);
