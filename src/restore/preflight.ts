@@ -2,6 +2,7 @@
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap } from '../repository/digest-map.js';
+import { checkWalE } from '../repository/wal-e.js';
 import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { RestoreDeps, RestoreRequest } from '../restore.js';
@@ -92,6 +93,14 @@ export async function preflight(
       }
       if (missingCount > 0) throw incomplete(manifest.id, missing, repository.target.name, missingCount);
       entriesByBucket.set(record, entries);
+      // A copy WAL-E cannot restore from as it is: a hole in the WAL after the oldest base backup, say,
+      // as when an empty database's first backup became LATEST (deis/deis#4421).
+      const walE = withSentinels.has(record) ? checkWalE(entries).errors : [];
+      if (walE.length > 0) {
+        hazards.push(
+          `bucket ${record.bucket ?? ''} fails the WAL-E check: ${walE[0] ?? ''}${walE.length > 1 ? ` (and ${walE.length - 1} more)` : ''}; a database restoring from it may come up without its data (deis-backup verify ${manifest.id} lists them)`,
+        );
+      }
     }
   }
 

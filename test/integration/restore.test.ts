@@ -10,7 +10,14 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RestoreReport } from '../../src/restore.js';
 import { republishSnippet } from '../../src/restore/finish.js';
 import type { S3Client } from '../../src/s3/client.js';
-import { BASE_BACKUPS, seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
+import {
+  BASE_BACKUPS,
+  WAL_BETWEEN,
+  seedDbWal,
+  seedOddKeys,
+  seedRegistry,
+  seedVolume,
+} from '../fixtures/deis-sample.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import {
   bucketContents,
@@ -564,6 +571,30 @@ describeWithStack('restore', (stack) => {
     } finally {
       await etcd.stop();
     }
+  });
+
+  it('warns before restoring a db_wal copy with a hole in its WAL', async () => {
+    const gap = unique('gap_wal');
+    await gateway.createBucket(gap, { signal });
+    await seedDbWal(gateway, gap);
+    await gateway.deleteObject(gap, `wal_005/${WAL_BETWEEN[0] ?? ''}.lzo`, { signal });
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [gap] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: tempDir('gap-target') },
+      restore: { deisVersion: 'v1.13.4' },
+    });
+    const backup = await cli(['backup', '--config', file]);
+    expect(backup.code, backup.err).toBe(0);
+    const id = backup.out.trim();
+    const plan = await restore(
+      [id, '--only', 'buckets', '--dry-run', '--bucket', `${gap}=${unique('gap_to')}`],
+      file,
+    );
+    expect(plan.code, plan.err).toBe(0);
+    expect(plan.report?.hazards).toEqual([
+      `bucket ${gap} fails the WAL-E check: missing WAL wal_005/${WAL_BETWEEN[0] ?? ''}.lzo (after ${BASE_BACKUPS[0]?.slice(5, 29) ?? ''}, before ${WAL_BETWEEN[1] ?? ''}); a database restoring from it may come up without its data (deis-backup verify ${id} lists them)`,
+    ]);
   });
 
   it('reports extra base backups already in the destination db_wal as a hazard', async () => {
