@@ -211,7 +211,13 @@ export async function runRemote(
             ? `no answer for ${target.timeoutMs / 1000} s`
             : (err.code ?? err.message);
       });
-      channel.on('close', () => {
+      // The channel's close, or else the connection's: ssh2 does not always close a channel whose
+      // connection ended first (an abort while its output waited in a pipeline), and a promise left
+      // pending there would hang the run that waits for it.
+      let settled = false;
+      const settle = (): void => {
+        if (settled) return;
+        settled = true;
         opts.signal.removeEventListener('abort', onAbort);
         conn.end();
         if (opts.signal.aborted) reject(toError(opts.signal.reason));
@@ -225,7 +231,9 @@ export async function runRemote(
             ),
           );
         else resolve({ code: exit.code, signal: exit.signal, stderr: stderr.end() });
-      });
+      };
+      channel.on('close', settle);
+      conn.on('close', settle);
     },
   );
   // The channel's close is awaited through `finished`; a stdout consumer must not see an unhandled rejection.

@@ -12,7 +12,19 @@ import { BucketSource } from '../../src/sources/bucket.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { seedOddKeys } from '../fixtures/deis-sample.js';
 import { gatewayOptions, stackDumpCommand, stackSsh } from '../fixtures/stack.js';
-import { cli, describeWithStack, gatewayClient, psql, tempDir, unique, writeConfig } from './helpers.js';
+import {
+  BIN,
+  cli,
+  describeWithStack,
+  gatewayClient,
+  psql,
+  tempDir,
+  unique,
+  until,
+  writeConfig,
+} from './helpers.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 
 const signal = AbortSignal.timeout(300_000);
@@ -29,6 +41,7 @@ interface TestConfig {
   target: unknown;
   gateway?: Record<string, unknown>;
   restore?: Record<string, unknown>;
+  lock?: Record<string, unknown>;
 }
 const silent = createLogger({ level: 'silent' });
 
@@ -86,6 +99,32 @@ describeWithStack('failed and partial runs', (stack) => {
     for (const id of runDirs.filter((d) => !before.includes(d))) {
       expect(await readdir(`${dir}/snapshots/${id}`)).not.toContain('database.sql.gz');
     }
+  });
+
+  it('stops a dump over SSH on SIGINT: aborted, no restore point, the cluster lock released', async () => {
+    const target = tempDir('target');
+    const lockKey = `/deis/backup/${unique('sigint')}`;
+    const file = config({ type: 'dir', path: target }, (c) => {
+      c.sources.database = { host: stack.sshHost, command: `sleep 8; ${stackDumpCommand(stack)}` };
+      c.lock = { key: lockKey };
+    });
+    const child = spawn('node', [BIN, 'backup', '--config', file, '--only', 'database'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.stdout.resume();
+    // The lock taken and the command started on the host: the dump is on its quiet first seconds.
+    await until('the backup to take the lock', async () =>
+      (await fetch(`${stack.etcdEndpoint}/v2/keys${lockKey}`)).ok ? true : undefined,
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code, err).toBe(1);
+    expect(err.trim().split('\n').at(-1)).toBe('backup aborted: no restore point written');
+    expect(await snapshotIds(target)).toEqual([]);
+    expect((await fetch(`${stack.etcdEndpoint}/v2/keys${lockKey}`)).status).toBe(404);
   });
 
   it('fails on a dump that exits 0 but was cut short', async () => {

@@ -65,4 +65,25 @@ describeWithStack('ssh', (stack) => {
       'ssh root@[127.0.0.1]:24998: cannot connect (ECONNREFUSED); check the host and ssh.port',
     );
   });
+
+  it('settles a command it was told to stop, quiet or mid-output, with the reason it was stopped', async () => {
+    // Also with its output stream destroyed, as a pipeline does with its source when the writer
+    // fails: ssh2 then never closes the channel, only the connection.
+    for (const [command, destroy] of [
+      ['sleep 5; echo late', false],
+      ['echo early; sleep 5', false],
+      ['sleep 5; echo late', true],
+    ] as const) {
+      const stop = new AbortController();
+      const remote = await runRemote(base, command, { signal: stop.signal });
+      remote.stdout.resume();
+      setTimeout(() => {
+        stop.abort(new Error('told to stop'));
+        if (destroy) remote.stdout.destroy();
+      }, 300);
+      const started = Date.now();
+      await expect(remote.finished, command).rejects.toThrow('told to stop');
+      expect(Date.now() - started, command).toBeLessThan(3000);
+    }
+  });
 });
