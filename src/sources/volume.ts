@@ -80,6 +80,15 @@ export class VolumeSource implements Source {
       await writeEntry(pack, await prepareEntry('.', rootStats, root, ''));
       counts.objects++;
       await walk(pack, root, '.', { counts, findings, signal: ctx.signal });
+      // Files that vanish while read are a live volume's; the root itself going (an unmounted or
+      // removed store) leaves a copy of part of it, which must not stand as a restore point.
+      const after = await lstat(root, { bigint: true }).catch(() => undefined);
+      if (after?.ino !== rootStats.ino || after.dev !== rootStats.dev) {
+        throw new BackupError(
+          'ERR_SOURCE',
+          `volume ${root}: removed or replaced while it was read, so the copy holds only part of it; find what unmounted or removed it, then back up again`,
+        );
+      }
       pack.finalize();
     })().catch((err: unknown) => {
       pack.destroy(err as Error);

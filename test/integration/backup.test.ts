@@ -1,9 +1,9 @@
 // Acceptance of the backup engine against the real stack: every source into each target kind, then
 // the stored data compared with the originals (GNU tar for the volume, gunzip | psql for the dump).
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { lstat, readFile, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -33,6 +33,7 @@ import {
   describeWithStack,
   tempDir,
   unique,
+  until,
   writeConfig,
 } from './helpers.js';
 import { stackS3TargetConfig } from '../fixtures/s3-target.js';
@@ -406,6 +407,28 @@ describeWithStack('backup', (stack) => {
     const { volume, extracted } = await backupPartialVolume(tree);
     expect(volume?.errors).toEqual(['./bad-link: symlink target b\\xff.log is not UTF-8; not archived']);
     expect(await describeTree(extracted)).toEqual({ 'good-link': 'link -> fine-ü.log uid=0 gid=0' });
+  });
+
+  it('fails a volume whose root is removed while it is read, so no partial copy stands as a restore point', async () => {
+    const root = join(tempDir('going'), 'store');
+    await mkdir(join(root, 'logs'), { recursive: true });
+    // Incompressible, so the walk is still on it when the root goes.
+    await writeFile(join(root, 'logs', 'big.log'), randomBytes(48 * 1024 * 1024));
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: root };
+    const running = cli(['backup', '--config', writeConfig(config), '--only', 'volume']);
+    // The archive's put has begun: the walk has the root open.
+    await until('the archive to start', async () =>
+      (await readdir(dir, { recursive: true })).some((name) => name.includes('.partial-')) ? true : undefined,
+    );
+    await rm(root, { recursive: true });
+    const run = await running;
+    expect(run.code).toBe(1);
+    expect(run.err).toContain(
+      `volume ${root}: removed or replaced while it was read, so the copy holds only part of it; find what unmounted or removed it, then back up again`,
+    );
+    expect(await new Repository(new DirTarget(dir)).listSnapshots({ signal })).toEqual([]);
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
