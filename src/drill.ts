@@ -1,8 +1,8 @@
 // runDrill: the scheduled proof that a restore point restores. Its buckets and volume are restored
 // into scratch buckets (`<bucket><suffix>`) and a scratch directory, compared with the restore point,
 // the dump's completion line is checked, and the scratch is always removed again.
-import { rm } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { readdir, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join } from 'node:path';
 import type { Config } from './config.js';
 import { compareBucket, emptyBucket, removeBucket, type GatewayAccess } from './drill/buckets.js';
 import { checkDump } from './drill/database.js';
@@ -11,6 +11,7 @@ import { compareVolume } from './drill/volume.js';
 import type { Etcd } from './etcd.js';
 import { BackupError, describeError } from './errors.js';
 import type { Logger } from './log.js';
+import { isSnapshotId } from './repository/layout.js';
 import type { ArtifactRecord, Manifest } from './repository/manifest.js';
 import { restoreSnapshot, type RestoreDeps, type RestoreReport } from './restore.js';
 
@@ -109,6 +110,24 @@ export async function runDrill(
   return report;
 }
 
+/**
+ * Removes every scratch directory under `directory`: those a killed drill of any restore point
+ * left. Only entries named as restore point ids are touched, so a drill.directory pointed at the
+ * wrong place loses nothing else.
+ */
+async function removeLeftovers(directory: string, log: Logger): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(directory);
+  } catch {
+    return; // None yet: the restore creates it.
+  }
+  for (const name of names.filter(isSnapshotId)) {
+    await rm(join(directory, name), { recursive: true, force: true });
+    log.warn({ directory: join(directory, name) }, 'leftover scratch directory removed');
+  }
+}
+
 function scratchFor(manifest: Manifest, opts: { bucketSuffix: string; directory: string }): Scratch {
   const names = manifest.sources.flatMap((s) => (s.kind === 'bucket' && s.bucket ? [s.bucket] : []));
   const buckets = new Map(names.map((name) => [name, `${name}${opts.bucketSuffix}`]));
@@ -161,7 +180,7 @@ async function restoreAndCompare(
   });
   let report: RestoreReport;
   try {
-    await rm(scratch.directory, { recursive: true, force: true });
+    await removeLeftovers(dirname(scratch.directory), log);
     if (hasBuckets) {
       held.gateway = await deps.gateway();
       for (const bucket of scratch.buckets.values()) {

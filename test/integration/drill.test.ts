@@ -330,7 +330,14 @@ describeWithStack('drill', (stack) => {
     });
     await mkdir(join(directory, snapshot, 'logs'), { recursive: true });
     await writeFile(join(directory, snapshot, 'logs', 'www.log'), 'half extracted');
+    // A crashed drill of another restore point, and something that is no scratch at all.
+    const older = '20260101T030000Z-0a1b';
+    await mkdir(join(directory, older, 'logs'), { recursive: true });
+    await writeFile(join(directory, older, 'logs', 'www.log'), 'half extracted');
+    await writeFile(join(directory, 'not-scratch'), 'kept');
     const { report } = await drill({ id: snapshot, directory });
+    expect(readdirSync(directory)).toEqual(['not-scratch']);
+    await rm(join(directory, 'not-scratch'));
     expect(report.checks.flatMap((c) => c.errors)).toEqual([]);
     expect(report).toMatchObject({ snapshot, status: 'success', cleanup: [] });
     await expectNoScratch(directory);
