@@ -29,6 +29,22 @@ commands:
 backup, restore (not --dry-run), forget, prune, verify and drill hold the cluster lock (config "lock").
 exit codes: 0 success, 3 partial, 1 failed or damaged, 2 usage or config error`;
 
+/** Options every command takes. */
+const GLOBAL_OPTIONS = ['config', 'verbose', 'help'];
+
+/** The options of each command, besides the global ones. */
+const OPTIONS: Record<string, readonly string[]> = {
+  daemon: [],
+  backup: ['only', 'json'],
+  restore: ['only', 'bucket', 'volume-to', 'dry-run', 'overwrite', 'yes', 'json'],
+  snapshots: ['json'],
+  forget: ['dry-run', 'prune', 'json'],
+  prune: ['dry-run', 'json'],
+  verify: ['all', 'read-data', 'json'],
+  drill: ['json'],
+  config: [],
+};
+
 // Each command's module is loaded when it runs: a backup need not compile restore, verify or drill.
 const run = () => import('./cli/run.js');
 const maintain = () => import('./cli/maintain.js');
@@ -46,6 +62,7 @@ export async function main(
     parsed = parseArgs({
       args: [...argv],
       allowPositionals: true,
+      tokens: true,
       options: {
         config: { type: 'string' },
         verbose: { type: 'boolean', default: false },
@@ -68,11 +85,22 @@ export async function main(
     io.err(`deis-backup: ${first}; see deis-backup --help`);
     return EXIT.usage;
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
   const [command, sub] = positionals;
   if (values.help || command === undefined || command === 'help') {
     (command === undefined && !values.help ? io.err : io.out)(USAGE);
     return command === undefined && !values.help ? EXIT.usage : EXIT.success;
+  }
+  // An option the command does not take is refused, not ignored: `backup --dry-run` must not back up.
+  const takesOptions = OPTIONS[command];
+  const foreign = tokens.find(
+    (t) => t.kind === 'option' && !GLOBAL_OPTIONS.includes(t.name) && !takesOptions?.includes(t.name),
+  );
+  if (takesOptions && foreign?.kind === 'option') {
+    io.err(
+      `deis-backup: ${command}: ${foreign.rawName} is not an option of ${command}; see deis-backup --help`,
+    );
+    return EXIT.usage;
   }
   // Words the command does not take are refused rather than silently ignored.
   const takes = ['restore', 'verify', 'drill', 'config'].includes(command) ? 2 : 1;

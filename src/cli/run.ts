@@ -100,6 +100,11 @@ export async function restoreCommand(
   if (volumeTo !== undefined && !volumeTo.startsWith('/')) {
     throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
   }
+  // Settings for a step the run does not take would be ignored: refused instead.
+  if (bucketMap.size > 0 && !only.includes('buckets'))
+    throw new BackupError('ERR_USAGE', '--bucket: the restore has no buckets step; add buckets to --only');
+  if (volumeTo !== undefined && !only.includes('volume'))
+    throw new BackupError('ERR_USAGE', '--volume-to: the restore has no volume step; add volume to --only');
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
   // The finishing step's own command names the config file this run was given, if any.
   const file = values.config;

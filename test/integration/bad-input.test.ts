@@ -533,6 +533,36 @@ describeWithStack('bad command lines', (stack) => {
       line: 'deis-backup: --bucket db_wal=a=b: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored',
     },
     {
+      args: ['backup', '--dry-run', '--only', 'volume'],
+      code: 2,
+      line: 'deis-backup: backup: --dry-run is not an option of backup; see deis-backup --help',
+    },
+    {
+      args: ['snapshots', '--prune'],
+      code: 2,
+      line: 'deis-backup: snapshots: --prune is not an option of snapshots; see deis-backup --help',
+    },
+    {
+      args: ['drill', '--all'],
+      code: 2,
+      line: 'deis-backup: drill: --all is not an option of drill; see deis-backup --help',
+    },
+    {
+      args: ['daemon', '--json'],
+      code: 2,
+      line: 'deis-backup: daemon: --json is not an option of daemon; see deis-backup --help',
+    },
+    {
+      args: ['restore', 'latest', '--only', 'volume', '--bucket', 'db_wal=db_wal_restored'],
+      code: 2,
+      line: 'deis-backup: --bucket: the restore has no buckets step; add buckets to --only',
+    },
+    {
+      args: ['restore', 'latest', '--only', 'finish', '--volume-to', '/tmp/store'],
+      code: 2,
+      line: 'deis-backup: --volume-to: the restore has no volume step; add volume to --only',
+    },
+    {
       args: ['restore', 'latest', '--volume-to', 'relative/store'],
       code: 2,
       line: 'deis-backup: --volume-to relative/store: must be an absolute path',
