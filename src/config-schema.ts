@@ -1,5 +1,6 @@
 // The config file's schema: every key, its type, its default and the message a bad value gets.
 // config.ts reads the file and the environment and validates them against it.
+import { isIP } from 'node:net';
 import * as v from 'valibot';
 import { parseDuration } from './duration.js';
 import { COUNT_RULES } from './repository/retention.js';
@@ -17,7 +18,12 @@ export const DEFAULT_CONTROLLER_COMMAND =
 export const DEFAULT_DUMP_COMMAND = 'docker exec deis-database sudo -u postgres pg_dumpall';
 
 const text = (min = 1) => v.pipe(v.string(), v.minLength(min));
-const secretField = v.pipe(v.string(), v.minLength(1, 'must not be empty'));
+const secretField = v.pipe(
+  v.string(),
+  v.minLength(1, 'must not be empty'),
+  // A line break pasted with a key would reach a request header, and fail there without a name.
+  v.regex(/^[^\x00-\x1f\x7f]*$/, 'must not hold control characters (a line break pasted with it?)'),
+);
 /**
  * An http(s) URL that `new URL()` takes: the shape alone let "http://minio:99999" or "http://[::1"
  * through, and every command then died on it. One check, so a bad value gets one message.
@@ -32,12 +38,19 @@ const url = (what: string) =>
           ? `is not a valid URL (check the host name, an IPv6 address's [brackets] and the port, 1-65535); use one such as ${what}`
           : `must be an http(s) URL such as ${what}`,
     ),
+    // Messages and logs name the URLs they used: a password in one would be printed with it.
+    v.check(
+      (value) => !URL.canParse(value) || new URL(value).username + new URL(value).password === '',
+      'must not hold a user name or password (messages and logs show the URL); leave them out',
+    ),
   );
 const absolutePath = v.pipe(v.string(), v.startsWith('/', 'must be an absolute path'));
 const whole = (min: number, max?: number, minMessage?: string, maxMessage?: string) =>
   max === undefined
     ? v.pipe(v.number(), v.integer(), v.minValue(min, minMessage))
     : v.pipe(v.number(), v.integer(), v.minValue(min, minMessage), v.maxValue(max, maxMessage));
+/** A timeout in milliseconds: Node's timers take at most 2^31 - 1. */
+const timeout = () => whole(1, 2_147_483_647, undefined, 'must be at most 2147483647 (about 24 days)');
 const flag = (value: boolean) => v.optional(v.boolean(), value);
 /** A section of the file: every key in it optional or defaulted, so a missing section is its defaults. */
 const section = <const E extends v.ObjectEntries>(entries: E) =>
@@ -77,7 +90,7 @@ export const schema = strictObject({
       v.pipe(v.array(url('"http://10.21.1.44:4001"')), v.minLength(1, 'list at least one etcd endpoint')),
       ['http://127.0.0.1:4001'],
     ),
-    timeoutMs: v.optional(whole(1), 5000),
+    timeoutMs: v.optional(timeout(), 5000),
   }),
   gateway: section({
     endpoint: v.optional(
@@ -95,14 +108,14 @@ export const schema = strictObject({
       1,
     ),
     // Left out: the client's own default (DEFAULT_TIMEOUT_MS in s3/client.ts).
-    timeoutMs: v.optional(whole(1)),
+    timeoutMs: v.optional(timeout()),
   }),
   ssh: section({
     user: v.optional(text(), 'core'),
     port: v.optional(whole(1, 65535), 22),
     privateKeyFile: v.optional(text(), '/etc/deis-backup/id_ed25519'),
     knownHostsFile: v.optional(text(), '/etc/deis-backup/known_hosts'),
-    timeoutMs: v.optional(whole(1), 20000),
+    timeoutMs: v.optional(timeout(), 20000),
   }),
   sources: v.optional(
     strictObject({
@@ -154,7 +167,7 @@ export const schema = strictObject({
           accessKey: secretField,
           secretKey: secretField,
           partSizeMiB: v.optional(whole(5, 512), 5),
-          timeoutMs: v.optional(whole(1), 120000),
+          timeoutMs: v.optional(timeout(), 120000),
         }),
         strictObject({ type: v.literal('dir'), path: absolutePath }),
       ],
@@ -184,7 +197,7 @@ export const schema = strictObject({
   }),
   webhook: section({
     url: v.optional(url('"https://hooks.example.com/deis-backup"')),
-    timeoutMs: v.optional(whole(1), 5000),
+    timeoutMs: v.optional(timeout(), 5000),
   }),
   retention: v.optional(
     v.pipe(
@@ -246,7 +259,17 @@ export const schema = strictObject({
     waitSeconds: v.optional(whole(0, 86_400), 0),
   }),
   http: section({
-    host: v.optional(text(), '0.0.0.0'),
+    host: v.optional(
+      v.pipe(
+        v.string(),
+        // A name or an address, not a URL or host:port (the port is http.port).
+        v.check(
+          (value) => isIP(value) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(value),
+          'must be an address of this machine (0.0.0.0 for all, 127.0.0.1, ::) or a host name, without a scheme or a port (that is http.port)',
+        ),
+      ),
+      '0.0.0.0',
+    ),
     port: v.optional(whole(0, 65535), 9480),
     token: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
   }),

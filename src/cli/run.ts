@@ -21,12 +21,14 @@ export async function daemonCommand(config: Config, io: Io, signal: AbortSignal)
   const { startDaemon } = await import('../daemon.js');
   const daemon = await startDaemon(config, { log, shutdown: signal }).catch((err: unknown) => {
     const code = (err as { code?: string }).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+    const where = `http: cannot listen on ${config.http.host}:${config.http.port} (${code ?? ''})`;
+    if (code === 'EADDRINUSE' || code === 'EACCES')
+      throw new BackupError('ERR_CONFIG', `${where}; free the port or change http.port`);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN')
       throw new BackupError(
         'ERR_CONFIG',
-        `http: cannot listen on ${config.http.host}:${config.http.port} (${code}); free the port or change http.port`,
+        `${where}; set http.host to an address of this machine, or 0.0.0.0 for all`,
       );
-    }
     throw err;
   });
   io.err(`deis-backup daemon listening on ${daemon.url}`);

@@ -122,6 +122,34 @@ const configCases: ConfigCase[] = [
     problem: 'schedule.timezone: is not an IANA time zone; use a name such as "UTC" or "Europe/Berlin"',
   },
   {
+    name: 'a webhook URL with a password in it',
+    config: { webhook: { url: 'https://hook:HOOKPASSWORD@hooks.example.com/deis' } },
+    problem:
+      'webhook.url: must not hold a user name or password (messages and logs show the URL); leave them out',
+  },
+  {
+    name: 'an etcd endpoint with a user in it',
+    config: { etcd: { endpoints: ['http://root@10.21.1.44:4001'] } },
+    problem:
+      'etcd.endpoints.0: must not hold a user name or password (messages and logs show the URL); leave them out',
+  },
+  {
+    name: 'a timeout past what Node timers take',
+    config: { etcd: { timeoutMs: 4294967296 } },
+    problem: 'etcd.timeoutMs: must be at most 2147483647 (about 24 days)',
+  },
+  {
+    name: 'a gateway key with a line break pasted in',
+    config: { gateway: { accessKey: 'DEIS\nGATEWAY', secretKey: 'x' } },
+    problem: 'gateway.accessKey: must not hold control characters (a line break pasted with it?)',
+  },
+  {
+    name: 'an http.host with a port',
+    config: { http: { host: '0.0.0.0:9480' } },
+    problem:
+      'http.host: must be an address of this machine (0.0.0.0 for all, 127.0.0.1, ::) or a host name, without a scheme or a port (that is http.port)',
+  },
+  {
     name: 'an etcd endpoint without a scheme',
     config: { etcd: { endpoints: ['10.21.1.44:4001'] } },
     problem: 'etcd.endpoints.0: must be an http(s) URL such as "http://10.21.1.44:4001"',

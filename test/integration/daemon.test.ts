@@ -446,6 +446,21 @@ describeWithStack('daemon', (stack) => {
       expect(run.err).toBe(
         `deis-backup: http: cannot listen on 127.0.0.1:${port} (EADDRINUSE); free the port or change http.port`,
       );
+      // A host name that resolves to nothing, and an address that is not this machine's.
+      for (const [host, code] of [
+        ['nonexistent.invalid', 'ENOTFOUND'],
+        ['10.254.254.254', 'EADDRNOTAVAIL'],
+      ]) {
+        const elsewhere = writeConfig({
+          target: { type: 'dir', path: tempDir('target') },
+          http: { host, port },
+        });
+        const refused = await cli(['daemon', '--config', elsewhere]);
+        expect(refused.code, refused.err).toBe(2);
+        expect(refused.err).toBe(
+          `deis-backup: http: cannot listen on ${host}:${port} (${code}); set http.host to an address of this machine, or 0.0.0.0 for all`,
+        );
+      }
     } finally {
       blocker.close();
     }
