@@ -460,7 +460,7 @@ async function writeSmall(
       fd = openSync(temp, 'wx');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === FOLDER_ATTEMPTS) throw err;
-      mkdirSync(dirname(temp), { recursive: true });
+      makeDirsSync(dirname(temp));
     }
   }
   try {
@@ -526,6 +526,41 @@ async function openNew(file: string): Promise<FileHandle> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === FOLDER_ATTEMPTS) throw err;
     }
-    await mkdir(dirname(file), { recursive: true });
+    await makeDirs(dirname(file));
+  }
+}
+
+/**
+ * `mkdir -p` that ends. Node's recursive mkdir loops for ever, deaf to signals, where mkdir answers
+ * ENOENT under a parent that exists (a target path under /proc, say); this one fails there instead.
+ */
+function makeDirsSync(path: string): void {
+  try {
+    mkdirSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(path) === path) throw err;
+    makeDirsSync(dirname(path));
+    try {
+      mkdirSync(path);
+    } catch (again) {
+      if ((again as NodeJS.ErrnoException).code !== 'EEXIST') throw again;
+    }
+  }
+}
+
+/** The same as makeDirsSync, off the main thread. */
+async function makeDirs(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(path) === path) throw err;
+    await makeDirs(dirname(path));
+    await mkdir(path).catch((again: unknown) => {
+      if ((again as NodeJS.ErrnoException).code !== 'EEXIST') throw again;
+    });
   }
 }

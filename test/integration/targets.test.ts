@@ -157,6 +157,16 @@ describeWithStack('targets', (stack) => {
   conformance('dir', () => new DirTarget(tempDir('dir-target')));
   conformance('s3', () => stackS3Target(stack, unique('conformance')));
 
+  it('dir: fails, and does not spin, under a folder where mkdir says ENOENT although its parent exists', async () => {
+    // /proc refuses new folders with ENOENT: Node's recursive mkdir loops there for ever.
+    for (const body of [Buffer.from('small'), Buffer.alloc(1024 * 1024)]) {
+      const target = new DirTarget(`/proc/${unique('no-such')}`);
+      await expect(
+        target.put('snapshots/x/run.json', Readable.from([body]), { signal, size: body.length }),
+      ).rejects.toThrow(/ENOENT/);
+    }
+  });
+
   describe('on a file system without hard links', () => {
     // Deferred puts cannot link their temporary to the key there: each is synced and renamed.
     let exfat: Mounted;
