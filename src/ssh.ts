@@ -139,24 +139,36 @@ export async function runRemote(
       `${where}: cannot read ssh.knownHostsFile ${target.knownHostsFile}; create it with ssh-keyscan -p ${target.port} ${target.host}`,
     );
   }
+  // A host not listed is refused when it shows its key, not before: a wrong host or port is then
+  // reported as one that cannot be reached, not as a key to add with ssh-keyscan.
   const known = knownHostKeys(knownHosts, target.host, target.port);
-  if (known.length === 0) {
+  // ssh2 costs about 40 ms to load: only runs that open a connection pay for it.
+  const { Client, utils } = await import('ssh2');
+  // ssh2's own words for a key it cannot use name neither the setting nor the fix.
+  const first = utils.parseKey(privateKey);
+  if (first instanceof Error || !first.isPrivateKey()) {
     throw new BackupError(
-      'ERR_SSH',
-      `${where}: host not listed in ${target.knownHostsFile}; add its key with ssh-keyscan -p ${target.port} ${target.host} >> ${target.knownHostsFile}`,
+      'ERR_CONFIG',
+      `${where}: ssh.privateKeyFile ${target.privateKeyFile} ${first instanceof Error && /passphrase|encrypted/i.test(first.message) ? 'is encrypted' : 'is not a private key ssh can use'}; point it at a private key without a passphrase (ssh-keygen -t ed25519 -N '')`,
     );
   }
-  // ssh2 costs about 40 ms to load: only runs that open a connection pay for it.
-  const { Client } = await import('ssh2');
   const conn = new Client();
-  let hostKeyRejected = false;
+  let hostKeyRejected: 'unlisted' | 'other key' | undefined;
   const onAbort = (): void => {
     conn.end();
   };
   opts.signal.addEventListener('abort', onAbort, { once: true });
   const channel = await new Promise<ClientChannel>((resolve, reject) => {
     conn.on('error', (err) => {
-      reject(connectError(where, err, hostKeyRejected, target.knownHostsFile));
+      reject(
+        connectError(
+          where,
+          err,
+          hostKeyRejected,
+          target.knownHostsFile,
+          `ssh-keyscan -p ${target.port} ${target.host}`,
+        ),
+      );
     });
     conn.on('close', () => {
       reject(
@@ -185,7 +197,7 @@ export async function runRemote(
       keepaliveCountMax: KEEPALIVES_UNANSWERED,
       hostVerifier: (key: Buffer) => {
         const ok = known.some((k) => k.equals(key));
-        hostKeyRejected = !ok;
+        hostKeyRejected = ok ? undefined : known.length === 0 ? 'unlisted' : 'other key';
         return ok;
       },
     });
@@ -244,10 +256,17 @@ export async function runRemote(
 function connectError(
   where: string,
   err: Error & { level?: string; code?: string },
-  hostKeyRejected: boolean,
+  hostKeyRejected: 'unlisted' | 'other key' | undefined,
   knownHostsFile: string,
+  keyscan: string,
 ): BackupError {
-  if (hostKeyRejected) {
+  if (hostKeyRejected === 'unlisted') {
+    return new BackupError(
+      'ERR_SSH',
+      `${where}: host not listed in ${knownHostsFile}; add its key with ${keyscan} >> ${knownHostsFile}`,
+    );
+  }
+  if (hostKeyRejected === 'other key') {
     return new BackupError(
       'ERR_SSH',
       `${where}: host key does not match ${knownHostsFile}; if the host was rebuilt, replace its line there`,

@@ -58,6 +58,24 @@ describeWithStack('ssh', (stack) => {
     await expect(
       runRemote({ ...base, privateKeyFile: join(dir, 'none') }, 'true', { signal }),
     ).rejects.toThrow(/cannot read ssh\.privateKeyFile .*none; point it at the private key/);
+    // A port nothing listens on is reported as such, listed in known_hosts or not.
+    await expect(runRemote({ ...base, port: 24998 }, 'true', { signal })).rejects.toThrow(
+      'ssh root@[127.0.0.1]:24998: cannot connect (ECONNREFUSED); check the host and ssh.port',
+    );
+    // Keys ssh2 cannot use: one with a passphrase, a public half, anything else.
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret-phrase', '-f', join(dir, 'locked')]);
+    writeFileSync(join(dir, 'garbage'), 'garbage\n');
+    for (const [file, what] of [
+      ['locked', 'is encrypted'],
+      ['stranger.pub', 'is not a private key ssh can use'],
+      ['garbage', 'is not a private key ssh can use'],
+    ] as const) {
+      await expect(
+        runRemote({ ...base, privateKeyFile: join(dir, file) }, 'true', { signal }),
+      ).rejects.toThrow(
+        `ssh root@[127.0.0.1]:${stack.sshPort}: ssh.privateKeyFile ${join(dir, file)} ${what}; point it at a private key without a passphrase (ssh-keygen -t ed25519 -N '')`,
+      );
+    }
     writeFileSync(join(dir, 'known'), `[127.0.0.1]:24998 ${readFileSync(join(dir, 'stranger.pub'), 'utf8')}`);
     await expect(
       runRemote({ ...base, port: 24998, knownHostsFile: join(dir, 'known') }, 'true', { signal }),
