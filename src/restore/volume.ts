@@ -156,8 +156,12 @@ function sudo(dest: VolumeDestination): string {
   return asRoot(dest.ssh);
 }
 
+/** What the listing prints when the destination is there but no directory (a file, a dangling link). */
+const NOT_A_DIRECTORY = 'deis-backup:not-a-directory';
+
 /**
- * Lists the destination with GNU find (here or over SSH); empty when it is not a directory. Both
+ * Lists the destination with GNU find (here or over SSH); empty when it does not exist, an error
+ * when it is something other than a directory. Both
  * the check and the listing run as root (sudo over SSH as another user): a destination only root
  * may enter, as a volume's root often is, would otherwise look empty, and its differing entries
  * would be kept without a word.
@@ -169,18 +173,22 @@ async function destinationState(
   // One shell under sudo, so a sudo that refuses fails the listing instead of passing for "not
   // there". find -H follows the path itself if it is a symlink to a directory, as tar -C does.
   const format = '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0';
-  const command = `${sudo(dest)}sh -c 'test -d "$1" || exit 0; exec find -H "$1" -printf "$2"' sh ${shellQuote(dest.path)} '${format}'`;
+  const command = `${sudo(dest)}sh -c 'test -d "$1" && exec find -H "$1" -printf "$2"; test -e "$1" || test -L "$1" || exit 0; echo ${NOT_A_DIRECTORY} >&2; exit 3' sh ${shellQuote(dest.path)} '${format}'`;
   // GNU find's -printf %T@ prints a "." whatever LC_NUMERIC says; the C locale is for its messages.
   const running = await runCommand(command, dest, { ...opts, cLocale: true });
   running.stdin.end();
   const chunks: Buffer[] = [];
   for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
   const { code, stderr } = await running.finished;
-  if (code !== 0) {
+  const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
+  if (code === 3 && stderr.trim() === NOT_A_DIRECTORY) {
     throw new BackupError(
-      'ERR_SOURCE',
-      `volume: cannot list ${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}: ${errorLine(stderr)}`,
+      'ERR_USAGE',
+      `volume: ${where} exists and is not a directory; restore into a directory (--volume-to), or move it away first`,
     );
+  }
+  if (code !== 0) {
+    throw new BackupError('ERR_SOURCE', `volume: cannot list ${where}: ${errorLine(stderr)}`);
   }
   const fields = Buffer.concat(chunks).toString('utf8').split('\0');
   const present = new Map<string, Present>();

@@ -224,6 +224,24 @@ describeWithStack('restore', (stack) => {
     expect(await bucketContents(gateway, newRegistry)).toEqual(await bucketContents(gateway, registry));
   });
 
+  it('refuses a volume destination that is a file in the preflight, before any bucket is written', async () => {
+    const file = join(tempDir('not-a-dir'), 'store');
+    await writeFile(file, 'a file\n');
+    for (const host of [undefined, stack.sshHost]) {
+      const args = fresh('notdir');
+      const run = await restore(
+        [snapshot, ...args, '--volume-to', file],
+        config(host ? { volumeHost: host } : {}),
+      );
+      expect(run.code, run.err).toBe(2);
+      expect(run.err.split('\n').at(-1)).toBe(
+        `deis-backup: volume: ${file}${host ? ` on ${host}` : ''} exists and is not a directory; restore into a directory (--volume-to), or move it away first`,
+      );
+      for (const bucket of destinations(args))
+        expect(await gateway.bucketExists(bucket, { signal })).toBe(false);
+    }
+  });
+
   it('keeps a differing file unless --overwrite, and replaces it with it', async () => {
     const into = join(tempDir('restored'), 'store');
     expect((await restore([snapshot, '--only', 'volume', '--volume-to', into])).code).toBe(0);
