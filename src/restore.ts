@@ -30,8 +30,12 @@ import type { RestoreStep } from './wiring.js';
 export interface RestoreRequest {
   /** A restore point id, or "latest". */
   snapshot: string;
-  /** Steps to run; the database only when named, and `finish` alone to republish without restoring data. */
-  only: readonly RestoreStep[];
+  /**
+   * Steps to run; the database only when named, and `finish` alone to republish without restoring
+   * data. Every step named must be in the restore point. Undefined: buckets and volume, those of
+   * them the restore point holds.
+   */
+  only?: readonly RestoreStep[] | undefined;
   /** Source bucket → destination bucket. */
   bucketMap: ReadonlyMap<string, string>;
   /** Overrides the volume's destination path. */
@@ -111,7 +115,7 @@ export async function restoreSnapshot(
   for (const hazard of prepared.hazards) reporter.warn(hazard);
   const steps = planReports(prepared);
   if (request.dryRun) {
-    const { next } = await finishAdvice(deps, prepared, request, opts, true);
+    const { next } = await finishAdvice(deps, prepared, opts, true);
     return {
       snapshot: prepared.manifest.id,
       dryRun: true,
@@ -145,7 +149,7 @@ export async function restoreSnapshot(
   const database = bucketsDone ? await databaseBoot(deps, prepared, opts) : { next: [], failed: false };
   const finish = stopped
     ? { next: [], republish: 'none' as const }
-    : await finishAdvice(deps, prepared, request, opts, false);
+    : await finishAdvice(deps, prepared, opts, false);
   // A failed republish leaves etcd without keys, apps, domains or configs: the restore is not complete.
   const finishFailed = finish.republish === 'failed';
   // Asked for alone, a finishing step that failed, or could not run for want of a host, is the whole
@@ -307,13 +311,12 @@ const VERSION_KEY = '/deis/platform/version';
 async function finishAdvice(
   deps: RestoreDeps,
   prepared: Prepared,
-  request: RestoreRequest,
   opts: { signal: AbortSignal },
   planOnly: boolean,
 ): Promise<FinishOutcome> {
   const next: string[] = [];
   let republishing: FinishOutcome['republish'] = 'none';
-  if (!request.only.some((step) => step === 'buckets' || step === 'database' || step === 'finish'))
+  if (!prepared.only.some((step) => step === 'buckets' || step === 'database' || step === 'finish'))
     return { next, republish: republishing };
   const { config, etcd } = deps;
   let versionText = config.restore.deisVersion;

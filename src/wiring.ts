@@ -30,6 +30,8 @@ export type SourceKind = (typeof SOURCE_KINDS)[number];
 /** The steps a restore can be limited to: the data, and the finishing step on its own. */
 export const RESTORE_STEPS = [...SOURCE_KINDS, 'finish'] as const;
 export type RestoreStep = (typeof RESTORE_STEPS)[number];
+/** A restore's steps when none are named (of them, those the restore point holds). */
+export const DEFAULT_STEPS: readonly RestoreStep[] = ['buckets', 'volume'];
 
 /** Parses `--only buckets,volume` of a backup; throws ERR_USAGE on an unknown name. */
 export function parseOnly(value: string | undefined): SourceKind[] | undefined {

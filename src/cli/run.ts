@@ -8,6 +8,7 @@ import { createReporter } from '../restore/report.js';
 import { shellQuote } from '../sources/volume.js';
 import {
   createSources,
+  DEFAULT_STEPS,
   parseOnly,
   parseRestoreOnly,
   requireBackupSources,
@@ -96,16 +97,17 @@ export async function restoreCommand(
   io: Io,
   signal: AbortSignal,
 ): Promise<number> {
-  const only = parseRestoreOnly(values.only) ?? ['buckets', 'volume'];
+  const only = parseRestoreOnly(values.only);
+  const steps = only ?? DEFAULT_STEPS;
   const bucketMap = parseBucketMap(values.bucket ?? []);
   const volumeTo = values['volume-to'];
   if (volumeTo !== undefined && !volumeTo.startsWith('/')) {
     throw new BackupError('ERR_USAGE', `--volume-to ${volumeTo}: must be an absolute path`);
   }
   // Settings for a step the run does not take would be ignored: refused instead.
-  if (bucketMap.size > 0 && !only.includes('buckets'))
+  if (bucketMap.size > 0 && !steps.includes('buckets'))
     throw new BackupError('ERR_USAGE', '--bucket: the restore has no buckets step; add buckets to --only');
-  if (volumeTo !== undefined && !only.includes('volume'))
+  if (volumeTo !== undefined && !steps.includes('volume'))
     throw new BackupError('ERR_USAGE', '--volume-to: the restore has no volume step; add volume to --only');
   const { log, repository, etcd, locked } = await commandContext(config, values.verbose, io);
   // The finishing step's own command names the config file this run was given, if any.

@@ -179,7 +179,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       'restore',
       deps.startRestore('http', {
         snapshot: body.snapshot,
-        only: body.only ?? ['buckets', 'volume'],
+        only: body.only,
         bucketMap: new Map(Object.entries(body.buckets ?? {})),
         volumeTo: body.volumeTo,
         dryRun: body.dryRun ?? false,

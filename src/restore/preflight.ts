@@ -6,6 +6,7 @@ import { checkWalE } from '../repository/wal-e.js';
 import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { RestoreDeps, RestoreRequest } from '../restore.js';
+import { DEFAULT_STEPS, type RestoreStep } from '../wiring.js';
 import { gatewayError } from '../sources/bucket.js';
 import type { SshTarget } from '../ssh.js';
 import { isSentinel, planBucket, type BucketPlan } from './buckets.js';
@@ -16,6 +17,8 @@ import { inspectArchive, planVolume, type VolumePlan } from './volume.js';
 /** Everything a restore needs once the preflight has passed. */
 export interface Prepared {
   manifest: Manifest;
+  /** The steps this restore runs: those asked for, or by default buckets and volume as held. */
+  only: readonly RestoreStep[];
   buckets: { record: SourceRecord; plan: BucketPlan }[];
   volume?: { record: SourceRecord; plan: VolumePlan };
   database?: { record: SourceRecord; where: { command: string; ssh?: SshTarget | undefined } };
@@ -44,7 +47,17 @@ export async function preflight(
       `restore point ${manifest.id} is partial: ${missing} item(s) were not captured at backup time`,
     );
   }
-  const wanted = new Set(request.only);
+  // Named steps must all be in the restore point; the default takes what it holds of the two.
+  const holds = (step: RestoreStep): boolean =>
+    step === 'finish' || manifest.sources.some((s) => s.kind === (step === 'buckets' ? 'bucket' : step));
+  const only = request.only ?? DEFAULT_STEPS.filter(holds);
+  if (only.length === 0) {
+    throw new BackupError(
+      'ERR_NOT_FOUND',
+      `restore point ${manifest.id} holds no buckets and no volume; restore its database with --only database`,
+    );
+  }
+  const wanted = new Set(only);
   const bucketRecords = manifest.sources.filter((s) => s.kind === 'bucket' && wanted.has('buckets'));
   for (const name of request.bucketMap.keys()) {
     if (!manifest.sources.some((s) => s.bucket === name)) {
@@ -59,9 +72,7 @@ export async function preflight(
       'ERR_NOT_FOUND',
       `restore point ${manifest.id} holds no ${kind}; choose the steps it has with --only`,
     );
-  if (wanted.has('volume') && !manifest.sources.some((s) => s.kind === 'volume')) throw missingStep('volume');
-  if (wanted.has('database') && !manifest.sources.some((s) => s.kind === 'database'))
-    throw missingStep('database');
+  for (const step of only) if (!holds(step)) throw missingStep(step === 'buckets' ? 'bucket' : step);
 
   // Every body the buckets need is present in the target with its size, before anything is written.
   const entriesByBucket = new Map<SourceRecord, EntryList>();
@@ -120,7 +131,7 @@ export async function preflight(
     }
   }
 
-  const prepared: Prepared = { manifest, buckets: [], hazards, apps };
+  const prepared: Prepared = { manifest, only, buckets: [], hazards, apps };
   if (wanted.has('volume')) {
     const record = manifest.sources.find((s) => s.kind === 'volume');
     const artifact = record?.artifacts[0];

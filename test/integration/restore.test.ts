@@ -224,6 +224,40 @@ describeWithStack('restore', (stack) => {
     expect(await bucketContents(gateway, newRegistry)).toEqual(await bucketContents(gateway, registry));
   });
 
+  it('restores by default what a point holds of buckets and volume, and refuses a named step it lacks', async () => {
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: {
+        buckets: { names: [wal] },
+        volume: { path: volume },
+        database: { host: 'local', command: stackDumpCommand(stack) },
+      },
+      target: { type: 'dir', path: tempDir('steps-target') },
+      restore: { deisVersion: 'v1.13.4' },
+    });
+    const take = async (only: string) => {
+      const run = await cli(['backup', '--config', file, '--only', only]);
+      expect(run.code, run.err).toBe(0);
+      return run.out.trim();
+    };
+    const volumeOnly = await take('volume');
+    const into = join(tempDir('steps'), 'store');
+    const plan = await restore([volumeOnly, '--dry-run', '--volume-to', into], file);
+    expect(plan.code, plan.err).toBe(0);
+    expect(plan.report?.steps.map((s) => s.step)).toEqual(['volume']);
+    const named = await restore([volumeOnly, '--only', 'buckets', '--dry-run'], file);
+    expect(named.code).toBe(1);
+    expect(named.err.split('\n').at(-1)).toBe(
+      `deis-backup: restore point ${volumeOnly} holds no bucket; choose the steps it has with --only`,
+    );
+    const databaseOnly = await take('database');
+    const none = await restore([databaseOnly, '--dry-run'], file);
+    expect(none.code).toBe(1);
+    expect(none.err.split('\n').at(-1)).toBe(
+      `deis-backup: restore point ${databaseOnly} holds no buckets and no volume; restore its database with --only database`,
+    );
+  });
+
   it('refuses a volume destination that is a file in the preflight, before any bucket is written', async () => {
     const file = join(tempDir('not-a-dir'), 'store');
     await writeFile(file, 'a file\n');
