@@ -143,7 +143,10 @@ export async function runRemote(
   // reported as one that cannot be reached, not as a key to add with ssh-keyscan.
   const known = knownHostKeys(knownHosts, target.host, target.port);
   // ssh2 costs about 40 ms to load: only runs that open a connection pay for it.
-  const { Client, utils } = await import('ssh2');
+  const ssh2 = await import('ssh2');
+  const { Client } = ssh2;
+  // ssh2 is CommonJS: Node finds Client among its named exports, but utils only on the default one.
+  const { utils } = ssh2.default;
   // ssh2's own words for a key it cannot use name neither the setting nor the fix.
   const first = utils.parseKey(privateKey);
   if (first instanceof Error || !first.isPrivateKey()) {

@@ -111,6 +111,8 @@ describeWithStack('failed and partial runs', (stack) => {
     const child = spawn('node', [BIN, 'backup', '--config', file, '--only', 'database'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // Listened for at once: a run that failed early must not leave this waiting for an exit it missed.
+    const exited = once(child, 'exit') as Promise<[number | null]>;
     let err = '';
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
     child.stdout.resume();
@@ -120,7 +122,7 @@ describeWithStack('failed and partial runs', (stack) => {
     );
     await new Promise((r) => setTimeout(r, 1500));
     child.kill('SIGINT');
-    const [code] = (await once(child, 'exit')) as [number | null];
+    const [code] = await exited;
     expect(code, err).toBe(1);
     expect(err.trim().split('\n').at(-1)).toBe('backup aborted: no restore point written');
     expect(await snapshotIds(target)).toEqual([]);
