@@ -109,6 +109,10 @@ export async function main(
     io.err(`deis-backup: ${command}: unexpected argument "${extra}"; see deis-backup --help`);
     return EXIT.usage;
   }
+  if (values.config === '') {
+    io.err('deis-backup: --config: name the config file; see deis-backup --help');
+    return EXIT.usage;
+  }
   const configFile = values.config ?? env['DEIS_BACKUP_CONFIG'] ?? DEFAULT_CONFIG_PATH;
   try {
     switch (command) {

@@ -125,6 +125,7 @@ export const schema = strictObject({
           v.pipe(
             v.array(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, 'is not a bucket name'))),
             v.minLength(1, 'list at least one bucket, or set enabled to false'),
+            v.check((names) => new Set(names).size === names.length, 'names a bucket twice'),
           ),
         ),
         concurrency: v.optional(whole(1, 64, undefined, 'must be at most 64'), 4),

@@ -54,11 +54,14 @@ export const SECRET_ENV = {
 
 /** Reads the config file (if any) and the environment, validates, and returns the Config. */
 export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; required?: boolean }): Config {
-  const raw = readConfigFile(opts.file, opts.required ?? true);
+  const raw = readConfigFile(opts.file, opts.required ?? true, opts.env['DEIS_BACKUP_CONFIG'] === opts.file);
   const problems: string[] = [];
+  /** Config path → the environment variable that set it, to name in a problem with its value. */
+  const fromEnv = new Map<string, string>();
   for (const [name, path] of Object.entries(SECRET_ENV)) {
     const value = readSecretEnv(name, opts.env, problems);
     if (value === undefined) continue;
+    fromEnv.set(path.join('.'), opts.env[`${name}_FILE`] === undefined ? name : `${name}_FILE`);
     const [section, field] = path;
     const existing = raw[section];
     // Target keys only mean something for an S3 target; a dir target has none to override.
@@ -77,11 +80,15 @@ export function loadConfig(opts: { file: string; env: NodeJS.ProcessEnv; require
   const result = validate(schema, raw);
   if (!result.ok) {
     // A bad ETCD is the environment's fault: name the variable, not the config path it filled.
-    const named = result.problems.map((p) =>
-      etcdFromEnv && p.path === 'etcd.endpoints.0' && p.kind === 'invalid'
+    // So is a bad secret from DEIS_BACKUP_*: the file may not even have the key.
+    const named = result.problems.map((p) => {
+      const variable = p.kind === 'invalid' ? fromEnv.get(p.path) : undefined;
+      if (variable !== undefined && p.kind === 'invalid')
+        return `environment variable ${variable} (for ${p.path}): ${p.message}`;
+      return etcdFromEnv && p.path === 'etcd.endpoints.0' && p.kind === 'invalid'
         ? `environment variable ETCD: ${p.message.replace(/; use one such as .*$/, '')}; set it to host:port, as in ETCD=10.21.1.44:4001`
-        : describeProblem(p),
-    );
+        : describeProblem(p);
+    });
     problems.push(...named);
   }
   if (problems.length > 0 || !result.ok) {
@@ -114,7 +121,7 @@ export class ConfigError extends BackupError {
   }
 }
 
-function readConfigFile(file: string, required: boolean): Record<string, unknown> {
+function readConfigFile(file: string, required: boolean, fromEnv: boolean): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -124,7 +131,9 @@ function readConfigFile(file: string, required: boolean): Record<string, unknown
     const why = code === 'ENOENT' ? 'not found' : `cannot be read (${code ?? 'error'})`;
     throw new BackupError(
       'ERR_CONFIG',
-      `config ${file}: ${why}; pass --config FILE or copy config.example.json to ${DEFAULT_CONFIG_PATH}`,
+      fromEnv
+        ? `config ${file}: ${why}; DEIS_BACKUP_CONFIG names it: point the variable at the config file, or pass --config FILE`
+        : `config ${file}: ${why}; pass --config FILE or copy config.example.json to ${DEFAULT_CONFIG_PATH}`,
     );
   }
   let parsed: unknown;

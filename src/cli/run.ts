@@ -175,6 +175,8 @@ export function parseBucketMap(values: readonly string[]): Map<string, string> {
         );
       }
     }
+    if (map.has(source))
+      throw new BackupError('ERR_USAGE', `--bucket ${source}=…: given twice; map each bucket once`);
     map.set(source, destination);
   }
   return map;

@@ -3,6 +3,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import * as v from 'valibot';
+import { isSnapshotId } from '../repository/layout.js';
 import { BackupError } from '../errors.js';
 import { snapshotSummary } from '../format.js';
 import type { Logger } from '../log.js';
@@ -53,7 +54,13 @@ const emptyBody = strictObject({});
 const backupBody = strictObject({ only: sources });
 
 const restoreBody = strictObject({
-  snapshot: v.pipe(v.string(), v.minLength(1)),
+  snapshot: v.pipe(
+    v.string(),
+    v.check(
+      (value) => value === 'latest' || isSnapshotId(value),
+      'must be "latest" or a restore point id such as 20261206T030000Z-1a2b (GET /snapshots lists them)',
+    ),
+  ),
   only: steps,
   buckets: v.optional(
     v.record(

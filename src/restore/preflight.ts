@@ -67,6 +67,20 @@ export async function preflight(
       );
     }
   }
+  // Two buckets into one would mix their objects (the second's keeping the first's as conflicts).
+  const into = new Map<string, string>();
+  for (const record of bucketRecords) {
+    const source = record.bucket ?? '';
+    const destination = request.bucketMap.get(source) ?? source;
+    const other = into.get(destination);
+    if (other !== undefined) {
+      throw new BackupError(
+        'ERR_USAGE',
+        `buckets ${other} and ${source} would both be restored into ${destination}; map each to a bucket of its own (--bucket SOURCE=DESTINATION, "buckets" over HTTP)`,
+      );
+    }
+    into.set(destination, source);
+  }
   const missingStep = (kind: string) =>
     new BackupError(
       'ERR_NOT_FOUND',

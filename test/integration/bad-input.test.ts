@@ -27,6 +27,8 @@ const unreadable = join(secretsDir, 'a-directory');
 mkdirSync(unreadable);
 const secretFile = join(secretsDir, 'secret');
 writeFileSync(secretFile, `${SECRET}\n`);
+const emptyFile = join(secretsDir, 'empty');
+writeFileSync(emptyFile, '');
 
 /** A valid S3 target whose keys are the test secret, for cases that must not print them. */
 const s3Target = {
@@ -122,6 +124,11 @@ const configCases: ConfigCase[] = [
     problem: 'schedule.timezone: is not an IANA time zone; use a name such as "UTC" or "Europe/Berlin"',
   },
   {
+    name: 'a bucket listed twice',
+    config: { sources: { buckets: { names: ['db_wal', 'db_wal'] } } },
+    problem: 'sources.buckets.names: names a bucket twice',
+  },
+  {
     name: 'a webhook URL with a password in it',
     config: { webhook: { url: 'https://hook:HOOKPASSWORD@hooks.example.com/deis' } },
     problem:
@@ -180,6 +187,19 @@ const configCases: ConfigCase[] = [
     config: {},
     env: { DEIS_BACKUP_HTTP_TOKEN_FILE: join(secretsDir, 'missing') },
     problem: `DEIS_BACKUP_HTTP_TOKEN_FILE: cannot read ${join(secretsDir, 'missing')} (ENOENT); point it at a readable file holding the secret`,
+  },
+  {
+    name: 'a token from the environment that is too short',
+    config: {},
+    env: { DEIS_BACKUP_HTTP_TOKEN: 'short' },
+    problem: 'environment variable DEIS_BACKUP_HTTP_TOKEN (for http.token): must be at least 16 characters',
+  },
+  {
+    name: 'an empty secret file',
+    config: {},
+    env: { DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE: emptyFile },
+    problem:
+      'environment variable DEIS_BACKUP_GATEWAY_SECRET_KEY_FILE (for gateway.secretKey): must not be empty',
   },
   {
     name: 'a secret set both directly and as a file',
@@ -561,6 +581,11 @@ describeWithStack('bad command lines', (stack) => {
       line: 'deis-backup: --bucket db_wal=a=b: write it as SOURCE=DESTINATION, e.g. --bucket db_wal=db_wal_restored',
     },
     {
+      args: ['restore', 'latest', '--bucket', 'db_wal=a_wal', '--bucket', 'db_wal=b_wal'],
+      code: 2,
+      line: 'deis-backup: --bucket db_wal=…: given twice; map each bucket once',
+    },
+    {
       args: ['backup', '--dry-run', '--only', 'volume'],
       code: 2,
       line: 'deis-backup: backup: --dry-run is not an option of backup; see deis-backup --help',
@@ -754,6 +779,16 @@ describeWithStack('bad HTTP requests', (stack) => {
       body: '{}',
       status: 400,
       error: 'body.snapshot: is required',
+    },
+    {
+      name: 'a snapshot that is no id',
+      method: 'POST',
+      path: '/restores',
+      headers: json,
+      body: '{"snapshot": "../../x", "dryRun": true}',
+      status: 400,
+      error:
+        'body.snapshot: must be "latest" or a restore point id such as 20261206T030000Z-1a2b (GET /snapshots lists them)',
     },
     {
       name: 'a numeric snapshot',

@@ -30,6 +30,18 @@ describeWithStack('deis-backup executable', (stack) => {
     );
   });
 
+  it('names DEIS_BACKUP_CONFIG when the file it names is missing, and refuses an empty --config', async () => {
+    const missing = join(tempDir('config'), 'missing.json');
+    const viaEnv = await runBin(['snapshots'], { DEIS_BACKUP_CONFIG: missing });
+    expect(viaEnv.code).toBe(2);
+    expect(viaEnv.stderr).toBe(
+      `deis-backup: config ${missing}: not found; DEIS_BACKUP_CONFIG names it: point the variable at the config file, or pass --config FILE\n`,
+    );
+    const empty = await runBin(['snapshots', '--config', '']);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toBe('deis-backup: --config: name the config file; see deis-backup --help\n');
+  });
+
   it('records no verify outcome in the target, as the README says', async () => {
     const dir = tempDir('target');
     const file = writeConfig({

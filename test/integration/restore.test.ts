@@ -258,6 +258,21 @@ describeWithStack('restore', (stack) => {
     );
   });
 
+  it('refuses to restore two buckets into one', async () => {
+    const shared = unique('shared');
+    for (const args of [
+      ['--bucket', `${wal}=${shared}`, '--bucket', `${registry}=${shared}`],
+      // The registry goes into its own name, which the WAL bucket is mapped onto.
+      ['--bucket', `${wal}=${registry}`],
+    ]) {
+      const run = await restore([snapshot, '--only', 'buckets', '--dry-run', ...args]);
+      expect(run.code).toBe(2);
+      expect(run.err.split('\n').at(-1)).toBe(
+        `deis-backup: buckets ${wal} and ${registry} would both be restored into ${args.length === 4 ? shared : registry}; map each to a bucket of its own (--bucket SOURCE=DESTINATION, "buckets" over HTTP)`,
+      );
+    }
+  });
+
   it('refuses a volume destination that is a file in the preflight, before any bucket is written', async () => {
     const file = join(tempDir('not-a-dir'), 'store');
     await writeFile(file, 'a file\n');
