@@ -250,6 +250,13 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
   try {
     raw = await readdir(dir, { encoding: 'buffer' });
   } catch (err) {
+    // The root unreadable means nothing of the volume is read: no restore point, partial or not.
+    if (name === '.') {
+      throw new BackupError(
+        'ERR_SOURCE',
+        `volume ${dir}: cannot list it (${errnoCode(err)}); run deis-backup as a user who can read the whole volume (root in the image)`,
+      );
+    }
     state.findings.fail(`${name}/: cannot list (${errnoCode(err)})`);
     return;
   }

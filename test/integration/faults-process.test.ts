@@ -585,6 +585,15 @@ describeWithStack('process and machine faults', (stack) => {
       new RegExp(`^bucket:${bucket} +success +3 objects, 3 unchanged, 0 vanished, 0 B read`, 'm'),
     );
     expect(next.stderr).toMatch(/^volume +success +6 entries/m);
+
+    // A root it cannot list at all is no partial copy: the source fails and nothing is committed.
+    await chmod(volume, 0o700);
+    const sealed = await asNobody();
+    expect(sealed.code, sealed.stderr).toBe(1);
+    expect(sealed.stderr).toContain(
+      `volume ${volume}: cannot list it (EACCES); run deis-backup as a user who can read the whole volume (root in the image)`,
+    );
+    expect((await repository.listSnapshots({ signal })).length).toBe(2);
   });
 });
 
