@@ -182,8 +182,6 @@ export async function applyBucket(
     listVersion: 1 | 2;
     reporter: Reporter;
     progress: { objects: number; bytes: number; totalObjects: number; totalBytes: number };
-    /** The least time between two sentinels sent (default SENTINEL_GAP_MS). */
-    sentinelGapMs?: number;
   },
 ): Promise<BucketOutcome> {
   const counts = { ...emptyStepCounts(), reorder: 0 };
@@ -251,9 +249,11 @@ export async function applyBucket(
   // sets `stopped`, which the narrowing above cannot see: hence the function.)
   const outage = (): BackupError | undefined => stopped;
   let expectedLatest: string | undefined;
-  // When the last sentinel sent was done. Ceph hammer gives Last-Modified in whole seconds, and
-  // WAL-E breaks a tie by listing (name) order: each sentinel goes a second after the one before.
+  // When the last sentinel sent was done. Ceph hammer lists Last-Modified in whole seconds, and
+  // WAL-E breaks a tie by listing (name) order: there each sentinel goes a second after the one
+  // before. A gateway that lists fractions (as the first sentinel sent shows) needs no wait.
   let sentAt: number | undefined;
+  let gapMs: number | undefined;
   for (const index of plan.sentinels) {
     const entry = plan.entries.at(index);
     const base = baseBackupOf(entry.key);
@@ -271,10 +271,13 @@ export async function applyBucket(
       tick(0);
       continue;
     }
-    const wait = sentAt === undefined ? 0 : sentAt + (opts.sentinelGapMs ?? SENTINEL_GAP_MS) - Date.now();
+    const wait = sentAt === undefined ? 0 : sentAt + (gapMs ?? 0) - Date.now();
     if (wait > 0 && action !== 'skip' && action !== 'conflict')
       await setTimeout(wait, undefined, { signal: opts.signal });
-    if (await run(index)) sentAt = Date.now();
+    if (await run(index)) {
+      sentAt = Date.now();
+      gapMs ??= (await listsWholeSeconds(client, plan.destination, entry.key, opts)) ? SENTINEL_GAP_MS : 0;
+    }
     const stop = outage();
     if (stop !== undefined) throw stop;
     expectedLatest = entry.key;
@@ -325,6 +328,28 @@ function stopFor(
     `${destination}: gateway ${client.endpoint.origin} stopped the restore (${err.message}); check the store's health (a full Ceph cluster blocks writes) ${again}`,
     { cause: err },
   );
+}
+
+/**
+ * Whether the gateway lists `key`'s Last-Modified in whole seconds (Ceph hammer), going by the
+ * listing of that one key: true also when it is not listed, to be safe.
+ */
+async function listsWholeSeconds(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  opts: { signal: AbortSignal; listVersion: 1 | 2 },
+): Promise<boolean> {
+  const listing = { signal: opts.signal, listVersion: opts.listVersion, prefix: key };
+  for await (const item of client.listObjects(bucket, listing)) {
+    if (item.key === key) return isWholeSecond(item.lastModified);
+  }
+  return true;
+}
+
+/** True for an ISO time with no fraction of a second, or only zeros (`…:19.000Z`). */
+export function isWholeSecond(time: string): boolean {
+  return !/\.\d*[1-9]\d*Z$/.test(time);
 }
 
 /** The sentinel with the newest LastModified in the bucket: what WAL-E's LATEST resolves to. */

@@ -167,12 +167,13 @@ describeWithStack('restore', (stack) => {
       for (const [key, value] of want) expect(got.get(key)).toEqual(value);
     }
     expect(await latest(gateway, newWal)).toBe(latestAtBackup);
-    // The sentinels in their original order, each in a later whole second than the one before:
-    // Ceph hammer's Last-Modified has no fraction, and WAL-E breaks a tie by name.
+    // The sentinels in their original order, each Last-Modified later than the one before, no tie
+    // for WAL-E to break by name (this gateway lists milliseconds; hammer's whole seconds get a
+    // second between sentinels, see isWholeSecond).
     const restored = await sentinelTimes(gateway, newWal);
     expect(restored.map(([key]) => key)).toEqual((await sentinelTimes(gateway, wal)).map(([key]) => key));
-    const seconds = restored.map(([, at]) => Math.floor(Date.parse(at) / 1000));
-    for (let i = 1; i < seconds.length; i++) expect(seconds[i]).toBeGreaterThan(seconds[i - 1] ?? 0);
+    const times = restored.map(([, at]) => Date.parse(at));
+    for (let i = 1; i < times.length; i++) expect(times[i]).toBeGreaterThan(times[i - 1] ?? 0);
     const second = await restore([snapshot, '--only', 'buckets', ...args]);
     expect(second.code).toBe(0);
     const buckets = second.report?.steps.find((s) => s.step === 'buckets');

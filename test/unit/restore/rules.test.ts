@@ -1,7 +1,7 @@
 // Pure rules of a restore: which archive entries are refused, part sizes that rebuild multipart
 // ETags, and the Deis-version-specific finishing step (its snippet, and what it raised).
 import { describe, expect, it } from 'vitest';
-import { partSizeFor } from '../../../src/restore/buckets.js';
+import { isWholeSecond, partSizeFor } from '../../../src/restore/buckets.js';
 import {
   appNames,
   needsRepublish,
@@ -160,5 +160,14 @@ describe("snippetRaised: what a republish snippet raised, from the Django shell'
     expect(snippetRaised('Traceback (most recent call last):\n  File "<console>", line 1\n')).toBe(
       'the snippet raised an exception',
     );
+  });
+});
+
+describe('isWholeSecond', () => {
+  it("takes hammer's listed times as whole seconds and a later radosgw's as finer", () => {
+    expect(isWholeSecond('2015-09-07T07:02:19.000Z')).toBe(true);
+    expect(isWholeSecond('2015-09-07T07:02:19Z')).toBe(true);
+    expect(isWholeSecond('2026-12-06T22:53:21.120Z')).toBe(false);
+    expect(isWholeSecond('2026-12-06T22:53:21.001Z')).toBe(false);
   });
 });
