@@ -102,7 +102,12 @@ export function formatRestore(report: RestoreReport): string[] {
         const name = b.source === b.destination ? b.source : `${b.source} -> ${b.destination}`;
         const reorder =
           b.counts.reorder > 0 ? `, ${b.counts.reorder} sentinel(s) re-sent to keep WAL-E's order` : '';
-        lines.push(`  ${name}${b.createBucket ? ' (new bucket)' : ''}: ${countsText(b.counts)}${reorder}`);
+        const aborted = b.abortedUploads
+          ? `, ${b.abortedUploads} unfinished upload(s) an earlier restore left aborted`
+          : '';
+        lines.push(
+          `  ${name}${b.createBucket ? ' (new bucket)' : ''}: ${countsText(b.counts)}${reorder}${aborted}`,
+        );
       }
     } else {
       lines.push(`  ${countsText(step.counts)}`);

@@ -75,6 +75,8 @@ export interface StepReport {
     destination: string;
     createBucket: boolean;
     counts: StepCounts & { reorder: number };
+    /** Unfinished uploads of its keys an earlier restore left, aborted (only when there were some). */
+    abortedUploads?: number;
   }[];
 }
 
@@ -265,6 +267,7 @@ async function runStep(
           destination: plan.destination,
           createBucket: plan.createBucket,
           counts: outcome.counts,
+          ...(outcome.abortedUploads > 0 ? { abortedUploads: outcome.abortedUploads } : {}),
         });
         if (plan.latestSentinel !== undefined && outcome.latestSentinel !== outcome.expectedLatest) {
           errors.push(

@@ -13,6 +13,7 @@ import { baseBackupOf } from '../repository/wal-e.js';
 import type { Target } from '../targets/target.js';
 import { isUnreachable, S3Error, type S3Client } from '../s3/client.js';
 import { isUnreachableCode, readBytes } from '../s3/responses.js';
+import { parseUploadsPage } from '../s3/uploads.js';
 import { chain } from '../streams.js';
 import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
 import { compareText } from '../compare.js';
@@ -166,6 +167,8 @@ export interface BucketOutcome {
    * that was not.
    */
   expectedLatest: string | undefined;
+  /** Unfinished multipart uploads of the plan's keys, left by an earlier restore, now aborted. */
+  abortedUploads: number;
 }
 
 /** A second and a little: two sentinels sent this far apart never share a whole-second Last-Modified. */
@@ -282,12 +285,59 @@ export async function applyBucket(
     if (stop !== undefined) throw stop;
     expectedLatest = entry.key;
   }
+  let abortedUploads = 0;
+  try {
+    abortedUploads = await abortLeftUploads(client, plan, opts);
+  } catch (err) {
+    opts.signal.throwIfAborted();
+    errors.push(
+      `${plan.destination}: unfinished uploads an earlier restore may have left could not be listed or aborted (${describeError(err)}); their parts take space until they are aborted`,
+    );
+  }
   return {
     counts,
     errors,
     latestSentinel: await newestSentinel(client, plan.destination, opts),
     expectedLatest,
+    abortedUploads,
   };
+}
+
+/**
+ * Aborts the unfinished multipart uploads of keys the plan holds. A restore killed outright (kill
+ * -9) neither completes nor aborts its uploads, and their parts would take space in the new
+ * cluster's store for good. Run once the bucket's own uploads have all ended, under the cluster
+ * lock: an upload of one of these keys left now is no other restore's, and the platform, stopped
+ * while its buckets are restored, writes none. Returns how many.
+ */
+async function abortLeftUploads(
+  client: S3Client,
+  plan: BucketPlan,
+  opts: { signal: AbortSignal },
+): Promise<number> {
+  const keys = DigestMap.forKeys();
+  for (const entry of plan.entries) keys.set(entry.key, 1);
+  let aborted = 0;
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  for (;;) {
+    const answer = await client.listUploadsPage(plan.destination, {
+      signal: opts.signal,
+      prefix: '',
+      keyMarker,
+      uploadIdMarker,
+      maxUploads: 1000,
+    });
+    const page = await parseUploadsPage(answer.text);
+    for (const upload of page.uploads) {
+      if (keys.get(upload.key) === undefined) continue;
+      await client.abortUpload(plan.destination, upload.key, upload.uploadId, opts);
+      aborted++;
+    }
+    if (!page.isTruncated || page.nextKeyMarker === undefined) return aborted;
+    keyMarker = page.nextKeyMarker;
+    uploadIdMarker = page.nextUploadIdMarker;
+  }
 }
 
 /** A body that could not be read from the target while restoring it. */

@@ -1,11 +1,13 @@
 // Restore acceptance against the real stack: backup → restore into fresh buckets and directories →
 // compare keys, bodies, ETags, content-types, metadata, files and the SQL with the originals.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { Client } from 'minio';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RestoreReport } from '../../src/restore.js';
 import { republishSnippet } from '../../src/restore/finish.js';
@@ -180,6 +182,38 @@ describeWithStack('restore', (stack) => {
     expect(buckets?.counts.transferBytes).toBe(0);
     expect(buckets?.counts.create).toBe(0);
     expect(buckets?.counts.skip).toBe(buckets?.counts.objects);
+  });
+
+  it('aborts the unfinished uploads of its keys that a killed restore left, and no others', async () => {
+    // minio, which starts the upload below, refuses '_' in a bucket name.
+    const newRegistry = `leftover-${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+    const args = ['--bucket', `${wal}=${unique('leftover_wal')}`, '--bucket', `${registry}=${newRegistry}`];
+    expect((await restore([snapshot, '--only', 'buckets', ...args])).code).toBe(0);
+    const at = new URL(stack.rgwEndpoint);
+    const minio = new Client({
+      endPoint: at.hostname,
+      port: Number(at.port),
+      useSSL: false,
+      pathStyle: true,
+      region: 'us-east-1',
+      accessKey: stack.gatewayAccessKey,
+      secretKey: stack.gatewaySecretKey,
+    });
+    // What kill -9 leaves: an upload of a key the restore writes, one part sent.
+    const [key = ''] = [...(await bucketContents(gateway, registry)).keys()].sort();
+    const left = await minio.initiateNewMultipartUpload(newRegistry, key, {});
+    await minio.uploadPart(
+      { bucketName: newRegistry, objectName: key, uploadID: left, partNumber: 1, headers: {} },
+      randomBytes(64 * 1024),
+    );
+    const foreign = await minio.initiateNewMultipartUpload(newRegistry, 'not/in/the/restore/point', {});
+    const again = await restore([snapshot, '--only', 'buckets', ...args]);
+    expect(again.code, again.err).toBe(0);
+    const record = again.report?.steps[0]?.buckets?.find((b) => b.destination === newRegistry);
+    expect(record?.abortedUploads).toBe(1);
+    const page = await minio.listIncompleteUploadsQuery(newRegistry, '', '', '', '');
+    expect(page.uploads.map((u) => u.uploadId)).toEqual([foreign]);
+    await minio.abortMultipartUpload(newRegistry, 'not/in/the/restore/point', foreign);
   });
 
   it('re-sends newer sentinels after a missing older one, so LATEST stays the same base backup', async () => {
