@@ -378,7 +378,16 @@ export class SnapshotWriter {
       // The PUT may have reached the target whole before the abort stopped it (S3 takes an object
       // once its body is in, answered or not). The key is this run's own, so removing it is safe.
       if (opts.signal.aborted) {
-        await this.target.remove(key, { signal: AbortSignal.timeout(COMMIT_UNDO_TIMEOUT_MS) });
+        try {
+          await this.target.remove(key, { signal: AbortSignal.timeout(COMMIT_UNDO_TIMEOUT_MS) });
+        } catch (undo) {
+          // The run reports failure; a manifest left in place would list it as a restore point.
+          throw new BackupError(
+            'ERR_TARGET',
+            `interrupted while writing the manifest of ${this.id}, which could not then be removed (${describeError(undo)}): ${this.id} may be listed as a restore point although this run reports none; check with deis-backup snapshots, and remove ${key} from ${this.target.name} if it should not stand`,
+            { cause: undo },
+          );
+        }
       }
       throw err;
     }

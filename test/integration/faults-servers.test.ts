@@ -640,6 +640,31 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(await direct.stat(manifestKey(late.id), { signal })).toBeUndefined();
   });
 
+  it('says a restore point may stand when the manifest of an aborted run cannot be removed', async () => {
+    const proxy = await proxyTo(rgwPort);
+    const prefix = unique('ftundo');
+    const via = stackS3Target(stack, prefix, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const direct = stackS3Target(stack, prefix);
+    const writer = new Repository(via).begin(new Date());
+    const manifest = { formatVersion: 1, id: writer.id } as unknown as Manifest;
+    const stalled = proxy.stallAfter('down', 1, { oneConnection: true });
+    const controller = new AbortController();
+    const committing = writer.commit(manifest, { signal: controller.signal });
+    committing.catch(() => undefined);
+    await stalled;
+    // The target goes away with the PUT taken: the remove that would undo it cannot reach it.
+    await proxy.cut();
+    controller.abort(new Error('run aborted'));
+    const key = manifestKey(writer.id);
+    await expect(committing).rejects.toThrow(
+      new RegExp(
+        `^interrupted while writing the manifest of ${writer.id}, which could not then be removed \\(.*ECONNREFUSED.*\\): ${writer.id} may be listed as a restore point although this run reports none; check with deis-backup snapshots, and remove ${key} from ${via.name.replaceAll('.', '\\.')} if it should not stand$`,
+      ),
+    );
+    expect(await direct.stat(key, { signal })).toBeDefined();
+    await direct.remove(key, { signal });
+  });
+
   it('fails when the SSH connection drops mid-volume and mid-dump', async () => {
     const proxy = await proxyTo(stack.sshPort);
     const ssh = await sshThrough(proxy);
