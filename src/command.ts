@@ -80,6 +80,20 @@ export function asRoot(ssh: SshTarget | undefined): string {
 }
 
 /** Where a command runs, for messages: "on <host>" or "locally". */
+/**
+ * A command line as records, messages and logs show it: the value of every assignment whose name
+ * says it holds a secret (`PGPASSWORD=…`, `MYSQL_PWD=…`, `…TOKEN=…`, `…SECRET…=…`, `…KEY=…`) and
+ * the password of a URL's user part are replaced with `***`. The command runs as written.
+ */
+export function shownCommand(command: string): string {
+  return command
+    .replace(
+      /\b([A-Za-z_][A-Za-z0-9_]*(?:PASS|PWD|SECRET|TOKEN|KEY)[A-Za-z0-9_]*=)('[^']*'|"[^"]*"|[^\s;&|]+)/gi,
+      '$1***',
+    )
+    .replace(/(:\/\/[^/\s:@]+:)[^/\s@]+@/g, '$1***@');
+}
+
 export function whereText(ssh: SshTarget | undefined): string {
   return ssh ? `on ${ssh.host}` : 'locally';
 }

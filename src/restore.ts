@@ -20,7 +20,7 @@ import {
 import { emptyStepCounts, type Reporter, type StepCounts, type StepName } from './restore/report.js';
 import { applyVolume } from './restore/volume.js';
 import { INIT_ID_KEY, preflight, type Prepared } from './restore/preflight.js';
-import { runCommand, whereText } from './command.js';
+import { runCommand, shownCommand, whereText } from './command.js';
 import type { S3Client } from './s3/client.js';
 import { errorLine } from './sources/source.js';
 import type { SshTarget } from './ssh.js';
@@ -221,7 +221,7 @@ function planReports(prepared: Prepared): StepReport[] {
     steps.push({
       step: 'database',
       status: 'planned',
-      detail: `${prepared.database.where.command} ${whereText(prepared.database.where.ssh)}`,
+      detail: `${shownCommand(prepared.database.where.command)} ${whereText(prepared.database.where.ssh)}`,
       counts,
       errors: [],
     });
@@ -350,15 +350,17 @@ async function finishAdvice(
     // -e HOST=$COREOS_PRIVATE_IPV4), which the shell inside the container expands: the host's
     // $COREOS_PRIVATE_IPV4 would sit unexpanded in the command's single quotes.
     const command = config.restore.controllerCommand.replaceAll('{etcd}', `${host ?? '$HOST'}:4001`);
+    // What the lines below show of it; the command runs as written.
+    const shown = shownCommand(command);
     const snippet = republishSnippet(version).trim().replaceAll('\n', '; ');
     if (host === undefined) {
       republishing = 'no host';
       next.push(
-        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, ${finishOnly(deps, prepared)}, or feed this to \`${command}\` on its host: ${snippet}`,
+        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, ${finishOnly(deps, prepared)}, or feed this to \`${shown}\` on its host: ${snippet}`,
       );
     } else if (planOnly) {
       next.push(
-        `Deis ${versionText ?? ''} does not republish to etcd by itself: the restore will feed this to \`${command}\` on ${host}: ${snippet}`,
+        `Deis ${versionText ?? ''} does not republish to etcd by itself: the restore will feed this to \`${shown}\` on ${host}: ${snippet}`,
       );
     } else {
       deps.reporter.started('finish', `republish on ${host}`);

@@ -1,4 +1,5 @@
 // The commands that only look: snapshots and config check.
+import { shownCommand } from '../command.js';
 import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from '../cluster.js';
 import { loadConfig, redactedView, type Config } from '../config.js';
 import { describeError } from '../errors.js';
@@ -45,6 +46,14 @@ export async function configCheckCommand(
   if (config.sources.database.enabled)
     await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
   const view = { file, config: redactedView(config), resolved: redactedView(cluster) };
+  // A password written into a command line is shown as *** too.
+  const shown = view.config as {
+    sources: { database: { command: string } };
+    restore: { databaseCommand: string; controllerCommand: string };
+  };
+  shown.sources.database.command = shownCommand(shown.sources.database.command);
+  shown.restore.databaseCommand = shownCommand(shown.restore.databaseCommand);
+  shown.restore.controllerCommand = shownCommand(shown.restore.controllerCommand);
   io.out(JSON.stringify(view, null, 2));
   if (problems.length > 0) {
     io.err(`deis-backup: config ${file}: ${problems.length} problem(s)`);

@@ -5,7 +5,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { BackupError, describeError } from '../errors.js';
 import { chain, createParallelGzip } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
-import { runCommand, whereText } from '../command.js';
+import { runCommand, shownCommand, whereText } from '../command.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine, type Source, type SourceRunContext } from './source.js';
 
@@ -38,7 +38,9 @@ export class DatabaseSource implements Source {
 
   async backup(ctx: SourceRunContext): Promise<SourceRecord> {
     const { command, ssh } = this.location;
-    const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${command}` : `local: ${command}`;
+    // Recorded in the manifest and shown over HTTP: a password written into the command is not.
+    const shown = shownCommand(command);
+    const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${shown}` : `local: ${shown}`;
     const running = await runCommand(command, { ssh }, { signal: ctx.signal });
     running.stdin.end();
     const tail = new TailKeeper(512);

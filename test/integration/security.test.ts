@@ -51,6 +51,8 @@ const WRONG_GATEWAY_SECRET = 'wronggatewaysecretkey0000000000000000000';
 /** A wrong target access key, for a run the target refuses. */
 const WRONG_TARGET_ACCESS = 'WRONGTARGETACCESS000';
 const signal = AbortSignal.timeout(600_000);
+/** A database password written into the dump and load commands, as an operator might. */
+const DB_PASSWORD = 'dbpasswordwritteninthecommand';
 
 describeWithStack('security', (stack) => {
   const secrets = [
@@ -62,6 +64,7 @@ describeWithStack('security', (stack) => {
     FILE_TOKEN,
     WRONG_GATEWAY_SECRET,
     WRONG_TARGET_ACCESS,
+    DB_PASSWORD,
   ];
   /** Everything this file saw come out of deis-backup: output lines, log lines and HTTP bodies. */
   const seen: { where: string; text: string }[] = [];
@@ -290,7 +293,10 @@ describeWithStack('security', (stack) => {
       sources: {
         buckets: { names: [registry] },
         volume: { path: volume },
-        database: { host: 'local', command: stackDumpCommand(stack) },
+        database: { host: 'local', command: `PGPASSWORD=${DB_PASSWORD} ${stackDumpCommand(stack)}` },
+      },
+      restore: {
+        databaseCommand: `PGPASSWORD=${DB_PASSWORD} psql -X -q -h ${stack.pgHost} -p ${stack.pgScratchPort} -U ${stack.pgUser} -d postgres`,
       },
       target: { type: 's3', endpoint: stack.rgwEndpoint, bucket: stack.targetBucket, prefix: unique('scan') },
       http: { host: '127.0.0.1', port: 0 },

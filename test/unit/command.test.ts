@@ -2,7 +2,7 @@
 // exit status, whenever its input closes relative to the writes.
 import { Readable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
-import { asRoot, feedCommand, runCommand } from '../../src/command.js';
+import { asRoot, feedCommand, runCommand, shownCommand } from '../../src/command.js';
 import { keepTail, StderrCollector } from '../../src/ssh.js';
 
 const signal = AbortSignal.timeout(30_000);
@@ -134,5 +134,21 @@ describe('runCommand stderr', () => {
   it('keeps the end of one line longer than all that is kept', () => {
     const long = `${'x'.repeat(70 * 1024)}\n`;
     expect(keepTail(long)).toBe(long.slice(-64 * 1024));
+  });
+});
+
+describe('shownCommand', () => {
+  it('hides the values of secret-named assignments and URL passwords, and nothing else', () => {
+    expect(shownCommand('PGPASSWORD=s3cret pg_dumpall -h db -U deis')).toBe(
+      'PGPASSWORD=*** pg_dumpall -h db -U deis',
+    );
+    expect(shownCommand('env MYSQL_PWD=\'two words\' API_TOKEN="x y" run; PGUSER=deis psql')).toBe(
+      'env MYSQL_PWD=*** API_TOKEN=*** run; PGUSER=deis psql',
+    );
+    expect(shownCommand('psql postgres://deis:hunter2@db:5432/deis')).toBe(
+      'psql postgres://deis:***@db:5432/deis',
+    );
+    const plain = 'docker exec -i deis-database sudo -u postgres psql -X -q -d postgres';
+    expect(shownCommand(plain)).toBe(plain);
   });
 });
