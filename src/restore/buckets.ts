@@ -13,7 +13,6 @@ import { baseBackupOf } from '../repository/wal-e.js';
 import type { Target } from '../targets/target.js';
 import { isUnreachable, S3Error, type S3Client } from '../s3/client.js';
 import { isUnreachableCode, readBytes } from '../s3/responses.js';
-import { parseUploadsPage } from '../s3/uploads.js';
 import { chain } from '../streams.js';
 import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
 import { compareText } from '../compare.js';
@@ -172,7 +171,7 @@ export interface BucketOutcome {
 }
 
 /** A second and a little: two sentinels sent this far apart never share a whole-second Last-Modified. */
-export const SENTINEL_GAP_MS = 1050;
+const SENTINEL_GAP_MS = 1050;
 
 /** Carries out a plan: creates the bucket, uploads data, then sentinels in order. Never deletes. */
 export async function applyBucket(
@@ -318,26 +317,14 @@ async function abortLeftUploads(
   const keys = DigestMap.forKeys();
   for (const entry of plan.entries) keys.set(entry.key, 1);
   let aborted = 0;
-  let keyMarker: string | undefined;
-  let uploadIdMarker: string | undefined;
-  for (;;) {
-    const answer = await client.listUploadsPage(plan.destination, {
-      signal: opts.signal,
-      prefix: '',
-      keyMarker,
-      uploadIdMarker,
-      maxUploads: 1000,
-    });
-    const page = await parseUploadsPage(answer.text);
+  for await (const { page } of client.listUploads(plan.destination, { signal: opts.signal, prefix: '' })) {
     for (const upload of page.uploads) {
       if (keys.get(upload.key) === undefined) continue;
       await client.abortUpload(plan.destination, upload.key, upload.uploadId, opts);
       aborted++;
     }
-    if (!page.isTruncated || page.nextKeyMarker === undefined) return aborted;
-    keyMarker = page.nextKeyMarker;
-    uploadIdMarker = page.nextUploadIdMarker;
   }
+  return aborted;
 }
 
 /** A body that could not be read from the target while restoring it. */

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { MalformedListing, parseListing, type ListingPage } from './listing.js';
+import { parseUploadsPage, type UploadsPage } from './uploads.js';
 import { BodyParts, chunked, growingPartSize, partLengths } from './parts.js';
 import {
   errorFromResponse,
@@ -328,28 +329,38 @@ export class S3Client {
   }
 
   /**
-   * One page of the bucket's unfinished multipart uploads under prefix (ListMultipartUploads), read
-   * whole, with the answer's Date header: the server's clock, by which the uploads' times go.
+   * The bucket's unfinished multipart uploads under prefix (ListMultipartUploads), page by page:
+   * each parsed, with when its answer arrived (this clock) and its Date header (the server's, by
+   * which the uploads' times go). Throws StuckUploadsListing for a truncated page that names no next
+   * marker, or the one it was asked from: asking again would never end.
    */
-  async listUploadsPage(
+  async *listUploads(
     bucket: string,
-    opts: {
-      signal: AbortSignal;
-      prefix: string;
-      keyMarker?: string | undefined;
-      uploadIdMarker?: string | undefined;
-      maxUploads: number;
-    },
-  ): Promise<{ text: string; date: string | undefined }> {
-    const query = new URLSearchParams({
-      uploads: '',
-      prefix: opts.prefix,
-      'max-uploads': String(opts.maxUploads),
-    });
-    if (opts.keyMarker !== undefined) query.set('key-marker', opts.keyMarker);
-    if (opts.uploadIdMarker !== undefined) query.set('upload-id-marker', opts.uploadIdMarker);
-    const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
-    return { date: res.headers.date, text: await readText(res) };
+    opts: { signal: AbortSignal; prefix: string; maxUploads?: number },
+  ): AsyncGenerator<{ page: UploadsPage; arrived: number; date: string | undefined }> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      opts.signal.throwIfAborted();
+      const query = new URLSearchParams({
+        uploads: '',
+        prefix: opts.prefix,
+        'max-uploads': String(opts.maxUploads ?? 1000),
+      });
+      if (keyMarker !== undefined) query.set('key-marker', keyMarker);
+      if (uploadIdMarker !== undefined) query.set('upload-id-marker', uploadIdMarker);
+      const res = await this.request('GET', bucket, undefined, { query, signal: opts.signal });
+      const text = await readText(res);
+      const arrived = Date.now();
+      const page = await parseUploadsPage(text);
+      yield { page, arrived, date: res.headers.date };
+      if (!page.isTruncated) return;
+      const next = { key: page.nextKeyMarker, id: page.nextUploadIdMarker };
+      if (next.key === undefined || (next.key === keyMarker && next.id === uploadIdMarker))
+        throw new StuckUploadsListing('a truncated page names no next marker, or the same one again');
+      keyMarker = next.key;
+      uploadIdMarker = next.id;
+    }
   }
 
   /** Aborts an unfinished multipart upload, dropping its parts; one already gone is not an error. */
@@ -556,3 +567,6 @@ function parsePage(bucket: string, read: { bytes: Buffer; status: number }): Lis
     throw new S3Error(read.status, 'MalformedListing', `list ${bucket}: ${err.message}`);
   }
 }
+
+/** A ListMultipartUploads listing that would ask for the same page again for ever. */
+export class StuckUploadsListing extends Error {}

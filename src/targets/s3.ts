@@ -5,9 +5,8 @@
 // AbortMultipartUpload.
 import type { Readable } from 'node:stream';
 import { BackupError } from '../errors.js';
-import { S3Client, S3Error } from '../s3/client.js';
+import { S3Client, S3Error, StuckUploadsListing } from '../s3/client.js';
 import { fittingPartSize } from '../s3/parts.js';
-import { parseUploadsPage, type UploadsPage } from '../s3/uploads.js';
 import type { Secret } from '../secret.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
 
@@ -183,19 +182,33 @@ export class S3Target implements Target {
 
   async *listUploads(prefix: string, opts: { signal: AbortSignal }): AsyncIterable<UploadInfo> {
     const full = this.prefix + prefix;
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
+    const pages = this.client.listUploads(this.bucket, {
+      signal: opts.signal,
+      prefix: full,
+      maxUploads: this.uploadsPageSize,
+    });
     for (;;) {
-      opts.signal.throwIfAborted();
-      let page: UploadsPage;
-      let offsetMs: number;
+      let answer;
       try {
-        ({ page, offsetMs } = await this.uploadsPage(full, keyMarker, uploadIdMarker, opts.signal));
+        const next = await pages.next();
+        if (next.done) return;
+        answer = next.value;
       } catch (err) {
         if (opts.signal.aborted) throw opts.signal.reason;
+        if (err instanceof StuckUploadsListing) {
+          throw new BackupError(
+            'ERR_TARGET',
+            `list unfinished uploads ${prefix} in ${this.name}: ${err.message}; check the target`,
+          );
+        }
         throw this.wrap('list unfinished uploads', prefix, err, UPLOADS_DENIED);
       }
-      for (const upload of page.uploads) {
+      // The answer's Date (the target's clock, in whole seconds rounded down) was stamped before it
+      // arrived here, so the target's clock minus ours was at least Date minus the arrival: shifting
+      // by the arrival minus Date gives a time of ours never earlier than the true one.
+      const date = Date.parse(answer.date ?? '');
+      const offsetMs = Number.isNaN(date) ? MAX_CLOCK_SKEW_MS : answer.arrived - date;
+      for (const upload of answer.page.uploads) {
         if (!upload.key.startsWith(full)) continue;
         yield {
           key: upload.key.slice(this.prefix.length),
@@ -203,43 +216,7 @@ export class S3Target implements Target {
           initiated: new Date(upload.initiated.getTime() + offsetMs),
         };
       }
-      if (!page.isTruncated) return;
-      const next = { key: page.nextKeyMarker, id: page.nextUploadIdMarker };
-      // A truncated page naming no next marker, or the one it was asked from, would be asked for again forever.
-      if (next.key === undefined || (next.key === keyMarker && next.id === uploadIdMarker)) {
-        throw new BackupError(
-          'ERR_TARGET',
-          `list unfinished uploads ${prefix} in ${this.name}: a truncated page names no next marker, or the same one again; check the target`,
-        );
-      }
-      keyMarker = next.key;
-      uploadIdMarker = next.id;
     }
-  }
-
-  /**
-   * One ListMultipartUploads page, and what to add to its times to make them ours. The answer's
-   * Date (the target's clock, in whole seconds rounded down) was stamped before it arrived here, so
-   * the target's clock minus ours was at least Date minus the arrival: shifting by the arrival minus
-   * Date gives a time of ours never earlier than the true one.
-   */
-  private async uploadsPage(
-    prefix: string,
-    keyMarker: string | undefined,
-    uploadIdMarker: string | undefined,
-    signal: AbortSignal,
-  ): Promise<{ page: UploadsPage; offsetMs: number }> {
-    const answer = await this.client.listUploadsPage(this.bucket, {
-      signal,
-      prefix,
-      keyMarker,
-      uploadIdMarker,
-      maxUploads: this.uploadsPageSize,
-    });
-    const arrived = Date.now();
-    const date = Date.parse(answer.date ?? '');
-    const offsetMs = Number.isNaN(date) ? MAX_CLOCK_SKEW_MS : arrived - date;
-    return { page: await parseUploadsPage(answer.text), offsetMs };
   }
 
   async abortUpload(upload: UploadInfo, opts: { signal: AbortSignal }): Promise<void> {

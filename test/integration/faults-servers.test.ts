@@ -604,19 +604,27 @@ describeWithStack('servers failing mid-run', (stack) => {
     expect(read).toBeLessThan(24 * MiB);
   });
 
-  it('leaves no manifest when the run is aborted while the S3 target takes it', async () => {
+  /**
+   * A commit to an S3 target through a proxy, held once the target has taken the manifest's PUT
+   * whole: its answer does not come back, so an abort lands while the PUT is in flight.
+   */
+  const heldCommit = async (name: string) => {
     const proxy = await proxyTo(rgwPort);
-    const prefix = unique('ftabort');
+    const prefix = unique(name);
     const via = stackS3Target(stack, prefix, { endpoint: `http://127.0.0.1:${proxy.port}` });
     const direct = stackS3Target(stack, prefix);
     const writer = new Repository(via).begin(new Date());
     const manifest = { formatVersion: 1, id: writer.id } as unknown as Manifest;
-    // The target takes the PUT whole; its answer is held, so the abort lands while it is in flight.
     const stalled = proxy.stallAfter('down', 1, { oneConnection: true });
     const controller = new AbortController();
     const committing = writer.commit(manifest, { signal: controller.signal });
     committing.catch(() => undefined);
     await stalled;
+    return { proxy, via, direct, writer, controller, committing };
+  };
+
+  it('leaves no manifest when the run is aborted while the S3 target takes it', async () => {
+    const { proxy, via, direct, writer, controller, committing } = await heldCommit('ftabort');
     expect(await direct.stat(manifestKey(writer.id), { signal })).toBeDefined();
     controller.abort(new Error('run aborted'));
     await expect(committing).rejects.toThrow('run aborted');
@@ -641,17 +649,7 @@ describeWithStack('servers failing mid-run', (stack) => {
   });
 
   it('says a restore point may stand when the manifest of an aborted run cannot be removed', async () => {
-    const proxy = await proxyTo(rgwPort);
-    const prefix = unique('ftundo');
-    const via = stackS3Target(stack, prefix, { endpoint: `http://127.0.0.1:${proxy.port}` });
-    const direct = stackS3Target(stack, prefix);
-    const writer = new Repository(via).begin(new Date());
-    const manifest = { formatVersion: 1, id: writer.id } as unknown as Manifest;
-    const stalled = proxy.stallAfter('down', 1, { oneConnection: true });
-    const controller = new AbortController();
-    const committing = writer.commit(manifest, { signal: controller.signal });
-    committing.catch(() => undefined);
-    await stalled;
+    const { proxy, via, direct, writer, controller, committing } = await heldCommit('ftundo');
     // The target goes away with the PUT taken: the remove that would undo it cannot reach it.
     await proxy.cut();
     controller.abort(new Error('run aborted'));
