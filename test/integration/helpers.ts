@@ -3,16 +3,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe } from 'vitest';
 import { main } from '../../src/cli.js';
 import { S3Client } from '../../src/s3/client.js';
 import { gatewayOptions, loadStack, runPsql, type Stack } from '../fixtures/stack.js';
+import { tempDir as makeTempDir } from '../temp-dirs.js';
 
 /**
  * The running stack. When it is required (npm test, CI) and missing, this throws so the suite fails;
@@ -80,9 +80,9 @@ export async function bucketContents(
   return out;
 }
 
-/** A new empty temporary directory. */
+/** A new empty temporary directory, removed when the test file ends. */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), `deis-backup-${prefix}-`));
+  return makeTempDir(`deis-backup-${prefix}-`);
 }
 
 /** Everything `ls -l` shows of a tree (type, mode, owner, mtime, size, content hash, link target), by path. */

@@ -1,14 +1,14 @@
 // Config parsing: defaults, every problem listed with its path and fix, secrets from env and files, never printed.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_DUMP_COMMAND, loadConfig, redactedView } from '../../src/config.js';
 import { BackupError } from '../../src/errors.js';
 import { requireBackupSources } from '../../src/wiring.js';
+import { tempDir } from '../temp-dirs.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'deis-backup-config-'));
+const dir = tempDir('deis-backup-config-');
 let n = 0;
 function file(value: unknown): string {
   const path = join(dir, `config-${n++}.json`);

@@ -1,15 +1,15 @@
 // Which runs and restore points count as "all" in the daemon's metrics.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { SourceRecord } from '../../src/repository/manifest.js';
 import { sourceRecord } from '../fixtures/records.js';
+import { tempDir } from '../temp-dirs.js';
 import { coversAll, holdsAll, isConfiguredSource } from '../../src/wiring.js';
 
 function config(sources: unknown) {
-  const file = join(mkdtempSync(join(tmpdir(), 'wiring-')), 'config.json');
+  const file = join(tempDir('deis-backup-wiring-'), 'config.json');
   writeFileSync(file, JSON.stringify({ sources }));
   return loadConfig({ file, env: {} });
 }
