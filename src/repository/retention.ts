@@ -261,7 +261,9 @@ function withinStart(now: number, d: Duration, wall: (instant: number) => number
   // A day that the target month lacks clamps to its last day before the days are subtracted.
   const day = Math.min(local.getUTCDate(), new Date(Date.UTC(year, month + 1, 0)).getUTCDate()) - d.days;
   const shifted = Date.UTC(year, month, day) + (local.getTime() % DAY_MS);
-  return fromWall(shifted, wall) - d.hours * HOUR_MS;
+  const start = fromWall(shifted, wall) - d.hours * HOUR_MS;
+  // Back past what a Date holds (±273,790 years) is NaN, which no time is at or after: keep them all.
+  return Number.isNaN(start) ? -Infinity : start;
 }
 
 /** "2026-W53": the ISO week-year and week of a wall-clock time, by the Thursday of its week. */

@@ -192,6 +192,19 @@ const cases: Case[] = [
     keep: ['2027-05-31T12:00:00Z', '2027-06-01T00:05:00Z'],
   },
   {
+    // Date arithmetic past ±273,790 years gives NaN, which no time is at or after.
+    name: 'keepWithin longer than dates reach keeps everything',
+    snapshots: daily('2027-05-20', 3),
+    policy: { keepWithin: within('300000y') },
+    keep: ['2027-05-20T12:00:00Z', '2027-05-21T12:00:00Z', '2027-05-22T12:00:00Z'],
+  },
+  {
+    name: 'keepWithin of more days than dates reach keeps everything',
+    snapshots: daily('2027-05-20', 2),
+    policy: { keepWithin: within('200000000d') },
+    keep: ['2027-05-20T12:00:00Z', '2027-05-21T12:00:00Z'],
+  },
+  {
     name: 'daily buckets are local days in Europe/Berlin around the spring DST change',
     snapshots: berlinSpring,
     policy: { keepDaily: 4 },
