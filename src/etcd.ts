@@ -51,7 +51,10 @@ function send(
 
 /** A key as etcd v2 returns it. */
 export interface EtcdNode {
+  /** The key's value; '' for a directory. */
   value: string;
+  /** True when the path is a directory, not a key. */
+  dir?: true;
   /** When the key's TTL runs out, by the etcd server's clock (ISO 8601); undefined for a key without TTL. */
   expiration?: string;
 }
@@ -60,7 +63,7 @@ export interface EtcdNode {
 export interface Etcd {
   /** The key's value, or undefined when the key (or its directory) does not exist. */
   get(path: string, opts: { signal: AbortSignal }): Promise<string | undefined>;
-  /** The key's value and expiration, or undefined when the key does not exist or is a directory. */
+  /** The key's value and expiration (a directory has `dir` and no value), or undefined when it does not exist. */
   getNode(path: string, opts: { signal: AbortSignal }): Promise<EtcdNode | undefined>;
   /**
    * Creates the key with a TTL only if it does not exist (`prevExist=false`): true when created,
@@ -92,6 +95,8 @@ interface EtcdAnswer {
 const KEY_NOT_FOUND = 100;
 const COMPARE_FAILED = 101;
 const NODE_EXISTS = 105;
+/** A key's operation on a directory. */
+const NOT_A_FILE = 102;
 
 /** Creates an etcd v2 client over HTTP. Tries each endpoint in turn until one answers. */
 export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etcd {
@@ -128,11 +133,10 @@ export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etc
       } catch {
         // Not an etcd answer: handled below by status.
       }
-      const ok = res.status >= 200 && res.status < 300;
-      // A 404 without an etcd body (a proxy, an empty answer) still means "no such key" to a read.
-      if (body === undefined && res.status === 404 && accept(404, {})) return { status: 404, body: {} };
+      // etcd answers every request, a missing key included, in JSON: a 404 in other words comes from
+      // something else on that port (an S3 gateway, a proxy), which says nothing about the key.
       if (body === undefined) {
-        failures.push(`${endpoint} (HTTP ${res.status}${ok ? ', not an etcd answer' : ''})`);
+        failures.push(`${endpoint} (HTTP ${res.status}, not an etcd answer)`);
         continue;
       }
       if (accept(res.status, body)) return { status: res.status, body };
@@ -149,25 +153,29 @@ export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etc
       'read',
       path,
       { method: 'GET' },
-      (s) => s === 404 || (s >= 200 && s < 300),
+      (s, b) => (s === 404 && b.errorCode === KEY_NOT_FOUND) || (s >= 200 && s < 300),
       signal,
     );
-    if (status === 404 || body.node?.dir || body.node?.value === undefined) return undefined;
+    if (status === 404 || body.node === undefined) return undefined;
+    if (body.node.dir) return { value: '', dir: true };
+    if (body.node.value === undefined) return undefined;
     return {
       value: body.node.value,
       ...(body.node.expiration === undefined ? {} : { expiration: body.node.expiration }),
     };
   };
 
-  /** A compare failure: the key is missing (404, 100) or differs (412, 101/105). */
+  /** A compare failure: the key is missing (404, 100), a directory now (403, 102) or differs (412, 101/105). */
   const mismatch = (status: number, body: EtcdAnswer): boolean =>
     (status === 404 && body.errorCode === KEY_NOT_FOUND) ||
+    (status === 403 && body.errorCode === NOT_A_FILE) ||
     (status === 412 && (body.errorCode === COMPARE_FAILED || body.errorCode === NODE_EXISTS));
   const ok = (status: number): boolean => status >= 200 && status < 300;
 
   return {
     async get(path, opts) {
-      return (await getNode(path, opts.signal))?.value;
+      const node = await getNode(path, opts.signal);
+      return node?.dir ? undefined : node?.value;
     },
 
     async getNode(path, opts) {

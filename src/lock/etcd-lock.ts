@@ -1,5 +1,6 @@
 // The cluster lock as one etcd v2 key with a TTL, in the spirit of Deis' own masterLock keys: created
 // with prevExist=false, kept by compare-and-swap on our value, removed by compare-and-delete.
+import { BackupError } from '../errors.js';
 import type { Etcd, EtcdNode } from '../etcd.js';
 import {
   describeHolder,
@@ -46,6 +47,12 @@ export class EtcdLock implements ClusterLock {
     const ttl = { ttlSeconds: this.ttlSeconds, signal: opts.signal };
     let created = await this.etcd.create(this.key, value, ttl);
     const node = created ? undefined : await this.etcd.getNode(this.key, opts);
+    if (node?.dir) {
+      throw new BackupError(
+        'ERR_CONFIG',
+        `lock.key ${this.key} is a directory in etcd; set lock.key to a key of its own, such as /deis/backup/lock`,
+      );
+    }
     // A create retried on another endpoint after a lost answer finds our own value.
     if (node?.value === value) created = true;
     if (created) {
@@ -74,6 +81,7 @@ export class EtcdLock implements ClusterLock {
       return 'the key no longer holds our value';
     }
     if (node === undefined) return 'the key was removed (or expired)';
+    if (node.dir) return 'the key is now a directory';
     const other = holderOf(node);
     return `the key now holds ${other === undefined ? 'another value' : describeHolder(other)}`;
   }

@@ -122,6 +122,26 @@ describeWithStack('deis-backup executable', (stack) => {
     );
   });
 
+  it("takes a 404 that is not etcd's as an endpoint that did not answer, not as a missing key", async () => {
+    const notEtcd = { etcd: { endpoints: [stack.rgwEndpoint] }, target: { type: 'dir', path: '/tmp/x' } };
+    const result = await runBin(['config', 'check', '--config', writeConfig(notEtcd)]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(
+      `etcd: cannot read /deis/store/gateway/host from ${stack.rgwEndpoint} (HTTP 404, not an etcd answer); check etcd.endpoints (Deis v1 serves the v2 API on port 4001)`,
+    );
+    // The next endpoint, a real etcd, answers for it.
+    const both = {
+      ...notEtcd,
+      etcd: { endpoints: [stack.rgwEndpoint, stack.etcdEndpoint] },
+      sources: { buckets: { names: ['db_wal'] }, volume: { enabled: false }, database: { enabled: false } },
+    };
+    const checked = await runBin(['config', 'check', '--config', writeConfig(both)]);
+    expect(checked.code).toBe(0);
+    expect(JSON.parse(checked.stdout)).toMatchObject({
+      resolved: { gateway: { endpoint: stack.rgwEndpoint, from: { endpoint: 'etcd' } } },
+    });
+  });
+
   it('answers usage errors with exit 2 and one line', async () => {
     expect(await runBin(['frobnicate', '--config', '/dev/null'])).toMatchObject({
       code: 2,

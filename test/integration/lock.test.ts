@@ -39,6 +39,8 @@ interface Backend {
 /** The etcd directories this file made, removed after it: etcd v2 keeps a directory its keys left. */
 const etcdDirs: string[] = [];
 
+const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
+
 function etcdKey(): string {
   const dir = `/deis-backup-test/${unique('lock')}`;
   etcdDirs.push(dir);
@@ -322,6 +324,33 @@ describeWithStack('cluster lock', (stack) => {
       await etcdRequest(stack, key, 'PUT', 'not json');
       expect(describeHolder(busy(await lock.tryAcquire('backup', { signal })))).toBe('an unknown holder');
       await etcdRequest(stack, key, 'DELETE');
+    });
+
+    it('refuses a lock.key that is an etcd directory, and names one that becomes one while held', async ({
+      expect,
+    }) => {
+      const key = etcdKey();
+      const etcd = createEtcd([stack.etcdEndpoint], 5000);
+      const lock = new EtcdLock(etcd, { key, ttlSeconds: TTL });
+      await fetch(`${stack.etcdEndpoint}/v2/keys${key}/inside`, {
+        method: 'PUT',
+        body: 'value=x',
+        headers: FORM,
+        signal,
+      });
+      await expect(lock.tryAcquire('backup', { signal })).rejects.toMatchObject({
+        code: 'ERR_CONFIG',
+        message: `lock.key ${key} is a directory in etcd; set lock.key to a key of its own, such as /deis/backup/lock`,
+      });
+      await fetch(`${stack.etcdEndpoint}/v2/keys${key}?recursive=true`, { method: 'DELETE', signal });
+      const first = held(await lock.tryAcquire('backup', { signal }));
+      await etcdRequest(stack, key, 'DELETE');
+      await fetch(`${stack.etcdEndpoint}/v2/keys${key}?dir=true`, { method: 'PUT', signal });
+      const reason = await whenLost(first, TTL * 1000);
+      expect((reason as Error).message).toBe(
+        `lost the cluster lock at etcd ${key}: the key is now a directory`,
+      );
+      await first.release();
     });
 
     it('rides out an etcd outage shorter than the TTL, and is lost once one outlasts it', async ({
