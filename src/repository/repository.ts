@@ -42,6 +42,11 @@ export interface Stored {
 /** The records kept under `status/`. */
 export type StatusName = 'verify' | 'drill' | 'prune';
 
+/** What asking for the newest (or every) restore point of an empty target throws. */
+export function noRestorePoint(target: Target): BackupError {
+  return new BackupError('ERR_NOT_FOUND', `no restore point in ${target.name}; run deis-backup backup first`);
+}
+
 /** Restore points in one target. */
 export class Repository {
   readonly target: Target;
@@ -190,11 +195,7 @@ export class Repository {
     if (id === 'latest') {
       const all = await this.listSnapshots(opts);
       const newest = all.at(-1);
-      if (!newest)
-        throw new BackupError(
-          'ERR_NOT_FOUND',
-          `no restore point in ${this.target.name}; run deis-backup backup first`,
-        );
+      if (!newest) throw noRestorePoint(this.target);
       return newest;
     }
     if (!isSnapshotId(id)) {

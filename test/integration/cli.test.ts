@@ -49,6 +49,12 @@ describeWithStack('deis-backup executable', (stack) => {
       sources: { buckets: { enabled: false }, volume: { path: volume }, database: { enabled: false } },
       target: { type: 'dir', path: dir },
     });
+    // Nothing to verify is not "all ok": the target may be the wrong one.
+    expect(await runBin(['verify', '--all', '--config', file])).toMatchObject({
+      code: 1,
+      stdout: '',
+      stderr: `deis-backup: no restore point in dir:${dir}; run deis-backup backup first\n`,
+    });
     expect((await runBin(['backup', '--config', file])).code).toBe(0);
     expect((await runBin(['verify', '--all', '--config', file])).code).toBe(0);
     expect((await runBin(['verify', 'latest', '--config', file])).code).toBe(0);
