@@ -54,7 +54,7 @@ export async function preflight(
   if (only.length === 0) {
     throw new BackupError(
       'ERR_NOT_FOUND',
-      `restore point ${manifest.id} holds no buckets and no volume; restore its database with --only database`,
+      `restore point ${manifest.id} holds no buckets and no volume; restore its database with --only database ("only" over HTTP)`,
     );
   }
   const wanted = new Set(only);
@@ -63,7 +63,7 @@ export async function preflight(
     if (!manifest.sources.some((s) => s.bucket === name)) {
       throw new BackupError(
         'ERR_USAGE',
-        `--bucket ${name}=…: restore point ${manifest.id} has no bucket ${name}; ${bucketsOf(manifest)}`,
+        `--bucket ${name}=… ("buckets" over HTTP): restore point ${manifest.id} has no bucket ${name}; ${bucketsOf(manifest)}`,
       );
     }
   }
@@ -84,7 +84,7 @@ export async function preflight(
   const missingStep = (kind: string) =>
     new BackupError(
       'ERR_NOT_FOUND',
-      `restore point ${manifest.id} holds no ${kind}; choose the steps it has with --only`,
+      `restore point ${manifest.id} holds no ${kind}; choose the steps it has with --only ("only" over HTTP)`,
     );
   for (const step of only) if (!holds(step)) throw missingStep(step === 'buckets' ? 'bucket' : step);
 

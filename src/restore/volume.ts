@@ -184,7 +184,7 @@ async function destinationState(
   if (code === 3 && stderr.trim() === NOT_A_DIRECTORY) {
     throw new BackupError(
       'ERR_USAGE',
-      `volume: ${where} exists and is not a directory; restore into a directory (--volume-to), or move it away first`,
+      `volume: ${where} exists and is not a directory; restore into a directory (--volume-to, "volumeTo" over HTTP), or move it away first`,
     );
   }
   if (code !== 0) {

@@ -445,7 +445,7 @@ describeWithStack('every source disabled', (stack) => {
     expect([bucket.code, bucket.stdout]).toEqual([2, '']);
     // After the restore's progress events (JSON lines, since stderr is no terminal here).
     expect(bucket.stderr.trimEnd().split('\n').at(-1)).toBe(
-      `deis-backup: --bucket db_wal=…: restore point ${named.stdout.trim()} has no bucket db_wal; it holds no buckets`,
+      `deis-backup: --bucket db_wal=… ("buckets" over HTTP): restore point ${named.stdout.trim()} has no bucket db_wal; it holds no buckets`,
     );
   });
 });

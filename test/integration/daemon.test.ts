@@ -415,8 +415,19 @@ describeWithStack('daemon', (stack) => {
     expect(await finished(daemon, 'restores', String(missing.body['id']))).toMatchObject({
       status: 'failed',
     });
+    // Its words are the request's, not only the CLI's.
+    const noBucket = await call(daemon, 'POST', '/restores', {
+      snapshot: 'latest',
+      buckets: { registry: 'registry2' },
+      dryRun: true,
+    });
+    const point = ((await finished(daemon, 'backups', backup))['result'] as { id: string }).id;
+    expect(await finished(daemon, 'restores', String(noBucket.body['id']))).toMatchObject({
+      status: 'failed',
+      error: `--bucket registry=… ("buckets" over HTTP): restore point ${point} has no bucket registry; it holds no buckets`,
+    });
     const metrics = String((await call(daemon, 'GET', '/metrics')).body);
-    expect(sample(metrics, 'deis_backup_restore_attempt_total')).toBe(2);
+    expect(sample(metrics, 'deis_backup_restore_attempt_total')).toBe(3);
     expect(sample(metrics, 'deis_backup_restore_success_total')).toBe(0);
     expect(sample(metrics, 'deis_backup_restore_failure_total')).toBe(0);
     // The README's metric table says the same.

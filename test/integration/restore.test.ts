@@ -283,13 +283,13 @@ describeWithStack('restore', (stack) => {
     const named = await restore([volumeOnly, '--only', 'buckets', '--dry-run'], file);
     expect(named.code).toBe(1);
     expect(named.err.split('\n').at(-1)).toBe(
-      `deis-backup: restore point ${volumeOnly} holds no bucket; choose the steps it has with --only`,
+      `deis-backup: restore point ${volumeOnly} holds no bucket; choose the steps it has with --only ("only" over HTTP)`,
     );
     const databaseOnly = await take('database');
     const none = await restore([databaseOnly, '--dry-run'], file);
     expect(none.code).toBe(1);
     expect(none.err.split('\n').at(-1)).toBe(
-      `deis-backup: restore point ${databaseOnly} holds no buckets and no volume; restore its database with --only database`,
+      `deis-backup: restore point ${databaseOnly} holds no buckets and no volume; restore its database with --only database ("only" over HTTP)`,
     );
   });
 
@@ -319,7 +319,7 @@ describeWithStack('restore', (stack) => {
       );
       expect(run.code, run.err).toBe(2);
       expect(run.err.split('\n').at(-1)).toBe(
-        `deis-backup: volume: ${file}${host ? ` on ${host}` : ''} exists and is not a directory; restore into a directory (--volume-to), or move it away first`,
+        `deis-backup: volume: ${file}${host ? ` on ${host}` : ''} exists and is not a directory; restore into a directory (--volume-to, "volumeTo" over HTTP), or move it away first`,
       );
       for (const bucket of destinations(args))
         expect(await gateway.bucketExists(bucket, { signal })).toBe(false);
