@@ -139,6 +139,7 @@ export const schema = strictObject({
         enabled: flag(true),
         host: v.optional(text()),
         command: v.optional(text(), DEFAULT_DUMP_COMMAND),
+        timeoutMs: v.optional(timeout(), 600_000),
       }),
     }),
     {},

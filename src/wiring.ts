@@ -209,9 +209,11 @@ export async function createSources(
   if (wanted('database')) {
     try {
       const host = await resolveDatabaseHost(config, etcd, opts);
-      const { command } = config.sources.database;
+      const { command, timeoutMs } = config.sources.database;
       sources.push(
-        new DatabaseSource(host === 'local' ? { command } : { command, ssh: sshTarget(config, host) }),
+        new DatabaseSource(
+          host === 'local' ? { command, timeoutMs } : { command, timeoutMs, ssh: sshTarget(config, host) },
+        ),
       );
     } catch (err) {
       sources.push({ id: 'database', kind: 'database', error: describeError(err) });

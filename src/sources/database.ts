@@ -1,7 +1,7 @@
 // The Deis database as a gzip-compressed pg_dumpall, run on the database host over SSH (by default
 // `docker exec deis-database sudo -u postgres pg_dumpall`) or locally. A dump counts only when the
 // command exits 0 and the stream ends with pg_dumpall's completion line.
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { BackupError, describeError } from '../errors.js';
 import { chain, createParallelGzip } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
@@ -23,8 +23,10 @@ export function endsComplete(tail: string): boolean {
   return COMPLETE.test(tail);
 }
 
-/** Where the dump command runs. */
-export type DumpLocation = { command: string; ssh?: undefined } | { command: string; ssh: SshTarget };
+/** Where the dump command runs, and how long it may send nothing (`sources.database.timeoutMs`). */
+export type DumpLocation = { command: string; timeoutMs: number } & (
+  { ssh?: undefined } | { ssh: SshTarget }
+);
 
 /** The database source. */
 export class DatabaseSource implements Source {
@@ -41,34 +43,57 @@ export class DatabaseSource implements Source {
     // Recorded in the manifest and shown over HTTP: a password written into the command is not.
     const shown = shownCommand(command);
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${shown}` : `local: ${shown}`;
-    const running = await runCommand(command, { ssh }, { signal: ctx.signal });
+    const where = whereText(ssh);
+    // A dump that sends nothing for timeoutMs (a hung docker exec) is stopped, so it cannot hold the
+    // run and the cluster lock for ever.
+    const quiet = new AbortController();
+    const signal = AbortSignal.any([ctx.signal, quiet.signal]);
+    const quietError = () =>
+      new BackupError(
+        'ERR_SOURCE',
+        `database: dump command ${where} sent nothing for ${this.location.timeoutMs / 1000} s and was stopped; check that deis-database answers (docker exec can hang), or raise sources.database.timeoutMs`,
+      );
+    const running = await runCommand(command, { ssh }, { signal });
     running.stdin.end();
     const tail = new TailKeeper(512);
+    const stopWatching = watchQuiet(
+      running.stdout,
+      () => tail.bytes,
+      this.location.timeoutMs,
+      () => {
+        quiet.abort();
+      },
+    );
     let stored;
     try {
       stored = await ctx.writer.putArtifact(
         DATABASE_ARTIFACT,
         chain(running.stdout, tail, createParallelGzip()),
-        {
-          signal: ctx.signal,
-        },
+        { signal },
       );
     } catch (err) {
       await running.finished.catch(() => undefined);
-      throw err;
+      if (quiet.signal.aborted) ctx.signal.throwIfAborted();
+      throw quiet.signal.aborted ? quietError() : err;
+    } finally {
+      stopWatching();
     }
-    const where = whereText(ssh);
-    const { code, signal, stderr } = await running.finished.catch(async (err: unknown) => {
-      // The SSH connection went away mid-dump: what was stored is cut somewhere.
+    const {
+      code,
+      signal: exitSignal,
+      stderr,
+    } = await running.finished.catch(async (err: unknown) => {
+      // The SSH connection went away mid-dump (or the quiet dump was stopped): what was stored is cut.
       ctx.signal.throwIfAborted();
       await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });
+      if (quiet.signal.aborted) throw quietError();
       throw new BackupError('ERR_SOURCE', `database: dump command ${where}: ${describeError(err)}`, {
         cause: err,
       });
     });
     let problem: string | undefined;
     if (code !== 0)
-      problem = `exited ${code === null ? `on signal ${signal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
+      problem = `exited ${code === null ? `on signal ${exitSignal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
     else if (!endsComplete(tail.text()))
       problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
     if (problem !== undefined) {
@@ -91,6 +116,29 @@ export class DatabaseSource implements Source {
       artifacts: [{ name: DATABASE_ARTIFACT, ...stored }],
     };
   }
+}
+
+/**
+ * Calls onQuiet once `sent()` has not grown for `ms` (at most twice that before it is noticed) while
+ * nothing of the output waits unread: a slow reader is not a quiet command. Returns the stop.
+ */
+function watchQuiet(output: Readable, sent: () => number, ms: number, onQuiet: () => void): () => void {
+  let seen = sent();
+  let timer: NodeJS.Timeout;
+  const arm = (): void => {
+    timer = setTimeout(() => {
+      const now = sent();
+      if (now === seen && output.readableLength === 0) onQuiet();
+      else {
+        seen = now;
+        arm();
+      }
+    }, ms);
+  };
+  arm();
+  return () => {
+    clearTimeout(timer);
+  };
 }
 
 /** Pass-through that counts bytes and keeps the last `size` bytes as text. */

@@ -36,7 +36,7 @@ interface TestConfig {
   sources: {
     buckets: { names: string[] };
     volume: { path: string };
-    database: { host: string; command: string };
+    database: { host: string; command: string; timeoutMs?: number };
   };
   target: unknown;
   gateway?: Record<string, unknown>;
@@ -127,6 +127,42 @@ describeWithStack('failed and partial runs', (stack) => {
     expect(err.trim().split('\n').at(-1)).toBe('backup aborted: no restore point written');
     expect(await snapshotIds(target)).toEqual([]);
     expect((await fetch(`${stack.etcdEndpoint}/v2/keys${lockKey}`)).status).toBe(404);
+  });
+
+  it('stops a dump that sends nothing for sources.database.timeoutMs, and not one that is slow but sending', async () => {
+    const dir = tempDir('target');
+    const started = Date.now();
+    const hung = await cli([
+      'backup',
+      '--only',
+      'database',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c.sources.database = { host: 'local', command: 'echo "-- header"; sleep 600', timeoutMs: 1000 };
+      }),
+    ]);
+    expect(hung.code).toBe(1);
+    expect(hung.err).toBe(
+      'database  failed\n  error: database: dump command locally sent nothing for 1 s and was stopped; check that deis-database answers (docker exec can hang), or raise sources.database.timeoutMs\nbackup failed: no restore point written',
+    );
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(await snapshotIds(dir)).toEqual([]);
+    // A line every 0.4 s for 3 s keeps a dump of 1 s's patience going.
+    const slow = await cli([
+      'backup',
+      '--only',
+      'database',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c.sources.database = {
+          host: 'local',
+          command: `for i in 1 2 3 4 5 6 7 8; do echo "-- waiting $i"; sleep 0.4; done; ${stackDumpCommand(stack)}`,
+          timeoutMs: 1000,
+        };
+      }),
+    ]);
+    expect(slow.code, slow.err).toBe(0);
+    expect(await snapshotIds(dir)).toHaveLength(1);
   });
 
   it('fails on a dump that exits 0 but was cut short', async () => {
