@@ -26,7 +26,7 @@ export function cronProblem(cron: string, timezone: string): string | undefined 
   ) as typeof import('node-cron');
   const detail = validateDetailed(cron);
   if (!detail.valid) {
-    const why = detail.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+    const why = detail.errors.map(fieldProblem).join('; ');
     return `"${cron}" is not a cron expression that ever fires (${why || 'invalid'}); write e.g. "0 3 * * *" for 03:00 daily`;
   }
   if (!isTimeZone(timezone)) return undefined;
@@ -34,6 +34,28 @@ export function cronProblem(cron: string, timezone: string): string | undefined 
   const next = task.getNextRuns(1)[0];
   void task.destroy();
   return next ? undefined : `"${cron}" never fires; write e.g. "0 3 * * *" for 03:00 daily`;
+}
+
+/** node-cron's fields: our name for each, and the range of its numbers (day of week 7 is Sunday too). */
+const CRON_FIELDS: Record<string, { name: string; range: string }> = {
+  second: { name: 'second', range: '0-59' },
+  minute: { name: 'minute', range: '0-59' },
+  hour: { name: 'hour', range: '0-23' },
+  dayOfMonth: { name: 'day of month', range: '1-31' },
+  month: { name: 'month', range: '1-12' },
+  dayOfWeek: { name: 'day of week', range: '0-7' },
+};
+
+/** One of node-cron's findings, its "61 is a invalid expression for minute" as "minute 61 is not in 0-59". */
+function fieldProblem(e: { field: string; value?: string; message: string }): string {
+  const field = CRON_FIELDS[e.field];
+  // Its other findings ("31 2 is an impossible day of month …") read well as they are.
+  if (field === undefined || e.value === undefined || !e.message.includes('invalid expression')) {
+    return e.message;
+  }
+  return /^\d+$/.test(e.value)
+    ? `${field.name} ${e.value} is not in ${field.range}`
+    : `${field.name} "${e.value}" is not a number in ${field.range}, a range, a list or a step`;
 }
 
 /** Inclusive ranges of the five cron fields: minute, hour, day of month, month, day of week. */

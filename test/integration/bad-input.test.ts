@@ -104,19 +104,25 @@ const configCases: ConfigCase[] = [
     name: 'a schedule.cron minute out of range',
     config: { schedule: { cron: '61 * * * *' } },
     problem:
-      /^schedule\.cron: "61 \* \* \* \*" is not a cron expression that ever fires \(minute: .*\); write e\.g\. "0 3 \* \* \*" for 03:00 daily$/,
+      'schedule.cron: "61 * * * *" is not a cron expression that ever fires (minute 61 is not in 0-59); write e.g. "0 3 * * *" for 03:00 daily',
   },
   {
     name: 'a verify.cron that is not cron',
     config: { verify: { cron: 'nightly' } },
     problem:
-      /^verify\.cron: "nightly" is not a cron expression that ever fires \(expression: expected 5 or 6 fields but got 1\)/,
+      'verify.cron: "nightly" is not a cron expression that ever fires (expected 5 or 6 fields but got 1); write e.g. "0 3 * * *" for 03:00 daily',
   },
   {
     name: 'a drill.cron for 31 February',
     config: { drill: { cron: '0 5 31 2 *' } },
     problem:
-      /^drill\.cron: "0 5 31 2 \*" is not a cron expression that ever fires \(dayOfMonth: .*impossible day/,
+      'drill.cron: "0 5 31 2 *" is not a cron expression that ever fires (31 2 is an impossible day of month for the given month); write e.g. "0 3 * * *" for 03:00 daily',
+  },
+  {
+    name: 'a schedule.cron hour that is not a number',
+    config: { schedule: { cron: '0 3am * * *' } },
+    problem:
+      'schedule.cron: "0 3am * * *" is not a cron expression that ever fires (hour "3am" is not a number in 0-23, a range, a list or a step); write e.g. "0 3 * * *" for 03:00 daily',
   },
   {
     name: 'a time zone that does not exist',
