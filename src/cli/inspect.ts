@@ -2,7 +2,7 @@
 import { shownCommand } from '../command.js';
 import { resolveBucketNames, resolveDatabaseHost, resolveGateway } from '../cluster.js';
 import { loadConfig, redactedView, type Config } from '../config.js';
-import { describeError } from '../errors.js';
+import { BackupError, describeError } from '../errors.js';
 import { formatSnapshots, snapshotSummary } from '../format.js';
 import { createClusterEtcd, createRepository } from '../wiring.js';
 import { EXIT, type Io } from './common.js';
@@ -22,6 +22,13 @@ export async function snapshotsCommand(
   return EXIT.success;
 }
 
+/** What config check resolves from the cluster, by its key in `resolved`. */
+const CHECKED: Record<string, string> = {
+  gateway: 'the gateway',
+  buckets: 'the bucket names',
+  databaseHost: 'the database host',
+};
+
 export async function configCheckCommand(
   file: string,
   env: NodeJS.ProcessEnv,
@@ -32,11 +39,18 @@ export async function configCheckCommand(
   const etcd = createClusterEtcd(config);
   const problems: string[] = [];
   const cluster: Record<string, unknown> = {};
+  // Once etcd has not answered, what else would be read there is named once rather than failed again.
+  const unasked: string[] = [];
   const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+    if (unasked.length > 0) {
+      unasked.push(what);
+      return;
+    }
     try {
       cluster[what] = await fn();
     } catch (err) {
       problems.push(describeError(err));
+      if (err instanceof BackupError && err.code === 'ERR_ETCD') unasked.push(what);
     }
   };
   if (config.sources.buckets.enabled) {
@@ -45,6 +59,10 @@ export async function configCheckCommand(
   }
   if (config.sources.database.enabled)
     await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
+  if (unasked.length > 1) {
+    const named = unasked.slice(1).map((what) => CHECKED[what] ?? what);
+    problems.push(`${named.join(' and ')}: not checked, as etcd did not answer`);
+  }
   const view = { file, config: redactedView(config), resolved: redactedView(cluster) };
   // A password written into a command line is shown as *** too.
   const shown = view.config as {
