@@ -128,7 +128,7 @@ export class Metrics {
     );
     this.drillInterval = gauge(
       'deis_backup_restore_test_expected_interval_seconds',
-      'Seconds between two scheduled restore drills; absent when drills are off',
+      'Seconds between two scheduled restore drills; 0 when drills are off',
     );
     this.lockHeld = gauge('deis_backup_lock_held', 'Whether this daemon holds the cluster lock', [
       'operation',

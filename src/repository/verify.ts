@@ -9,7 +9,7 @@ import { checkKey } from '../targets/target.js';
 import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
-import type { Repository } from './repository.js';
+import { noRestorePoint, type Repository } from './repository.js';
 import { checkWalE, isWalEKey, type WalEKey } from './wal-e.js';
 
 /** How to verify. */
@@ -143,6 +143,8 @@ async function selectIds(
     const [id, name] = info.key.slice(SNAPSHOTS.length).split('/');
     if (id !== undefined && name === 'manifest.json' && isSnapshotId(id)) ids.add(id);
   }
+  // An empty target (or a mistyped one) is not "0 restore point(s) sound".
+  if (ids.size === 0) throw noRestorePoint(repository.target);
   return [...ids].sort();
 }
 
