@@ -5,6 +5,7 @@ import { Registry } from 'prom-client';
 import { TOOL } from './backup.js';
 import type { Config } from './config.js';
 import { createRunners } from './daemon/runners.js';
+import { withDeadline } from './deadline.js';
 import { describeError } from './errors.js';
 import { buildServer, type Readiness } from './http/server.js';
 import type { CheckStatus } from './jobs.js';
@@ -131,9 +132,12 @@ export async function startDaemon(
     lock,
     scan,
   });
-  await scan(AbortSignal.any([shutdown, AbortSignal.timeout(30_000)])).catch((err: unknown) => {
-    log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
-  });
+  const first = withDeadline(shutdown, 30_000);
+  await scan(first.signal)
+    .catch((err: unknown) => {
+      log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
+    })
+    .finally(first.dispose);
 
   /** Sets the verify and drill figures from what the target recorded, so a restart keeps them. */
   async function restoreCheckMetrics(signal: AbortSignal): Promise<void> {

@@ -9,6 +9,7 @@ import { checkDump } from './drill/database.js';
 import { ProblemList } from './drill/pool.js';
 import { compareVolume } from './drill/volume.js';
 import type { Etcd } from './etcd.js';
+import { withDeadline } from './deadline.js';
 import { BackupError, describeError } from './errors.js';
 import type { Logger } from './log.js';
 import { isSnapshotId } from './repository/layout.js';
@@ -329,7 +330,8 @@ async function removeScratch(
   opts: { abort: AbortSignal; afterAbortMs: number },
 ): Promise<string[]> {
   const grace = deadlineAfter(opts.abort, opts.afterAbortMs);
-  const signal = AbortSignal.any([AbortSignal.timeout(CLEANUP_TIMEOUT_MS), grace.signal]);
+  const limit = withDeadline(grace.signal, CLEANUP_TIMEOUT_MS);
+  const signal = limit.signal;
   const left: string[] = [];
   try {
     if (gateway) {
@@ -349,6 +351,7 @@ async function removeScratch(
       left.push(`${scratch.directory}: not removed: ${describeError(err)}`);
     }
   } finally {
+    limit.dispose();
     grace.dispose();
   }
   return left;
