@@ -151,9 +151,18 @@ export async function startDaemon(
     if (drill && !drill.ok) metrics.drillFinished(false, new Date(drill.finishedAt));
   }
 
+  let readyScan: Promise<unknown> | undefined;
   const readiness = async (signal: AbortSignal): Promise<Readiness> => {
     // Probes may come every few seconds: a listing younger than READY_CACHE_MS answers for the target.
-    if (Date.now() - lastScan.at > READY_CACHE_MS) await scan(signal).catch(() => undefined);
+    // Probes that come while one listing runs wait for it rather than start their own.
+    if (Date.now() - lastScan.at > READY_CACHE_MS) {
+      readyScan ??= scan(signal)
+        .catch(() => undefined)
+        .finally(() => {
+          readyScan = undefined;
+        });
+      await readyScan;
+    }
     const targetError = lastScan.error;
     const last = metrics.lastSuccessOf(ALL);
     const maxAgeSeconds = 2 * intervalSeconds;
@@ -185,6 +194,7 @@ export async function startDaemon(
     metrics,
     token: config.http.token,
     log: log.child({ component: 'http' }),
+    targetName: repository.target.name,
     snapshots: scan,
     readiness,
     startBackup,

@@ -4,6 +4,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import * as v from 'valibot';
 import { isSnapshotId } from '../repository/layout.js';
+import { withDeadline } from '../deadline.js';
 import { BackupError } from '../errors.js';
 import { snapshotSummary } from '../format.js';
 import type { Logger } from '../log.js';
@@ -31,6 +32,8 @@ export interface ServerDeps {
   metrics: Metrics;
   token: Secret | undefined;
   log: Logger;
+  /** The target as messages name it ("s3://bucket/prefix"). */
+  targetName: string;
   snapshots(signal: AbortSignal): Promise<Manifest[]>;
   readiness(signal: AbortSignal): Promise<Readiness>;
   startBackup(
@@ -51,6 +54,11 @@ const steps = v.optional(v.pipe(v.array(v.picklist(RESTORE_STEPS)), v.minLength(
 
 const emptyBody = strictObject({});
 
+/** How long GET /snapshots waits for the target's listing. */
+const SNAPSHOTS_LIMIT_MS = 30_000;
+/** A signal that never aborts, for a time limit alone. */
+const NEVER = new AbortController().signal;
+
 const backupBody = strictObject({ only: sources });
 
 const restoreBody = strictObject({
@@ -63,9 +71,16 @@ const restoreBody = strictObject({
   ),
   only: steps,
   buckets: v.optional(
-    v.record(
-      v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
-      v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
+    v.pipe(
+      v.unknown(),
+      v.check(
+        (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
+        'must be an object from source to destination bucket, such as {"registry": "registry-new"}',
+      ),
+      v.record(
+        v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
+        v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
+      ),
     ),
   ),
   volumeTo: v.optional(v.pipe(v.string(), v.startsWith('/', 'must be an absolute path'))),
@@ -77,7 +92,16 @@ const restoreBody = strictObject({
 /** Builds the API on a new fastify instance. */
 export function buildServer(deps: ServerDeps): FastifyInstance {
   // Fastify's own request logging stays off: the daemon logs what matters with its own logger.
-  const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 64 * 1024,
+    // A client that never finishes its request is cut off, and a stop closes every connection, so
+    // neither can hold the daemon past SIGTERM.
+    requestTimeout: 30_000,
+    forceCloseConnections: true,
+    // Errors in the URL itself (bad percent-encoding) answer in the API's own shape.
+    frameworkErrors: badUrl,
+  });
 
   // The API speaks JSON only: a text/plain body gets 415 like a form does, not a confusing 400.
   app.removeContentTypeParser('text/plain');
@@ -96,25 +120,28 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     void reply.code(404).send({ error: `no route ${request.method} ${request.url}` });
   });
 
-  const authorize = (request: FastifyRequest, reply: FastifyReply): boolean => {
+  // Checked before the body is read (onRequest), so a caller without the token learns nothing else.
+  const authorize = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (!deps.token) {
-      void reply.code(403).send({
+      await reply.code(403).send({
         error:
           'this route is disabled: set http.token (or DEIS_BACKUP_HTTP_TOKEN) to enable backups and restores over HTTP',
       });
-      return false;
+      return;
     }
-    const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+    // The scheme is case-insensitive (RFC 9110).
+    const given = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '')?.[1];
     if (given === undefined || !sameSecret(given, deps.token.reveal())) {
-      deps.log.warn({ route: request.url, method: request.method }, 'request refused: bad or missing token');
-      void reply
+      // The route without its query string, where a token may have been put.
+      const route = request.url.split('?')[0];
+      deps.log.warn({ route, method: request.method }, 'request refused: bad or missing token');
+      await reply
         .code(401)
         .header('www-authenticate', 'Bearer')
         .send({ error: 'missing or wrong bearer token' });
-      return false;
     }
-    return true;
   };
+  const guarded = { onRequest: authorize };
   const parse = <S extends v.GenericSchema>(
     schema: S,
     body: unknown,
@@ -123,7 +150,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     // No body means `{}`; a JSON `null` is a body, and not an object.
     const result = validate(schema, body === undefined ? {} : body);
     if (result.ok) return result.value;
-    void reply.code(400).send({ error: result.problems.map(describeProblem).join('; ') });
+    void reply.code(400).send({ error: [...new Set(result.problems.map(describeProblem))].join('; ') });
     return undefined;
   };
   const started = (
@@ -149,8 +176,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
 
   app.get('/healthz', () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const readiness = await deps.readiness(AbortSignal.timeout(10_000));
-    return reply.code(readiness.ready ? 200 : 503).send(readiness);
+    const limit = withDeadline(NEVER, 10_000);
+    try {
+      const readiness = await deps.readiness(limit.signal);
+      return await reply.code(readiness.ready ? 200 : 503).send(readiness);
+    } finally {
+      limit.dispose();
+    }
   });
   app.get('/metrics', async (_request, reply) => {
     return reply
@@ -158,18 +190,26 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       .send(await deps.metrics.registry.metrics());
   });
   app.get('/snapshots', async (_request, reply) => {
+    const limit = withDeadline(NEVER, SNAPSHOTS_LIMIT_MS);
     try {
-      const manifests = await deps.snapshots(AbortSignal.timeout(30_000));
+      const manifests = await deps.snapshots(limit.signal);
       return manifests.map(snapshotSummary);
     } catch (err) {
-      // An expected failure (the target down or refusing) says which and what to do, as the CLI does.
-      if (!(err instanceof BackupError)) throw err;
-      deps.log.warn({ error: err.message }, 'listing restore points failed');
-      return reply.code(500).send({ error: err.message });
+      // An expected failure (the target down or refusing, or slow) says which and what to do.
+      const message =
+        err instanceof BackupError
+          ? err.message
+          : limit.signal.aborted
+            ? `target ${deps.targetName} did not list its restore points within ${SNAPSHOTS_LIMIT_MS / 1000} s; check target.endpoint and the target's health`
+            : undefined;
+      if (message === undefined) throw err;
+      deps.log.warn({ error: message }, 'listing restore points failed');
+      return await reply.code(500).send({ error: message });
+    } finally {
+      limit.dispose();
     }
   });
-  app.post('/backups', (request, reply) => {
-    if (!authorize(request, reply)) return reply;
+  app.post('/backups', guarded, (request, reply) => {
     const body = parse(backupBody, request.body, reply);
     if (!body) return reply;
     return started(reply, 'backup', deps.startBackup('http', body.only));
@@ -177,10 +217,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   app.get<{ Params: { id: string } }>('/backups/:id', (request, reply) =>
     find('backup', request.params.id, reply),
   );
-  app.post('/restores', (request, reply) => {
-    if (!authorize(request, reply)) return reply;
+  app.post('/restores', guarded, (request, reply) => {
     const body = parse(restoreBody, request.body, reply);
     if (!body) return reply;
+    // As the CLI refuses --bucket and --volume-to for a step its --only leaves out.
+    const unused = unusedFields(body);
+    if (unused) return reply.code(400).send({ error: unused });
     return started(
       reply,
       'restore',
@@ -202,8 +244,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     const path = kind === 'verify' ? '/verifications' : '/drills';
     const start = (trigger: string) =>
       kind === 'verify' ? deps.startVerify(trigger) : deps.startDrill(trigger);
-    app.post(path, (request, reply) => {
-      if (!authorize(request, reply)) return reply;
+    app.post(path, guarded, (request, reply) => {
       if (!parse(emptyBody, request.body, reply)) return reply;
       return started(reply, path.slice(1, -1), start('http'), kind);
     });
@@ -211,8 +252,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       find(kind, request.params.id, reply),
     );
   }
-  app.delete<{ Params: { id: string } }>('/restores/:id', (request, reply) => {
-    if (!authorize(request, reply)) return reply;
+  app.delete<{ Params: { id: string } }>('/restores/:id', guarded, (request, reply) => {
     const op = deps.operations.get(request.params.id);
     if (op?.kind !== 'restore') return reply.code(404).send({ error: `no restore ${request.params.id}` });
     if (!deps.operations.cancel(op.id))
@@ -220,6 +260,25 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     return reply.code(202).send({ id: op.id, status: 'cancelling' });
   });
   return app;
+}
+
+/** fastify's answer to a URL it cannot route (bad percent-encoding), in the API's shape. */
+function badUrl(err: Error, _request: FastifyRequest, reply: FastifyReply): void {
+  void reply.code(400).send({ error: `bad URL: ${err.message}` });
+}
+
+/** A restore request's `buckets` or `volumeTo` for a step its `only` leaves out, or undefined. */
+function unusedFields(body: {
+  only?: readonly string[] | undefined;
+  buckets?: object | undefined;
+  volumeTo?: string | undefined;
+}): string | undefined {
+  if (body.only === undefined) return undefined;
+  if (body.buckets !== undefined && !body.only.includes('buckets'))
+    return 'body.buckets: the restore has no buckets step; add "buckets" to only, or leave buckets out';
+  if (body.volumeTo !== undefined && !body.only.includes('volume'))
+    return 'body.volumeTo: the restore has no volume step; add "volume" to only, or leave volumeTo out';
+  return undefined;
 }
 
 /** Compares two secrets in constant time, whatever their lengths. */

@@ -292,6 +292,44 @@ describeWithStack('daemon', (stack) => {
       error: 'body.only.0: must be one of "buckets", "volume", "database"',
     });
     expect((await call(daemon, 'GET', '/healthz', undefined, null)).body).toEqual({ status: 'ok' });
+    // The token is checked before the body is read: without it, a bad body is still a 401.
+    const raw = (init: RequestInit & { path?: string }) =>
+      fetch(`${daemon.url}${init.path ?? '/backups'}`, { method: 'POST', ...init });
+    const badBody = await raw({ headers: { 'content-type': 'application/json' }, body: '{bad' });
+    expect(badBody.status).toBe(401);
+    expect((await raw({ headers: { 'content-type': 'text/plain' }, body: 'x' })).status).toBe(401);
+    // A token in the query string is refused, and not logged.
+    const queried = await raw({ path: `/backups?token=${TOKEN}` });
+    expect(queried.status).toBe(401);
+    expect(logs.filter((l) => l.includes('request refused')).at(-1)).toContain('"route":"/backups"');
+    // The scheme is case-insensitive; the body's mistakes name the field, once each.
+    const lower = { authorization: `bearer ${TOKEN}`, 'content-type': 'application/json' };
+    const restore = (body: unknown) =>
+      raw({ path: '/restores', headers: lower, body: JSON.stringify(body) }).then(
+        async (res) => [res.status, await res.json()] as const,
+      );
+    expect(await restore({ snapshot: 'latest', buckets: ['registry'] })).toEqual([
+      400,
+      {
+        error:
+          'body.buckets: must be an object from source to destination bucket, such as {"registry": "registry-new"}',
+      },
+    ]);
+    expect(await restore({ snapshot: 'latest', buckets: { x: 'y' } })).toEqual([
+      400,
+      { error: 'body.buckets.x: is not a bucket name' },
+    ]);
+    expect(await restore({ snapshot: 'latest', only: ['database'], volumeTo: '/tmp/x' })).toEqual([
+      400,
+      { error: 'body.volumeTo: the restore has no volume step; add "volume" to only, or leave volumeTo out' },
+    ]);
+    expect(await restore({ snapshot: 'latest', only: ['volume'], buckets: { [wal]: 'elsewhere' } })).toEqual([
+      400,
+      { error: 'body.buckets: the restore has no buckets step; add "buckets" to only, or leave buckets out' },
+    ]);
+    const badUrl = await fetch(`${daemon.url}/backups/%ZZ`);
+    expect(badUrl.status).toBe(400);
+    expect(((await badUrl.json()) as { error: string }).error).toMatch(/^bad URL: /);
     const { daemon: open } = await start({ http: { host: '127.0.0.1', port: 0 } });
     const disabled = await call(open, 'POST', '/backups', {}, TOKEN);
     expect(disabled.status).toBe(403);
@@ -299,6 +337,49 @@ describeWithStack('daemon', (stack) => {
       'this route is disabled: set http.token (or DEIS_BACKUP_HTTP_TOKEN) to enable backups and restores over HTTP',
     );
   });
+
+  it('stops at once though a client never finishes its request', async () => {
+    const { daemon } = await start();
+    const url = new URL(daemon.url);
+    const client = net.connect(Number(url.port), url.hostname);
+    await once(client, 'connect');
+    client.on('error', () => undefined);
+    client.write(
+      'POST /backups HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+    );
+    const closed = new Promise((resolve) => client.on('close', resolve));
+    const started = Date.now();
+    running.splice(running.indexOf(daemon), 1);
+    await daemon.stop();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await closed;
+  });
+
+  it('opens its port and answers /snapshots within 30 s when the target never answers', async () => {
+    // A target that takes connections and says nothing, for longer than the daemon's own limits.
+    const silent = net.createServer(() => undefined);
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const { port } = silent.address() as net.AddressInfo;
+    try {
+      const began = Date.now();
+      const prefix = unique('silent');
+      const target = stackS3TargetConfig(stack, `http://127.0.0.1:${port}`, prefix, { timeoutMs: 90_000 });
+      const { daemon } = await start({ target });
+      expect(Date.now() - began).toBeLessThan(45_000);
+      const asked = Date.now();
+      const snapshots = await call(daemon, 'GET', '/snapshots');
+      expect(Date.now() - asked).toBeLessThan(45_000);
+      expect(snapshots).toEqual({
+        status: 500,
+        body: {
+          error: `target s3://${stack.targetBucket}/${prefix} did not list its restore points within 30 s; check target.endpoint and the target's health`,
+        },
+      });
+    } finally {
+      silent.close();
+    }
+  }, 150_000);
 
   it('reports success, partial and failure in metrics, and keeps the last success across a restart', async () => {
     const target = tempDir('target');
