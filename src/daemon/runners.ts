@@ -267,6 +267,13 @@ export function createRunners(ctx: DaemonContext): Runners {
         progress?: unknown;
         warnings: string[];
       } = { steps: {}, warnings: [] };
+      // Shown from the start (a restore waiting for the lock has no step yet), and a step still
+      // running when the restore ends takes its end.
+      progress({ ...state });
+      const endRunning = (status: 'aborted' | 'failed'): void => {
+        for (const step of Object.values(state.steps)) if (step.status === 'running') step.status = status;
+        progress({ ...state });
+      };
       const reporter: Reporter = {
         started(step, detail) {
           state.steps[step] = { status: 'running', detail };
@@ -330,6 +337,7 @@ export function createRunners(ctx: DaemonContext): Runners {
       } catch (err) {
         // An abort is not a failure: what was restored stays, and the same restore again skips it.
         if (signal.aborted || isAbort(err)) {
+          endRunning('aborted');
           metrics.restoreFinished('aborted');
           runLog.warn(
             { error: describeError(err) },
@@ -337,6 +345,7 @@ export function createRunners(ctx: DaemonContext): Runners {
           );
           throw err;
         }
+        endRunning('failed');
         if (!request.dryRun) metrics.restoreFinished('failed');
         runLog.error({ error: describeError(err) }, 'restore failed');
         throw err;
