@@ -29,7 +29,14 @@ describe('withDeadline', () => {
     dispose();
     const quiet = withDeadline(new AbortController().signal, 50);
     quiet.dispose();
+    const alone = withDeadline(undefined, 50);
+    alone.dispose();
     await delay(150);
     expect(quiet.signal.aborted).toBe(false);
+    expect(alone.signal.aborted).toBe(false);
+    const timed = withDeadline(undefined, 20);
+    gc();
+    await delay(100);
+    expect(timed.signal.reason).toMatchObject({ name: 'TimeoutError' });
   });
 });
