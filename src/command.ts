@@ -79,7 +79,6 @@ export function asRoot(ssh: SshTarget | undefined): string {
   return ssh && ssh.user !== 'root' ? 'sudo -n LC_ALL=C ' : '';
 }
 
-/** Where a command runs, for messages: "on <host>" or "locally". */
 /**
  * A command line as records, messages and logs show it: the value of every assignment whose name
  * says it holds a secret (`PGPASSWORD=…`, `MYSQL_PWD=…`, `…TOKEN=…`, `…SECRET…=…`, `…KEY=…`) and
@@ -94,6 +93,7 @@ export function shownCommand(command: string): string {
     .replace(/(:\/\/[^/\s:@]+:)[^/\s@]+@/g, '$1***@');
 }
 
+/** Where a command runs, for messages: "on <host>" or "locally". */
 export function whereText(ssh: SshTarget | undefined): string {
   return ssh ? `on ${ssh.host}` : 'locally';
 }

@@ -40,17 +40,18 @@ export async function configCheckCommand(
   const problems: string[] = [];
   const cluster: Record<string, unknown> = {};
   // Once etcd has not answered, what else would be read there is named once rather than failed again.
-  const unasked: string[] = [];
+  let etcdDown = false;
+  const unchecked: string[] = [];
   const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-    if (unasked.length > 0) {
-      unasked.push(what);
+    if (etcdDown) {
+      unchecked.push(CHECKED[what] ?? what);
       return;
     }
     try {
       cluster[what] = await fn();
     } catch (err) {
       problems.push(describeError(err));
-      if (err instanceof BackupError && err.code === 'ERR_ETCD') unasked.push(what);
+      etcdDown = err instanceof BackupError && err.code === 'ERR_ETCD';
     }
   };
   if (config.sources.buckets.enabled) {
@@ -59,10 +60,7 @@ export async function configCheckCommand(
   }
   if (config.sources.database.enabled)
     await attempt('databaseHost', () => resolveDatabaseHost(config, etcd, { signal }));
-  if (unasked.length > 1) {
-    const named = unasked.slice(1).map((what) => CHECKED[what] ?? what);
-    problems.push(`${named.join(' and ')}: not checked, as etcd did not answer`);
-  }
+  if (unchecked.length > 0) problems.push(`${unchecked.join(' and ')}: not checked, as etcd did not answer`);
   const view = { file, config: redactedView(config), resolved: redactedView(cluster) };
   // A password written into a command line is shown as *** too.
   const shown = view.config as {
