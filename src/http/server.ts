@@ -15,6 +15,7 @@ import type { RestoreRequest } from '../restore.js';
 import type { Secret } from '../secret.js';
 import { type Problem, strictObject, validate } from '../validation.js';
 import { RESTORE_STEPS, SOURCE_KINDS, type SourceKind } from '../wiring.js';
+import { parseJsonBody, RequestError, RouteTable } from './requests.js';
 
 /** What /readyz answers. */
 export interface Readiness {
@@ -102,7 +103,28 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   });
 
   // The API speaks JSON only: a text/plain body gets 415 like a form does, not a confusing 400.
-  app.removeContentTypeParser('text/plain');
+  app.removeContentTypeParser(['text/plain', 'application/json']);
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, text, done) => {
+    try {
+      done(null, parseJsonBody(text as string));
+    } catch (err) {
+      done(err as RequestError, undefined);
+    }
+  });
+  // fastify ignores Content-Encoding and would parse a gzip body as JSON; the API takes none.
+  app.addHook('preParsing', async (request, reply) => {
+    const coding = request.headers['content-encoding'];
+    if (coding === undefined || coding.toLowerCase() === 'identity') return;
+    await reply
+      .code(415)
+      .header('accept-encoding', 'identity')
+      .send({ error: `content-encoding ${coding} is not accepted; send the JSON body uncompressed` });
+  });
+  // Routes are recorded as they are added, so a known path asked with another method gets 405.
+  const routes = new RouteTable();
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.add(method, route.url);
+  });
   app.setErrorHandler((err: { statusCode?: number; message: string; code?: string }, request, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode <= 503 ? err.statusCode : 500;
     if (status === 500) deps.log.error({ err }, 'request failed');
@@ -115,7 +137,13 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     void reply.code(status).send({ error: status === 500 ? 'internal error' : message });
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: `no route ${request.method} ${request.url}` });
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = routes.allowed(path);
+    if (allowed.length === 0) return reply.code(404).send({ error: `no route ${request.method} ${path}` });
+    return reply
+      .code(405)
+      .header('allow', allowed.join(', '))
+      .send({ error: `${path} does not take ${request.method}; it takes ${allowed.join(', ')}` });
   });
 
   // Checked before the body is read (onRequest), so a caller without the token learns nothing else.

@@ -327,6 +327,26 @@ describeWithStack('daemon', (stack) => {
       400,
       { error: 'body.buckets: the restore has no buckets step; add "buckets" to only, or leave buckets out' },
     ]);
+    const proto = await raw({
+      path: '/restores',
+      headers: lower,
+      body: '{"snapshot": "latest", "buckets": {"__proto__": "x"}}',
+    });
+    expect([proto.status, await proto.json()]).toEqual([
+      400,
+      { error: 'body.buckets: the key "__proto__" is not accepted' },
+    ]);
+    const gzipped = await raw({ headers: { ...lower, 'content-encoding': 'gzip' }, body: '{}' });
+    expect([gzipped.status, gzipped.headers.get('accept-encoding')]).toEqual([415, 'identity']);
+    // A known path with another method is 405 and names the methods it takes; an unknown one is 404.
+    const wrongMethod = await fetch(`${daemon.url}/restores/restore-1`, { method: 'PUT' });
+    expect([wrongMethod.status, wrongMethod.headers.get('allow'), await wrongMethod.json()]).toEqual([
+      405,
+      'DELETE, GET, HEAD',
+      { error: '/restores/restore-1 does not take PUT; it takes DELETE, GET, HEAD' },
+    ]);
+    expect((await fetch(`${daemon.url}/backups`)).status).toBe(405);
+    expect((await fetch(`${daemon.url}/nowhere`, { method: 'POST' })).status).toBe(404);
     const badUrl = await fetch(`${daemon.url}/backups/%ZZ`);
     expect(badUrl.status).toBe(400);
     expect(((await badUrl.json()) as { error: string }).error).toMatch(/^bad URL: /);

@@ -1,0 +1,63 @@
+// How the API reads a request before a route sees it: the JSON body, and the methods a path allows.
+
+/** An error a request caused, with the HTTP status the error handler answers it with. */
+export class RequestError extends Error {
+  readonly statusCode: number;
+
+  constructor(statusCode: number, message: string) {
+    super(message);
+    this.statusCode = statusCode;
+  }
+}
+
+/**
+ * Parses a request body as JSON; undefined for an empty one. A `__proto__` key anywhere is refused, as fastify's own parser
+ * does, since a schema that copies keys would set a prototype with it; the message says so rather
+ * than calling valid JSON invalid.
+ */
+export function parseJsonBody(text: string): unknown {
+  // An empty body is no body (a route takes that as `{}`), though the client named a JSON type.
+  if (text.trim() === '') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new RequestError(400, 'body is not valid JSON; send a JSON object, such as {}');
+  }
+  const at = protoKeyPath(value, 'body');
+  if (at !== undefined) throw new RequestError(400, `${at}: the key "__proto__" is not accepted`);
+  return value;
+}
+
+/** The dotted path of the first object that has an own `__proto__` key, or undefined. */
+function protoKeyPath(value: unknown, path: string): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (Object.hasOwn(value, '__proto__')) return path;
+  for (const [key, child] of Object.entries(value)) {
+    const found = protoKeyPath(child, `${path}.${key}`);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
+/** The routes of a server by path pattern (`/restores/:id`), to tell "no such path" from "wrong method". */
+export class RouteTable {
+  readonly #routes: { segments: string[]; method: string }[] = [];
+
+  add(method: string, url: string): void {
+    this.#routes.push({ segments: url.split('/'), method });
+  }
+
+  /** The methods some route takes at path (without its query), sorted; empty when no route has that path. */
+  allowed(path: string): string[] {
+    const segments = path.split('/');
+    const methods = this.#routes
+      .filter(
+        (route) =>
+          route.segments.length === segments.length &&
+          route.segments.every((s, i) => (s.startsWith(':') ? segments[i] !== '' : s === segments[i])),
+      )
+      .map((route) => route.method);
+    return [...new Set(methods)].sort();
+  }
+}
