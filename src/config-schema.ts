@@ -17,6 +17,9 @@ export const DEFAULT_CONTROLLER_COMMAND =
 /** The pg_dumpall command of the Deis docs, run on the database host. */
 export const DEFAULT_DUMP_COMMAND = 'docker exec deis-database sudo -u postgres pg_dumpall';
 
+/** A bucket name Ceph's gateway accepts, with db_wal's `_`: the config, `--bucket` and the API take these. */
+export const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,62}$/;
+
 const text = (min = 1) => v.pipe(v.string(), v.minLength(min));
 const secretField = v.pipe(
   v.string(),
@@ -123,7 +126,7 @@ export const schema = strictObject({
         enabled: flag(true),
         names: v.optional(
           v.pipe(
-            v.array(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, 'is not a bucket name'))),
+            v.array(v.pipe(v.string(), v.regex(BUCKET_NAME, 'is not a bucket name'))),
             v.minLength(1, 'list at least one bucket, or set enabled to false'),
             v.check((names) => new Set(names).size === names.length, 'names a bucket twice'),
           ),

@@ -1,6 +1,7 @@
 // The commands that move platform state: daemon, backup and restore.
 import { runBackup } from '../backup.js';
 import type { Config } from '../config.js';
+import { BUCKET_NAME } from '../config-schema.js';
 import { BackupError } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
 import { applyRetention } from '../jobs.js';
@@ -153,9 +154,6 @@ export async function restoreCommand(
   return locked('restore', signal, restore);
 }
 
-/** The bucket names `--bucket` takes: what Ceph's gateway accepts, with db_wal's `_`. */
-const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]+$/;
-
 /** Parses repeated `--bucket SRC=DEST`. */
 export function parseBucketMap(values: readonly string[]): Map<string, string> {
   const map = new Map<string, string>();
@@ -171,7 +169,7 @@ export function parseBucketMap(values: readonly string[]): Map<string, string> {
       if (!BUCKET_NAME.test(name)) {
         throw new BackupError(
           'ERR_USAGE',
-          `--bucket ${value}: ${name === '' ? 'a bucket name is empty' : `"${name}" is not a bucket name`} (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, at least 2 characters)`,
+          `--bucket ${value}: ${name === '' ? 'a bucket name is empty' : `"${name}" is not a bucket name`} (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, 2 to 63 characters)`,
         );
       }
     }

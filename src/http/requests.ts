@@ -11,13 +11,14 @@ export class RequestError extends Error {
 }
 
 /**
- * Parses a request body as JSON; undefined for an empty one. A `__proto__` key anywhere is refused, as fastify's own parser
+ * Parses a request body as JSON. A `__proto__` key anywhere is refused, as fastify's own parser
  * does, since a schema that copies keys would set a prototype with it; the message says so rather
  * than calling valid JSON invalid.
  */
 export function parseJsonBody(text: string): unknown {
-  // An empty body is no body (a route takes that as `{}`), though the client named a JSON type.
-  if (text.trim() === '') return undefined;
+  // A client that names JSON and sends nothing is likely broken; one that means `{}` sends no type.
+  if (text.trim() === '')
+    throw new RequestError(400, 'body is empty though Content-Type says JSON; send {}, or no Content-Type');
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -3,6 +3,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import * as v from 'valibot';
+import { BUCKET_NAME } from '../config-schema.js';
 import { isSnapshotId } from '../repository/layout.js';
 import { withDeadline } from '../deadline.js';
 import { BackupError } from '../errors.js';
@@ -49,7 +50,6 @@ export interface ServerDeps {
   startDrill(trigger: string): { started: OperationView } | { busy: OperationView };
 }
 
-const BUCKET = /^[a-z0-9][a-z0-9._-]{1,62}$/;
 const sources = v.optional(v.pipe(v.array(v.picklist(SOURCE_KINDS)), v.minLength(1)));
 const steps = v.optional(v.pipe(v.array(v.picklist(RESTORE_STEPS)), v.minLength(1)));
 
@@ -77,8 +77,8 @@ const restoreBody = strictObject({
         'must be an object from source to destination bucket, such as {"registry": "registry-new"}',
       ),
       v.record(
-        v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
-        v.pipe(v.string(), v.regex(BUCKET, 'is not a bucket name')),
+        v.pipe(v.string(), v.regex(BUCKET_NAME, 'is not a bucket name')),
+        v.pipe(v.string(), v.regex(BUCKET_NAME, 'is not a bucket name')),
       ),
     ),
   ),

@@ -574,12 +574,17 @@ describeWithStack('bad command lines', (stack) => {
     {
       args: ['restore', 'latest', '--bucket', 'DB_WAL=restored'],
       code: 2,
-      line: 'deis-backup: --bucket DB_WAL=restored: "DB_WAL" is not a bucket name (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, at least 2 characters)',
+      line: 'deis-backup: --bucket DB_WAL=restored: "DB_WAL" is not a bucket name (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, 2 to 63 characters)',
     },
     {
       args: ['restore', 'latest', '--bucket', 'db_wal='],
       code: 2,
-      line: 'deis-backup: --bucket db_wal=: a bucket name is empty (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, at least 2 characters)',
+      line: 'deis-backup: --bucket db_wal=: a bucket name is empty (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, 2 to 63 characters)',
+    },
+    {
+      args: ['restore', 'latest', '--bucket', `db_wal=${'w'.repeat(64)}`],
+      code: 2,
+      line: `deis-backup: --bucket db_wal=${'w'.repeat(64)}: "${'w'.repeat(64)}" is not a bucket name (lower-case letters, digits, ".", "_" and "-", starting with a letter or digit, 2 to 63 characters)`,
     },
     {
       args: ['restore', 'latest', '--bucket', 'db_wal=a=b'],
@@ -702,17 +707,17 @@ describeWithStack('bad HTTP requests', (stack) => {
       headers: json,
       body: '{"only": [volume]}',
       status: 400,
-      error: "Body is not valid JSON but content-type is set to 'application/json'",
+      error: 'body is not valid JSON; send a JSON object, such as {}',
     },
     {
-      // fastify's message for a malformed body is fixed text: it never quotes the body.
+      // The message for a malformed body is fixed text: it never quotes the body.
       name: 'a body with a secret in single quotes',
       method: 'POST',
       path: '/backups',
       headers: json,
       body: `{"only": ['${TOKEN}']}`,
       status: 400,
-      error: "Body is not valid JSON but content-type is set to 'application/json'",
+      error: 'body is not valid JSON; send a JSON object, such as {}',
     },
     {
       name: 'an empty JSON body',
@@ -721,7 +726,7 @@ describeWithStack('bad HTTP requests', (stack) => {
       headers: json,
       body: '',
       status: 400,
-      error: "Body cannot be empty when content-type is set to 'application/json'",
+      error: 'body is empty though Content-Type says JSON; send {}, or no Content-Type',
     },
     {
       name: 'a string where a list belongs',
@@ -918,15 +923,22 @@ describeWithStack('bad HTTP requests', (stack) => {
       name: 'the wrong method',
       method: 'PUT',
       path: '/backups',
-      status: 404,
-      error: 'no route PUT /backups',
+      status: 405,
+      error: '/backups does not take PUT; it takes POST',
     },
     {
       name: 'POST to a read-only route',
       method: 'POST',
       path: '/healthz',
+      status: 405,
+      error: '/healthz does not take POST; it takes GET, HEAD',
+    },
+    {
+      name: 'a path no route has',
+      method: 'GET',
+      path: '/backup',
       status: 404,
-      error: 'no route POST /healthz',
+      error: 'no route GET /backup',
     },
   ];
 

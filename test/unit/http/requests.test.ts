@@ -12,13 +12,11 @@ function refusal(text: string): { status: number; message: string } {
 }
 
 describe('parseJsonBody', () => {
-  it('parses JSON, and takes an empty body as none', () => {
+  it('parses JSON', () => {
     expect(parseJsonBody('{"only": ["buckets"], "n": [1, {"a": null}]}')).toEqual({
       only: ['buckets'],
       n: [1, { a: null }],
     });
-    expect(parseJsonBody('')).toBeUndefined();
-    expect(parseJsonBody(' \n')).toBeUndefined();
     expect(parseJsonBody('null')).toBeNull();
   });
 
@@ -27,6 +25,10 @@ describe('parseJsonBody', () => {
       status: 400,
       message: 'body is not valid JSON; send a JSON object, such as {}',
     });
+    for (const empty of ['', ' \n'])
+      expect(refusal(empty).message).toBe(
+        'body is empty though Content-Type says JSON; send {}, or no Content-Type',
+      );
     expect(refusal('{"__proto__": {"admin": true}}')).toEqual({
       status: 400,
       message: 'body: the key "__proto__" is not accepted',
