@@ -314,11 +314,15 @@ async function abortLeftUploads(
   plan: BucketPlan,
   opts: { signal: AbortSignal },
 ): Promise<number> {
-  const keys = DigestMap.forKeys();
-  for (const entry of plan.entries) keys.set(entry.key, 1);
+  // Built only once an upload is found (most restores find none): it parses every entry again.
+  let keys: DigestMap | undefined;
   let aborted = 0;
   for await (const { page } of client.listUploads(plan.destination, { signal: opts.signal, prefix: '' })) {
     for (const upload of page.uploads) {
+      if (keys === undefined) {
+        keys = DigestMap.forKeys();
+        for (const entry of plan.entries) keys.set(entry.key, 1);
+      }
       if (keys.get(upload.key) === undefined) continue;
       await client.abortUpload(plan.destination, upload.key, upload.uploadId, opts);
       aborted++;
