@@ -90,6 +90,9 @@ export class Repository {
         try {
           return { id, manifest: await this.readManifest(id, opts) };
         } catch (err) {
+          // Gone since the listing: a forget (another process's retention) took it. Readers that
+          // hold no lock, as the daemon's /snapshots, meet this; it is no restore point any more.
+          if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND') return { id, gone: true };
           if (!(err instanceof BackupError) || err.code !== 'ERR_INTEGRITY') throw err;
           return { id, error: err.message };
         }
@@ -99,7 +102,7 @@ export class Repository {
     const unreadable: { id: string; error: string }[] = [];
     for (const item of read) {
       if (item.manifest) snapshots.push(item.manifest);
-      else unreadable.push({ id: item.id, error: item.error });
+      else if (item.error !== undefined) unreadable.push({ id: item.id, error: item.error });
     }
     // Ids sort by second; two runs within one second are ordered by when they started.
     snapshots.sort((a, b) => compareText(a.startedAt, b.startedAt) || compareText(a.id, b.id));

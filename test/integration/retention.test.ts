@@ -210,6 +210,18 @@ describeWithStack('retention', (stack) => {
     });
     expect((await cli(['backup', '--config', failing])).code).toBe(1);
     expect((await repository.listSnapshots({ signal })).map((m) => m.id)).toEqual(ids.slice(1));
+    // A forget between the listing and the read of a manifest (another process's retention, which
+    // the daemon's /snapshots does not lock out) leaves that point out, not the whole listing.
+    const forgotten = `snapshots/${ids[1] ?? ''}/manifest.json`;
+    class ForgetsWhileRead extends DirTarget {
+      override async get(key: string, opts: { signal: AbortSignal }) {
+        if (key === forgotten) await this.remove(key, opts);
+        return super.get(key, opts);
+      }
+    }
+    const racing = await new Repository(new ForgetsWhileRead(target)).scan({ signal });
+    expect(racing.snapshots.map((m) => m.id)).toEqual(ids.slice(2));
+    expect(racing.unreadable).toEqual([]);
   });
 
   it('keeps restore points of everything when backups of only the database follow them', async () => {
