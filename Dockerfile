@@ -50,9 +50,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # Heap flags for the daemon (why: src/bin.ts): it loads pino, fastify and prom-client, and with
 # V8's defaults it ran a full mark-compact every few MB of bucket data. A larger first old space
 # stops that; a 4 MB semi-space keeps the young generation from growing to 16 MB per semi-space.
-# The old space's first size also sets how much dead body data waits for a collection. Daemon-started
-# first backups of 2.6 GB (bench/results.md, round 10), peak RSS and CPU: 48, 133-150 MiB and
-# 11.5-14.5 s over 14 runs; 40, 135-144 MiB and 12.2-16.5 s over 9; 32, 133-143 MiB and 12.7-17.2 s
-# over 9, the only one always under the 143 MiB (150 MB) goal.
-ENTRYPOINT ["node", "--initial-old-space-size=32", "--max-semi-space-size=4", "/app/dist/bin.js"]
+# The old space's first size also sets how much dead data waits for a collection. Round 10 of
+# bench/results.md chose 32 over 40 and 48; round 24 measured 16 against 32, interleaved, peak RSS:
+# first backups of 2.6 GB into a directory 122-125 against 130-140 MiB, into S3 136-148 against
+# 150-159, and restores of 50,000 small objects 117-118 against 127-140, for about 1 s more CPU.
+ENTRYPOINT ["node", "--initial-old-space-size=16", "--max-semi-space-size=4", "/app/dist/bin.js"]
 CMD ["daemon"]
