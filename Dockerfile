@@ -53,6 +53,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # The old space's first size also sets how much dead data waits for a collection. Round 10 of
 # bench/results.md chose 32 over 40 and 48; round 24 measured 16 against 32, interleaved, peak RSS:
 # first backups of 2.6 GB into a directory 122-125 against 130-140 MiB, into S3 136-148 against
-# 150-159, and restores of 50,000 small objects 117-118 against 127-140, for about 1 s more CPU.
+# 150-159, and restores of 50,000 small objects 117-118 against 127-144, for about 1 s more CPU.
 ENTRYPOINT ["node", "--initial-old-space-size=16", "--max-semi-space-size=4", "/app/dist/bin.js"]
 CMD ["daemon"]
