@@ -396,6 +396,13 @@ async function finishAdvice(
  * new id), so that deis-database restores from the bucket at its next start instead of keeping
  * its own data; and says what its log must show. `failed` when the key is still there.
  */
+/**
+ * What to do about a deis-database that kept its own data. Its stop pushes a base backup of that data
+ * (Deis 1.9 and later), which would be LATEST: the restore run again sends the restore point's
+ * sentinels after it, and removes initId again.
+ */
+const KEPT_DATA_FIX = `stop deis-database (from Deis 1.9 that pushes a base backup of the data it kept), run this restore again with --only buckets (it puts the restore point's base backups back as the newest and removes ${INIT_ID_KEY} again; before Deis 1.5 remove the deis-database-data container instead), then start deis-database`;
+
 async function databaseBoot(
   deps: RestoreDeps,
   prepared: Prepared,
@@ -416,11 +423,11 @@ async function databaseBoot(
     lines.push(
       failure === undefined
         ? `removed ${INIT_ID_KEY}: deis-database had initialised in this cluster; at its next start it restores from ${bucket.name}`
-        : `${INIT_ID_KEY} was not removed (${failure}): stop deis-database, run etcdctl rm ${INIT_ID_KEY}, then start it`,
+        : `${INIT_ID_KEY} was not removed (${failure}): ${KEPT_DATA_FIX}`,
     );
   }
   lines.push(
-    `when deis-database starts, its log (deisctl journal database) must say "database: restoring from backup..."; if it does not, it kept its own data: stop it, run etcdctl rm ${INIT_ID_KEY} (before Deis 1.5: remove the deis-database-data container) and start it again, before its next base backup (every 3 h) wins over the restored ones`,
+    `when deis-database starts, its log (deisctl journal database) must say "database: restoring from backup..."; if it does not, it kept its own data: ${KEPT_DATA_FIX}, before its next base backup (every 3 h)`,
   );
   return { next: lines, failed: failure !== undefined };
 }

@@ -70,17 +70,17 @@ export async function planBucket(
   opts: { signal: AbortSignal },
 ): Promise<BucketPlan> {
   const exists = await client.bucketExists(input.destination, opts);
-  // What the destination holds, one version print per key; its sentinels by name as well, to find
-  // those the restore point does not have.
+  // What the destination holds, one version print per key; its sentinels with their LastModified as
+  // well, to find those the restore point does not have and which one WAL-E's LATEST names now.
   const present = DigestMap.forKeys();
-  const presentSentinels = new Set<string>();
+  const presentSentinels = new Map<string, string>();
   if (exists) {
     for await (const item of client.listObjects(input.destination, {
       signal: opts.signal,
       listVersion: input.listVersion,
     })) {
       present.set(item.key, versionPrint(item));
-      if (isSentinel(item.key)) presentSentinels.add(item.key);
+      if (isSentinel(item.key)) presentSentinels.set(item.key, item.lastModified);
     }
   }
   const counts = { ...emptyStepCounts(), reorder: 0 };
@@ -117,7 +117,10 @@ export async function planBucket(
   // Sentinels, oldest first by their original LastModified: once one must be written, every newer
   // one is written after it too, or an older base backup would become WAL-E's LATEST.
   sentinels.sort((a, b) => compareText(a.entry.lastModified, b.entry.lastModified));
-  let writing = false;
+  // When LATEST names another sentinel than the restore point's newest, as after deis-database's
+  // stop pushed a base backup of data it kept (Deis 1.9 and later), every sentinel is sent again.
+  const newest = sentinels.at(-1)?.entry.key;
+  let writing = newest !== undefined && presentSentinels.has(newest) && latestOf(presentSentinels) !== newest;
   for (const { index: at, entry } of sentinels) {
     let action = decide(entry);
     if (action === 'create' || action === 'overwrite') writing = true;
@@ -131,10 +134,10 @@ export async function planBucket(
     count(entry, action);
   }
   for (const { entry } of sentinels) presentSentinels.delete(entry.key);
-  const extra = [...presentSentinels];
+  const extra = [...presentSentinels.keys()];
   if (extra.length > 0) {
     hazards.push(
-      `${input.destination} already holds ${extra.length} base backup(s) not in the restore point (${extra.map((k) => k.split('/').pop() ?? k).join(', ')}); WAL-E could restore one of them: remove them or restore into a fresh bucket`,
+      `${input.destination} already holds ${extra.length} base backup(s) not in the restore point (${extra.map((k) => k.split('/').pop() ?? k).join(', ')}); the restore point's sentinels go after theirs, so that WAL-E's LATEST is the restore point's: remove them or restore into a fresh bucket to be rid of them`,
     );
   }
   if (counts.conflict > 0) {
@@ -391,6 +394,23 @@ async function listsWholeSeconds(
 /** True for an ISO time with no fraction of a second, or only zeros (`…:19.000Z`). */
 export function isWholeSecond(time: string): boolean {
   return !/\.\d*[1-9]\d*Z$/.test(time);
+}
+
+/**
+ * The sentinel WAL-E's LATEST names among `sentinels` (key → LastModified): the newest, and of those
+ * listed in the same second the last in key order, as WAL-E lists them.
+ */
+function latestOf(sentinels: ReadonlyMap<string, string>): string | undefined {
+  let latest: [string, string] | undefined;
+  for (const [key, lastModified] of sentinels) {
+    if (
+      !latest ||
+      compareText(lastModified, latest[1]) > 0 ||
+      (lastModified === latest[1] && compareText(key, latest[0]) > 0)
+    )
+      latest = [key, lastModified];
+  }
+  return latest?.[0];
 }
 
 /** The sentinel with the newest LastModified in the bucket: what WAL-E's LATEST resolves to. */

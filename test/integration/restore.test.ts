@@ -635,8 +635,26 @@ describeWithStack('restore', (stack) => {
       expect(run.code, run.err).toBe(0);
       expect(run.report?.next.slice(0, 2)).toEqual([
         `removed ${INIT_ID}: deis-database had initialised in this cluster; at its next start it restores from ${newWal}`,
-        `when deis-database starts, its log (deisctl journal database) must say "database: restoring from backup..."; if it does not, it kept its own data: stop it, run etcdctl rm ${INIT_ID} (before Deis 1.5: remove the deis-database-data container) and start it again, before its next base backup (every 3 h) wins over the restored ones`,
+        `when deis-database starts, its log (deisctl journal database) must say "database: restoring from backup..."; if it does not, it kept its own data: stop deis-database (from Deis 1.9 that pushes a base backup of the data it kept), run this restore again with --only buckets (it puts the restore point's base backups back as the newest and removes ${INIT_ID} again; before Deis 1.5 remove the deis-database-data container instead), then start deis-database, before its next base backup (every 3 h)`,
       ]);
+      expect(await etcd.get(INIT_ID)).toBeUndefined();
+
+      // It kept its own data anyway, and its stop pushed a base backup of it, now WAL-E's LATEST.
+      // Doing what the line says makes the restore point's newest base backup LATEST again.
+      await new Promise((r) => setTimeout(r, 1100));
+      const pushed = SENTINEL('base_000000020000000000000009_00000040');
+      await gateway.putObject(newWal, pushed, Buffer.from('{}'), {
+        signal,
+        size: 2,
+        contentType: 'application/json',
+      });
+      expect(await latest(gateway, newWal)).toBe(pushed);
+      await etcd.put(INIT_ID, 'kept-id');
+      const again = await restore([snapshot, '--only', 'buckets', ...args], file);
+      expect(again.code, again.err).toBe(0);
+      const walCounts = again.report?.steps[0]?.buckets?.find((b) => b.destination === newWal)?.counts;
+      expect(walCounts).toMatchObject({ create: 0, reorder: BASE_BACKUPS.length });
+      expect(await latest(gateway, newWal)).toBe(latestAtBackup);
       expect(await etcd.get(INIT_ID)).toBeUndefined();
     } finally {
       await etcd.stop();
@@ -667,7 +685,7 @@ describeWithStack('restore', (stack) => {
       expect(run.code, run.err).toBe(3);
       expect(run.report?.status).toBe('partial');
       expect(run.report?.next[0]).toBe(
-        `${INIT_ID} was not removed (it changed since the preflight: deis-database initialised again): stop deis-database, run etcdctl rm ${INIT_ID}, then start it`,
+        `${INIT_ID} was not removed (it changed since the preflight: deis-database initialised again): stop deis-database (from Deis 1.9 that pushes a base backup of the data it kept), run this restore again with --only buckets (it puts the restore point's base backups back as the newest and removes ${INIT_ID} again; before Deis 1.5 remove the deis-database-data container instead), then start deis-database`,
       );
       expect(await etcd.get(INIT_ID)).toBe('third-id');
     } finally {
@@ -711,7 +729,7 @@ describeWithStack('restore', (stack) => {
     });
     const dry = await restore([snapshot, '--only', 'buckets', ...args, '--dry-run']);
     expect(dry.report?.hazards).toContain(
-      `${newWal} already holds 1 base backup(s) not in the restore point (base_000000010000000000000002_00000040_backup_stop_sentinel.json); WAL-E could restore one of them: remove them or restore into a fresh bucket`,
+      `${newWal} already holds 1 base backup(s) not in the restore point (base_000000010000000000000002_00000040_backup_stop_sentinel.json); the restore point's sentinels go after theirs, so that WAL-E's LATEST is the restore point's: remove them or restore into a fresh bucket to be rid of them`,
     );
   });
 
