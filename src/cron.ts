@@ -1,6 +1,7 @@
 // Checks that a cron expression and time zone can drive a schedule, cheaply for the common shapes:
 // node-cron is loaded only for an expression the plain check does not settle.
 import { createRequire } from 'node:module';
+import type { ScheduledTask } from 'node-cron';
 
 /** True when zone is an IANA time zone this runtime knows. */
 export function isTimeZone(zone: string): boolean {
@@ -34,6 +35,24 @@ export function cronProblem(cron: string, timezone: string): string | undefined 
   const next = task.getNextRuns(1)[0];
   void task.destroy();
   return next ? undefined : `"${cron}" never fires; write e.g. "0 3 * * *" for 03:00 daily`;
+}
+
+/** How many of a schedule's next runs longestCronGap looks at: a week of an hourly schedule and more. */
+const GAP_RUNS = 200;
+
+/**
+ * The longest time between two consecutive runs among a cron task's next 200, in seconds (a day when
+ * it runs fewer than twice): what "twice the schedule interval" must allow. The next two runs alone
+ * would give a weekday schedule ("0 3 * * 1-5") one day, and call every weekend stale.
+ */
+export function longestCronGap(task: Pick<ScheduledTask, 'getNextRuns'>): number {
+  const runs = task.getNextRuns(GAP_RUNS);
+  let longest = 0;
+  for (let i = 1; i < runs.length; i++) {
+    const [before, after] = [runs[i - 1], runs[i]];
+    if (before && after) longest = Math.max(longest, after.getTime() - before.getTime());
+  }
+  return longest > 0 ? longest / 1000 : 86_400;
 }
 
 /** node-cron's fields: our name for each, and the range of its numbers (day of week 7 is Sunday too). */

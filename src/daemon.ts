@@ -4,6 +4,7 @@ import { createTask, type ScheduledTask } from 'node-cron';
 import { Registry } from 'prom-client';
 import { TOOL } from './backup.js';
 import type { Config } from './config.js';
+import { longestCronGap } from './cron.js';
 import { createRunners } from './daemon/runners.js';
 import { withDeadline } from './deadline.js';
 import { describeError } from './errors.js';
@@ -68,13 +69,13 @@ export async function startDaemon(
       name: 'deis-backup',
     },
   );
-  const intervalSeconds = cronInterval(task);
+  const intervalSeconds = longestCronGap(task);
   metrics.setExpectedInterval(intervalSeconds);
   const checks = [
     config.verify.enabled && schedule('verify', config.verify.cron, () => startVerify('schedule')),
     config.drill.enabled && schedule('drill', config.drill.cron, () => startDrill('schedule')),
   ].filter((t): t is ScheduledTask => t !== false);
-  if (config.drill.enabled) metrics.setDrillInterval(cronInterval(checks.at(-1) ?? task));
+  if (config.drill.enabled) metrics.setDrillInterval(longestCronGap(checks.at(-1) ?? task));
 
   /** A cron task for a check; a check that finds another operation running is skipped, with a log line. */
   function schedule(
@@ -252,10 +253,4 @@ export async function startDaemon(
       return stopping;
     },
   };
-}
-
-/** Seconds between the next two runs of a cron task (a day when it cannot tell). */
-function cronInterval(task: ScheduledTask): number {
-  const [first, second] = task.getNextRuns(2);
-  return first && second ? (second.getTime() - first.getTime()) / 1000 : 86_400;
 }

@@ -66,11 +66,17 @@ export class Metrics {
       'Outcome of the last run: 1 success, 0.5 partial, 0 failed',
       ['source'],
     );
-    this.attempts = counter('deis_backup_attempt_total', 'Backup runs started', ['source']);
+    this.attempts = counter(
+      'deis_backup_attempt_total',
+      'Backup runs that ended (aborted runs are not counted)',
+      ['source'],
+    );
     this.successes = counter('deis_backup_success_total', 'Backup runs that captured everything', ['source']);
-    this.failures = counter('deis_backup_failure_total', 'Backup runs that failed (no restore point)', [
-      'source',
-    ]);
+    this.failures = counter(
+      'deis_backup_failure_total',
+      'Backup runs in which the source failed; for "all", runs that committed no restore point',
+      ['source'],
+    );
     this.partials = counter('deis_backup_partial_failure_total', 'Backup runs with objects not captured', [
       'source',
     ]);
@@ -90,7 +96,7 @@ export class Metrics {
     this.restorePoints = gauge('deis_backup_restore_points', 'Restore points in the target');
     this.expectedInterval = gauge(
       'deis_backup_schedule_expected_interval_seconds',
-      'Seconds between two scheduled runs',
+      'Longest time between two of the next 200 scheduled backups',
     );
     this.inProgress = gauge('deis_backup_in_progress', 'Operations running now', ['operation']);
     this.targetUp = gauge(
@@ -128,7 +134,7 @@ export class Metrics {
     );
     this.drillInterval = gauge(
       'deis_backup_restore_test_expected_interval_seconds',
-      'Seconds between two scheduled restore drills; 0 when drills are off',
+      'Longest time between two of the next 200 scheduled restore drills; 0 when drills are off',
     );
     this.lockHeld = gauge('deis_backup_lock_held', 'Whether this daemon holds the cluster lock', [
       'operation',

@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Operations, OperationView } from '../operations.js';
 import type { Manifest } from '../repository/manifest.js';
-import type { Repository } from '../repository/repository.js';
+import { NoRestorePointError, type Repository } from '../repository/repository.js';
 import { verifySnapshots, type VerifyReport } from '../repository/verify.js';
 import { restoreSnapshot, type RestoreRequest } from '../restore.js';
 import type { Reporter } from '../restore/report.js';
@@ -153,8 +153,8 @@ export function createRunners(ctx: DaemonContext): Runners {
   }
 
   /**
-   * A verify or drill that could not run to its end (no restore point, the target or the gateway
-   * down) failed as much as one that found damage: the metrics, the outcome recorded in the target
+   * A verify or drill that could not run to its end (the target or the gateway down, a drill with no
+   * restore point) failed as much as one that found damage: the metrics, the outcome recorded in the target
    * (else a restart would read the last success back) and the webhook say so.
    */
   async function checkThrew(
@@ -187,6 +187,12 @@ export function createRunners(ctx: DaemonContext): Runners {
       const ran = await locked('verify', runLog, signal, (signal) =>
         verifySnapshots(repository, 'all', { readData, signal, log: runLog }),
       ).catch(async (err: unknown) => {
+        // Nothing to verify before the first backup: no damage for the metric and its critical alert
+        // (DeisBackupNeverSucceeded and DeisBackupStale say that no restore point exists).
+        if (err instanceof NoRestorePointError) {
+          runLog.info({ reason: err.message }, 'verify skipped: no restore point yet');
+          return { skipped: err.message };
+        }
         if (signal.aborted || isAbort(err)) runLog.warn({ error: describeError(err) }, 'verify aborted');
         else await checkThrew('verify', err, id, runLog);
         throw err;

@@ -43,8 +43,15 @@ export interface Stored {
 export type StatusName = 'verify' | 'drill' | 'prune';
 
 /** What asking for the newest (or every) restore point of an empty target throws. */
+export class NoRestorePointError extends BackupError {
+  constructor(target: Target) {
+    super('ERR_NOT_FOUND', `no restore point in ${target.name}; run deis-backup backup first`);
+  }
+}
+
+/** The error for an empty target (see NoRestorePointError). */
 export function noRestorePoint(target: Target): BackupError {
-  return new BackupError('ERR_NOT_FOUND', `no restore point in ${target.name}; run deis-backup backup first`);
+  return new NoRestorePointError(target);
 }
 
 /** Restore points in one target. */

@@ -191,12 +191,14 @@ describeWithStack('daemon', (stack) => {
       drill: { enabled: true, bucketSuffix: '-drl', directory: tempDir('drill') },
     };
     const { daemon, file } = await start(patch);
-    // Before the first backup there is nothing to verify, which is no sound verify.
+    // Before the first backup there is nothing to verify: skipped, neither sound nor damaged.
     const early = await call(daemon, 'POST', '/verifications');
     expect(await finished(daemon, 'verifications', String(early.body['id']))).toMatchObject({
-      status: 'failed',
-      error: `no restore point in dir:${target}; run deis-backup backup first`,
+      status: 'skipped',
+      result: { reason: `no restore point in dir:${target}; run deis-backup backup first` },
     });
+    const before = String((await call(daemon, 'GET', '/metrics')).body);
+    expect(sample(before, 'deis_backup_verify_success', 'read_data="false"')).toBeUndefined();
     const backup = await call(daemon, 'POST', '/backups');
     expect(await finished(daemon, 'backups', String(backup.body['id']))).toMatchObject({ status: 'success' });
 

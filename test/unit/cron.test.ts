@@ -1,7 +1,7 @@
 // cronProblem's fast path for plain expressions must agree with node-cron, which settles the rest.
 import { createTask, validateDetailed } from 'node-cron';
 import { describe, expect, it } from 'vitest';
-import { cronProblem } from '../../src/cron.js';
+import { cronProblem, longestCronGap } from '../../src/cron.js';
 
 function nodeCronFires(cron: string, timezone: string): boolean {
   if (!validateDetailed(cron).valid) return false;
@@ -65,5 +65,33 @@ describe('cronProblem', () => {
 
   it('reports a day that the named month never has', () => {
     expect(cronProblem('0 0 31 2 *', 'UTC')).toMatch(/never fires|not a cron expression/);
+  });
+});
+
+describe('longestCronGap', () => {
+  const cases: [string, string, number][] = [
+    ['0 3 * * *', 'UTC', 86_400],
+    ['*/10 * * * * *', 'UTC', 10],
+    // Friday 03:00 to Monday 03:00: a weekend is not stale.
+    ['0 3 * * 1-5', 'UTC', 3 * 86_400],
+    ['0 9-17 * * *', 'UTC', 16 * 3600],
+    ['0 5 * * 0', 'UTC', 7 * 86_400],
+    // 15th to the 1st of a 31-day month.
+    ['0 3 1,15 * *', 'UTC', 17 * 86_400],
+  ];
+  for (const [cron, zone, seconds] of cases) {
+    it(`gives "${cron}" in ${zone} ${seconds} s`, () => {
+      const task = createTask(cron, () => undefined, { timezone: zone });
+      try {
+        expect(longestCronGap(task)).toBe(seconds);
+      } finally {
+        void task.destroy();
+      }
+    });
+  }
+
+  it('gives a day for a schedule that runs once or never', () => {
+    expect(longestCronGap({ getNextRuns: () => [new Date()] })).toBe(86_400);
+    expect(longestCronGap({ getNextRuns: () => [] })).toBe(86_400);
   });
 });
