@@ -23,6 +23,7 @@ import {
 export { isUnreachable, S3Error };
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4 } from './sign-v4.js';
+import { withRetries } from './retry.js';
 import { ChunkSigner, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
 
 /** How to reach and sign for one S3 endpoint. */
@@ -47,6 +48,14 @@ export interface S3ClientOptions {
    * without a word: without this, a restore into one waited forever.
    */
   timeoutMs?: number;
+}
+
+/** What one request sends besides its method and object. */
+interface RequestOptions {
+  signal: AbortSignal;
+  query?: URLSearchParams;
+  headers?: Record<string, string>;
+  body?: Readable | Buffer;
 }
 
 /** Default of S3ClientOptions.timeoutMs. */
@@ -423,17 +432,28 @@ export class S3Client {
     }
   }
 
-  /** Sends one signed request; resolves with a 2xx response, rejects with S3Error otherwise. */
+  /**
+   * Sends a signed request; resolves with a 2xx response, rejects with S3Error otherwise. A request
+   * without a body stream (which cannot be sent twice) is sent again after a transient failure,
+   * except a POST: starting or completing an upload may have taken effect though its answer was lost.
+   */
   private async request(
     method: string,
     bucket: string,
     key: string | undefined,
-    opts: {
-      signal: AbortSignal;
-      query?: URLSearchParams;
-      headers?: Record<string, string>;
-      body?: Readable | Buffer;
-    },
+    opts: RequestOptions,
+  ): Promise<http.IncomingMessage> {
+    const repeatable = method !== 'POST' && (opts.body === undefined || Buffer.isBuffer(opts.body));
+    if (!repeatable) return this.send(method, bucket, key, opts);
+    return withRetries(() => this.send(method, bucket, key, opts), opts.signal);
+  }
+
+  /** Sends one signed request, once; resolves with a 2xx response, rejects with S3Error otherwise. */
+  private async send(
+    method: string,
+    bucket: string,
+    key: string | undefined,
+    opts: RequestOptions,
   ): Promise<http.IncomingMessage> {
     opts.signal.throwIfAborted();
     const query = opts.query ?? new URLSearchParams();

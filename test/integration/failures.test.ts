@@ -11,9 +11,11 @@ import { S3Client, type ListedObject } from '../../src/s3/client.js';
 import { BucketSource } from '../../src/sources/bucket.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { seedOddKeys } from '../fixtures/deis-sample.js';
+import { recordingProxy } from '../fixtures/recording-proxy.js';
 import { gatewayOptions, stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import {
   BIN,
+  bucketContents,
   cli,
   describeWithStack,
   gatewayClient,
@@ -344,28 +346,48 @@ describeWithStack('failed and partial runs', (stack) => {
     });
   });
 
-  it('reports objects it could not read as partial (exit 3 in the CLI sense), and still commits the rest', async () => {
-    // Fault injection around the real client: one key's GET fails as a broken connection would.
-    class FaultyClient extends S3Client {
-      override async getObject(b: string, key: string, opts: { signal: AbortSignal }) {
-        if (key.startsWith('odd/plus')) throw new Error('connection reset by peer');
-        return super.getObject(b, key, opts);
-      }
+  it('sends requests a loaded gateway refused or reset again, and reports an object it kept refusing as partial', async () => {
+    const proxy = await recordingProxy(stack.rgwEndpoint);
+    try {
+      const file = (dir: string) =>
+        config({ type: 'dir', path: dir }, (c) => {
+          c.gateway = {
+            endpoint: proxy.url,
+            accessKey: stack.gatewayAccessKey,
+            secretKey: stack.gatewaySecretKey,
+          };
+        });
+      const backup = (dir: string) => cli(['backup', '--only', 'buckets', '--config', file(dir), '--json']);
+      // The listing's first attempt and every object's first GET fail, alternately 503 and reset.
+      const seen = new Set<string>();
+      let faults = 0;
+      proxy.fault = ({ method, path }) => {
+        if (method !== 'GET' || seen.has(path)) return undefined;
+        seen.add(path);
+        return faults++ % 2 === 0 ? 503 : 'reset';
+      };
+      const dir = tempDir('target');
+      const run = await backup(dir);
+      expect(run.code, run.err).toBe(0);
+      const [manifest] = await new Repository(new DirTarget(dir)).listSnapshots({ signal });
+      expect(manifest?.status).toBe('success');
+      const keys = [...(await bucketContents(gateway, bucket)).keys()];
+      expect(manifest?.sources[0]?.counts).toMatchObject({ objects: keys.length, failed: 0 });
+      expect(faults).toBe(keys.length + 1);
+
+      // One object refused on every attempt: the rest is committed, the run is partial (exit 3).
+      proxy.fault = ({ method, path }) => (method === 'GET' && path.includes('/odd/plus') ? 503 : undefined);
+      const partial = await backup(tempDir('target'));
+      expect(partial.code).toBe(3);
+      const result = JSON.parse(partial.out) as { sources: { status: string; errors: string[] }[] };
+      expect(result.sources[0]?.status).toBe('partial');
+      expect(result.sources[0]?.errors).toEqual([
+        expect.stringMatching(/^odd\/plus\+sign\+\.txt: .*503.*\(4 attempts\)/) as unknown,
+      ]);
+    } finally {
+      proxy.fault = undefined;
+      await proxy.close();
     }
-    const client = new FaultyClient(gatewayOptions(stack));
-    const repository = new Repository(new DirTarget(tempDir('target')));
-    const result = await runBackup(
-      { repository, log: silent },
-      [new BucketSource({ bucket, client, listVersion: 2, concurrency: 3 })],
-      { signal },
-    );
-    client.close();
-    expect(result.status).toBe('partial');
-    expect(result.sources[0]?.status).toBe('partial');
-    expect(result.sources[0]?.counts.failed).toBe(1);
-    expect(result.sources[0]?.errors).toEqual(['odd/plus+sign+.txt: connection reset by peer']);
-    const manifests = await repository.listSnapshots({ signal });
-    expect(manifests.map((m) => m.status)).toEqual(['partial']);
   });
 
   it('starts no load command when the dump cannot be opened, so none is left waiting on its input', async () => {

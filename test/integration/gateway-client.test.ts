@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { S3Client, S3Error } from '../../src/s3/client.js';
 import { bytes, byteStream, ODD_KEYS, seedOddKeys } from '../fixtures/deis-sample.js';
-import { recordingProxy, type RecordingProxy } from '../fixtures/recording-proxy.js';
+import { recordingProxy, type Fault, type RecordingProxy } from '../fixtures/recording-proxy.js';
 import { gatewayOptions } from '../fixtures/stack.js';
 import { bucketContents, describeWithStack, gatewayClient, unique } from './helpers.js';
 
@@ -145,6 +145,81 @@ describeWithStack('gateway client', (stack) => {
     expect(Buffer.concat(chunks).equals(body)).toBe(true);
     await v4.deleteObject(bucket, 'v4/streamed', { signal });
     v4.close();
+  });
+
+  it('sends a listing page, a GET and a HEAD again after a 5xx or a reset, four times at most', async () => {
+    const key = 'retry/object';
+    const body = bytes('retry', 70_000);
+    await viaProxy.putObject(bucket, key, body, { signal, size: body.length });
+    // Each request's first attempts fail as listed, then it goes through.
+    // Requests by name: the listing's first page, its later pages (the second one faults), the
+    // object's GET and HEAD.
+    const firstPage = `GET /${bucket}?max-keys=2`;
+    const laterPage = `GET /${bucket}?max-keys=2&marker=`;
+    const plan = new Map<string, Fault[]>([
+      [firstPage, [503, 'reset']],
+      [laterPage, [502]],
+      [`GET /${bucket}/${key}`, [500, 503]],
+      [`HEAD /${bucket}/${key}`, ['reset']],
+    ]);
+    const tries = new Map<string, number>();
+    proxy.fault = ({ method, path }) => {
+      const request = `${method} ${path}`;
+      const name = request.startsWith(laterPage)
+        ? laterPage
+        : [...plan.keys()].find((start) => request === start || request.startsWith(`${start}?`));
+      if (name === undefined) return undefined;
+      const n = tries.get(name) ?? 0;
+      tries.set(name, n + 1);
+      return plan.get(name)?.[n];
+    };
+    try {
+      const keys: string[] = [];
+      for await (const item of viaProxy.listObjects(bucket, { signal, listVersion: 1, pageSize: 2 }))
+        keys.push(item.key);
+      const direct = await bucketContents(gatewayClient(stack, 'v2'), bucket);
+      expect(keys).toEqual([...direct.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+      const got = await viaProxy.getObject(bucket, key, { signal });
+      const chunks: Buffer[] = [];
+      for await (const chunk of got?.body ?? []) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).equals(body)).toBe(true);
+      expect(await viaProxy.headObject(bucket, key, { signal })).toMatchObject({ size: body.length });
+      expect(tries.get(laterPage)).toBeGreaterThan(2);
+      tries.delete(laterPage);
+      expect(Object.fromEntries(tries)).toEqual({
+        [firstPage]: 3,
+        [`GET /${bucket}/${key}`]: 3,
+        [`HEAD /${bucket}/${key}`]: 2,
+      });
+
+      // Refused for good: four attempts, then the gateway's answer, saying so.
+      tries.clear();
+      plan.set(`GET /${bucket}/${key}`, [503, 503, 503, 503, 503]);
+      await expect(viaProxy.getObject(bucket, key, { signal })).rejects.toMatchObject({
+        status: 503,
+        s3Code: 'SlowDown',
+        message: expect.stringMatching(/ \(4 attempts\)$/) as unknown,
+      });
+      expect(tries.get(`GET /${bucket}/${key}`)).toBe(4);
+
+      // Not sent again: a missing key (404), and a POST, which may have taken effect.
+      expect(await viaProxy.getObject(bucket, 'retry/missing', { signal })).toBeUndefined();
+      plan.set(`POST /${bucket}/retry/multipart?uploads`, [503]);
+      const upload = viaProxy.putObjectMultipart(
+        bucket,
+        'retry/multipart',
+        byteStream('mp', 6 * 1024 * 1024),
+        {
+          signal,
+          partSize: 5 * 1024 * 1024,
+        },
+      );
+      await expect(upload).rejects.toMatchObject({ status: 503 });
+      expect(tries.get(`POST /${bucket}/retry/multipart?uploads`)).toBe(1);
+      expect(proxy.seen.filter((e) => e.path === `/${bucket}/retry/missing`)).toHaveLength(1);
+    } finally {
+      proxy.fault = undefined;
+    }
   });
 
   it('is refused with a wrong secret, under V2 and V4', async () => {
