@@ -341,7 +341,7 @@ async function finishAdvice(
     );
   } else if (!needsRepublish(version)) {
     next.push(
-      `Deis ${versionText ?? ''} republishes keys, apps, domains, certificates and configs to etcd when the controller starts: nothing to run`,
+      `Deis ${versionText ?? ''} republishes keys, apps, domains, certificates and configs to etcd when the controller starts: nothing to run, unless deis-controller started before the database was restored, which published an empty platform: then restart it (deisctl restart controller)`,
     );
   } else {
     const host =
