@@ -37,16 +37,25 @@ export function cronProblem(cron: string, timezone: string): string | undefined 
   return next ? undefined : `"${cron}" never fires; write e.g. "0 3 * * *" for 03:00 daily`;
 }
 
-/** How many of a schedule's next runs longestCronGap looks at: a week of an hourly schedule and more. */
-const GAP_RUNS = 200;
+/** How far ahead longestCronGap looks: a week and a day, so a weekly pattern shows whole. */
+const GAP_SPAN_MS = 8 * 86_400_000;
+/** The most runs it asks for (about 0.3 ms each): 17 hours of a schedule every minute. */
+const GAP_MAX_RUNS = 1024;
 
 /**
- * The longest time between two consecutive runs among a cron task's next 200, in seconds (a day when
- * it runs fewer than twice): what "twice the schedule interval" must allow. The next two runs alone
- * would give a weekday schedule ("0 3 * * 1-5") one day, and call every weekend stale.
+ * The longest time between two consecutive runs of a cron task over its next 8 days (at least 16
+ * runs, at most 1,024), in seconds; a day when it runs fewer than twice. That is what "twice the
+ * schedule interval" must allow: the next two runs alone would give a weekday schedule
+ * ("0 3 * * 1-5") one day, and call every weekend stale.
  */
 export function longestCronGap(task: Pick<ScheduledTask, 'getNextRuns'>): number {
-  const runs = task.getNextRuns(GAP_RUNS);
+  let count = 16;
+  let runs = task.getNextRuns(count);
+  const span = (): number => (runs.at(-1)?.getTime() ?? 0) - (runs[0]?.getTime() ?? 0);
+  while (runs.length === count && count < GAP_MAX_RUNS && span() < GAP_SPAN_MS) {
+    count = Math.min(count * 4, GAP_MAX_RUNS);
+    runs = task.getNextRuns(count);
+  }
   let longest = 0;
   for (let i = 1; i < runs.length; i++) {
     const [before, after] = [runs[i - 1], runs[i]];

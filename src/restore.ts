@@ -391,18 +391,18 @@ async function finishAdvice(
 }
 
 /**
- * Once WAL-E data is back in the database's own bucket: removes `/deis/database/initId` if the
- * preflight found it (compare-and-delete, so a database that initialised again since keeps its
- * new id), so that deis-database restores from the bucket at its next start instead of keeping
- * its own data; and says what its log must show. `failed` when the key is still there.
- */
-/**
  * What to do about a deis-database that kept its own data. Its stop pushes a base backup of that data
  * (Deis 1.9 and later), which would be LATEST: the restore run again sends the restore point's
  * sentinels after it, and removes initId again.
  */
 const KEPT_DATA_FIX = `stop deis-database (from Deis 1.9 that pushes a base backup of the data it kept), run this restore again with --only buckets (it puts the restore point's base backups back as the newest and removes ${INIT_ID_KEY} again; before Deis 1.5 remove the deis-database-data container instead), then start deis-database`;
 
+/**
+ * Once WAL-E data is back in the database's own bucket: removes `/deis/database/initId` if the
+ * preflight found it (compare-and-delete, so a database that initialised again since keeps its
+ * new id), so that deis-database restores from the bucket at its next start instead of keeping
+ * its own data; and says what its log must show. `failed` when the key is still there.
+ */
 async function databaseBoot(
   deps: RestoreDeps,
   prepared: Prepared,

@@ -9,7 +9,7 @@ import { drillSummary } from '../format.js';
 import { applyRetention, LockBusyError, recordCheck, underLock, type RetentionOutcome } from '../jobs.js';
 import type { ClusterLock } from '../lock/lock.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import { ALL, type Metrics } from '../metrics.js';
 import type { Operations, OperationView } from '../operations.js';
 import type { Manifest } from '../repository/manifest.js';
 import { NoRestorePointError, type Repository } from '../repository/repository.js';
@@ -188,8 +188,9 @@ export function createRunners(ctx: DaemonContext): Runners {
         verifySnapshots(repository, 'all', { readData, signal, log: runLog }),
       ).catch(async (err: unknown) => {
         // Nothing to verify before the first backup: no damage for the metric and its critical alert
-        // (DeisBackupNeverSucceeded and DeisBackupStale say that no restore point exists).
-        if (err instanceof NoRestorePointError) {
+        // (DeisBackupNeverSucceeded says that no restore point exists). Once one was known, an empty
+        // target lost them: that fails.
+        if (err instanceof NoRestorePointError && metrics.lastSuccessOf(ALL) === 0) {
           runLog.info({ reason: err.message }, 'verify skipped: no restore point yet');
           return { skipped: err.message };
         }

@@ -19,6 +19,8 @@ import { compareText } from '../compare.js';
 import type { EntryList } from './entry-list.js';
 
 const SENTINEL = '_backup_stop_sentinel.json';
+/** Where WAL-E lists base backups (`basebackups_005/`): the sentinels it picks LATEST from. */
+const BASE_BACKUPS = 'basebackups_';
 const MIB = 1024 * 1024;
 /**
  * Bodies up to this size are read whole: one PUT from a buffer, no stream pipeline per object (on
@@ -80,7 +82,8 @@ export async function planBucket(
       listVersion: input.listVersion,
     })) {
       present.set(item.key, versionPrint(item));
-      if (isSentinel(item.key)) presentSentinels.set(item.key, item.lastModified);
+      if (isSentinel(item.key) && item.key.startsWith(BASE_BACKUPS))
+        presentSentinels.set(item.key, item.lastModified);
     }
   }
   const counts = { ...emptyStepCounts(), reorder: 0 };
@@ -119,8 +122,10 @@ export async function planBucket(
   sentinels.sort((a, b) => compareText(a.entry.lastModified, b.entry.lastModified));
   // When LATEST names another sentinel than the restore point's newest, as after deis-database's
   // stop pushed a base backup of data it kept (Deis 1.9 and later), every sentinel is sent again.
-  const newest = sentinels.at(-1)?.entry.key;
-  let writing = newest !== undefined && presentSentinels.has(newest) && latestOf(presentSentinels) !== newest;
+  // (Not when the newest differs and stays: sending the older ones would make one of them LATEST.)
+  const newest = sentinels.at(-1)?.entry;
+  let writing =
+    newest !== undefined && decide(newest) === 'skip' && latestOf(presentSentinels) !== newest.key;
   for (const { index: at, entry } of sentinels) {
     let action = decide(entry);
     if (action === 'create' || action === 'overwrite') writing = true;
@@ -423,7 +428,7 @@ export async function newestSentinel(
   for await (const item of client.listObjects(bucket, {
     signal: opts.signal,
     listVersion: opts.listVersion,
-    prefix: 'basebackups_',
+    prefix: BASE_BACKUPS,
   })) {
     if (isSentinel(item.key) && (!newest || item.lastModified >= newest.lastModified)) newest = item;
   }

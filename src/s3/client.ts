@@ -20,10 +20,10 @@ import {
   unquote,
 } from './responses.js';
 
-export { isUnreachable, S3Error };
+export { attemptsNote, isUnreachable, S3Error };
 import { authorizationV2 } from './sign-v2.js';
 import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4 } from './sign-v4.js';
-import { withRetries } from './retry.js';
+import { attemptsNote, withRetries } from './retry.js';
 import { ChunkSigner, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
 
 /** How to reach and sign for one S3 endpoint. */

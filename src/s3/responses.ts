@@ -9,6 +9,8 @@ export class S3Error extends Error {
   override name = 'S3Error';
   readonly status: number;
   readonly s3Code: string;
+  /** How many times the request was sent (see retry.ts). */
+  attempts = 1;
   constructor(status: number, s3Code: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.status = status;

@@ -7,12 +7,12 @@ import { S3Error } from './responses.js';
 export const RETRY_DELAYS_MS: readonly number[] = [250, 1_000, 4_000];
 
 /** Connection failures before any answer that a new connection may not meet. */
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'EPIPE']);
 
 /**
  * True for a failure worth sending the same request again: the server's 500, 502, 503 or 504, or
  * a connection reset before its answer. Not a refused connection (the gateway is down: said at
- * once) and not a request timeout (its wait, 120 s by default, is already long).
+ * once) and not a timeout, ours or the kernel's (ETIMEDOUT): its wait is already long.
  */
 export function isTransient(err: unknown): boolean {
   if (!(err instanceof S3Error)) return false;
@@ -39,7 +39,16 @@ export async function withRetries<T>(attempt: () => Promise<T>, signal: AbortSig
   }
 }
 
-/** The last failure, with the number of attempts in its message. */
+/** The last failure, with the number of attempts in its message and in `attempts`. */
 function retriedError(err: S3Error, tries: number): S3Error {
-  return new S3Error(err.status, err.s3Code, `${err.message} (${tries} attempts)`, { cause: err.cause });
+  const last = new S3Error(err.status, err.s3Code, `${err.message}${attemptsNote(tries)}`, {
+    cause: err.cause,
+  });
+  last.attempts = tries;
+  return last;
+}
+
+/** ` (4 attempts)` after an error's text when the request was sent more than once, else nothing. */
+export function attemptsNote(attempts: number): string {
+  return attempts > 1 ? ` (${attempts} attempts)` : '';
 }

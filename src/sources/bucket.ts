@@ -6,7 +6,7 @@ import { BackupError, describeError } from '../errors.js';
 import { chain } from '../streams.js';
 import { blobKey, bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
-import { isUnreachable, S3Error, type ListedObject, type S3Client } from '../s3/client.js';
+import { attemptsNote, isUnreachable, S3Error, type ListedObject, type S3Client } from '../s3/client.js';
 import { Limiter } from '../concurrency.js';
 import { IndexLines } from './index-lines.js';
 import { Findings, type Source, type SourceRunContext } from './source.js';
@@ -348,7 +348,7 @@ export function gatewayError(err: unknown, bucket: string, endpoint: string): Ba
         if (err.status === 0) {
           return new BackupError(
             'ERR_GATEWAY',
-            `bucket ${bucket}: cannot reach gateway ${endpoint} (${err.s3Code}); check gateway.endpoint or /deis/store/gateway/host and port in etcd`,
+            `bucket ${bucket}: cannot reach gateway ${endpoint} (${err.s3Code}${attemptsNote(err.attempts)}); check gateway.endpoint or /deis/store/gateway/host and port in etcd`,
             { cause: err },
           );
         }

@@ -5,7 +5,7 @@
 // AbortMultipartUpload.
 import type { Readable } from 'node:stream';
 import { BackupError } from '../errors.js';
-import { S3Client, S3Error, StuckUploadsListing } from '../s3/client.js';
+import { attemptsNote, S3Client, S3Error, StuckUploadsListing } from '../s3/client.js';
 import { fittingPartSize } from '../s3/parts.js';
 import type { Secret } from '../secret.js';
 import { checkKey, type ObjectInfo, type PutOptions, type Target, type UploadInfo } from './target.js';
@@ -255,7 +255,7 @@ export class S3Target implements Target {
       err instanceof S3Error ? err.s3Code : ((err as { code?: string }).code ?? (err as Error).message);
     return new BackupError(
       'ERR_TARGET',
-      `${op} ${key} in ${this.name}: ${code}; ${this.fix(code, denied)}`,
+      `${op} ${key} in ${this.name}: ${code}${err instanceof S3Error ? attemptsNote(err.attempts) : ''}; ${this.fix(code, denied)}`,
       options,
     );
   }

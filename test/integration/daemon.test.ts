@@ -244,6 +244,14 @@ describeWithStack('daemon', (stack) => {
     const damaged = String((await call(again, 'GET', '/metrics')).body);
     expect(sample(damaged, 'deis_backup_verify_success', 'read_data="false"')).toBe(0);
     expect(sample(damaged, 'deis_backup_verify_last_success_timestamp_seconds')).toBe(verifiedAt);
+
+    // Every restore point gone after one was known: not skipped as before the first backup, failed.
+    await rm(join(target, 'snapshots'), { recursive: true });
+    const emptied = await call(again, 'POST', '/verifications');
+    expect(await finished(again, 'verifications', String(emptied.body['id']))).toMatchObject({
+      status: 'failed',
+      error: `no restore point in dir:${target}; run deis-backup backup first`,
+    });
   });
 
   it('skips a backup and a restore while another runner holds the cluster lock, and counts it', async () => {

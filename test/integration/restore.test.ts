@@ -11,7 +11,7 @@ import { Client } from 'minio';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RestoreReport } from '../../src/restore.js';
 import { republishSnippet } from '../../src/restore/finish.js';
-import type { S3Client } from '../../src/s3/client.js';
+import { S3Client } from '../../src/s3/client.js';
 import {
   BASE_BACKUPS,
   WAL_BETWEEN,
@@ -20,7 +20,8 @@ import {
   seedRegistry,
   seedVolume,
 } from '../fixtures/deis-sample.js';
-import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
+import { recordingProxy } from '../fixtures/recording-proxy.js';
+import { gatewayOptions, stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import {
   bucketContents,
   cli,
@@ -94,9 +95,20 @@ describeWithStack('restore', (stack) => {
   let latestAtBackup: string | undefined;
 
   /** A config for this file; `restore` settings and the volume host can be changed per test. */
-  const config = (patch: { volumeHost?: string; restore?: Record<string, unknown>; etcd?: string } = {}) =>
+  const config = (
+    patch: { volumeHost?: string; restore?: Record<string, unknown>; etcd?: string; gateway?: string } = {},
+  ) =>
     writeConfig({
       etcd: { endpoints: [patch.etcd ?? stack.etcdEndpoint] },
+      ...(patch.gateway === undefined
+        ? {}
+        : {
+            gateway: {
+              endpoint: patch.gateway,
+              accessKey: stack.gatewayAccessKey,
+              secretKey: stack.gatewaySecretKey,
+            },
+          }),
       ssh: stackSsh(stack),
       sources: {
         buckets: { names: [wal, registry], concurrency: 4 },
@@ -216,6 +228,31 @@ describeWithStack('restore', (stack) => {
     await minio.abortMultipartUpload(newRegistry, 'not/in/the/restore/point', foreign);
   });
 
+  it('sends sentinels more than a second apart to a gateway that lists whole seconds, as hammer does', async () => {
+    const proxy = await recordingProxy(stack.rgwEndpoint);
+    proxy.rewrite = (xml) => xml.replace(/(<LastModified>[^<.]+)\.\d+Z</g, '$1.000Z<');
+    const viaProxy = new S3Client({ ...gatewayOptions(stack), endpoint: proxy.url });
+    try {
+      const args = fresh('hammer');
+      const [newWal] = destinations(args);
+      const run = await restore([snapshot, '--only', 'buckets', ...args], config({ gateway: proxy.url }));
+      expect(run.code, run.err).toBe(0);
+      // In milliseconds, each sentinel a second or more after the one before; in whole seconds, as
+      // WAL-E on hammer sees them, no tie, and LATEST as at backup time.
+      const times = (await sentinelTimes(gateway, newWal)).map(([, at]) => Date.parse(at));
+      expect(times.length).toBeGreaterThan(1);
+      for (let i = 1; i < times.length; i++)
+        expect((times[i] ?? 0) - (times[i - 1] ?? 0)).toBeGreaterThanOrEqual(1000);
+      const whole = (await sentinelTimes(viaProxy, newWal)).map(([, at]) => at);
+      expect(whole.every((at) => at.endsWith('.000Z'))).toBe(true);
+      expect(new Set(whole).size).toBe(whole.length);
+      expect(await latest(viaProxy, newWal)).toBe(latestAtBackup);
+    } finally {
+      viaProxy.close();
+      await proxy.close();
+    }
+  });
+
   it('re-sends newer sentinels after a missing older one, so LATEST stays the same base backup', async () => {
     const args = fresh('order');
     const [newWal] = destinations(args);
@@ -257,6 +294,33 @@ describeWithStack('restore', (stack) => {
     const replaced = await restore([snapshot, '--only', 'buckets', '--overwrite', ...args]);
     expect(replaced.report?.steps[0]?.counts).toMatchObject({ overwrite: 1, create: 0 });
     expect(await bucketContents(gateway, newRegistry)).toEqual(await bucketContents(gateway, registry));
+  });
+
+  it('re-sends no older sentinel while the newest differs and stays, and puts it back with --overwrite', async () => {
+    const args = fresh('stays');
+    const [newWal] = destinations(args);
+    expect((await restore([snapshot, '--only', 'buckets', ...args])).code).toBe(0);
+    // The newest sentinel changed, then a foreign base backup pushed after it: LATEST is foreign.
+    const newest = latestAtBackup ?? '';
+    const changed = Buffer.from('{"changed":1}');
+    await gateway.putObject(newWal, newest, changed, { signal, size: changed.length });
+    await new Promise((r) => setTimeout(r, 1100));
+    const pushed = SENTINEL('base_000000020000000000000009_00000040');
+    await gateway.putObject(newWal, pushed, Buffer.from('{}'), { signal, size: 2 });
+    const counts = (run: Awaited<ReturnType<typeof restore>>) =>
+      run.report?.steps[0]?.buckets?.find((b) => b.destination === newWal)?.counts;
+    // Sending the older ones without the newest would make an older base backup LATEST.
+    const kept = await restore([snapshot, '--only', 'buckets', ...args]);
+    // LATEST is then not the restore point's: partial (exit 3), saying so.
+    expect(kept.code, kept.err).toBe(3);
+    expect(counts(kept)).toMatchObject({ reorder: 0, conflict: 1 });
+    expect(kept.report?.steps[0]?.errors).toEqual([
+      `${newWal}: WAL-E's LATEST is now ${pushed}, not ${newest} as at backup time; remove the newer base backup or restore into a fresh bucket before the database starts`,
+    ]);
+    expect(await latest(gateway, newWal)).toBe(pushed);
+    const replaced = await restore([snapshot, '--only', 'buckets', '--overwrite', ...args]);
+    expect(counts(replaced)).toMatchObject({ reorder: 0, overwrite: 1 });
+    expect(await latest(gateway, newWal)).toBe(latestAtBackup);
   });
 
   it('restores by default what a point holds of buckets and volume, and refuses a named step it lacks', async () => {

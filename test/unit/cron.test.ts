@@ -75,6 +75,8 @@ describe('longestCronGap', () => {
     // Friday 03:00 to Monday 03:00: a weekend is not stale.
     ['0 3 * * 1-5', 'UTC', 3 * 86_400],
     ['0 9-17 * * *', 'UTC', 16 * 3600],
+    // 48 runs a day: Friday 23:30 to Monday 00:00, whatever day it is now.
+    ['*/30 * * * 1-5', 'UTC', 48 * 3600 + 1800],
     ['0 5 * * 0', 'UTC', 7 * 86_400],
     // 15th to the 1st of a 31-day month.
     ['0 3 1,15 * *', 'UTC', 17 * 86_400],
