@@ -96,7 +96,7 @@ export class Metrics {
     this.restorePoints = gauge('deis_backup_restore_points', 'Restore points in the target');
     this.expectedInterval = gauge(
       'deis_backup_schedule_expected_interval_seconds',
-      'Longest time between two of the next 200 scheduled backups',
+      'Longest time between two scheduled backups over the next 8 days',
     );
     this.inProgress = gauge('deis_backup_in_progress', 'Operations running now', ['operation']);
     this.targetUp = gauge(
@@ -134,7 +134,7 @@ export class Metrics {
     );
     this.drillInterval = gauge(
       'deis_backup_restore_test_expected_interval_seconds',
-      'Longest time between two of the next 200 scheduled restore drills; 0 when drills are off',
+      'Longest time between two scheduled restore drills over the next 8 days (16 at least); 0 when drills are off',
     );
     this.lockHeld = gauge('deis_backup_lock_held', 'Whether this daemon holds the cluster lock', [
       'operation',
