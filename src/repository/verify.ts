@@ -10,6 +10,7 @@ import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
 import { noRestorePoint, type Repository } from './repository.js';
+import { RegistryImages } from './registry-check.js';
 import { checkWalE, isWalEKey, type WalEKey } from './wal-e.js';
 
 /** How to verify. */
@@ -239,8 +240,9 @@ async function verifyBucket(
   if (opts.readData) verdict.checkedBytes += artifact.size;
   context.blobs ??= DigestMap.blobSizesIn(repository.target, { signal });
   const stored = await context.blobs;
-  // Only what the WAL-E check reads, and only for WAL-E's keys.
+  // Only what the WAL-E check reads, and only for WAL-E's keys; the registry's image files likewise.
   const walEKeys: WalEKey[] = [];
+  const images = new RegistryImages();
   const check = async (entry: IndexEntry): Promise<void> => {
     verdict.checkedObjects++;
     if (!wellFormed(entry)) {
@@ -250,6 +252,7 @@ async function verifyBucket(
       return;
     }
     if (isWalEKey(entry.key)) walEKeys.push({ key: entry.key, size: entry.size });
+    images.add(entry.key);
     const what = `blob ${entry.blob} of ${bucket}/${entry.key}`;
     const size = stored.get(entry.blob);
     if (size === undefined) error(`${what} missing`);
@@ -273,6 +276,8 @@ async function verifyBucket(
   // Hashed whole a moment ago: it changed or went away since.
   if (unreadable) error(`index ${artifact.key} of bucket ${bucket}${unreadable} on its second read`);
 
+  for (const message of images.findings())
+    verdict.warnings.push(`snapshot ${verdict.id}: bucket ${bucket}: registry: ${message}`);
   if (walEKeys.length > 0) {
     const walE = checkWalE(walEKeys);
     for (const message of walE.errors) error(`bucket ${bucket}: WAL-E: ${message}`);

@@ -2,6 +2,7 @@
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap } from '../repository/digest-map.js';
+import { RegistryImages } from '../repository/registry-check.js';
 import { checkWalE } from '../repository/wal-e.js';
 import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -102,6 +103,7 @@ export async function preflight(
           `restore point ${manifest.id}: bucket ${record.bucket ?? '?'} has no index`,
         );
       const entries = new EntryList();
+      const images = new RegistryImages();
       const missing: string[] = [];
       let missingCount = 0;
       try {
@@ -109,6 +111,7 @@ export async function preflight(
           if (stored.get(entry.blob) !== entry.size && missingCount++ < 3)
             missing.push(`${record.bucket ?? ''}/${entry.key} (${entry.blob})`);
           if (isSentinel(entry.key)) withSentinels.add(record);
+          images.add(entry.key);
           const app = appOf(entry.key);
           if (app !== undefined) apps.add(app);
           entries.push(entry);
@@ -124,6 +127,13 @@ export async function preflight(
       if (walE.length > 0) {
         hazards.push(
           `bucket ${record.bucket ?? ''} fails the WAL-E check: ${walE[0] ?? ''}${walE.length > 1 ? ` (and ${walE.length - 1} more)` : ''}; a database restoring from it may come up without its data (deis-backup verify ${manifest.id} lists them)`,
+        );
+      }
+      // An image caught mid-push: restored, the registry refuses it, and so a release naming it.
+      const pushing = images.findings();
+      if (pushing.length > 0) {
+        hazards.push(
+          `bucket ${record.bucket ?? ''}: ${pushing[0] ?? ''}${pushing.length > 1 ? ` (and ${pushing.length - 1} more image(s); deis-backup verify ${manifest.id} lists them)` : ''}`,
         );
       }
     }

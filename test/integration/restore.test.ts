@@ -14,6 +14,7 @@ import { republishSnippet } from '../../src/restore/finish.js';
 import { S3Client } from '../../src/s3/client.js';
 import {
   BASE_BACKUPS,
+  IMAGES,
   WAL_BETWEEN,
   seedDbWal,
   seedOddKeys,
@@ -795,6 +796,28 @@ describeWithStack('restore', (stack) => {
     expect(dry.report?.hazards).toContain(
       `${newWal} already holds 1 base backup(s) not in the restore point (base_000000010000000000000002_00000040_backup_stop_sentinel.json); the restore point's sentinels go after theirs, so that WAL-E's LATEST is the restore point's: remove them or restore into a fresh bucket to be rid of them`,
     );
+  });
+
+  it('reports a registry image caught mid-push at backup time as a hazard', async () => {
+    const pushing = unique('push-reg');
+    await gateway.createBucket(pushing, { signal });
+    await seedRegistry(gateway, pushing, { bigLayers: false });
+    const image = IMAGES[0]?.id ?? '';
+    await gateway.putObject(pushing, `registry/images/${image}/_inprogress`, Buffer.from('true'), {
+      signal,
+      size: 4,
+    });
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [pushing] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: tempDir('push-target') },
+    });
+    expect((await cli(['backup', '--config', file])).code).toBe(0);
+    const plan = await restore(['latest', '--bucket', `${pushing}=${unique('push-new')}`, '--dry-run'], file);
+    expect(plan.code, plan.err).toBe(0);
+    expect(plan.report?.hazards).toEqual([
+      `bucket ${pushing}: image ${image} was being pushed when the bucket was copied (registry/images/${image}/_inprogress): restored, the registry will not serve it until its app is built again`,
+    ]);
   });
 
   it('feeds the republish snippet to the controller command for Deis before 1.11, over SSH', async () => {

@@ -16,7 +16,7 @@ import { BucketSource } from '../../src/sources/bucket.js';
 import { VolumeSource } from '../../src/sources/volume.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import type { ObjectInfo, Target, UploadInfo } from '../../src/targets/target.js';
-import { bytes, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
+import { bytes, IMAGES, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import { describeTree, describeWithStack, gatewayClient, tempDir, unique } from './helpers.js';
 
 const signal = AbortSignal.timeout(600_000);
@@ -262,6 +262,25 @@ describeWithStack('verify', (stack) => {
     expect(report.snapshots[0]?.walE).toEqual({ bucket: gapBucket, baseBackups: 1, segments: 3 });
     expect(errorsOf(report)).toEqual([
       `snapshot ${manifest.id}: bucket ${gapBucket}: WAL-E: missing WAL wal_005/000000010000000000000003.lzo (after 000000010000000000000002, before 000000010000000000000004)`,
+    ]);
+  });
+
+  it('warns of registry images caught mid-push, and still finds the restore point sound', async () => {
+    const pushing = unique('regpush');
+    await gateway.createBucket(pushing, { signal });
+    await seedRegistry(gateway, pushing, { bigLayers: false });
+    const [, second, third] = IMAGES.map((image) => image.id);
+    await gateway.putObject(pushing, `registry/images/${third ?? ''}/_inprogress`, Buffer.from('true'), {
+      signal,
+      size: 4,
+    });
+    await gateway.deleteObject(pushing, `registry/images/${second ?? ''}/layer`, { signal });
+    const { dir, manifest } = await backup([pushing]);
+    const { report } = await verify(dir, false, { ids: [manifest.id] });
+    expect(report.status).toBe('ok');
+    expect(report.snapshots[0]?.warnings).toEqual([
+      `snapshot ${manifest.id}: bucket ${pushing}: registry: image ${second ?? ''} lacks its layer: a release that names it cannot be pulled after a restore`,
+      `snapshot ${manifest.id}: bucket ${pushing}: registry: image ${third ?? ''} was being pushed when the bucket was copied (registry/images/${third ?? ''}/_inprogress): restored, the registry will not serve it until its app is built again`,
     ]);
   });
 
