@@ -134,7 +134,7 @@ export class Metrics {
     );
     this.drillInterval = gauge(
       'deis_backup_restore_test_expected_interval_seconds',
-      'Longest time between two scheduled restore drills over the next 8 days (16 at least); 0 when drills are off',
+      'Longest time between two scheduled restore drills over the next 8 days (at least 16 runs); 0 when drills are off',
     );
     this.lockHeld = gauge('deis_backup_lock_held', 'Whether this daemon holds the cluster lock', [
       'operation',

@@ -49,11 +49,6 @@ export class NoRestorePointError extends BackupError {
   }
 }
 
-/** The error for an empty target (see NoRestorePointError). */
-export function noRestorePoint(target: Target): BackupError {
-  return new NoRestorePointError(target);
-}
-
 /** Restore points in one target. */
 export class Repository {
   readonly target: Target;
@@ -205,7 +200,7 @@ export class Repository {
     if (id === 'latest') {
       const all = await this.listSnapshots(opts);
       const newest = all.at(-1);
-      if (!newest) throw noRestorePoint(this.target);
+      if (!newest) throw new NoRestorePointError(this.target);
       return newest;
     }
     if (!isSnapshotId(id)) {

@@ -9,7 +9,7 @@ import { checkKey } from '../targets/target.js';
 import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
-import { noRestorePoint, type Repository } from './repository.js';
+import { NoRestorePointError, type Repository } from './repository.js';
 import { RegistryImages } from './registry-check.js';
 import { checkWalE, isWalEKey, type WalEKey } from './wal-e.js';
 
@@ -145,7 +145,7 @@ async function selectIds(
     if (id !== undefined && name === 'manifest.json' && isSnapshotId(id)) ids.add(id);
   }
   // An empty target (or a mistyped one) is not "0 restore point(s) sound".
-  if (ids.size === 0) throw noRestorePoint(repository.target);
+  if (ids.size === 0) throw new NoRestorePointError(repository.target);
   return [...ids].sort();
 }
 

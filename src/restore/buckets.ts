@@ -402,19 +402,12 @@ export function isWholeSecond(time: string): boolean {
 }
 
 /**
- * The sentinel WAL-E's LATEST names among `sentinels` (key → LastModified): the newest, and of those
- * listed in the same second the last in key order, as WAL-E lists them.
+ * The sentinel WAL-E's LATEST names among `sentinels` (key → LastModified, in listing order): the
+ * newest, a tie going to the later one listed, as in newestSentinel.
  */
 function latestOf(sentinels: ReadonlyMap<string, string>): string | undefined {
   let latest: [string, string] | undefined;
-  for (const [key, lastModified] of sentinels) {
-    if (
-      !latest ||
-      compareText(lastModified, latest[1]) > 0 ||
-      (lastModified === latest[1] && compareText(key, latest[0]) > 0)
-    )
-      latest = [key, lastModified];
-  }
+  for (const sentinel of sentinels) if (!latest || sentinel[1] >= latest[1]) latest = sentinel;
   return latest?.[0];
 }
 
