@@ -13,6 +13,7 @@ import { baseBackupOf } from '../repository/wal-e.js';
 import type { Target } from '../targets/target.js';
 import { isUnreachable, S3Error, type S3Client } from '../s3/client.js';
 import { isUnreachableCode, readBytes } from '../s3/responses.js';
+import { multipartEtag } from '../s3/parts.js';
 import { chain } from '../streams.js';
 import { emptyStepCounts, type Reporter, type StepCounts } from './report.js';
 import { compareText } from '../compare.js';
@@ -59,7 +60,10 @@ export function isSentinel(key: string): boolean {
   return key.endsWith(SENTINEL);
 }
 
-/** Compares the restore point's objects with what the destination bucket holds. Writes nothing. */
+/**
+ * Compares the restore point's objects with what the destination bucket holds. Writes nothing to
+ * it; reads from `blobs` the bodies of multipart objects whose ETag alone does not settle it.
+ */
 export async function planBucket(
   client: S3Client,
   input: {
@@ -68,14 +72,17 @@ export async function planBucket(
     entries: EntryList;
     overwrite: boolean;
     listVersion: 1 | 2;
+    blobs: Pick<Target, 'get'>;
   },
   opts: { signal: AbortSignal },
 ): Promise<BucketPlan> {
   const exists = await client.bucketExists(input.destination, opts);
   // What the destination holds, one version print per key; its sentinels with their LastModified as
-  // well, to find those the restore point does not have and which one WAL-E's LATEST names now.
+  // well, to find those the restore point does not have and which one WAL-E's LATEST names now;
+  // and its multipart objects' ETags, which an earlier restore may have rebuilt with other parts.
   const present = DigestMap.forKeys();
   const presentSentinels = new Map<string, string>();
+  const presentMultipart = new Map<string, { size: number; etag: string }>();
   if (exists) {
     for await (const item of client.listObjects(input.destination, {
       signal: opts.signal,
@@ -84,14 +91,17 @@ export async function planBucket(
       present.set(item.key, versionPrint(item));
       if (isSentinel(item.key) && item.key.startsWith(BASE_BACKUPS))
         presentSentinels.set(item.key, item.lastModified);
+      if (partCount(item.etag) !== undefined)
+        presentMultipart.set(item.key, { size: item.size, etag: item.etag });
     }
   }
+  const rebuilt = await rebuiltBefore(input.entries, presentMultipart, input.blobs, opts);
   const counts = { ...emptyStepCounts(), reorder: 0 };
   const hazards: string[] = [];
   const decide = (entry: IndexEntry): ObjectAction => {
     const there = present.get(entry.key);
     if (there === undefined) return 'create';
-    if (there === versionPrint(entry)) return 'skip';
+    if (there === versionPrint(entry) || rebuilt.has(entry.key)) return 'skip';
     return input.overwrite ? 'overwrite' : 'conflict';
   };
   const actions = new Uint8Array(input.entries.length);
@@ -473,7 +483,7 @@ async function uploadObject(
     } else {
       await client.putObjectMultipart(bucket, entry.key, body, {
         ...common,
-        partSize: partSizeFor(entry.size, Number(/-(\d+)$/.exec(entry.etag)?.[1] ?? 1)),
+        partSize: partSizeFor(entry.size, partCount(entry.etag) ?? 1),
         size: entry.size,
         beforeComplete: () => {
           if (hashing.digest() !== entry.sha256) throw mismatch();
@@ -488,6 +498,41 @@ async function uploadObject(
       throw new BlobReadError(entry.blob, target.name, err);
     throw err;
   }
+}
+
+/**
+ * The keys whose destination object is what uploadObject makes of the entry's body: a multipart
+ * upload in parts of partSizeFor's size, whose ETag differs from the original's when the original's
+ * part size is not one partSizeFor knows. Reads those bodies (rare: the same size and part count,
+ * another ETag); a body that cannot be read leaves its object counted as differing.
+ */
+async function rebuiltBefore(
+  entries: EntryList,
+  multipart: ReadonlyMap<string, { size: number; etag: string }>,
+  blobs: Pick<Target, 'get'>,
+  opts: { signal: AbortSignal },
+): Promise<Set<string>> {
+  const keys = new Set<string>();
+  if (multipart.size === 0) return keys;
+  for (const entry of entries) {
+    const there = multipart.get(entry.key);
+    const parts = partCount(entry.etag);
+    if (!there || there.etag === entry.etag || there.size !== entry.size) continue;
+    if (parts === undefined || partCount(there.etag) !== parts) continue;
+    try {
+      const body = await blobs.get(entry.blob, opts);
+      if ((await multipartEtag(body, partSizeFor(entry.size, parts))) === there.etag) keys.add(entry.key);
+    } catch {
+      opts.signal.throwIfAborted();
+    }
+  }
+  return keys;
+}
+
+/** The part count of a multipart ETag (`<md5>-<parts>`); undefined for a plain md5. */
+function partCount(etag: string): number | undefined {
+  const match = /-(\d+)$/.exec(etag);
+  return match ? Number(match[1]) : undefined;
 }
 
 /** One object version (size and ETag) as an exact number: the first 52 bits of their md5. */

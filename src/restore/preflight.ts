@@ -224,6 +224,7 @@ export async function preflight(
             entries: entriesByBucket.get(record) ?? new EntryList(),
             overwrite: request.overwrite,
             listVersion: gateway.listVersion,
+            blobs: repository.target,
           },
           opts,
         );

@@ -1,5 +1,6 @@
 // How a multipart upload cuts its body: part lengths, and readers that hand out the body's bytes
 // part by part, streamed when the length is known, gathered a part at a time when it is not.
+import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 /** The part lengths of a `size`-byte body in parts of `partSize` (one part for an empty body). */
@@ -7,6 +8,30 @@ export function partLengths(size: number, partSize: number): number[] {
   const lengths: number[] = [];
   for (let offset = 0; offset < size; offset += partSize) lengths.push(Math.min(partSize, size - offset));
   return lengths.length > 0 ? lengths : [0];
+}
+
+/**
+ * The ETag S3 gives a multipart upload of `body` in parts of `partSize` bytes: the md5 of the parts'
+ * md5s, then `-<parts>`. Reads the body through, a buffer at a time.
+ */
+export async function multipartEtag(body: AsyncIterable<Buffer>, partSize: number): Promise<string> {
+  const digests: Buffer[] = [];
+  let part: Hash = createHash('md5');
+  let left = partSize;
+  for await (const chunk of body) {
+    let at = 0;
+    while (chunk.length - at >= left) {
+      part.update(chunk.subarray(at, at + left));
+      digests.push(part.digest());
+      at += left;
+      part = createHash('md5');
+      left = partSize;
+    }
+    part.update(chunk.subarray(at));
+    left -= chunk.length - at;
+  }
+  if (left < partSize || digests.length === 0) digests.push(part.digest());
+  return `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${digests.length}`;
 }
 
 /** The most parts a multipart upload may have in S3. */

@@ -362,7 +362,14 @@ describeWithStack('servers failing mid-run', (stack) => {
     const fresh = unique('fsent-back');
     const plan = await planBucket(
       client,
-      { source: bucket, destination: fresh, entries, overwrite: false, listVersion: 2 },
+      {
+        source: bucket,
+        destination: fresh,
+        entries,
+        overwrite: false,
+        listVersion: 2,
+        blobs: repository.target,
+      },
       { signal },
     );
     const quiet = {

@@ -15,6 +15,7 @@ import { S3Client } from '../../src/s3/client.js';
 import {
   BASE_BACKUPS,
   IMAGES,
+  byteStream,
   WAL_BETWEEN,
   seedDbWal,
   seedOddKeys,
@@ -295,6 +296,52 @@ describeWithStack('restore', (stack) => {
     const replaced = await restore([snapshot, '--only', 'buckets', '--overwrite', ...args]);
     expect(replaced.report?.steps[0]?.counts).toMatchObject({ overwrite: 1, create: 0 });
     expect(await bucketContents(gateway, newRegistry)).toEqual(await bucketContents(gateway, registry));
+  });
+
+  it('takes an object it rebuilt with other parts for the same on a second run, and a changed one for changed', async () => {
+    // 13 MiB in 6 MiB parts: 3 parts, which the restore rebuilds in 5 MiB parts, so another ETag.
+    const bucket = unique('parts');
+    const key = 'registry/images/odd/layer';
+    const size = 13 * 1024 * 1024;
+    await gateway.createBucket(bucket, { signal });
+    await gateway.putObjectMultipart(bucket, key, byteStream('odd-parts', size), {
+      signal,
+      partSize: 6 * 1024 * 1024,
+      size,
+    });
+    const own = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [bucket] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: tempDir('parts-target') },
+    });
+    const backup = await cli(['backup', '--config', own]);
+    expect(backup.code, backup.err).toBe(0);
+    const point = backup.out.trim();
+    const fresh = unique('parts-to');
+    const args = [point, '--only', 'buckets', '--bucket', `${bucket}=${fresh}`];
+    expect((await restore(args, own)).code).toBe(0);
+    const original = (await bucketContents(gateway, bucket)).get(key);
+    const rebuilt = (await bucketContents(gateway, fresh)).get(key);
+    expect(rebuilt?.sha256).toBe(original?.sha256);
+    expect(rebuilt?.etag).toMatch(/-3$/);
+    expect(rebuilt?.etag).not.toBe(original?.etag);
+
+    const again = await restore(args, own);
+    expect(again.code, again.err).toBe(0);
+    expect(again.report?.hazards).toEqual([]);
+    expect(again.report?.steps[0]?.counts).toMatchObject({ skip: 1, conflict: 0, transferBytes: 0 });
+
+    // The same size and part count with other bytes is still a differing object.
+    await gateway.putObjectMultipart(fresh, key, byteStream('other-bytes', size), {
+      signal,
+      partSize: 5 * 1024 * 1024,
+      size,
+    });
+    const changed = await restore(args, own);
+    expect(changed.report?.steps[0]?.counts).toMatchObject({ skip: 0, conflict: 1 });
+    expect(changed.report?.hazards.join('\n')).toContain(
+      `differ from the restore point and stay as they are (${key})`,
+    );
   });
 
   it('re-sends no older sentinel while the newest differs and stays, and puts it back with --overwrite', async () => {

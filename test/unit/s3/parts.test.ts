@@ -1,6 +1,14 @@
+import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { BodyParts, chunked, fittingPartSize, growingPartSize, MAX_PARTS } from '../../../src/s3/parts.js';
+import {
+  BodyParts,
+  chunked,
+  fittingPartSize,
+  growingPartSize,
+  MAX_PARTS,
+  multipartEtag,
+} from '../../../src/s3/parts.js';
 
 const MiB = 1024 * 1024;
 
@@ -43,6 +51,30 @@ describe('chunked', () => {
     expect(parts.map((p) => p.length)).toEqual([5, 5, 10, 10, 10]);
     expect(Buffer.concat(parts).equals(body)).toBe(true);
     expect(Buffer.concat(seen).equals(body)).toBe(true);
+  });
+});
+
+describe('multipartEtag', () => {
+  const md5 = (data: Buffer): Buffer => createHash('md5').update(data).digest();
+  const body = Buffer.from(Array.from({ length: 23 }, (_, i) => i));
+
+  it("is the md5 of the parts' md5s and their count, wherever the buffers break", async () => {
+    const parts = [0, 5, 10, 15, 20].map((at) => md5(body.subarray(at, at + 5)));
+    const want = `${md5(Buffer.concat(parts)).toString('hex')}-5`;
+    expect(await multipartEtag(Readable.from([body]), 5)).toBe(want);
+    expect(
+      await multipartEtag(Readable.from([body.subarray(0, 3), body.subarray(3, 17), body.subarray(17)]), 5),
+    ).toBe(want);
+    expect(await multipartEtag(Readable.from([...body].map((b) => Buffer.from([b]))), 5)).toBe(want);
+  });
+
+  it('ends on a whole part without an empty one, and gives an empty body one empty part', async () => {
+    const whole = body.subarray(0, 20);
+    const parts = [0, 10].map((at) => md5(whole.subarray(at, at + 10)));
+    expect(await multipartEtag(Readable.from([whole]), 10)).toBe(
+      `${md5(Buffer.concat(parts)).toString('hex')}-2`,
+    );
+    expect(await multipartEtag(Readable.from([]), 10)).toBe(`${md5(md5(Buffer.alloc(0))).toString('hex')}-1`);
   });
 });
 
