@@ -13,6 +13,7 @@ import type { SshTarget } from '../ssh.js';
 import { isSentinel, planBucket, type BucketPlan } from './buckets.js';
 import { EntryList } from './entry-list.js';
 import { appOf } from './finish.js';
+import { storeNotMounted } from './store-mount.js';
 import { inspectArchive, planVolume, type VolumePlan } from './volume.js';
 
 /** Everything a restore needs once the preflight has passed. */
@@ -168,6 +169,15 @@ export async function preflight(
         path: request.volumeTo ?? config.sources.volume.path,
         ssh: host === undefined || host === 'local' ? undefined : deps.sshTarget(host),
       };
+      const unmounted = await storeNotMounted(dest, opts);
+      if (unmounted !== undefined) {
+        if (!request.yes && !request.dryRun)
+          throw new BackupError(
+            'ERR_USAGE',
+            `${unmounted}, or pass --yes ("yes": true over HTTP) to restore there all the same`,
+          );
+        hazards.push(unmounted);
+      }
       const plan = await planVolume(entries, artifact, dest, {
         signal: opts.signal,
         overwrite: request.overwrite,

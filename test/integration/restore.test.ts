@@ -3,7 +3,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -417,6 +417,41 @@ describeWithStack('restore', (stack) => {
       expect(run.err.split('\n').at(-1)).toBe(
         `deis-backup: buckets ${wal} and ${registry} would both be restored into ${args.length === 4 ? shared : registry}; map each to a bucket of its own (--bucket SOURCE=DESTINATION, "buckets" over HTTP)`,
       );
+    }
+  });
+
+  it('refuses to restore the volume under /var/lib/deis/store while CephFS is not mounted there, and warns with --yes', async () => {
+    // This machine has no CephFS: the store path is on its own disk, as on a host whose
+    // deis-store-volume has not mounted yet. Nothing is written there, by the refusal or the dry run.
+    const into = `/var/lib/deis/store/${unique('restore-test')}`;
+    const made = existsSync('/var/lib/deis') ? undefined : '/var/lib/deis';
+    for (const host of [undefined, stack.sshHost]) {
+      const file = config(host ? { volumeHost: host } : {});
+      const base = ['restore', snapshot, '--config', file, '--only', 'volume', '--volume-to', into];
+      const refused = await cli(base);
+      expect(refused.code, refused.err).toBe(2);
+      const where = `${into}${host ? ` on ${host}` : ''}`;
+      const line = refused.err.split('\n').at(-1) ?? '';
+      expect(line).toMatch(
+        new RegExp(`^deis-backup: volume: ${where.replace(/[.]/g, '\\.')} is on [\\w./-]+, not CephFS: `),
+      );
+      expect(line).toContain('start it (deisctl start store-volume)');
+      expect(line).toMatch(/, or pass --yes \("yes": true over HTTP\) to restore there all the same$/);
+      const planned = await cli([...base, '--dry-run', '--json']);
+      expect(planned.code, planned.err).toBe(0);
+      const report = JSON.parse(planned.out) as RestoreReport;
+      const hazard = line.slice('deis-backup: '.length).replace(/, or pass --yes.*$/, '');
+      expect(report.hazards).toEqual([hazard]);
+      expect(existsSync(into)).toBe(false);
+      if (host !== undefined) continue;
+      try {
+        const forced = await cli([...base, '--yes', '--json']);
+        expect(forced.code, forced.err).toBe(0);
+        expect((JSON.parse(forced.out) as RestoreReport).hazards).toEqual([hazard]);
+        expect(await describeTree(into)).toEqual(await describeTree(volume));
+      } finally {
+        await rm(made ?? into, { recursive: true, force: true });
+      }
     }
   });
 

@@ -1,0 +1,58 @@
+// Whether a volume restore into the Deis store path would reach CephFS. deis-store-volume mounts
+// CephFS at /var/lib/deis/store on every host; files restored there before it has mounted go to
+// the host's own disk, and the mount then hides them (and 18–100 GB of logs may fill that disk).
+import { runCommand } from '../command.js';
+import { BackupError } from '../errors.js';
+import { errorLine } from '../sources/source.js';
+import type { SshTarget } from '../ssh.js';
+
+/** Where deis-store-volume mounts CephFS on a Deis v1 host. */
+export const STORE_MOUNT = '/var/lib/deis/store';
+
+/** The file system types of a CephFS mount: the kernel client's, and ceph-fuse's. */
+const CEPH_TYPES = new Set(['ceph', 'fuse.ceph-fuse']);
+
+/**
+ * The type of the file system `path` lives on, from the text of /proc/mounts: that of the deepest
+ * mount at or above it, and of the later one where two share a mount point (the one on top).
+ */
+export function fileSystemAt(mounts: string, path: string): string | undefined {
+  let found: { point: string; type: string } | undefined;
+  for (const line of mounts.split('\n')) {
+    const [, rawPoint, type] = line.split(' ');
+    if (rawPoint === undefined || type === undefined) continue;
+    // The kernel writes a space, tab, newline or backslash in a mount point as an octal escape.
+    const point = rawPoint.replace(/\\([0-7]{3})/g, (_, octal: string) =>
+      String.fromCharCode(parseInt(octal, 8)),
+    );
+    const covers = point === '/' || path === point || path.startsWith(`${point}/`);
+    if (covers && (found === undefined || point.length >= found.point.length)) found = { point, type };
+  }
+  return found?.type;
+}
+
+/**
+ * For a destination at or under STORE_MOUNT whose file system is not CephFS, the line that says so
+ * (with where it is and what to do); undefined for one on CephFS or elsewhere. Reads /proc/mounts
+ * on the destination's host.
+ */
+export async function storeNotMounted(
+  dest: { path: string; ssh?: SshTarget | undefined },
+  opts: { signal: AbortSignal },
+): Promise<string | undefined> {
+  if (dest.path !== STORE_MOUNT && !dest.path.startsWith(`${STORE_MOUNT}/`)) return undefined;
+  const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
+  const running = await runCommand('cat /proc/mounts', dest, { ...opts, cLocale: true });
+  running.stdin.end();
+  let mounts = '';
+  for await (const chunk of running.stdout) mounts += (chunk as Buffer).toString('utf8');
+  const { code, stderr } = await running.finished;
+  if (code !== 0)
+    throw new BackupError(
+      'ERR_SOURCE',
+      `volume: cannot read /proc/mounts for ${where}: ${errorLine(stderr)}`,
+    );
+  const type = fileSystemAt(mounts, dest.path) ?? 'unknown';
+  if (CEPH_TYPES.has(type)) return undefined;
+  return `volume: ${where} is on ${type}, not CephFS: deis-store-volume has not mounted the store, so the restored files would go to the host's own disk and be hidden once it does; start it (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
+}
