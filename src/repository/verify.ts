@@ -10,7 +10,7 @@ import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
 import { NoRestorePointError, type Repository } from './repository.js';
-import { RegistryImages } from './registry-check.js';
+import { isTagFile, readTags, RegistryImages } from './registry-check.js';
 import { checkWalE, isWalEKey, type WalEKey } from './wal-e.js';
 
 /** How to verify. */
@@ -72,6 +72,7 @@ export async function verifySnapshots(
     concurrency,
     hashes: DigestMap.forBlobs(),
     hashErrors: new Map(),
+    tagBodies: new Map(),
   };
   const report: VerifyReport = { status: 'ok', snapshots: [], unreadable: [] };
   for (const id of ids) {
@@ -122,6 +123,8 @@ interface Context {
   hashes: DigestMap;
   /** Why each blob that could not be read failed. */
   hashErrors: Map<string, string>;
+  /** The bodies of the registry's tag files read so far, by blob (a few bytes each). */
+  tagBodies: Map<string, string>;
 }
 
 /** Folder ids to verify, deduplicated, in order. */
@@ -243,6 +246,9 @@ async function verifyBucket(
   // Only what the WAL-E check reads, and only for WAL-E's keys; the registry's image files likewise.
   const walEKeys: WalEKey[] = [];
   const images = new RegistryImages();
+  // Tags' bodies name their images: kept while every body is read anyway (a few bytes each), and
+  // read again only for a tag whose blob was hashed for another key.
+  const tags: { key: string; blob: string }[] = [];
   const check = async (entry: IndexEntry): Promise<void> => {
     verdict.checkedObjects++;
     if (!wellFormed(entry)) {
@@ -253,6 +259,7 @@ async function verifyBucket(
     }
     if (isWalEKey(entry.key)) walEKeys.push({ key: entry.key, size: entry.size });
     images.add(entry.key);
+    const tag = opts.readData && isTagFile(entry.key, entry.size);
     const what = `blob ${entry.blob} of ${bucket}/${entry.key}`;
     const size = stored.get(entry.blob);
     if (size === undefined) error(`${what} missing`);
@@ -260,14 +267,22 @@ async function verifyBucket(
     else if (opts.readData) {
       let prefix = context.hashes.get(entry.blob);
       if (prefix === undefined) {
-        const result = await hashBlob(repository, entry.blob, signal);
+        const result = await hashBlob(repository, entry.blob, signal, tag);
         prefix = 'error' in result ? -1 : hexPrefix(result.sha256);
         if ('error' in result) context.hashErrors.set(entry.blob, result.error);
+        else if (result.body !== undefined) context.tagBodies.set(entry.blob, result.body.toString('utf8'));
         context.hashes.set(entry.blob, prefix);
       }
       if (prefix === -1) error(`${what}${context.hashErrors.get(entry.blob) ?? ' unreadable'}`);
       else if (prefix !== hexPrefix(entry.sha256)) error(`${what}: sha256 mismatch (damaged or tampered)`);
-      else verdict.checkedBytes += entry.size;
+      else {
+        verdict.checkedBytes += entry.size;
+        if (tag) {
+          const body = context.tagBodies.get(entry.blob);
+          if (body === undefined) tags.push({ key: entry.key, blob: entry.blob });
+          else images.addTag(entry.key, body);
+        }
+      }
     }
   };
   const unreadable = await attempt(signal, () =>
@@ -276,6 +291,7 @@ async function verifyBucket(
   // Hashed whole a moment ago: it changed or went away since.
   if (unreadable) error(`index ${artifact.key} of bucket ${bucket}${unreadable} on its second read`);
 
+  await readTags(images, repository.target, tags, { signal });
   for (const message of images.findings())
     verdict.warnings.push(`snapshot ${verdict.id}: bucket ${bucket}: registry: ${message}`);
   if (walEKeys.length > 0) {
@@ -335,21 +351,28 @@ function artifactProblem(id: string, record: ArtifactRecord): string | undefined
   return undefined;
 }
 
-/** sha256 of a stored blob, or the tail of a finding (" unreadable: …"); only an abort throws. */
+/**
+ * sha256 of a stored blob (with its bytes when `keep`: a tag file of a few bytes), or the tail of a
+ * finding (" unreadable: …"); only an abort throws.
+ */
 async function hashBlob(
   repository: Repository,
   key: string,
   signal: AbortSignal,
-): Promise<{ sha256: string } | { error: string }> {
+  keep = false,
+): Promise<{ sha256: string; body?: Buffer } | { error: string }> {
   const hash = createHash('sha256');
+  const kept: Buffer[] = [];
   const failure = await attempt(signal, async () => {
     // A loop, not a pipeline: on 50,000 small blobs the pipeline's own objects were most of the heap.
     for await (const chunk of await repository.target.get(key, { signal })) {
       signal.throwIfAborted();
       hash.update(chunk as Buffer);
+      if (keep) kept.push(chunk as Buffer);
     }
   });
-  return failure === undefined ? { sha256: hash.digest('hex') } : { error: failure };
+  if (failure !== undefined) return { error: failure };
+  return keep ? { sha256: hash.digest('hex'), body: Buffer.concat(kept) } : { sha256: hash.digest('hex') };
 }
 
 /** At most MAX_FINDINGS lines, the last one counting what was left out. */

@@ -2,7 +2,7 @@
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap } from '../repository/digest-map.js';
-import { RegistryImages } from '../repository/registry-check.js';
+import { isTagFile, readTags, RegistryImages } from '../repository/registry-check.js';
 import { checkWalE } from '../repository/wal-e.js';
 import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -105,6 +105,7 @@ export async function preflight(
         );
       const entries = new EntryList();
       const images = new RegistryImages();
+      const tags: { key: string; blob: string }[] = [];
       const missing: string[] = [];
       let missingCount = 0;
       try {
@@ -113,6 +114,7 @@ export async function preflight(
             missing.push(`${record.bucket ?? ''}/${entry.key} (${entry.blob})`);
           if (isSentinel(entry.key)) withSentinels.add(record);
           images.add(entry.key);
+          if (isTagFile(entry.key, entry.size)) tags.push({ key: entry.key, blob: entry.blob });
           const app = appOf(entry.key);
           if (app !== undefined) apps.add(app);
           entries.push(entry);
@@ -130,11 +132,13 @@ export async function preflight(
           `bucket ${record.bucket ?? ''} fails the WAL-E check: ${walE[0] ?? ''}${walE.length > 1 ? ` (and ${walE.length - 1} more)` : ''}; a database restoring from it may come up without its data (deis-backup verify ${manifest.id} lists them)`,
         );
       }
-      // An image caught mid-push: restored, the registry refuses it, and so a release naming it.
+      // An image caught mid-push, or a tag naming an image not copied: restored, the registry
+      // serves neither, and so no release naming them.
+      await readTags(images, repository.target, tags, opts);
       const pushing = images.findings();
       if (pushing.length > 0) {
         hazards.push(
-          `bucket ${record.bucket ?? ''}: ${pushing[0] ?? ''}${pushing.length > 1 ? ` (and ${pushing.length - 1} more image(s); deis-backup verify ${manifest.id} lists them)` : ''}`,
+          `bucket ${record.bucket ?? ''}: ${pushing[0] ?? ''}${pushing.length > 1 ? ` (and ${pushing.length - 1} more; deis-backup verify --read-data ${manifest.id} lists them)` : ''}`,
         );
       }
     }

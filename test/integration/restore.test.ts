@@ -880,7 +880,7 @@ describeWithStack('restore', (stack) => {
     );
   });
 
-  it('reports a registry image caught mid-push at backup time as a hazard', async () => {
+  it('reports a registry image caught mid-push, or a tag naming an image not copied, as a hazard', async () => {
     const pushing = unique('push-reg');
     await gateway.createBucket(pushing, { signal });
     await seedRegistry(gateway, pushing, { bigLayers: false });
@@ -894,11 +894,29 @@ describeWithStack('restore', (stack) => {
       sources: { buckets: { names: [pushing] }, volume: { enabled: false }, database: { enabled: false } },
       target: { type: 'dir', path: tempDir('push-target') },
     });
-    expect((await cli(['backup', '--config', file])).code).toBe(0);
+    const first = await cli(['backup', '--config', file]);
+    expect(first.code, first.err).toBe(0);
     const plan = await restore(['latest', '--bucket', `${pushing}=${unique('push-new')}`, '--dry-run'], file);
     expect(plan.code, plan.err).toBe(0);
-    expect(plan.report?.hazards).toEqual([
-      `bucket ${pushing}: image ${image} was being pushed when the bucket was copied (registry/images/${image}/_inprogress): restored, the registry will not serve it until its app is built again`,
+    const midPush = `bucket ${pushing}: image ${image} was being pushed when the bucket was copied (registry/images/${image}/_inprogress): restored, the registry will not serve it until its app is built again`;
+    expect(plan.report?.hazards).toEqual([midPush]);
+
+    // A tag naming an image the copy lacks is found from the tag's body, read in the preflight.
+    await gateway.deleteObject(pushing, `registry/images/${image}/_inprogress`, { signal });
+    const absent = 'e'.repeat(64);
+    await gateway.putObject(pushing, 'registry/repositories/library/myapp/tag_v4', Buffer.from(absent), {
+      signal,
+      size: 64,
+    });
+    const second = await cli(['backup', '--config', file]);
+    expect(second.code, second.err).toBe(0);
+    const tagged = await restore(
+      ['latest', '--bucket', `${pushing}=${unique('push-new')}`, '--dry-run'],
+      file,
+    );
+    expect(tagged.code, tagged.err).toBe(0);
+    expect(tagged.report?.hazards).toEqual([
+      `bucket ${pushing}: tag library/myapp:v4 names image ${absent}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
     ]);
   });
 

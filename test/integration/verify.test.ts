@@ -265,7 +265,7 @@ describeWithStack('verify', (stack) => {
     ]);
   });
 
-  it('warns of registry images caught mid-push, and still finds the restore point sound', async () => {
+  it('warns of registry images caught mid-push and tags naming absent images, and still finds the restore point sound', async () => {
     const pushing = unique('regpush');
     await gateway.createBucket(pushing, { signal });
     await seedRegistry(gateway, pushing, { bigLayers: false });
@@ -275,12 +275,26 @@ describeWithStack('verify', (stack) => {
       size: 4,
     });
     await gateway.deleteObject(pushing, `registry/images/${second ?? ''}/layer`, { signal });
+    // A tag copied after its image was pushed behind the copy: it names an image the bucket lacks.
+    const absent = 'f'.repeat(64);
+    await gateway.putObject(pushing, 'registry/repositories/library/late/tag_v9', Buffer.from(absent), {
+      signal,
+      size: 64,
+    });
     const { dir, manifest } = await backup([pushing]);
-    const { report } = await verify(dir, false, { ids: [manifest.id] });
-    expect(report.status).toBe('ok');
-    expect(report.snapshots[0]?.warnings).toEqual([
+    const images = [
       `snapshot ${manifest.id}: bucket ${pushing}: registry: image ${second ?? ''} lacks its layer: a release that names it cannot be pulled after a restore`,
       `snapshot ${manifest.id}: bucket ${pushing}: registry: image ${third ?? ''} was being pushed when the bucket was copied (registry/images/${third ?? ''}/_inprogress): restored, the registry will not serve it until its app is built again`,
+    ];
+    const { report } = await verify(dir, false, { ids: [manifest.id] });
+    expect(report.status).toBe('ok');
+    expect(report.snapshots[0]?.warnings).toEqual(images);
+    // Tags' bodies are read with the data: only the tag naming the absent image is named.
+    const read = await verify(dir, true, { ids: [manifest.id] });
+    expect(read.report.status).toBe('ok');
+    expect(read.report.snapshots[0]?.warnings).toEqual([
+      ...images,
+      `snapshot ${manifest.id}: bucket ${pushing}: registry: tag library/late:v9 names image ${absent}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
     ]);
   });
 

@@ -1,6 +1,6 @@
-// The registry check reads docker-registry v1's image folders from keys alone.
+// The registry check reads docker-registry v1's image folders from keys, and tags from their bodies.
 import { describe, expect, it } from 'vitest';
-import { RegistryImages } from '../../../src/repository/registry-check.js';
+import { isTagFile, RegistryImages } from '../../../src/repository/registry-check.js';
 
 const id = (c: string) => c.repeat(64);
 
@@ -18,6 +18,26 @@ describe('RegistryImages', () => {
       `image ${id('b')} lacks its layer: a release that names it cannot be pulled after a restore`,
       `image ${id('c')} was being pushed when the bucket was copied (registry/images/${id('c')}/_inprogress): restored, the registry will not serve it until its app is built again`,
     ]);
+  });
+
+  it('names a tag whose body names an image the bucket lacks, and passes over what is no image id', () => {
+    const images = new RegistryImages();
+    for (const file of ['json', 'layer', 'ancestry']) images.add(`registry/images/${id('a')}/${file}`);
+    images.addTag('registry/repositories/library/app/tag_v2', id('a'));
+    images.addTag('registry/repositories/library/app/tag_v3', `${id('d')}\n`);
+    // Tag "_x"'s metadata file is "tag_x_json": its body is JSON, not an id.
+    images.addTag('registry/repositories/library/app/tag_x_json', '{"last_update": 1}');
+    images.addTag('registry/repositories/library/app/taggit-1a2b3c4_json', id('e'));
+    expect(images.findings()).toEqual([
+      `tag library/app:v3 names image ${id('d')}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
+    ]);
+  });
+
+  it('takes as a tag only a small file named tag_<name> under a repository', () => {
+    expect(isTagFile('registry/repositories/library/app/tag_v2', 64)).toBe(true);
+    expect(isTagFile('registry/repositories/library/app/tag_v2', 129)).toBe(false);
+    expect(isTagFile('registry/repositories/library/app/tagv2_json', 64)).toBe(false);
+    expect(isTagFile('registry/images/x/tag_v2', 64)).toBe(false);
   });
 
   it('finds nothing in a bucket without image folders', () => {
