@@ -196,9 +196,17 @@ export class Metrics {
 
   /**
    * Records a finished (or aborted) backup run. A run of only some of the configured sources
-   * (`whole` false: `"only"` in the request) counts for those sources, never for "all".
+   * (`whole` false: `"only"` in the request) counts for those sources, never for "all". `failedWith`
+   * names the sources of a run that failed without a result (the target unreadable, the lock
+   * lost), which fail with it.
    */
-  backupFinished(result: BackupResult, seconds: number, at: Date, whole = true): void {
+  backupFinished(
+    result: BackupResult,
+    seconds: number,
+    at: Date,
+    whole = true,
+    failedWith: readonly string[] = [],
+  ): void {
     if (result.status === 'aborted') return;
     this.duration.observe(seconds);
     const now = at.getTime() / 1000;
@@ -213,6 +221,7 @@ export class Metrics {
       else this.failures.inc({ source });
     };
     if (whole) record(ALL, result.status);
+    for (const source of failedWith) record(source, 'failed');
     for (const source of result.sources) {
       // A source is only "succeeded" when its restore point was committed.
       record(source.id, result.status === 'failed' && source.status !== 'failed' ? 'failed' : source.status);

@@ -145,6 +145,18 @@ export function coversAll(config: Config, only: readonly SourceKind[] | undefine
   );
 }
 
+/**
+ * The source ids a backup of `only` (by default, of the enabled kinds) reads, as far as the config
+ * names them: a bucket's only when `sources.buckets.names` lists it (the others are found by
+ * listing the gateway).
+ */
+export function plannedSourceIds(config: Config, only: readonly SourceKind[] | undefined): string[] {
+  const kinds = only ?? SOURCE_KINDS.filter((kind) => config.sources[kind].enabled);
+  return kinds.flatMap((kind) =>
+    kind === 'buckets' ? (config.sources.buckets.names ?? []).map((name) => `bucket:${name}`) : [kind],
+  );
+}
+
 /** Whether a restore point holds every source kind the config enables. */
 export function holdsAll(config: Config, manifest: Pick<Manifest, 'sources'>): boolean {
   return coversAll(

@@ -16,7 +16,7 @@ import { NoRestorePointError, type Repository } from '../repository/repository.j
 import { verifySnapshots, type VerifyReport } from '../repository/verify.js';
 import { restoreSnapshot, type RestoreRequest } from '../restore.js';
 import type { Reporter } from '../restore/report.js';
-import { coversAll, createSources, withRestoreDeps, type SourceKind } from '../wiring.js';
+import { coversAll, createSources, plannedSourceIds, withRestoreDeps, type SourceKind } from '../wiring.js';
 
 /** What the runners share with the daemon. */
 export interface DaemonContext {
@@ -91,6 +91,7 @@ export function createRunners(ctx: DaemonContext): Runners {
           (Date.now() - started) / 1000,
           new Date(),
           coversAll(config, only),
+          plannedSourceIds(config, only),
         );
         runLog.error({ error: describeError(err) }, 'backup failed');
         await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });

@@ -743,6 +743,11 @@ describeWithStack('daemon', (stack) => {
       const metrics = String((await call(daemon, 'GET', '/metrics')).body);
       expect(sample(metrics, 'deis_backup_last_status', 'source="all"')).toBe(0);
       expect(sample(metrics, 'deis_backup_failure_total', 'source="all"')).toBe(1);
+      // Each source of the run fails with it, though both read to the end or were reading.
+      for (const source of ['volume', 'database']) {
+        expect(sample(metrics, 'deis_backup_failure_total', `source="${source}"`), source).toBe(1);
+        expect(sample(metrics, 'deis_backup_last_status', `source="${source}"`), source).toBe(0);
+      }
       await until('the webhook', () => Promise.resolve(received.length > 0 ? true : undefined));
       expect(received[0]).toMatchObject({ event: 'backup.failed', id });
       expect(received[0]?.['error']).toMatch(reason);
@@ -754,6 +759,30 @@ describeWithStack('daemon', (stack) => {
     } finally {
       hook.close();
     }
+  });
+
+  it('counts a backup of some sources that fails before reading them for those sources only', async () => {
+    const target = join(tempDir('broken-target'), 'target');
+    await writeFile(target, 'not a directory');
+    const { daemon } = await start({
+      sources: {
+        buckets: { names: [wal, registry] },
+        volume: { path: volume },
+        database: { host: 'local', command: stackDumpCommand(stack) },
+      },
+      target: { type: 'dir', path: target },
+    });
+    const id = String((await call(daemon, 'POST', '/backups', { only: ['buckets', 'database'] })).body['id']);
+    expect(await finished(daemon, 'backups', id)).toMatchObject({ status: 'failed' });
+    const metrics = String((await call(daemon, 'GET', '/metrics')).body);
+    for (const source of [`bucket:${wal}`, `bucket:${registry}`, 'database']) {
+      expect(sample(metrics, 'deis_backup_attempt_total', `source="${source}"`), source).toBe(1);
+      expect(sample(metrics, 'deis_backup_failure_total', `source="${source}"`), source).toBe(1);
+      expect(sample(metrics, 'deis_backup_last_status', `source="${source}"`), source).toBe(0);
+    }
+    // Neither a source it was not asked for nor the whole backup.
+    for (const source of ['volume', 'all'])
+      expect(sample(metrics, 'deis_backup_attempt_total', `source="${source}"`), source).toBeUndefined();
   });
 
   it('turns /readyz 503 when the target stops and 200 when it returns', async () => {
