@@ -3,7 +3,7 @@
 // ancestry not there yet) comes back from a restore as one the registry will not serve; a tag
 // copied after an image pushed while the copy ran names an image the copy lacks.
 import { forEachLimited } from '../concurrency.js';
-import { readBytes } from '../s3/responses.js';
+import { describeError } from '../errors.js';
 import type { Target } from '../targets/target.js';
 
 const IMAGE_FILE = /^registry\/images\/([0-9a-f]{64})\/(json|layer|ancestry|_inprogress)$/;
@@ -24,6 +24,9 @@ export class RegistryImages {
   private readonly images = new Map<string, Set<string>>();
   /** `<repository>:<tag>` → the image id its file names. */
   private readonly tags = new Map<string, string>();
+  /** Tag files that could not be read, and why the first could not. */
+  private unreadTags = 0;
+  private unreadReason: string | undefined;
 
   /** Notes `key` if it is one of an image's files; other keys are ignored. */
   add(key: string): void {
@@ -48,9 +51,17 @@ export class RegistryImages {
     this.tags.set(`${match[1]}:${match[2]}`, id);
   }
 
+  /** Notes a tag file that could not be read, so the image it names is not checked. */
+  tagUnread(key: string, reason: string): void {
+    this.unreadTags++;
+    this.unreadReason ??= `${key}: ${reason}`;
+  }
+
   /**
    * One finding per image that was mid-push or lacks a file, in id order, then one per tag that
-   * names an image the bucket lacks, in tag order; none for other buckets.
+   * names an image the bucket lacks, in tag order, and one for tag files that could not be read;
+   * none for other buckets. (A tag whose image is there but not all of its parents is not found:
+   * that needs each image's ancestry read.)
    */
   findings(): string[] {
     const found: string[] = [];
@@ -70,17 +81,20 @@ export class RegistryImages {
       const id = this.tags.get(tag) ?? '';
       if (!this.images.has(id))
         found.push(
-          `tag ${tag} names image ${id}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
+          `tag ${tag} names image ${id}, which the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
         );
     }
+    if (this.unreadTags > 0)
+      found.push(
+        `${this.unreadTags} tag file(s) could not be read, so the images they name were not checked (first: ${this.unreadReason ?? ''})`,
+      );
     return found;
   }
 }
 
 /**
  * Reads the bodies of the tags' files among `tags` (keys isTagFile accepted, with their blobs) from
- * the target, a few at a time, into `images`. A body that cannot be read is passed over: the
- * restore or verify that reads it again reports it.
+ * the target, a few at a time, into `images`; one that cannot be read is noted as such.
  */
 export async function readTags(
   images: RegistryImages,
@@ -90,10 +104,17 @@ export async function readTags(
 ): Promise<void> {
   await forEachLimited(tags, 8, async ({ key, blob }) => {
     try {
-      const body = await readBytes(await target.get(blob, opts), TAG_BODY_MAX);
-      images.addTag(key, body.toString('utf8'));
-    } catch {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of await target.get(blob, opts)) {
+        chunks.push(chunk as Buffer);
+        size += (chunk as Buffer).length;
+        if (size > TAG_BODY_MAX) break;
+      }
+      images.addTag(key, Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
       opts.signal.throwIfAborted();
+      images.tagUnread(key, describeError(err));
     }
   });
 }

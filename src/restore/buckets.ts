@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { setTimeout } from 'node:timers/promises';
+import { forEachLimited } from '../concurrency.js';
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap, hexPrefix } from '../repository/digest-map.js';
 import { HashingStream } from '../repository/hashing.js';
@@ -79,10 +80,10 @@ export async function planBucket(
   const exists = await client.bucketExists(input.destination, opts);
   // What the destination holds, one version print per key; its sentinels with their LastModified as
   // well, to find those the restore point does not have and which one WAL-E's LATEST names now;
-  // and its multipart objects' ETags, which an earlier restore may have rebuilt with other parts.
+  // and its multipart objects' part counts: an earlier restore may have rebuilt them in other parts.
   const present = DigestMap.forKeys();
   const presentSentinels = new Map<string, string>();
-  const presentMultipart = new Map<string, { size: number; etag: string }>();
+  const presentParts = DigestMap.forKeys();
   if (exists) {
     for await (const item of client.listObjects(input.destination, {
       signal: opts.signal,
@@ -91,17 +92,22 @@ export async function planBucket(
       present.set(item.key, versionPrint(item));
       if (isSentinel(item.key) && item.key.startsWith(BASE_BACKUPS))
         presentSentinels.set(item.key, item.lastModified);
-      if (partCount(item.etag) !== undefined)
-        presentMultipart.set(item.key, { size: item.size, etag: item.etag });
+      const parts = partCount(item.etag);
+      if (parts !== undefined) presentParts.set(item.key, parts);
     }
   }
-  const rebuilt = await rebuiltBefore(input.entries, presentMultipart, input.blobs, opts);
+  const rebuilt = await rebuiltBefore(input.entries, present, presentParts, input.blobs, opts);
   const counts = { ...emptyStepCounts(), reorder: 0 };
   const hazards: string[] = [];
+  if (rebuilt.unread.count > 0) {
+    hazards.push(
+      `could not read ${rebuilt.unread.count} multipart body(ies) from the target to compare with ${input.destination}, so they count as differing (first: ${rebuilt.unread.first ?? ''})`,
+    );
+  }
   const decide = (entry: IndexEntry): ObjectAction => {
     const there = present.get(entry.key);
     if (there === undefined) return 'create';
-    if (there === versionPrint(entry) || rebuilt.has(entry.key)) return 'skip';
+    if (there === versionPrint(entry) || rebuilt.keys.has(entry.key)) return 'skip';
     return input.overwrite ? 'overwrite' : 'conflict';
   };
   const actions = new Uint8Array(input.entries.length);
@@ -502,31 +508,38 @@ async function uploadObject(
 
 /**
  * The keys whose destination object is what uploadObject makes of the entry's body: a multipart
- * upload in parts of partSizeFor's size, whose ETag differs from the original's when the original's
- * part size is not one partSizeFor knows. Reads those bodies (rare: the same size and part count,
- * another ETag); a body that cannot be read leaves its object counted as differing.
+ * upload in parts of partSizeFor's size, whose ETag differs from the original's when the original
+ * was cut in other parts. Reads those bodies from the target, a few at a time (rare: the same part
+ * count, another version print), and compares the ETag they give, with the size, with `present`'s
+ * print. A body that cannot be read leaves its object differing, and `unread` says why.
  */
 async function rebuiltBefore(
   entries: EntryList,
-  multipart: ReadonlyMap<string, { size: number; etag: string }>,
+  present: DigestMap,
+  presentParts: DigestMap,
   blobs: Pick<Target, 'get'>,
   opts: { signal: AbortSignal },
-): Promise<Set<string>> {
+): Promise<{ keys: Set<string>; unread: { count: number; first?: string } }> {
   const keys = new Set<string>();
-  if (multipart.size === 0) return keys;
+  const unread: { count: number; first?: string } = { count: 0 };
+  const candidates: IndexEntry[] = [];
   for (const entry of entries) {
-    const there = multipart.get(entry.key);
     const parts = partCount(entry.etag);
-    if (!there || there.etag === entry.etag || there.size !== entry.size) continue;
-    if (parts === undefined || partCount(there.etag) !== parts) continue;
+    if (parts === undefined || presentParts.get(entry.key) !== parts) continue;
+    if (present.get(entry.key) !== versionPrint(entry)) candidates.push(entry);
+  }
+  await forEachLimited(candidates, 4, async (entry) => {
     try {
       const body = await blobs.get(entry.blob, opts);
-      if ((await multipartEtag(body, partSizeFor(entry.size, parts))) === there.etag) keys.add(entry.key);
-    } catch {
+      const etag = await multipartEtag(body, partSizeFor(entry.size, partCount(entry.etag) ?? 1));
+      if (present.get(entry.key) === versionPrint({ size: entry.size, etag })) keys.add(entry.key);
+    } catch (err) {
       opts.signal.throwIfAborted();
+      unread.count++;
+      unread.first ??= `${entry.key} (blob ${entry.blob}): ${describeError(err)}`;
     }
-  }
-  return keys;
+  });
+  return { keys, unread };
 }
 
 /** The part count of a multipart ETag (`<md5>-<parts>`); undefined for a plain md5. */

@@ -89,6 +89,26 @@ export async function preflight(
       `restore point ${manifest.id} holds no ${kind}; choose the steps it has with --only ("only" over HTTP)`,
     );
   for (const step of only) if (!holds(step)) throw missingStep(step === 'buckets' ? 'bucket' : step);
+  // The volume's destination, and whether it is the store without CephFS: asked before any index
+  // or archive is read, since reading the volume's archive alone can take a while.
+  const volumeHost = config.sources.volume.host;
+  const volumeDest = wanted.has('volume')
+    ? {
+        path: request.volumeTo ?? config.sources.volume.path,
+        ssh: volumeHost === undefined || volumeHost === 'local' ? undefined : deps.sshTarget(volumeHost),
+      }
+    : undefined;
+  if (volumeDest) {
+    const unmounted = await storeNotMounted(volumeDest, opts);
+    if (unmounted !== undefined) {
+      if (!request.yes && !request.dryRun)
+        throw new BackupError(
+          'ERR_USAGE',
+          `${unmounted}, or pass --yes ("yes": true over HTTP) to restore there all the same`,
+        );
+      hazards.push(unmounted);
+    }
+  }
 
   // Every body the buckets need is present in the target with its size, before anything is written.
   const entriesByBucket = new Map<SourceRecord, EntryList>();
@@ -161,34 +181,20 @@ export async function preflight(
   }
 
   const prepared: Prepared = { manifest, only, buckets: [], hazards, apps };
-  if (wanted.has('volume')) {
+  if (volumeDest) {
     const record = manifest.sources.find((s) => s.kind === 'volume');
     const artifact = record?.artifacts[0];
     if (record && artifact) {
       const entries = await inspectArchive(repository, artifact, opts).catch(
         rethrowMissing(manifest.id, artifact.key, repository),
       );
-      const host = config.sources.volume.host;
-      const dest = {
-        path: request.volumeTo ?? config.sources.volume.path,
-        ssh: host === undefined || host === 'local' ? undefined : deps.sshTarget(host),
-      };
-      const unmounted = await storeNotMounted(dest, opts);
-      if (unmounted !== undefined) {
-        if (!request.yes && !request.dryRun)
-          throw new BackupError(
-            'ERR_USAGE',
-            `${unmounted}, or pass --yes ("yes": true over HTTP) to restore there all the same`,
-          );
-        hazards.push(unmounted);
-      }
-      const plan = await planVolume(entries, artifact, dest, {
+      const plan = await planVolume(entries, artifact, volumeDest, {
         signal: opts.signal,
         overwrite: request.overwrite,
       });
       if (plan.counts.conflict > 0) {
         hazards.push(
-          `${plan.counts.conflict} volume entr(ies) in ${dest.path} differ from the restore point and stay as they are (${plan.conflicts.slice(0, 5).join(', ')}); pass --overwrite to replace them`,
+          `${plan.counts.conflict} volume entr(ies) in ${volumeDest.path} differ from the restore point and stay as they are (${plan.conflicts.slice(0, 5).join(', ')}); pass --overwrite to replace them`,
         );
       }
       prepared.volume = { record, plan };

@@ -1,6 +1,7 @@
 // Whether a volume restore into the Deis store path would reach CephFS. deis-store-volume mounts
 // CephFS at /var/lib/deis/store on every host; files restored there before it has mounted go to
 // the host's own disk, and the mount then hides them (and 18–100 GB of logs may fill that disk).
+import { posix } from 'node:path';
 import { runCommand } from '../command.js';
 import { BackupError } from '../errors.js';
 import { errorLine } from '../sources/source.js';
@@ -13,11 +14,12 @@ export const STORE_MOUNT = '/var/lib/deis/store';
 const CEPH_TYPES = new Set(['ceph', 'fuse.ceph-fuse']);
 
 /**
- * The type of the file system `path` lives on, from the text of /proc/mounts: that of the deepest
- * mount at or above it, and of the later one where two share a mount point (the one on top).
+ * The type of the file system `path` lives on, from the text of /proc/mounts (in the order the
+ * mounts were made): that of the last mount at or above it, since a later mount on the path or a
+ * parent hides what was mounted there before.
  */
 export function fileSystemAt(mounts: string, path: string): string | undefined {
-  let found: { point: string; type: string } | undefined;
+  let found: string | undefined;
   for (const line of mounts.split('\n')) {
     const [, rawPoint, type] = line.split(' ');
     if (rawPoint === undefined || type === undefined) continue;
@@ -25,10 +27,9 @@ export function fileSystemAt(mounts: string, path: string): string | undefined {
     const point = rawPoint.replace(/\\([0-7]{3})/g, (_, octal: string) =>
       String.fromCharCode(parseInt(octal, 8)),
     );
-    const covers = point === '/' || path === point || path.startsWith(`${point}/`);
-    if (covers && (found === undefined || point.length >= found.point.length)) found = { point, type };
+    if (point === '/' || path === point || path.startsWith(`${point}/`)) found = type;
   }
-  return found?.type;
+  return found;
 }
 
 /**
@@ -40,19 +41,21 @@ export async function storeNotMounted(
   dest: { path: string; ssh?: SshTarget | undefined },
   opts: { signal: AbortSignal },
 ): Promise<string | undefined> {
-  if (dest.path !== STORE_MOUNT && !dest.path.startsWith(`${STORE_MOUNT}/`)) return undefined;
+  // `/var/lib/deis//store/` and `/var/lib/deis/x/../store` name the store too.
+  const path = posix.normalize(dest.path).replace(/(.)\/+$/, '$1');
+  if (path !== STORE_MOUNT && !path.startsWith(`${STORE_MOUNT}/`)) return undefined;
   const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
   const running = await runCommand('cat /proc/mounts', dest, { ...opts, cLocale: true });
   running.stdin.end();
-  let mounts = '';
-  for await (const chunk of running.stdout) mounts += (chunk as Buffer).toString('utf8');
+  const chunks: Buffer[] = [];
+  for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
   const { code, stderr } = await running.finished;
   if (code !== 0)
     throw new BackupError(
       'ERR_SOURCE',
       `volume: cannot read /proc/mounts for ${where}: ${errorLine(stderr)}`,
     );
-  const type = fileSystemAt(mounts, dest.path) ?? 'unknown';
+  const type = fileSystemAt(Buffer.concat(chunks).toString('utf8'), path) ?? 'unknown';
   if (CEPH_TYPES.has(type)) return undefined;
-  return `volume: ${where} is on ${type}, not CephFS: deis-store-volume has not mounted the store, so the restored files would go to the host's own disk and be hidden once it does; start it (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
+  return `volume: ${where} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
 }

@@ -424,7 +424,8 @@ describeWithStack('restore', (stack) => {
     // This machine has no CephFS: the store path is on its own disk, as on a host whose
     // deis-store-volume has not mounted yet. Nothing is written there, by the refusal or the dry run.
     const into = `/var/lib/deis/store/${unique('restore-test')}`;
-    const made = existsSync('/var/lib/deis') ? undefined : '/var/lib/deis';
+    // The first folder of the path this machine lacks, removed at the end with what is under it.
+    const made = ['/var/lib/deis', '/var/lib/deis/store'].find((dir) => !existsSync(dir));
     for (const host of [undefined, stack.sshHost]) {
       const file = config(host ? { volumeHost: host } : {});
       const base = ['restore', snapshot, '--config', file, '--only', 'volume', '--volume-to', into];
@@ -435,8 +436,22 @@ describeWithStack('restore', (stack) => {
       expect(line).toMatch(
         new RegExp(`^deis-backup: volume: ${where.replace(/[.]/g, '\\.')} is on [\\w./-]+, not CephFS: `),
       );
-      expect(line).toContain('start it (deisctl start store-volume)');
+      expect(line).toContain('start deis-store-volume (deisctl start store-volume)');
       expect(line).toMatch(/, or pass --yes \("yes": true over HTTP\) to restore there all the same$/);
+      // The same folder written another way is refused too.
+      const roundabout = into.replace('/deis/store/', '/deis//./store/');
+      const other = await cli([
+        'restore',
+        snapshot,
+        '--config',
+        file,
+        '--only',
+        'volume',
+        '--volume-to',
+        roundabout,
+      ]);
+      expect(other.code, other.err).toBe(2);
+      expect(other.err).toContain(`volume: ${roundabout}${host ? ` on ${host}` : ''} is on `);
       const planned = await cli([...base, '--dry-run', '--json']);
       expect(planned.code, planned.err).toBe(0);
       const report = JSON.parse(planned.out) as RestoreReport;
@@ -916,7 +931,7 @@ describeWithStack('restore', (stack) => {
     );
     expect(tagged.code, tagged.err).toBe(0);
     expect(tagged.report?.hazards).toEqual([
-      `bucket ${pushing}: tag library/myapp:v4 names image ${absent}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
+      `bucket ${pushing}: tag library/myapp:v4 names image ${absent}, which the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
     ]);
   });
 

@@ -294,7 +294,7 @@ describeWithStack('verify', (stack) => {
     expect(read.report.status).toBe('ok');
     expect(read.report.snapshots[0]?.warnings).toEqual([
       ...images,
-      `snapshot ${manifest.id}: bucket ${pushing}: registry: tag library/late:v9 names image ${absent}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
+      `snapshot ${manifest.id}: bucket ${pushing}: registry: tag library/late:v9 names image ${absent}, which the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
     ]);
   });
 

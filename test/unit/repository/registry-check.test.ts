@@ -29,7 +29,16 @@ describe('RegistryImages', () => {
     images.addTag('registry/repositories/library/app/tag_x_json', '{"last_update": 1}');
     images.addTag('registry/repositories/library/app/taggit-1a2b3c4_json', id('e'));
     expect(images.findings()).toEqual([
-      `tag library/app:v3 names image ${id('d')}, which the bucket lacks (pushed while it was copied): after a restore that tag cannot be pulled`,
+      `tag library/app:v3 names image ${id('d')}, which the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
+    ]);
+  });
+
+  it('says how many tag files could not be read, and why the first could not', () => {
+    const images = new RegistryImages();
+    images.tagUnread('registry/repositories/library/app/tag_v2', 'blob missing');
+    images.tagUnread('registry/repositories/library/app/tag_v3', 'EIO');
+    expect(images.findings()).toEqual([
+      '2 tag file(s) could not be read, so the images they name were not checked (first: registry/repositories/library/app/tag_v2: blob missing)',
     ]);
   });
 

@@ -1,3 +1,4 @@
+// Which file system a volume restore's destination is on, read from /proc/mounts' text.
 import { describe, expect, it } from 'vitest';
 import { fileSystemAt } from '../../../src/restore/store-mount.js';
 
@@ -7,11 +8,12 @@ const MOUNTS = [
   '10.0.0.1,10.0.0.2:/ /var/lib/deis/store ceph rw,relatime,name=admin,secret=<hidden> 0 0',
   'tmpfs /var/lib/deis/store/tmp tmpfs rw 0 0',
   'tmpfs /srv/with\\040space tmpfs rw 0 0',
+  'tmpfs /srv/back\\134slash tmpfs rw 0 0',
   '',
 ].join('\n');
 
 describe('fileSystemAt', () => {
-  it('gives the type of the deepest mount at or above the path', () => {
+  it('gives the type of the last mount at or above the path', () => {
     expect(fileSystemAt(MOUNTS, '/var/lib/deis/store')).toBe('ceph');
     expect(fileSystemAt(MOUNTS, '/var/lib/deis/store/logs/a.log')).toBe('ceph');
     expect(fileSystemAt(MOUNTS, '/var/lib/deis/store/tmp/x')).toBe('tmpfs');
@@ -23,6 +25,11 @@ describe('fileSystemAt', () => {
     const covered = `${MOUNTS}tmpfs /var/lib/deis/store tmpfs rw 0 0\n`;
     expect(fileSystemAt(covered, '/var/lib/deis/store/logs')).toBe('tmpfs');
     expect(fileSystemAt(MOUNTS, '/srv/with space/x')).toBe('tmpfs');
+    expect(fileSystemAt(MOUNTS, '/srv/back\\slash/x')).toBe('tmpfs');
+    expect(fileSystemAt(MOUNTS, '/srv/back')).toBe('ext4');
     expect(fileSystemAt('', '/var/lib/deis/store')).toBeUndefined();
+    // A later mount on a parent hides the store's.
+    const hidden = `${MOUNTS}tmpfs /var/lib/deis tmpfs rw 0 0\n`;
+    expect(fileSystemAt(hidden, '/var/lib/deis/store/logs')).toBe('tmpfs');
   });
 });
