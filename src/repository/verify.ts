@@ -10,7 +10,7 @@ import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
 import { NoRestorePointError, type Repository } from './repository.js';
-import { isTagFile, readTags, RegistryImages } from './registry-check.js';
+import { isTagFile, readTagged, RegistryImages } from './registry-check.js';
 import { checkWalE, isWalEKey, type WalEKey } from './wal-e.js';
 
 /** How to verify. */
@@ -72,7 +72,7 @@ export async function verifySnapshots(
     concurrency,
     hashes: DigestMap.forBlobs(),
     hashErrors: new Map(),
-    tagBodies: new Map(),
+    registryBodies: new Map(),
   };
   const report: VerifyReport = { status: 'ok', snapshots: [], unreadable: [] };
   for (const id of ids) {
@@ -123,8 +123,8 @@ interface Context {
   hashes: DigestMap;
   /** Why each blob that could not be read failed. */
   hashErrors: Map<string, string>;
-  /** The bodies of the registry's tag files read so far, by blob (a few bytes each). */
-  tagBodies: Map<string, string>;
+  /** The bodies of the registry's tag and tagged images' ancestry files read so far, by blob. */
+  registryBodies: Map<string, string>;
 }
 
 /** Folder ids to verify, deduplicated, in order. */
@@ -247,7 +247,8 @@ async function verifyBucket(
   const walEKeys: WalEKey[] = [];
   const images = new RegistryImages();
   // Tags' bodies name their images: kept while every body is read anyway (a few bytes each), and
-  // read again only for a tag whose blob was hashed for another key.
+  // read again only for a tag whose blob was hashed for another key; then the tagged images'
+  // ancestry files are read once more, for parents the bucket lacks.
   const tags: { key: string; blob: string }[] = [];
   const check = async (entry: IndexEntry): Promise<void> => {
     verdict.checkedObjects++;
@@ -258,7 +259,7 @@ async function verifyBucket(
       return;
     }
     if (isWalEKey(entry.key)) walEKeys.push({ key: entry.key, size: entry.size });
-    images.add(entry.key);
+    images.add(entry.key, entry.blob);
     const tag = opts.readData && isTagFile(entry.key, entry.size);
     const what = `blob ${entry.blob} of ${bucket}/${entry.key}`;
     const size = stored.get(entry.blob);
@@ -270,7 +271,8 @@ async function verifyBucket(
         const result = await hashBlob(repository, entry.blob, signal, tag);
         prefix = 'error' in result ? -1 : hexPrefix(result.sha256);
         if ('error' in result) context.hashErrors.set(entry.blob, result.error);
-        else if (result.body !== undefined) context.tagBodies.set(entry.blob, result.body.toString('utf8'));
+        else if (result.body !== undefined)
+          context.registryBodies.set(entry.blob, result.body.toString('utf8'));
         context.hashes.set(entry.blob, prefix);
       }
       if (prefix === -1) error(`${what}${context.hashErrors.get(entry.blob) ?? ' unreadable'}`);
@@ -278,7 +280,7 @@ async function verifyBucket(
       else {
         verdict.checkedBytes += entry.size;
         if (tag) {
-          const body = context.tagBodies.get(entry.blob);
+          const body = context.registryBodies.get(entry.blob);
           if (body === undefined) tags.push({ key: entry.key, blob: entry.blob });
           else images.addTag(entry.key, body);
         }
@@ -291,7 +293,7 @@ async function verifyBucket(
   // Hashed whole a moment ago: it changed or went away since.
   if (unreadable) error(`index ${artifact.key} of bucket ${bucket}${unreadable} on its second read`);
 
-  await readTags(images, repository.target, tags, { signal });
+  await readTagged(images, repository.target, tags, { signal, cache: context.registryBodies });
   for (const message of images.findings())
     verdict.warnings.push(`snapshot ${verdict.id}: bucket ${bucket}: registry: ${message}`);
   if (walEKeys.length > 0) {

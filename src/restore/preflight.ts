@@ -2,7 +2,7 @@
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap } from '../repository/digest-map.js';
-import { isTagFile, readTags, RegistryImages } from '../repository/registry-check.js';
+import { isTagFile, readTagged, RegistryImages } from '../repository/registry-check.js';
 import { checkWalE } from '../repository/wal-e.js';
 import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -133,7 +133,7 @@ export async function preflight(
           if (stored.get(entry.blob) !== entry.size && missingCount++ < 3)
             missing.push(`${record.bucket ?? ''}/${entry.key} (${entry.blob})`);
           if (isSentinel(entry.key)) withSentinels.add(record);
-          images.add(entry.key);
+          images.add(entry.key, entry.blob);
           if (isTagFile(entry.key, entry.size)) tags.push({ key: entry.key, blob: entry.blob });
           const app = appOf(entry.key);
           if (app !== undefined) apps.add(app);
@@ -154,7 +154,7 @@ export async function preflight(
       }
       // An image caught mid-push, or a tag naming an image not copied: restored, the registry
       // serves neither, and so no release naming them.
-      await readTags(images, repository.target, tags, opts);
+      await readTagged(images, repository.target, tags, opts);
       const pushing = images.findings();
       if (pushing.length > 0) {
         hazards.push(

@@ -204,8 +204,13 @@ describeWithStack('verify', (stack) => {
     const { report, target } = await verify(dir, true);
     expect(report.status).toBe('ok');
     expect(report.snapshots).toHaveLength(2);
-    const blobs = (await entriesOf(repository, second, registryBucket)).map((e) => e.blob);
-    expect(blobs.map((b) => target.gets.get(b))).toEqual(blobs.map(() => 1));
+    const entries = await entriesOf(repository, second, registryBucket);
+    // Each is hashed once; the ancestry of the image the tags name is read once more, for the
+    // registry check (and only once for both restore points).
+    const tagged = `registry/images/${IMAGES.at(-1)?.id ?? ''}/ancestry`;
+    expect(entries.map((e) => [e.key, target.gets.get(e.blob)])).toEqual(
+      entries.map((e) => [e.key, e.key === tagged ? 2 : 1]),
+    );
   });
 
   it('names a deleted blob', async () => {
@@ -296,6 +301,29 @@ describeWithStack('verify', (stack) => {
       ...images,
       `snapshot ${manifest.id}: bucket ${pushing}: registry: tag library/late:v9 names image ${absent}, which the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
     ]);
+  });
+
+  it('with --read-data, warns of tags whose image has a parent the bucket lacks', async () => {
+    const orphaned = unique('regparent');
+    await gateway.createBucket(orphaned, { signal });
+    await seedRegistry(gateway, orphaned, { bigLayers: false });
+    // The oldest image, a parent of the one every tag names, was not copied.
+    const oldest = IMAGES[0]?.id ?? '';
+    for (const file of ['json', 'layer', 'ancestry', '_checksum'])
+      await gateway.deleteObject(orphaned, `registry/images/${oldest}/${file}`, { signal });
+    const { dir, manifest } = await backup([orphaned]);
+    expect((await verify(dir, false, { ids: [manifest.id] })).report.snapshots[0]?.warnings).toEqual([]);
+    const { report } = await verify(dir, true, { ids: [manifest.id] });
+    expect(report.status).toBe('ok');
+    const tip = IMAGES.at(-1)?.id ?? '';
+    expect(report.snapshots[0]?.warnings).toEqual(
+      ['myapp', 'www'].flatMap((app) =>
+        ['git-1a2b3c4', 'v2', 'v3'].map(
+          (tag) =>
+            `snapshot ${manifest.id}: bucket ${orphaned}: registry: tag library/${app}:${tag} names image ${tip}, whose parent ${oldest} the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
+        ),
+      ),
+    );
   });
 
   it('finds a manifest copied into another folder unsound', async () => {

@@ -33,12 +33,32 @@ describe('RegistryImages', () => {
     ]);
   });
 
-  it('says how many tag files could not be read, and why the first could not', () => {
+  it('names a tag whose image has a parent the bucket lacks, from the ancestry of tagged images only', () => {
     const images = new RegistryImages();
-    images.tagUnread('registry/repositories/library/app/tag_v2', 'blob missing');
-    images.tagUnread('registry/repositories/library/app/tag_v3', 'EIO');
+    for (const image of ['a', 'b'])
+      for (const file of ['json', 'layer', 'ancestry'])
+        images.add(`registry/images/${id(image)}/${file}`, `blob-${image}-${file}`);
+    images.addTag('registry/repositories/library/app/tag_v2', id('a'));
+    expect(images.taggedAncestries()).toEqual([
+      { key: `registry/images/${id('a')}/ancestry`, blob: 'blob-a-ancestry' },
+    ]);
+    images.addAncestry(
+      `registry/images/${id('a')}/ancestry`,
+      JSON.stringify([id('a'), id('b'), id('c'), id('d')]),
+    );
+    // Not JSON, or not a list: nothing to go by.
+    images.addAncestry(`registry/images/${id('b')}/ancestry`, 'not json');
     expect(images.findings()).toEqual([
-      '2 tag file(s) could not be read, so the images they name were not checked (first: registry/repositories/library/app/tag_v2: blob missing)',
+      `tag library/app:v2 names image ${id('a')}, whose parent ${id('c')} the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
+    ]);
+  });
+
+  it('says how many small files could not be read, and why the first could not', () => {
+    const images = new RegistryImages();
+    images.unread('registry/repositories/library/app/tag_v2', 'blob missing');
+    images.unread('registry/repositories/library/app/tag_v3', 'EIO');
+    expect(images.findings()).toEqual([
+      '2 tag or ancestry file(s) could not be read, so the images they name were not checked (first: registry/repositories/library/app/tag_v2: blob missing)',
     ]);
   });
 
