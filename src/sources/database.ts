@@ -44,14 +44,15 @@ export class DatabaseSource implements Source {
     const shown = shownCommand(command);
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}: ${shown}` : `local: ${shown}`;
     const where = whereText(ssh);
-    // A dump that sends nothing for timeoutMs (a hung docker exec) is stopped, so it cannot hold the
-    // run and the cluster lock for ever.
+    // A dump that sends nothing for timeoutMs (a hung docker exec) is cut off, so it cannot hold the
+    // run and the cluster lock for ever. What it started may go on (over SSH, or what docker exec
+    // started in the container) until it next writes: the line says to look for it.
     const quiet = new AbortController();
     const signal = AbortSignal.any([ctx.signal, quiet.signal]);
     const quietError = () =>
       new BackupError(
         'ERR_SOURCE',
-        `database: dump command ${where} sent nothing for ${this.location.timeoutMs / 1000} s and was stopped; check that deis-database answers (docker exec can hang), or raise sources.database.timeoutMs`,
+        `database: dump command ${where} sent nothing for ${this.location.timeoutMs / 1000} s and was cut off; check that deis-database answers (docker exec can hang) and that no pg_dumpall is left running there, or raise sources.database.timeoutMs`,
       );
     const running = await runCommand(command, { ssh }, { signal });
     running.stdin.end();

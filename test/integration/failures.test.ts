@@ -145,7 +145,7 @@ describeWithStack('failed and partial runs', (stack) => {
     ]);
     expect(hung.code).toBe(1);
     expect(hung.err).toBe(
-      'database  failed\n  error: database: dump command locally sent nothing for 1 s and was stopped; check that deis-database answers (docker exec can hang), or raise sources.database.timeoutMs\nbackup failed: no restore point written',
+      'database  failed\n  error: database: dump command locally sent nothing for 1 s and was cut off; check that deis-database answers (docker exec can hang) and that no pg_dumpall is left running there, or raise sources.database.timeoutMs\nbackup failed: no restore point written',
     );
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(await snapshotIds(dir)).toEqual([]);
