@@ -99,6 +99,23 @@ export function whereText(ssh: SshTarget | undefined): string {
 }
 
 /**
+ * Runs `command` with no input and reads its whole output (a listing, a mount table: small by
+ * nature), then waits for it: its stdout, exit code and stderr's end.
+ */
+export async function runCollecting(
+  command: string,
+  where: { ssh?: SshTarget | undefined },
+  opts: { signal: AbortSignal; cLocale?: boolean },
+): Promise<{ stdout: Buffer; code: number | null; stderr: string }> {
+  const running = await runCommand(command, where, opts);
+  running.stdin.end();
+  const chunks: Buffer[] = [];
+  for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
+  const { code, stderr } = await running.finished;
+  return { stdout: Buffer.concat(chunks), code, stderr };
+}
+
+/**
  * Starts `command` to be fed `body`. Its output flows, to a 'data' listener the caller adds or to
  * nowhere. The body is opened by the caller first: a command started before a failed open would wait
  * on its stdin for ever. If the command cannot start, the body is closed.

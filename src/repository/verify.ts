@@ -10,7 +10,7 @@ import { DigestMap, hexPrefix, isBlobKey } from './digest-map.js';
 import { isSnapshotId, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest, SourceRecord } from './manifest.js';
 import { NoRestorePointError, type Repository } from './repository.js';
-import { isTagFile, readTagged, RegistryImages } from './registry-check.js';
+import { isTagFile, readTagged, RegistryImages, type SmallFile } from './registry-check.js';
 import { checkWalE, isWalEKey, type WalEKey } from './wal-e.js';
 
 /** How to verify. */
@@ -249,7 +249,7 @@ async function verifyBucket(
   // Tags' bodies name their images: kept while every body is read anyway (a few bytes each), and
   // read again only for a tag whose blob was hashed for another key; then the tagged images'
   // ancestry files are read once more, for parents the bucket lacks.
-  const tags: { key: string; blob: string }[] = [];
+  const tags: SmallFile[] = [];
   const check = async (entry: IndexEntry): Promise<void> => {
     verdict.checkedObjects++;
     if (!wellFormed(entry)) {

@@ -2,7 +2,7 @@
 // their records and the destination, and plans each step. It writes nothing.
 import { BackupError, describeError } from '../errors.js';
 import { DigestMap } from '../repository/digest-map.js';
-import { isTagFile, readTagged, RegistryImages } from '../repository/registry-check.js';
+import { isTagFile, readTagged, RegistryImages, type SmallFile } from '../repository/registry-check.js';
 import { checkWalE } from '../repository/wal-e.js';
 import type { ArtifactRecord, Manifest, SourceRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -125,7 +125,7 @@ export async function preflight(
         );
       const entries = new EntryList();
       const images = new RegistryImages();
-      const tags: { key: string; blob: string }[] = [];
+      const tags: SmallFile[] = [];
       const missing: string[] = [];
       let missingCount = 0;
       try {

@@ -2,7 +2,7 @@
 // CephFS at /var/lib/deis/store on every host; files restored there before it has mounted go to
 // the host's own disk, and the mount then hides them (and 18–100 GB of logs may fill that disk).
 import { posix } from 'node:path';
-import { runCommand } from '../command.js';
+import { runCollecting } from '../command.js';
 import { BackupError } from '../errors.js';
 import { errorLine } from '../sources/source.js';
 import type { SshTarget } from '../ssh.js';
@@ -45,17 +45,13 @@ export async function storeNotMounted(
   const path = posix.normalize(dest.path).replace(/(.)\/+$/, '$1');
   if (path !== STORE_MOUNT && !path.startsWith(`${STORE_MOUNT}/`)) return undefined;
   const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
-  const running = await runCommand('cat /proc/mounts', dest, { ...opts, cLocale: true });
-  running.stdin.end();
-  const chunks: Buffer[] = [];
-  for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
-  const { code, stderr } = await running.finished;
+  const { stdout, code, stderr } = await runCollecting('cat /proc/mounts', dest, { ...opts, cLocale: true });
   if (code !== 0)
     throw new BackupError(
       'ERR_SOURCE',
       `volume: cannot read /proc/mounts for ${where}: ${errorLine(stderr)}`,
     );
-  const type = fileSystemAt(Buffer.concat(chunks).toString('utf8'), path) ?? 'unknown';
+  const type = fileSystemAt(stdout.toString('utf8'), path) ?? 'unknown';
   if (CEPH_TYPES.has(type)) return undefined;
   return `volume: ${where} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
 }

@@ -2,7 +2,7 @@
 // could write outside the destination, then compare with what the destination holds, then extract
 // with GNU tar (--same-owner), here or on a host over SSH. Identical entries cost nothing.
 import { posix } from 'node:path';
-import { asRoot, feedCommand, runCommand, startFeeding } from '../command.js';
+import { asRoot, feedCommand, runCollecting, startFeeding } from '../command.js';
 import { BackupError, describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -175,11 +175,7 @@ async function destinationState(
   const format = '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0';
   const command = `${sudo(dest)}sh -c 'test -d "$1" && exec find -H "$1" -printf "$2"; test -e "$1" || test -L "$1" || exit 0; echo ${NOT_A_DIRECTORY} >&2; exit 3' sh ${shellQuote(dest.path)} '${format}'`;
   // GNU find's -printf %T@ prints a "." whatever LC_NUMERIC says; the C locale is for its messages.
-  const running = await runCommand(command, dest, { ...opts, cLocale: true });
-  running.stdin.end();
-  const chunks: Buffer[] = [];
-  for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
-  const { code, stderr } = await running.finished;
+  const { stdout, code, stderr } = await runCollecting(command, dest, { ...opts, cLocale: true });
   const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
   if (code === 3 && stderr.trim() === NOT_A_DIRECTORY) {
     throw new BackupError(
@@ -190,7 +186,7 @@ async function destinationState(
   if (code !== 0) {
     throw new BackupError('ERR_SOURCE', `volume: cannot list ${where}: ${errorLine(stderr)}`);
   }
-  const fields = Buffer.concat(chunks).toString('utf8').split('\0');
+  const fields = stdout.toString('utf8').split('\0');
   const present = new Map<string, Present>();
   for (let i = 0; i + 8 <= fields.length; i += 8) {
     const [type = '', size = '0', mtime = '0', mode = '0', uid = '0', gid = '0', linkname = '', path = ''] =

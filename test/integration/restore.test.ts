@@ -124,6 +124,14 @@ describeWithStack('restore', (stack) => {
         ...patch.restore,
       },
     });
+  /** A config backing up only `bucket`, into a target of its own. */
+  const oneBucketConfig = (bucket: string) =>
+    writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [bucket] }, volume: { enabled: false }, database: { enabled: false } },
+      target: { type: 'dir', path: tempDir('bucket-target') },
+      restore: { deisVersion: 'v1.13.4' },
+    });
   const restore = async (args: string[], file = config()) => {
     const run = await cli(['restore', '--config', file, '--json', '--yes', ...args]);
     return { ...run, report: run.out ? (JSON.parse(run.out) as RestoreReport) : undefined };
@@ -309,11 +317,7 @@ describeWithStack('restore', (stack) => {
       partSize: 6 * 1024 * 1024,
       size,
     });
-    const own = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: { buckets: { names: [bucket] }, volume: { enabled: false }, database: { enabled: false } },
-      target: { type: 'dir', path: tempDir('parts-target') },
-    });
+    const own = oneBucketConfig(bucket);
     const backup = await cli(['backup', '--config', own]);
     expect(backup.code, backup.err).toBe(0);
     const point = backup.out.trim();
@@ -860,12 +864,7 @@ describeWithStack('restore', (stack) => {
     await gateway.createBucket(gap, { signal });
     await seedDbWal(gateway, gap);
     await gateway.deleteObject(gap, `wal_005/${WAL_BETWEEN[0] ?? ''}.lzo`, { signal });
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: { buckets: { names: [gap] }, volume: { enabled: false }, database: { enabled: false } },
-      target: { type: 'dir', path: tempDir('gap-target') },
-      restore: { deisVersion: 'v1.13.4' },
-    });
+    const file = oneBucketConfig(gap);
     const backup = await cli(['backup', '--config', file]);
     expect(backup.code, backup.err).toBe(0);
     const id = backup.out.trim();
@@ -904,11 +903,7 @@ describeWithStack('restore', (stack) => {
       signal,
       size: 4,
     });
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: { buckets: { names: [pushing] }, volume: { enabled: false }, database: { enabled: false } },
-      target: { type: 'dir', path: tempDir('push-target') },
-    });
+    const file = oneBucketConfig(pushing);
     const first = await cli(['backup', '--config', file]);
     expect(first.code, first.err).toBe(0);
     const plan = await restore(['latest', '--bucket', `${pushing}=${unique('push-new')}`, '--dry-run'], file);
