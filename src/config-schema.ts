@@ -6,6 +6,7 @@ import { parseDuration } from './duration.js';
 import { COUNT_RULES } from './repository/retention.js';
 import { cronProblem, isTimeZone } from './cron.js';
 import { strictObject } from './validation.js';
+import { excludeProblem } from './sources/volume-exclude.js';
 
 /** The psql command of the Deis database container, reading SQL on stdin. */
 export const DEFAULT_LOAD_COMMAND = 'docker exec -i deis-database sudo -u postgres psql -X -q -d postgres';
@@ -137,6 +138,21 @@ export const schema = strictObject({
         enabled: flag(true),
         path: v.optional(absolutePath, '/var/lib/deis/store'),
         host: v.optional(text()),
+        exclude: v.optional(
+          v.pipe(
+            v.array(
+              v.pipe(
+                v.string(),
+                v.check(
+                  (pattern) => excludeProblem(pattern) === undefined,
+                  (issue) => excludeProblem(issue.input) ?? 'is not valid',
+                ),
+              ),
+            ),
+            v.check((patterns) => new Set(patterns).size === patterns.length, 'names a pattern twice'),
+          ),
+          [],
+        ),
       }),
       database: section({
         enabled: flag(true),

@@ -211,10 +211,12 @@ export async function createSources(
     }
   }
   if (wanted('volume')) {
-    const { path, host } = config.sources.volume;
+    const { path, host, exclude } = config.sources.volume;
     sources.push(
       new VolumeSource(
-        host === undefined || host === 'local' ? { path } : { path, ssh: sshTarget(config, host) },
+        host === undefined || host === 'local'
+          ? { path, exclude }
+          : { path, exclude, ssh: sshTarget(config, host) },
       ),
     );
   }

@@ -50,6 +50,8 @@ export interface SourceRecord {
   artifacts: ArtifactRecord[];
   /** Bucket sources: the bucket's name in the cluster. */
   bucket?: string;
+  /** Volume sources: the sources.volume.exclude patterns the archive left out, when there were any. */
+  excluded?: string[];
 }
 
 /** A committed restore point. */

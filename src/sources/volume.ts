@@ -13,12 +13,18 @@ import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository
 import { asRoot, runCommand } from '../command.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine, Findings, type Source, type SourceRunContext } from './source.js';
+import { excludeMatcher, findExcludeTests, tarExcludeOptions } from './volume-exclude.js';
 
 /** Artifact name of the volume archive. */
 export const VOLUME_ARTIFACT = 'volume.tar.gz';
 
-/** Where the volume is read: a local path, or a path on a host over SSH. */
-export type VolumeLocation = { path: string; ssh?: undefined } | { path: string; ssh: SshTarget };
+/**
+ * Where the volume is read: a local path, or a path on a host over SSH; `exclude` holds the
+ * sources.volume.exclude patterns (volume-exclude.ts).
+ */
+export type VolumeLocation = ({ path: string; ssh?: undefined } | { path: string; ssh: SshTarget }) & {
+  exclude?: readonly string[];
+};
 
 /** The store-volume source. */
 export class VolumeSource implements Source {
@@ -39,12 +45,14 @@ export class VolumeSource implements Source {
       ? await this.remote(ssh, ctx, counts, findings)
       : await this.local(ctx, counts, findings);
     counts.bytesStored = stored.size;
-    ctx.log.info({ origin, ...counts }, 'volume captured');
+    const excluded = this.location.exclude ?? [];
+    ctx.log.info({ origin, ...counts, ...(excluded.length > 0 ? { excluded } : {}) }, 'volume captured');
     return {
       id: this.id,
       kind: 'volume',
       status: counts.failed > 0 ? 'partial' : 'success',
       origin,
+      ...(excluded.length > 0 ? { excluded: [...excluded] } : {}),
       counts,
       warnings: findings.warnings,
       errors: findings.errors,
@@ -79,7 +87,12 @@ export class VolumeSource implements Source {
       // The root is a directory (checked above): no link target.
       await writeEntry(pack, await prepareEntry('.', rootStats, root, ''));
       counts.objects++;
-      await walk(pack, root, '.', { counts, findings, signal: ctx.signal });
+      await walk(pack, root, '.', {
+        counts,
+        findings,
+        signal: ctx.signal,
+        excluded: excludeMatcher(this.location.exclude ?? []),
+      });
       // Files that vanish while read are a live volume's; the root itself going (an unmounted or
       // removed store) leaves a copy of part of it, which must not stand as a restore point.
       const after = await lstat(root, { bigint: true }).catch(() => undefined);
@@ -102,7 +115,7 @@ export class VolumeSource implements Source {
 
   private async remote(ssh: SshTarget, ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
     const path = this.location.path;
-    const command = remoteTarCommand(asRoot(ssh), path);
+    const command = remoteTarCommand(asRoot(ssh), path, this.location.exclude);
     // Every line is judged as it comes: thousands of warnings outrun the end of stderr that is kept.
     let lines = 0;
     const others: string[] = [];
@@ -194,16 +207,20 @@ const MAX_OTHER_LINES = 20;
 
 /**
  * The command that archives the volume on its host, as root (`root` is asRoot's prefix): GNU tar
- * of the whole directory, less the FIFOs and device nodes, which `find` lists for tar to exclude
- * (literal names, from the start) and reports on stderr in the words of the local reader. A path
- * holding a newline cannot be one line of tar's exclude list: such an entry stays in the archive.
- * find's own complaints are dropped: on a live volume they are files removed between its listing
- * and its look at them, which tar reports in its own words, and any other line would fail the read.
+ * of the whole directory, less the `exclude` patterns and the FIFOs and device nodes, which `find`
+ * lists for tar to exclude (literal names, from the start) and reports on stderr in the words of
+ * the local reader. find does not enter what the patterns leave out. A path holding a newline
+ * cannot be one line of tar's exclude list: such an entry stays in the archive. find's own
+ * complaints are dropped: on a live volume they are files removed between its listing and its look
+ * at them, which tar reports in its own words, and any other line would fail the read.
  */
-export function remoteTarCommand(root: string, path: string): string {
+export function remoteTarCommand(root: string, path: string, exclude: readonly string[] = []): string {
+  const words = (args: string[]) => args.map((arg) => ` ${shellQuote(arg)}`).join('');
+  const prune =
+    exclude.length > 0 ? ` -regextype posix-extended${words(findExcludeTests(exclude))} -prune -o` : '';
   const script = [
     `cd "$1" 2>/dev/null || { echo '${NO_DIRECTORY}' >&2; exit 2; }`,
-    `find . \\( -type p -o -type b -o -type c \\) ! -path "*\n*" -fprintf /dev/fd/3 "%p${SKIPPED}\\n" -print 3>&2 2>/dev/null | tar --anchored --no-wildcards -X - -cpzf - .`,
+    `find .${prune} \\( -type p -o -type b -o -type c \\) ! -path "*\n*" -fprintf /dev/fd/3 "%p${SKIPPED}\\n" -print 3>&2 2>/dev/null | tar${words(tarExcludeOptions(exclude))} --anchored --no-wildcards -X - -cpzf - .`,
   ].join('\n');
   return `${root}sh -c ${shellQuote(script)} sh ${shellQuote(path)}`;
 }
@@ -235,6 +252,8 @@ interface WalkState {
   counts: SourceCounts;
   findings: Findings;
   signal: AbortSignal;
+  /** Whether a path (without "./") is left out; undefined when nothing is. */
+  excluded: ((path: string) => boolean) | undefined;
 }
 
 /** A tar entry ready to write: its header and, for a non-empty file, an open body. */
@@ -273,6 +292,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     state.signal.throwIfAborted();
     const full = join(dir, child);
     const entryName = `${name}/${child}`;
+    if (state.excluded?.(entryName.slice(2))) continue;
     let prepared: PreparedEntry;
     try {
       const stats = await lstat(full, { bigint: true });

@@ -241,6 +241,69 @@ describeWithStack('backup', (stack) => {
     await verifyRestorePoint(target, await new Repository(target).readManifest(summary.id, { signal }));
   });
 
+  it('leaves out sources.volume.exclude alike here and over SSH, and a restore brings back the rest', async () => {
+    const tree = tempDir('excluding');
+    await mkdir(join(tree, 'logs', 'archive'), { recursive: true });
+    await mkdir(join(tree, 'keep'));
+    await writeFile(join(tree, 'logs', 'deis-controller.log'), 'controller\n');
+    await writeFile(join(tree, 'logs', 'deis-store-metadata.log'), randomBytes(256 * 1024));
+    await writeFile(join(tree, 'logs', 'deis-store-metadata.log.1'), 'kept: not the whole name\n');
+    await writeFile(join(tree, 'logs', 'www.log'), 'app\n');
+    await writeFile(join(tree, 'logs', 'archive', 'old.log'), 'old\n');
+    await writeFile(join(tree, 'keep', 'data.txt'), 'data\n');
+    execFileSync('chown', ['-R', '1000:1000', join(tree, 'logs', 'www.log'), join(tree, 'keep')]);
+    const exclude = ['logs/deis-store-*.log', 'logs/archive'];
+    const {
+      'logs/deis-store-metadata.log': metadata,
+      'logs/archive': archive,
+      'logs/archive/old.log': old,
+      ...expected
+    } = await describeTree(tree);
+    expect([metadata, archive, old].every((entry) => entry !== undefined)).toBe(true);
+    // After describeTree, which would wait on it: in an excluded folder, so no warning either way.
+    execFileSync('mkfifo', [join(tree, 'logs', 'archive', 'pipe')]);
+    const dir = tempDir('target');
+    const ids: string[] = [];
+    for (const host of [undefined, stack.sshHost]) {
+      const config = baseConfig({ type: 'dir', path: dir });
+      config.sources.volume = {
+        path: tree,
+        exclude,
+        ...(host ? { host } : {}),
+      } as typeof config.sources.volume;
+      const configFile = writeConfig(config);
+      const run = await cli(['backup', '--config', configFile, '--only', 'volume']);
+      expect(run.code, run.err).toBe(0);
+      expect(run.err).toMatch(
+        /^volume +success +7 entries, excluding logs\/deis-store-\*\.log logs\/archive, /m,
+      );
+      const id = /^restore point (\S+) committed/m.exec(run.err)?.[1] ?? '';
+      const manifest = await new Repository(new DirTarget(dir)).readManifest(id, { signal });
+      expect(manifest.sources[0]).toMatchObject({ status: 'success', excluded: exclude, warnings: [] });
+      const extracted = tempDir('extracted');
+      gnuTarExtract(join(dir, ...artifactKey(id, VOLUME_ARTIFACT).split('/')), extracted);
+      expect(await describeTree(extracted), host ?? 'local').toEqual(expected);
+      ids.push(id);
+    }
+    // The restore of either brings back what was archived, owners and all, and nothing excluded.
+    const into = join(tempDir('restored'), 'store');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: tree, exclude } as typeof config.sources.volume;
+    const restored = await cli([
+      'restore',
+      ids[1] ?? '',
+      '--config',
+      writeConfig(config),
+      '--only',
+      'volume',
+      '--volume-to',
+      into,
+      '--json',
+    ]);
+    expect(restored.code, restored.err).toBe(0);
+    expect(await describeTree(into)).toEqual(expected);
+  });
+
   it('accepts the warnings GNU tar over SSH exits 1 with, in the exact words it prints them', async () => {
     // A checkpoint action changes the tree while tar reads it, at a fixed point: after the first
     // record, a is cut by one byte and b (listed, not yet read) is removed; every record touches c,

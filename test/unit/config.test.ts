@@ -58,6 +58,28 @@ describe('loadConfig', () => {
     expect(found.length).toBeGreaterThanOrEqual(8);
   });
 
+  it('takes volume exclude patterns and names the one that breaks a rule by its place in the list', () => {
+    const config = loadConfig({
+      file: file({ sources: { volume: { exclude: ['logs/deis-store-metadata.log', 'logs/*.log.1'] } } }),
+      env: {},
+    });
+    expect(config.sources.volume.exclude).toEqual(['logs/deis-store-metadata.log', 'logs/*.log.1']);
+    expect(loadConfig({ file: file({}), env: {} }).sources.volume.exclude).toEqual([]);
+    expect(
+      problems({ sources: { volume: { exclude: ['logs/*.log', '/var/lib/deis/store/logs'] } } }),
+    ).toEqual([
+      expect.stringMatching(
+        /^sources\.volume\.exclude\.1: must be a path under sources\.volume\.path without a leading or trailing "\/"/,
+      ),
+    ]);
+    expect(problems({ sources: { volume: { exclude: ['logs/?.log'] } } })).toEqual([
+      expect.stringMatching(/^sources\.volume\.exclude\.0: may use "\*" as its only wildcard/),
+    ]);
+    expect(problems({ sources: { volume: { exclude: ['logs', 'logs'] } } })).toEqual([
+      expect.stringMatching(/^sources\.volume\.exclude: names a pattern twice/),
+    ]);
+  });
+
   it.each([
     [
       'target.endpoint',
