@@ -5,6 +5,7 @@ import { posix } from 'node:path';
 import { runCollecting } from '../command.js';
 import { BackupError } from '../errors.js';
 import { errorLine } from '../sources/source.js';
+import { shellQuote } from '../sources/volume.js';
 import type { SshTarget } from '../ssh.js';
 
 /** Where deis-store-volume mounts CephFS on a Deis v1 host. */
@@ -34,24 +35,39 @@ export function fileSystemAt(mounts: string, path: string): string | undefined {
 
 /**
  * For a destination at or under STORE_MOUNT whose file system is not CephFS, the line that says so
- * (with where it is and what to do); undefined for one on CephFS or elsewhere. Reads /proc/mounts
- * on the destination's host.
+ * (with where it is and what to do); undefined for one on CephFS or elsewhere. On the destination's
+ * host, resolves the path's symlinks (GNU `readlink -m`, so `--volume-to /srv/x` linked to the store
+ * counts as the store, and a path that does not exist yet resolves too) and reads /proc/mounts.
  */
 export async function storeNotMounted(
   dest: { path: string; ssh?: SshTarget | undefined },
   opts: { signal: AbortSignal },
 ): Promise<string | undefined> {
   // `/var/lib/deis//store/` and `/var/lib/deis/x/../store` name the store too.
-  const path = posix.normalize(dest.path).replace(/(.)\/+$/, '$1');
-  if (path !== STORE_MOUNT && !path.startsWith(`${STORE_MOUNT}/`)) return undefined;
+  const given = posix.normalize(dest.path).replace(/(.)\/+$/, '$1');
   const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
-  const { stdout, code, stderr } = await runCollecting('cat /proc/mounts', dest, { ...opts, cLocale: true });
-  if (code !== 0)
+  // NUL after the resolved path, which may hold a newline; without GNU readlink, the path as given.
+  const script = `readlink -mz -- "$1" 2>/dev/null || printf '%s\\0' "$1"; exec cat /proc/mounts`;
+  const { stdout, code, stderr } = await runCollecting(
+    `sh -c ${shellQuote(script)} sh ${shellQuote(given)}`,
+    dest,
+    { ...opts, cLocale: true },
+  );
+  const end = stdout.indexOf(0);
+  if (code !== 0 || end < 0)
     throw new BackupError(
       'ERR_SOURCE',
       `volume: cannot read /proc/mounts for ${where}: ${errorLine(stderr)}`,
     );
-  const type = fileSystemAt(stdout.toString('utf8'), path) ?? 'unknown';
+  const resolved = stdout.subarray(0, end).toString('utf8') || given;
+  if (!inStore(given) && !inStore(resolved)) return undefined;
+  const type = fileSystemAt(stdout.subarray(end + 1).toString('utf8'), resolved) ?? 'unknown';
   if (CEPH_TYPES.has(type)) return undefined;
-  return `volume: ${where} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
+  const shown =
+    resolved === given ? where : `${dest.path} (${resolved})${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
+  return `volume: ${shown} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
+}
+
+function inStore(path: string): boolean {
+  return path === STORE_MOUNT || path.startsWith(`${STORE_MOUNT}/`);
 }

@@ -3,7 +3,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -456,6 +456,22 @@ describeWithStack('restore', (stack) => {
       ]);
       expect(other.code, other.err).toBe(2);
       expect(other.err).toContain(`volume: ${roundabout}${host ? ` on ${host}` : ''} is on `);
+      // And so is a path that reaches it through a symlink, named with where it leads.
+      const link = join(tempDir('via-link'), 'store');
+      await symlink('/var/lib/deis/store', link);
+      const linked = `${link}/${into.split('/').at(-1) ?? ''}`;
+      const through = await cli([
+        'restore',
+        snapshot,
+        '--config',
+        file,
+        '--only',
+        'volume',
+        '--volume-to',
+        linked,
+      ]);
+      expect(through.code, through.err).toBe(2);
+      expect(through.err).toContain(`volume: ${linked} (${into})${host ? ` on ${host}` : ''} is on `);
       const planned = await cli([...base, '--dry-run', '--json']);
       expect(planned.code, planned.err).toBe(0);
       const report = JSON.parse(planned.out) as RestoreReport;
