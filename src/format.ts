@@ -32,7 +32,9 @@ export function formatSources(sources: readonly SourceRecord[]): string[] {
       `${c.objects} ${s.kind === 'bucket' ? 'objects' : s.kind === 'volume' ? 'entries' : 'dump'}`,
     ];
     if (s.kind === 'bucket') parts.push(`${c.unchanged} unchanged`, `${c.vanished} vanished`);
-    if (s.excluded && s.excluded.length > 0) parts.push(`excluding ${s.excluded.join(' ')}`);
+    // Quoted: a pattern may hold spaces and commas.
+    if (s.excluded && s.excluded.length > 0)
+      parts.push(`excluding ${s.excluded.map((p) => JSON.stringify(p)).join(' ')}`);
     if ((c.resumed ?? 0) > 0) parts.push(`${c.resumed ?? 0} reused from an interrupted run`);
     if (c.failed > 0) parts.push(`${c.failed} failed`);
     parts.push(`${formatBytes(c.bytesRead)} read`, `${formatBytes(c.bytesStored)} stored`);

@@ -2,7 +2,7 @@
 // CephFS at /var/lib/deis/store on every host; files restored there before it has mounted go to
 // the host's own disk, and the mount then hides them (and 18–100 GB of logs may fill that disk).
 import { posix } from 'node:path';
-import { runCollecting } from '../command.js';
+import { asRoot, runCollecting } from '../command.js';
 import { BackupError } from '../errors.js';
 import { errorLine } from '../sources/source.js';
 import { shellQuote } from '../sources/volume.js';
@@ -34,10 +34,12 @@ export function fileSystemAt(mounts: string, path: string): string | undefined {
 }
 
 /**
- * For a destination at or under STORE_MOUNT whose file system is not CephFS, the line that says so
- * (with where it is and what to do); undefined for one on CephFS or elsewhere. On the destination's
- * host, resolves the path's symlinks (GNU `readlink -m`, so `--volume-to /srv/x` linked to the store
- * counts as the store, and a path that does not exist yet resolves too) and reads /proc/mounts.
+ * For a destination at or under STORE_MOUNT whose file system is not CephFS, or one under it that
+ * leads out of it through a symlink, the line that says so (with where it is and what to do);
+ * undefined otherwise. On the destination's host, as root since the restore writes as root,
+ * resolves the path's symlinks with GNU `readlink -m` (so `--volume-to /srv/x` linked to the store
+ * counts as the store, and a path that does not exist yet resolves too; without GNU readlink, the
+ * path as given counts) and reads /proc/mounts.
  */
 export async function storeNotMounted(
   dest: { path: string; ssh?: SshTarget | undefined },
@@ -45,27 +47,32 @@ export async function storeNotMounted(
 ): Promise<string | undefined> {
   // `/var/lib/deis//store/` and `/var/lib/deis/x/../store` name the store too.
   const given = posix.normalize(dest.path).replace(/(.)\/+$/, '$1');
-  const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
-  // NUL after the resolved path, which may hold a newline; without GNU readlink, the path as given.
+  const on = dest.ssh ? ` on ${dest.ssh.host}` : '';
+  // NUL after the resolved path, which may hold a newline.
   const script = `readlink -mz -- "$1" 2>/dev/null || printf '%s\\0' "$1"; exec cat /proc/mounts`;
   const { stdout, code, stderr } = await runCollecting(
-    `sh -c ${shellQuote(script)} sh ${shellQuote(given)}`,
+    `${asRoot(dest.ssh)}sh -c ${shellQuote(script)} sh ${shellQuote(given)}`,
     dest,
     { ...opts, cLocale: true },
   );
   const end = stdout.indexOf(0);
-  if (code !== 0 || end < 0)
+  if (code !== 0 || end < 0) {
+    // Elsewhere nothing hangs on the answer: the restore's own commands report a host that fails.
+    if (!inStore(given)) return undefined;
     throw new BackupError(
       'ERR_SOURCE',
-      `volume: cannot read /proc/mounts for ${where}: ${errorLine(stderr)}`,
+      `volume: cannot read /proc/mounts for ${dest.path}${on}: ${errorLine(stderr)}`,
     );
+  }
   const resolved = stdout.subarray(0, end).toString('utf8') || given;
-  if (!inStore(given) && !inStore(resolved)) return undefined;
+  if (!inStore(resolved)) {
+    if (!inStore(given)) return undefined;
+    return `volume: ${dest.path}${on} leads through a symlink to ${resolved}, outside ${STORE_MOUNT}: restored there, the files would not be in the store; restore into a folder of the store itself`;
+  }
   const type = fileSystemAt(stdout.subarray(end + 1).toString('utf8'), resolved) ?? 'unknown';
   if (CEPH_TYPES.has(type)) return undefined;
-  const shown =
-    resolved === given ? where : `${dest.path} (${resolved})${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
-  return `volume: ${shown} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
+  const shown = resolved === given ? dest.path : `${dest.path} (${resolved})`;
+  return `volume: ${shown}${on} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
 }
 
 function inStore(path: string): boolean {

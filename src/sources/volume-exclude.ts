@@ -19,19 +19,52 @@ export function excludeProblem(pattern: string): string | undefined {
 
 /**
  * Tests a path relative to the root, without "./" (`logs/app.log`), against the patterns; undefined
- * when there are none. A directory that matches is not entered, so nothing below it is tested.
+ * when there are none. The path comes as bytes, as the directory listing gave them (a name need not
+ * be UTF-8), and is compared byte for byte, as tar and find compare in the C locale. A directory that
+ * matches is not entered, so nothing below it is tested.
  */
-export function excludeMatcher(patterns: readonly string[]): ((path: string) => boolean) | undefined {
+export function excludeMatcher(patterns: readonly string[]): ((path: Buffer) => boolean) | undefined {
   if (patterns.length === 0) return undefined;
-  const any = new RegExp(`^(?:${patterns.map((p) => wildcardsAs(p, '[^/]*', escapeJs)).join('|')})$`);
-  return (path) => any.test(path);
+  const compiled = patterns.map((p) => Buffer.from(p).toString('latin1').split('/'));
+  return (path) => {
+    const parts = path.toString('latin1').split('/');
+    return compiled.some(
+      (p) => p.length === parts.length && p.every((glob, i) => nameMatches(glob, parts[i] ?? '')),
+    );
+  };
+}
+
+/**
+ * Whether one name matches a glob whose only wildcard is `*`: the usual scan that, on a mismatch,
+ * lets the last `*` take one more character. Time is at most the product of the two lengths, where
+ * a regular expression of `[^/]*` runs can take exponential time on a name that does not match.
+ */
+function nameMatches(glob: string, name: string): boolean {
+  let g = 0;
+  let n = 0;
+  let star = -1;
+  let starN = 0;
+  while (n < name.length) {
+    if (g < glob.length && glob[g] !== '*' && glob[g] === name[n]) {
+      g++;
+      n++;
+    } else if (g < glob.length && glob[g] === '*') {
+      star = g++;
+      starN = n;
+    } else if (star >= 0) {
+      g = star + 1;
+      n = ++starN;
+    } else return false;
+  }
+  while (g < glob.length && glob[g] === '*') g++;
+  return g === glob.length;
 }
 
 /**
  * GNU tar options that leave the patterns out of an archive of `.`: names there start with "./",
  * `--anchored` matches from the start, `*` stops at "/", and tar's default `--recursion` takes what
- * is below a matched directory. Options after these are not affected: `--no-wildcards` and
- * `--no-anchored` reset them for a later `-X`.
+ * is below a matched directory. They apply to the exclusions that follow them: a later
+ * `--no-wildcards` makes a later `-X` list literal again (`*` and "/" then mean nothing special).
  */
 export function tarExcludeOptions(patterns: readonly string[]): string[] {
   if (patterns.length === 0) return [];
@@ -51,17 +84,9 @@ export function findExcludeTests(patterns: readonly string[]): string[] {
   const tests = patterns.flatMap((p, i) => [
     ...(i > 0 ? ['-o'] : []),
     '-regex',
-    `\\./${wildcardsAs(p, '[^/]*', escapeEre)}`,
+    `\\./${p.split('*').map(escapeEre).join('[^/]*')}`,
   ]);
   return ['(', ...tests, ')'];
-}
-
-function wildcardsAs(pattern: string, star: string, escape: (text: string) => string): string {
-  return pattern.split('*').map(escape).join(star);
-}
-
-function escapeJs(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** Escapes the characters a POSIX extended regex gives a meaning (? [ ] \ never reach here). */

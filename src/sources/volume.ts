@@ -252,8 +252,8 @@ interface WalkState {
   counts: SourceCounts;
   findings: Findings;
   signal: AbortSignal;
-  /** Whether a path (without "./") is left out; undefined when nothing is. */
-  excluded: ((path: string) => boolean) | undefined;
+  /** Whether a path (its bytes, without "./") is left out; undefined when nothing is. */
+  excluded: ((path: Buffer) => boolean) | undefined;
 }
 
 /** A tar entry ready to write: its header and, for a non-empty file, an open body. */
@@ -282,7 +282,11 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
   // A name that is not UTF-8 cannot go into the archive as it is (tar-stream writes names as
   // UTF-8), and read as a string it names no file: fail the entry instead of losing it unseen.
   const children: string[] = [];
+  // The parent's path as bytes (UTF-8: only such folders are entered), for the exclude patterns,
+  // which are tested before the check below: an excluded name is left out whatever its bytes.
+  const parent = name === '.' ? undefined : Buffer.from(`${name.slice(2)}/`);
   for (const bytes of raw) {
+    if (state.excluded?.(parent ? Buffer.concat([parent, bytes]) : bytes)) continue;
     const child = bytes.toString('utf8');
     if (Buffer.from(child).equals(bytes)) children.push(child);
     else state.findings.fail(`${name}/${escapeBytes(bytes)}: name is not UTF-8; not archived`);
@@ -292,7 +296,6 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     state.signal.throwIfAborted();
     const full = join(dir, child);
     const entryName = `${name}/${child}`;
-    if (state.excluded?.(entryName.slice(2))) continue;
     let prepared: PreparedEntry;
     try {
       const stats = await lstat(full, { bigint: true });

@@ -275,7 +275,7 @@ describeWithStack('backup', (stack) => {
       const run = await cli(['backup', '--config', configFile, '--only', 'volume']);
       expect(run.code, run.err).toBe(0);
       expect(run.err).toMatch(
-        /^volume +success +7 entries, excluding logs\/deis-store-\*\.log logs\/archive, /m,
+        /^volume +success +7 entries, excluding "logs\/deis-store-\*\.log" "logs\/archive", /m,
       );
       const id = /^restore point (\S+) committed/m.exec(run.err)?.[1] ?? '';
       const manifest = await new Repository(new DirTarget(dir)).readManifest(id, { signal });

@@ -2,7 +2,7 @@
 // compare keys, bodies, ETags, content-types, metadata, files and the SQL with the originals.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -484,8 +484,17 @@ describeWithStack('restore', (stack) => {
         expect(forced.code, forced.err).toBe(0);
         expect((JSON.parse(forced.out) as RestoreReport).hazards).toEqual([hazard]);
         expect(await describeTree(into)).toEqual(await describeTree(volume));
+        // A folder of the store that leads out of it through a symlink is refused too.
+        const outside = realpathSync(tempDir('outside'));
+        await symlink(outside, `${into}-out`);
+        const leaving = await cli([...base.slice(0, -1), `${into}-out`]);
+        expect(leaving.code, leaving.err).toBe(2);
+        expect(leaving.err.split('\n').at(-1)).toBe(
+          `deis-backup: volume: ${into}-out leads through a symlink to ${outside}, outside /var/lib/deis/store: restored there, the files would not be in the store; restore into a folder of the store itself, or pass --yes ("yes": true over HTTP) to restore there all the same`,
+        );
       } finally {
         await rm(made ?? into, { recursive: true, force: true });
+        await rm(`${into}-out`, { force: true });
       }
     }
   });
