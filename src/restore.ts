@@ -201,10 +201,16 @@ function planReports(prepared: Prepared): StepReport[] {
   }
   if (prepared.volume) {
     const dest = prepared.volume.plan.destination;
+    const where = dest.ssh ? `${dest.ssh.host}:${dest.path}` : dest.path;
+    // What the backup left out is not restored: say so where the step is named.
+    const excluded = (prepared.volume.record.excluded ?? []).map((p) => JSON.stringify(p));
     steps.push({
       step: 'volume',
       status: 'planned',
-      detail: dest.ssh ? `${dest.ssh.host}:${dest.path}` : dest.path,
+      detail:
+        excluded.length > 0
+          ? `${where}, without ${excluded.join(' ')} (left out by sources.volume.exclude when backed up)`
+          : where,
       counts: prepared.volume.plan.counts,
       errors: [],
     });

@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config.js';
 import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
 import { artifactKey } from '../../src/repository/layout.js';
 import { Repository } from '../../src/repository/repository.js';
+import type { RestoreReport } from '../../src/restore.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { isTarWarning, VOLUME_ARTIFACT } from '../../src/sources/volume.js';
 import { runRemote } from '../../src/ssh.js';
@@ -301,6 +302,9 @@ describeWithStack('backup', (stack) => {
       '--json',
     ]);
     expect(restored.code, restored.err).toBe(0);
+    expect((JSON.parse(restored.out) as RestoreReport).steps[0]?.detail).toBe(
+      `${into}, without "logs/deis-store-*.log" "logs/archive" (left out by sources.volume.exclude when backed up)`,
+    );
     expect(await describeTree(into)).toEqual(expected);
   });
 
