@@ -433,6 +433,7 @@ describeWithStack('restore', (stack) => {
     for (const host of [undefined, stack.sshHost]) {
       const file = config(host ? { volumeHost: host } : {});
       const base = ['restore', snapshot, '--config', file, '--only', 'volume', '--volume-to', into];
+      const restoreInto = (dir: string) => cli([...base.slice(0, -1), dir]);
       const refused = await cli(base);
       expect(refused.code, refused.err).toBe(2);
       const where = `${into}${host ? ` on ${host}` : ''}`;
@@ -444,32 +445,14 @@ describeWithStack('restore', (stack) => {
       expect(line).toMatch(/, or pass --yes \("yes": true over HTTP\) to restore there all the same$/);
       // The same folder written another way is refused too.
       const roundabout = into.replace('/deis/store/', '/deis//./store/');
-      const other = await cli([
-        'restore',
-        snapshot,
-        '--config',
-        file,
-        '--only',
-        'volume',
-        '--volume-to',
-        roundabout,
-      ]);
+      const other = await restoreInto(roundabout);
       expect(other.code, other.err).toBe(2);
       expect(other.err).toContain(`volume: ${roundabout}${host ? ` on ${host}` : ''} is on `);
       // And so is a path that reaches it through a symlink, named with where it leads.
       const link = join(tempDir('via-link'), 'store');
       await symlink('/var/lib/deis/store', link);
       const linked = `${link}/${into.split('/').at(-1) ?? ''}`;
-      const through = await cli([
-        'restore',
-        snapshot,
-        '--config',
-        file,
-        '--only',
-        'volume',
-        '--volume-to',
-        linked,
-      ]);
+      const through = await restoreInto(linked);
       expect(through.code, through.err).toBe(2);
       expect(through.err).toContain(`volume: ${linked} (${into})${host ? ` on ${host}` : ''} is on `);
       const planned = await cli([...base, '--dry-run', '--json']);
@@ -487,7 +470,7 @@ describeWithStack('restore', (stack) => {
         // A folder of the store that leads out of it through a symlink is refused too.
         const outside = realpathSync(tempDir('outside'));
         await symlink(outside, `${into}-out`);
-        const leaving = await cli([...base.slice(0, -1), `${into}-out`]);
+        const leaving = await restoreInto(`${into}-out`);
         expect(leaving.code, leaving.err).toBe(2);
         expect(leaving.err.split('\n').at(-1)).toBe(
           `deis-backup: volume: ${into}-out leads through a symlink to ${outside}, outside /var/lib/deis/store: restored there, the files would not be in the store; restore into a folder of the store itself, or pass --yes ("yes": true over HTTP) to restore there all the same`,
