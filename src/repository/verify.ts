@@ -246,9 +246,10 @@ async function verifyBucket(
   // Only what the WAL-E check reads, and only for WAL-E's keys; the registry's image files likewise.
   const walEKeys: WalEKey[] = [];
   const images = new RegistryImages();
-  // Tags' bodies name their images: kept while every body is read anyway (a few bytes each), and
-  // read again only for a tag whose blob was hashed for another key; then the tagged images'
-  // ancestry files are read once more, for parents the bucket lacks.
+  // Tags' bodies name their images. A verify that reads the data keeps them while it hashes every
+  // body (a few bytes each), and reads again only a tag whose blob was hashed for another key; one
+  // that does not reads just the tags' files. Then the tagged images' ancestry files are read, for
+  // parents the bucket lacks. Bodies are kept by blob, so restore points that share one read it once.
   const tags: SmallFile[] = [];
   const check = async (entry: IndexEntry): Promise<void> => {
     verdict.checkedObjects++;
@@ -260,12 +261,14 @@ async function verifyBucket(
     }
     if (isWalEKey(entry.key)) walEKeys.push({ key: entry.key, size: entry.size });
     images.add(entry.key, entry.blob);
-    const tag = opts.readData && isTagFile(entry.key, entry.size);
+    const tag = isTagFile(entry.key, entry.size);
     const what = `blob ${entry.blob} of ${bucket}/${entry.key}`;
     const size = stored.get(entry.blob);
     if (size === undefined) error(`${what} missing`);
     else if (size !== entry.size) error(`${what}: size ${size} in target, ${entry.size} in index`);
-    else if (opts.readData) {
+    else if (!opts.readData) {
+      if (tag) tags.push({ key: entry.key, blob: entry.blob });
+    } else {
       let prefix = context.hashes.get(entry.blob);
       if (prefix === undefined) {
         const result = await hashBlob(repository, entry.blob, signal, tag);
