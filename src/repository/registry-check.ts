@@ -99,12 +99,13 @@ export class RegistryImages {
     this.unreadReason ??= `${key}: ${reason}`;
   }
 
-  /**
-   * One finding per image that was mid-push or lacks a file, in id order; then one per tag that
-   * names an image the bucket lacks, or one with a parent it lacks, in tag order; and one for
-   * small files that could not be read. None for other buckets.
-   */
+  /** imageFindings, then tagFindings. None for other buckets. */
   findings(): string[] {
+    return [...this.imageFindings(), ...this.tagFindings()];
+  }
+
+  /** One finding per image that was mid-push or lacks a file, in id order. */
+  imageFindings(): string[] {
     const found: string[] = [];
     for (const id of [...this.images.keys()].sort()) {
       const files = this.images.get(id) ?? new Set();
@@ -118,6 +119,15 @@ export class RegistryImages {
           `image ${id} lacks its ${missing.join(', ')}: a release that names it cannot be pulled after a restore`,
         );
     }
+    return found;
+  }
+
+  /**
+   * One finding per tag that names an image the bucket lacks, or one with a parent it lacks, in tag
+   * order; then one for small files that could not be read.
+   */
+  tagFindings(): string[] {
+    const found: string[] = [];
     const why =
       'after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)';
     for (const tag of [...this.tags.keys()].sort()) {

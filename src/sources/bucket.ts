@@ -8,6 +8,7 @@ import { blobKey, bucketIndexName } from '../repository/layout.js';
 import { emptyCounts, type IndexEntry, type SourceRecord } from '../repository/manifest.js';
 import { attemptsNote, isUnreachable, S3Error, type ListedObject, type S3Client } from '../s3/client.js';
 import { Limiter } from '../concurrency.js';
+import { isTagFile, readTagged, RegistryImages, type SmallFile } from '../repository/registry-check.js';
 import { IndexLines } from './index-lines.js';
 import { Findings, type Source, type SourceRunContext } from './source.js';
 
@@ -56,6 +57,11 @@ export class BucketSource implements Source {
     let targetError: BackupError | undefined;
     let indexError: unknown;
 
+    // docker-registry's image files, from every key; and the tags' files this run stored, whose
+    // images (and their parents) must be in the copy too (see checkNewTags).
+    const images = new RegistryImages();
+    const newTags: SmallFile[] = [];
+
     /** The object's index entry, or undefined when it vanished before it was read. */
     const capture = async (
       object: ListedObject,
@@ -69,10 +75,17 @@ export class BucketSource implements Source {
         const reused = await this.reuse(object, ctx);
         if (reused) {
           counts.resumed = (counts.resumed ?? 0) + 1;
-          return reused;
+          return noteTag(reused);
         }
       }
-      return transfers.run(() => fetch(object));
+      const fetched = await transfers.run(() => fetch(object));
+      return fetched && noteTag(fetched);
+    };
+
+    /** Notes a tag's file this run stored. */
+    const noteTag = (entry: IndexEntry): IndexEntry => {
+      if (isTagFile(entry.key, entry.size)) newTags.push({ key: entry.key, blob: entry.blob });
+      return entry;
     };
 
     /** Reads an object from the gateway into a blob: its index entry, or undefined when it vanished. */
@@ -170,6 +183,7 @@ export class BucketSource implements Source {
           findings.fail(`${next.value.key}: ${describeError(err)}`);
           ctx.log.warn({ key: next.value.key, err }, 'object not captured');
         }
+        if (entry) images.add(entry.key, entry.blob);
         try {
           await index.settle(seq, entry);
         } catch (err) {
@@ -198,8 +212,9 @@ export class BucketSource implements Source {
       await putting.catch(() => undefined);
       throw err;
     }
-    const stored = await putting;
-    counts.bytesStored += stored.size;
+    const storedIndex = await putting;
+    counts.bytesStored += storedIndex.size;
+    await checkNewTags(images, newTags, ctx, findings);
     ctx.log.info({ bucket, ...counts }, 'bucket captured');
     return {
       id: this.id,
@@ -210,7 +225,7 @@ export class BucketSource implements Source {
       counts,
       warnings: findings.warnings,
       errors: findings.errors,
-      artifacts: [{ name: bucketIndexName(bucket), ...stored }],
+      artifacts: [{ name: bucketIndexName(bucket), ...storedIndex }],
     };
   }
 
@@ -361,4 +376,22 @@ export function gatewayError(err: unknown, bucket: string, endpoint: string): Ba
       cause: err,
     },
   );
+}
+
+/**
+ * Warns of each tag this run stored that names an image the copy lacks, or one with a parent it
+ * lacks: the listing runs in key order, images before repositories, so an app pushed while it ran
+ * can leave its new tag in the copy without the image. Restored, that release cannot be pulled.
+ * Only the tags' files stored now are read back (a few bytes each), and the ancestry of the images
+ * they name; unchanged tags are left to verify.
+ */
+async function checkNewTags(
+  images: RegistryImages,
+  newTags: readonly SmallFile[],
+  ctx: SourceRunContext,
+  findings: Findings,
+): Promise<void> {
+  if (newTags.length === 0) return;
+  await readTagged(images, ctx.repository.target, newTags, { signal: ctx.signal });
+  for (const message of images.tagFindings()) findings.warn(`registry: ${message}`);
 }

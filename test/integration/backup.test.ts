@@ -21,7 +21,7 @@ import type { Target } from '../../src/targets/target.js';
 import { Secret } from '../../src/secret.js';
 import { mountExfat } from '../fixtures/exfat.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
-import { seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
+import { IMAGES, seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import {
   bucketContents,
   cli,
@@ -338,6 +338,50 @@ describeWithStack('backup', (stack) => {
     expect(lines.filter((l) => !isTarWarning(l))).toEqual([]);
     expect(isTarWarning('tar: ./a: File shrank by 2 bytes; padding with zeros')).toBe(true);
     expect(isTarWarning('tar: ./d: Cannot open: Permission denied')).toBe(false);
+  });
+
+  it('warns of a tag it stored whose image the copy lacks, and leaves unchanged tags to verify', async () => {
+    // An app pushed while the copy ran: its image sorted before the listing's place, its tag after.
+    const pushing = unique('regtag');
+    await gateway.createBucket(pushing, { signal });
+    await seedRegistry(gateway, pushing, { bigLayers: false });
+    const late = 'e'.repeat(64);
+    await gateway.putObject(pushing, 'registry/repositories/library/late/tag_v9', Buffer.from(late), {
+      signal,
+      size: 64,
+    });
+    const config = baseConfig({ type: 'dir', path: tempDir('target') });
+    config.sources.buckets = { names: [pushing], concurrency: 4 };
+    const file = writeConfig(config);
+    const first = await cli(['backup', '--config', file, '--only', 'buckets', '--json']);
+    expect(first.code, first.err).toBe(0);
+    expect((JSON.parse(first.out) as { sources: Manifest['sources'] }).sources[0]).toMatchObject({
+      status: 'success',
+      warnings: [
+        `registry: tag library/late:v9 names image ${late}, which the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
+      ],
+    });
+    // The next night the image is there, and its new tag names it: nothing to warn of.
+    const ancestry = JSON.stringify([late, IMAGES.at(-1)?.id ?? '']);
+    for (const [name, body] of [
+      ['json', '{}'],
+      ['layer', 'layer'],
+      ['ancestry', ancestry],
+    ] as const)
+      await gateway.putObject(pushing, `registry/images/${late}/${name}`, Buffer.from(body), {
+        signal,
+        size: body.length,
+      });
+    await gateway.putObject(pushing, 'registry/repositories/library/late/tag_v10', Buffer.from(late), {
+      signal,
+      size: 64,
+    });
+    const second = await cli(['backup', '--config', file, '--only', 'buckets', '--json']);
+    expect(second.code, second.err).toBe(0);
+    expect((JSON.parse(second.out) as { sources: Manifest['sources'] }).sources[0]).toMatchObject({
+      status: 'success',
+      warnings: [],
+    });
   });
 
   it('stores nothing but the selected sources with --only', async () => {
