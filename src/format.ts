@@ -33,7 +33,7 @@ export function formatSources(sources: readonly SourceRecord[]): string[] {
     ];
     if (s.kind === 'bucket') parts.push(`${c.unchanged} unchanged`, `${c.vanished} vanished`);
     // Quoted: a pattern may hold spaces and commas.
-    if (s.excluded && s.excluded.length > 0)
+    if (Array.isArray(s.excluded) && s.excluded.length > 0)
       parts.push(`excluding ${s.excluded.map((p) => JSON.stringify(p)).join(' ')}`);
     if ((c.resumed ?? 0) > 0) parts.push(`${c.resumed ?? 0} reused from an interrupted run`);
     if (c.failed > 0) parts.push(`${c.failed} failed`);

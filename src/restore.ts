@@ -203,7 +203,8 @@ function planReports(prepared: Prepared): StepReport[] {
     const dest = prepared.volume.plan.destination;
     const where = dest.ssh ? `${dest.ssh.host}:${dest.path}` : dest.path;
     // What the backup left out is not restored: say so where the step is named.
-    const excluded = (prepared.volume.record.excluded ?? []).map((p) => JSON.stringify(p));
+    const { excluded: left } = prepared.volume.record;
+    const excluded = Array.isArray(left) ? left.map((p) => JSON.stringify(p)) : [];
     steps.push({
       step: 'volume',
       status: 'planned',

@@ -124,17 +124,23 @@ export class RegistryImages {
 
   /**
    * One finding per tag that names an image the bucket lacks, or one with a parent it lacks, in tag
-   * order; then one for small files that could not be read.
+   * order; then one for small files that could not be read. With `partial`, also one per tag that
+   * names an image caught mid-push or lacking a file, which imageFindings names without its tags.
    */
-  tagFindings(): string[] {
+  tagFindings(opts: { partial?: boolean } = {}): string[] {
     const found: string[] = [];
     const why =
       'after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)';
     for (const tag of [...this.tags.keys()].sort()) {
       const id = this.tags.get(tag) ?? '';
       const parent = this.missingParents.get(id);
-      if (!this.images.has(id)) found.push(`tag ${tag} names image ${id}, which the bucket lacks: ${why}`);
-      else if (parent !== undefined)
+      const files = this.images.get(id);
+      const missing = NEEDED.filter((file) => !files?.has(file));
+      if (files === undefined) found.push(`tag ${tag} names image ${id}, which the bucket lacks: ${why}`);
+      else if (opts.partial && (files.has('_inprogress') || missing.length > 0)) {
+        const part = files.has('_inprogress') ? 'its push unfinished' : `without its ${missing.join(', ')}`;
+        found.push(`tag ${tag} names image ${id}, which the bucket holds only partly (${part}): ${why}`);
+      } else if (parent !== undefined)
         found.push(`tag ${tag} names image ${id}, whose parent ${parent} the bucket lacks: ${why}`);
     }
     if (this.unreadFiles > 0)
@@ -166,7 +172,10 @@ export async function readTagged(
       for await (const chunk of await target.get(file.blob, opts)) {
         chunks.push(chunk as Buffer);
         size += (chunk as Buffer).length;
-        if (size > limit) return undefined;
+        if (size > limit) {
+          images.unread(file.key, `larger than ${limit} bytes`);
+          return undefined;
+        }
       }
       const body = Buffer.concat(chunks).toString('utf8');
       opts.cache?.set(file.blob, body);

@@ -379,11 +379,12 @@ export function gatewayError(err: unknown, bucket: string, endpoint: string): Ba
 }
 
 /**
- * Warns of each tag this run stored that names an image the copy lacks, or one with a parent it
- * lacks: the listing runs in key order, images before repositories, so an app pushed while it ran
- * can leave its new tag in the copy without the image. Restored, that release cannot be pulled.
- * Only the tags' files stored now are read back (a few bytes each), and the ancestry of the images
- * they name; unchanged tags are left to verify.
+ * Warns of each tag this run stored (read or resumed) that names an image the copy lacks, holds
+ * only partly (its `_inprogress` mark, or its layer not yet written), or has a parent it lacks: the
+ * listing runs in key order, images before repositories, so an app pushed while it ran can leave
+ * its new tag in the copy without the whole image. Restored, that release cannot be pulled. Only
+ * the tags' files stored now are read back (a few bytes each), and the ancestry of the images they
+ * name; unchanged tags are left to verify.
  */
 async function checkNewTags(
   images: RegistryImages,
@@ -393,5 +394,5 @@ async function checkNewTags(
 ): Promise<void> {
   if (newTags.length === 0) return;
   await readTagged(images, ctx.repository.target, newTags, { signal: ctx.signal });
-  for (const message of images.tagFindings()) findings.warn(`registry: ${message}`);
+  for (const message of images.tagFindings({ partial: true })) findings.warn(`registry: ${message}`);
 }

@@ -1,6 +1,7 @@
 // The registry check reads docker-registry v1's image folders from keys, and tags from their bodies.
 import { describe, expect, it } from 'vitest';
-import { isTagFile, RegistryImages } from '../../../src/repository/registry-check.js';
+import { Readable } from 'node:stream';
+import { isTagFile, readTagged, RegistryImages } from '../../../src/repository/registry-check.js';
 
 const id = (c: string) => c.repeat(64);
 
@@ -50,6 +51,44 @@ describe('RegistryImages', () => {
     images.addAncestry(`registry/images/${id('b')}/ancestry`, 'not json');
     expect(images.findings()).toEqual([
       `tag library/app:v2 names image ${id('a')}, whose parent ${id('c')} the bucket lacks: after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)`,
+    ]);
+  });
+
+  it('names a tag whose image is held only partly when asked to, which findings leaves to the image', () => {
+    const images = new RegistryImages();
+    for (const file of ['json', '_inprogress', 'ancestry']) images.add(`registry/images/${id('c')}/${file}`);
+    for (const file of ['json', 'ancestry']) images.add(`registry/images/${id('b')}/${file}`);
+    images.addTag('registry/repositories/library/app/tag_v2', id('b'));
+    images.addTag('registry/repositories/library/app/tag_v3', id('c'));
+    const why =
+      'after a restore that tag cannot be pulled (an image pushed while the bucket was copied can be missed, and its tag, copied later, not)';
+    expect(images.tagFindings({ partial: true })).toEqual([
+      `tag library/app:v2 names image ${id('b')}, which the bucket holds only partly (without its layer): ${why}`,
+      `tag library/app:v3 names image ${id('c')}, which the bucket holds only partly (its push unfinished): ${why}`,
+    ]);
+    expect(images.tagFindings()).toEqual([]);
+    expect(images.findings()).toHaveLength(2);
+  });
+
+  it('counts an ancestry file too large to be one as unread, so its tag is not passed unchecked', async () => {
+    const images = new RegistryImages();
+    for (const file of ['json', 'layer', 'ancestry'])
+      images.add(`registry/images/${id('a')}/${file}`, `blob-a-${file}`);
+    const bodies: Record<string, Buffer> = {
+      'blob-tag': Buffer.from(id('a')),
+      'blob-a-ancestry': Buffer.alloc(65 * 1024, 0x20),
+    };
+    const target = { get: (key: string) => Promise.resolve(Readable.from([bodies[key] ?? Buffer.alloc(0)])) };
+    await readTagged(
+      images,
+      target,
+      [{ key: 'registry/repositories/library/app/tag_v2', blob: 'blob-tag' }],
+      {
+        signal: AbortSignal.timeout(10_000),
+      },
+    );
+    expect(images.tagFindings()).toEqual([
+      `1 tag or ancestry file(s) could not be read, so the images they name were not checked (first: registry/images/${id('a')}/ancestry: larger than 65536 bytes)`,
     ]);
   });
 
