@@ -108,15 +108,14 @@ export class RegistryImages {
   imageFindings(): string[] {
     const found: string[] = [];
     for (const id of [...this.images.keys()].sort()) {
-      const files = this.images.get(id) ?? new Set();
-      const missing = NEEDED.filter((file) => !files.has(file));
-      if (files.has('_inprogress'))
+      const gap = gapOf(this.images.get(id) ?? new Set());
+      if (gap === 'pushing')
         found.push(
           `image ${id} was being pushed when the bucket was copied (registry/images/${id}/_inprogress): restored, the registry will not serve it until its app is built again`,
         );
-      else if (missing.length > 0)
+      else if (gap !== undefined)
         found.push(
-          `image ${id} lacks its ${missing.join(', ')}: a release that names it cannot be pulled after a restore`,
+          `image ${id} lacks its ${gap.join(', ')}: a release that names it cannot be pulled after a restore`,
         );
     }
     return found;
@@ -135,10 +134,10 @@ export class RegistryImages {
       const id = this.tags.get(tag) ?? '';
       const parent = this.missingParents.get(id);
       const files = this.images.get(id);
-      const missing = NEEDED.filter((file) => !files?.has(file));
+      const gap = files && opts.partial ? gapOf(files) : undefined;
       if (files === undefined) found.push(`tag ${tag} names image ${id}, which the bucket lacks: ${why}`);
-      else if (opts.partial && (files.has('_inprogress') || missing.length > 0)) {
-        const part = files.has('_inprogress') ? 'its push unfinished' : `without its ${missing.join(', ')}`;
+      else if (gap !== undefined) {
+        const part = gap === 'pushing' ? 'its push unfinished' : `without its ${gap.join(', ')}`;
         found.push(`tag ${tag} names image ${id}, which the bucket holds only partly (${part}): ${why}`);
       } else if (parent !== undefined)
         found.push(`tag ${tag} names image ${id}, whose parent ${parent} the bucket lacks: ${why}`);
@@ -149,6 +148,16 @@ export class RegistryImages {
       );
     return found;
   }
+}
+
+/**
+ * What keeps an image with these files from being served: 'pushing' for its `_inprogress` mark,
+ * else the needed files it lacks; undefined when it is whole.
+ */
+function gapOf(files: ReadonlySet<string>): 'pushing' | (typeof NEEDED)[number][] | undefined {
+  if (files.has('_inprogress')) return 'pushing';
+  const missing = NEEDED.filter((file) => !files.has(file));
+  return missing.length > 0 ? missing : undefined;
 }
 
 /**
