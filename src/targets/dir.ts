@@ -47,10 +47,11 @@ const SYNC_BEHIND = 4 * 1024 * 1024;
 /**
  * Bodies of announced size up to this are written chunk by chunk with synchronous calls between
  * reads (writeInline); larger ones, and bodies of unknown size, go through the thread pool
- * (writeBatched). On the benchmark's first backup (2.6 GB in 1,970 objects of up to 50 MiB) that
- * took 1.3 s of system time and 0.7 s of wall time off the pool's 1 MiB writes; on the 1 GiB object
- * it added 0.2 s, the main thread then copying every byte besides hashing it (bench/results.md,
- * round 28).
+ * (writeBatched). On the benchmark's first backup (2.6 GB in 1,970 objects of up to 50 MiB), while
+ * the kernel's copy into the page cache was costly on its virtual machine, that took 1.3–2 s of
+ * system time and about 1 s of wall time off the pool's 1 MiB writes; at other times the two took
+ * the same. On the 1 GiB object it added 0.1–0.2 s, the main thread then copying every byte besides
+ * hashing it (bench/results.md, round 28).
  */
 const INLINE_BODY = 64 * 1024 * 1024;
 /** The most one synchronous write of writeInline copies: a socket's chunk at most. */
