@@ -39,23 +39,11 @@ const FOLDERS_AHEAD = 8;
  */
 const SMALL_BODY = 128 * 1024;
 /**
- * Bytes of a body written between background flushes of its data (see syncBehind). The run's last
+ * Bytes of a body written between background flushes of its data (see writeBatched). The run's last
  * sync writes back whatever is left, with nothing else to overlap: on the benchmark's first backup
  * it took 620–830 ms at 32 MiB and 130–200 ms at 4 MiB.
  */
 const SYNC_BEHIND = 4 * 1024 * 1024;
-/**
- * Bodies of announced size up to this are written chunk by chunk with synchronous calls between
- * reads (writeInline); larger ones, and bodies of unknown size, go through the thread pool
- * (writeBatched). On the benchmark's first backup (2.6 GB in 1,970 objects of up to 50 MiB), while
- * the kernel's copy into the page cache was costly on its virtual machine, that took 1.3–2 s of
- * system time and about 1 s of wall time off the pool's 1 MiB writes; at other times the two took
- * the same. On the 1 GiB object it added 0.1–0.2 s, the main thread then copying every byte besides
- * hashing it (bench/results.md, round 28).
- */
-const INLINE_BODY = 64 * 1024 * 1024;
-/** The most one synchronous write of writeInline copies: a socket's chunk at most. */
-const INLINE_WRITE = 64 * 1024;
 const fsyncFd = promisify(fsync);
 /** Opens of a new file, each after making its folder, before a missing folder is an error. */
 const FOLDER_ATTEMPTS = 3;
@@ -94,8 +82,7 @@ export class DirTarget implements Target {
       } else {
         const handle = await openNew(temp);
         try {
-          const write = opts.size !== undefined && opts.size <= INLINE_BODY ? writeInline : writeBatched;
-          await write(handle, body, opts.signal, opts.observe);
+          await writeBatched(handle, body, opts.signal, opts.observe);
           if (!deferred) await handle.sync();
         } finally {
           await handle.close();
@@ -368,12 +355,17 @@ async function writeBatched(
   let batch: Buffer[] = [];
   let batched = 0;
   let position = 0;
-  const behind = syncBehind(handle);
+  let flushedTo = 0;
   // A write or flush that fails while the next batch gathers is thrown by the next flush or the end.
   let writing: Promise<void> = Promise.resolve();
+  let syncing: Promise<void> = Promise.resolve();
   const write = async (chunks: Buffer[], at: number, end: number): Promise<void> => {
     await writeAll(handle, chunks, at);
-    await behind.written(end);
+    if (end - flushedTo < SYNC_BEHIND) return;
+    await syncing;
+    flushedTo = end;
+    syncing = handle.datasync();
+    syncing.catch(() => undefined);
   };
   const flush = async (): Promise<void> => {
     await writing;
@@ -392,55 +384,7 @@ async function writeBatched(
   }
   if (batched > 0) await flush();
   await writing;
-  await behind.done();
-}
-
-/**
- * Copies body into a new file as it arrives, each chunk with synchronous writes of at most
- * INLINE_WRITE bytes: no thread-pool trip per write, and the page cache filled in small pieces (1 MiB
- * writes filled large folios, whose copy cost the benchmark's virtual machine several times as
- * much). Each write blocks the main thread for a copy of one chunk. Data is flushed behind as in
- * writeBatched.
- */
-async function writeInline(
-  handle: FileHandle,
-  body: Readable,
-  signal: AbortSignal,
-  observe: ((chunk: Buffer) => void) | undefined,
-): Promise<void> {
-  let position = 0;
-  const behind = syncBehind(handle);
-  for await (const chunk of body) {
-    signal.throwIfAborted();
-    observe?.(chunk as Buffer);
-    const data = chunk as Buffer;
-    for (let at = 0; at < data.length;) {
-      at += writeSync(handle.fd, data, at, Math.min(INLINE_WRITE, data.length - at), position + at);
-    }
-    position += data.length;
-    await behind.written(position);
-  }
-  await behind.done();
-}
-
-/**
- * Flushes a file's data in the background every SYNC_BEHIND bytes, one flush at a time: `written`
- * waits only when a flush is due and the one before it has not finished. `done` waits for the last
- * and throws its failure.
- */
-function syncBehind(handle: FileHandle): { written(end: number): Promise<void>; done(): Promise<void> } {
-  let flushedTo = 0;
-  let syncing: Promise<void> = Promise.resolve();
-  return {
-    async written(end) {
-      if (end - flushedTo < SYNC_BEHIND) return;
-      await syncing;
-      flushedTo = end;
-      syncing = handle.datasync();
-      syncing.catch(() => undefined);
-    },
-    done: () => syncing,
-  };
+  await syncing;
 }
 
 /** Writes chunks at position, finishing a short write (rare on a regular file) from where it stopped. */
