@@ -88,7 +88,7 @@ function conformance(name: string, make: () => Target): void {
     await expect(target.put('broken/key', failingStream(), { signal })).rejects.toThrow(
       /source connection dropped/,
     );
-    // Announced as 1 MiB: on a directory, larger than a body it gathers, and written as it arrives.
+    // Announced as 1 MiB: on a directory, larger than a body it gathers whole, so written in batches.
     await expect(
       target.put('broken/sized', failingStream(), { signal, size: 1024 * 1024, deferSync: true }),
     ).rejects.toThrow(/source connection dropped/);
