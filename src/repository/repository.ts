@@ -337,17 +337,19 @@ export class SnapshotWriter {
   /**
    * Stores a bucket object's body under its identity key. `size` is what the gateway announced:
    * a body of any other length fails, so a truncated read is never stored as the object.
+   * `release` takes back the body's chunks the target is done with (see PutOptions).
    */
   async putBlob(
     identity: { bucket: string; key: string; size: number; etag: string },
     body: Readable,
-    opts: { signal: AbortSignal },
+    opts: { signal: AbortSignal; release?: ((chunk: Buffer) => void) | undefined },
   ): Promise<Stored> {
     // Bodies are synced once, before the bucket's index appears (a plain put), not one by one.
     const stored = await this.store(blobKey(identity), body, {
       signal: opts.signal,
       size: identity.size,
       deferSync: true,
+      ...(opts.release && { release: opts.release }),
     });
     if (stored.size !== identity.size) {
       await this.target.remove(stored.key, opts);

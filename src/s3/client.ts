@@ -25,6 +25,7 @@ import { authorizationV2 } from './sign-v2.js';
 import { amzDate, encodeRfc3986, EMPTY_SHA256, signV4 } from './sign-v4.js';
 import { attemptsNote, withRetries } from './retry.js';
 import { ChunkSigner, signedChunksLength, STREAMING_PAYLOAD } from './signed-chunks.js';
+import { PlainGets, type PlainAnswer } from './plain-get.js';
 
 /** How to reach and sign for one S3 endpoint. */
 export interface S3ClientOptions {
@@ -96,6 +97,8 @@ export class S3Client {
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
   private readonly options: S3ClientOptions;
+  /** Object GETs over plain HTTP, read without node:http (see plain-get.ts); none over https. */
+  private readonly plainGets: PlainGets | undefined;
 
   constructor(options: S3ClientOptions) {
     this.options = options;
@@ -107,11 +110,22 @@ export class S3Client {
       maxSockets: options.maxSockets ?? 8,
       timeout: IDLE_SOCKET_MS,
     });
+    if (this.endpoint.protocol === 'http:') {
+      this.plainGets = new PlainGets({
+        name: this.endpoint.host,
+        host: this.endpoint.hostname,
+        port: Number(this.endpoint.port || 80),
+        maxSockets: options.maxSockets ?? 8,
+        timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        idleMs: IDLE_SOCKET_MS,
+      });
+    }
   }
 
   /** Closes idle keep-alive connections. */
   close(): void {
     this.agent.destroy();
+    this.plainGets?.close();
   }
 
   /**
@@ -180,15 +194,23 @@ export class S3Client {
     return { bytes: await readBytes(res), status: res.statusCode ?? 0 };
   }
 
-  /** Starts a GET; resolves once headers arrive. undefined if the object does not exist. */
+  /**
+   * Starts a GET; resolves once headers arrive. undefined if the object does not exist. A reader
+   * done with a chunk of the body (written, never read again) may hand it to `recycle`, where there
+   * is one: the next bodies are read into it.
+   */
   async getObject(
     bucket: string,
     key: string,
     opts: { signal: AbortSignal },
-  ): Promise<{ head: ObjectHead; body: Readable } | undefined> {
+  ): Promise<
+    { head: ObjectHead; body: Readable; recycle?: ((chunk: Buffer) => void) | undefined } | undefined
+  > {
     try {
+      const plain = this.plainGets && (await this.plainGet(this.plainGets, bucket, key, opts.signal));
+      if (plain) return { head: headFrom(plain.headers), body: plain.body, recycle: plain.recycle };
       const res = await this.request('GET', bucket, key, { signal: opts.signal });
-      return { head: headFrom(res), body: res };
+      return { head: headFrom(res.headers), body: res };
     } catch (err) {
       // A missing bucket is not a missing object: the caller names the bucket.
       if (err instanceof S3Error && err.status === 404 && err.s3Code !== 'NoSuchBucket') return undefined;
@@ -205,7 +227,7 @@ export class S3Client {
     try {
       const res = await this.request('HEAD', bucket, key, { signal: opts.signal });
       res.resume();
-      return headFrom(res);
+      return headFrom(res.headers);
     } catch (err) {
       if (err instanceof S3Error && err.status === 404) return undefined;
       throw err;
@@ -448,14 +470,13 @@ export class S3Client {
     return withRetries(() => this.send(method, bucket, key, opts), opts.signal);
   }
 
-  /** Sends one signed request, once; resolves with a 2xx response, rejects with S3Error otherwise. */
-  private async send(
+  /** The request path (with its query) and headers for one request, signed; a chunk signer if due. */
+  private sign(
     method: string,
     bucket: string,
     key: string | undefined,
     opts: RequestOptions,
-  ): Promise<http.IncomingMessage> {
-    opts.signal.throwIfAborted();
+  ): { path: string; headers: Record<string, string>; signer: ChunkSigner | undefined } {
     const query = opts.query ?? new URLSearchParams();
     const basePath = this.endpoint.pathname.replace(/\/$/, '');
     const path = `${basePath}/${encodeRfc3986(bucket)}${key === undefined ? '' : `/${encodeKey(key)}`}`;
@@ -496,12 +517,54 @@ export class S3Client {
       headers['authorization'] = signed.authorization;
       if (headers['x-amz-content-sha256'] === STREAMING_PAYLOAD) signer = new ChunkSigner(signed);
     }
+    return { path: queryString ? `${path}?${queryString}` : path, headers, signer };
+  }
+
+  /**
+   * GETs an object over plain HTTP without node:http, sent again like any request on a reset or a
+   * 5xx; an error answer throws as from `send`. undefined when the answer has no Content-Length:
+   * the caller asks again through node:http, which reads any answer.
+   */
+  private async plainGet(
+    gets: PlainGets,
+    bucket: string,
+    key: string,
+    signal: AbortSignal,
+  ): Promise<PlainAnswer | undefined> {
+    return withRetries(async () => {
+      signal.throwIfAborted();
+      const { path, headers } = this.sign('GET', bucket, key, { signal });
+      let answer: PlainAnswer | undefined;
+      try {
+        answer = await gets.get(path, headers, signal);
+      } catch (err) {
+        if (err instanceof S3Error) throw err;
+        if (signal.aborted) throw signal.reason;
+        const code = (err as { code?: string }).code ?? 'NetworkError';
+        throw new S3Error(0, code, `GET ${this.endpoint.host}: ${code}`, { cause: err });
+      }
+      if (answer === undefined || (answer.status >= 200 && answer.status < 300)) return answer;
+      const text = await readText(answer.body, 64 * 1024);
+      answer.body.destroy();
+      throw await errorFromResponse(answer.status, text, `GET /${bucket}/${key}`);
+    }, signal);
+  }
+
+  /** Sends one signed request, once; resolves with a 2xx response, rejects with S3Error otherwise. */
+  private async send(
+    method: string,
+    bucket: string,
+    key: string | undefined,
+    opts: RequestOptions,
+  ): Promise<http.IncomingMessage> {
+    opts.signal.throwIfAborted();
+    const { path, headers, signer } = this.sign(method, bucket, key, opts);
     const req = this.transport.request({
       protocol: this.endpoint.protocol,
       hostname: this.endpoint.hostname,
       port: this.endpoint.port,
       method,
-      path: queryString ? `${path}?${queryString}` : path,
+      path,
       headers,
       agent: this.agent,
       signal: opts.signal,

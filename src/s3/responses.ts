@@ -68,16 +68,17 @@ export async function errorFromResponse(status: number, body: string, what: stri
   return new S3Error(status, code, `${what}: ${status} ${code}`);
 }
 
-export function headFrom(res: http.IncomingMessage): ObjectHead {
+/** What an answer's headers (names lowercased) say about its object. */
+export function headFrom(headers: http.IncomingHttpHeaders): ObjectHead {
   const metadata: Record<string, string> = {};
-  for (const [name, value] of Object.entries(res.headers)) {
+  for (const [name, value] of Object.entries(headers)) {
     if (name.startsWith('x-amz-meta-') && typeof value === 'string') metadata[name.slice(11)] = value;
   }
   return {
-    size: Number(res.headers['content-length'] ?? 0),
-    etag: unquote(res.headers.etag ?? ''),
-    lastModified: new Date(String(res.headers['last-modified'] ?? 0)).toISOString(),
-    contentType: res.headers['content-type'],
+    size: Number(headers['content-length'] ?? 0),
+    etag: unquote(headers.etag ?? ''),
+    lastModified: new Date(String(headers['last-modified'] ?? 0)).toISOString(),
+    contentType: headers['content-type'],
     metadata,
   };
 }

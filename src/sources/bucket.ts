@@ -96,7 +96,7 @@ export class BucketSource implements Source {
         ctx.log.debug({ key: object.key }, 'object vanished before it was read');
         return undefined;
       }
-      const { head, body } = got;
+      const { head, body, recycle } = got;
       // A body the gateway stopped sending says only "aborted": name the gateway instead.
       let cut: Error | undefined;
       body.once('error', (err: Error) => {
@@ -105,6 +105,7 @@ export class BucketSource implements Source {
       const stored = await ctx.writer
         .putBlob({ bucket, key: object.key, size: head.size, etag: head.etag }, body, {
           signal: ctx.signal,
+          release: recycle,
         })
         .catch((err: unknown) => {
           if (cut === undefined || err instanceof BackupError) throw err;

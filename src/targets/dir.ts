@@ -82,7 +82,7 @@ export class DirTarget implements Target {
       } else {
         const handle = await openNew(temp);
         try {
-          await writeBatched(handle, body, opts.signal, opts.observe);
+          await writeBatched(handle, body, opts);
           if (!deferred) await handle.sync();
         } finally {
           await handle.close();
@@ -349,8 +349,7 @@ export class DirTarget implements Target {
 async function writeBatched(
   handle: FileHandle,
   body: Readable,
-  signal: AbortSignal,
-  observe: ((chunk: Buffer) => void) | undefined,
+  { signal, observe, release }: PutOptions,
 ): Promise<void> {
   let batch: Buffer[] = [];
   let batched = 0;
@@ -361,6 +360,7 @@ async function writeBatched(
   let syncing: Promise<void> = Promise.resolve();
   const write = async (chunks: Buffer[], at: number, end: number): Promise<void> => {
     await writeAll(handle, chunks, at);
+    if (release) for (const chunk of chunks) release(chunk);
     if (end - flushedTo < SYNC_BEHIND) return;
     await syncing;
     flushedTo = end;

@@ -40,6 +40,11 @@ export interface PutOptions {
    * bodies this way: a pass-through stream in between cost about 13 % of a bucket backup's CPU).
    */
   observe?: (chunk: Buffer) => void;
+  /**
+   * May be called with a chunk of the body once the target is done with it (written, never read
+   * again): the body's source then fills it again for a later body instead of allocating anew.
+   */
+  release?: (chunk: Buffer) => void;
 }
 
 /** Storage for restore points. */
