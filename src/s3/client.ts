@@ -535,17 +535,18 @@ export class S3Client {
       signal.throwIfAborted();
       const { path, headers } = this.sign('GET', bucket, key, { signal });
       let answer: PlainAnswer | undefined;
+      let text: string;
       try {
         answer = await gets.get(path, headers, signal);
+        if (answer === undefined || (answer.status >= 200 && answer.status < 300)) return answer;
+        text = await readText(answer.body, 64 * 1024);
+        answer.body.destroy();
       } catch (err) {
         if (err instanceof S3Error) throw err;
         if (signal.aborted) throw signal.reason;
         const code = (err as { code?: string }).code ?? 'NetworkError';
         throw new S3Error(0, code, `GET ${this.endpoint.host}: ${code}`, { cause: err });
       }
-      if (answer === undefined || (answer.status >= 200 && answer.status < 300)) return answer;
-      const text = await readText(answer.body, 64 * 1024);
-      answer.body.destroy();
       throw await errorFromResponse(answer.status, text, `GET /${bucket}/${key}`);
     }, signal);
   }

@@ -50,10 +50,11 @@ export interface PlainGetOptions {
 
 /** Kept-alive connections for plain GETs, at most maxSockets of them busy at once. */
 export class PlainGets {
-  private readonly idle = new Set<Connection>();
+  /** Kept-alive connections with no request, the most recently used last. */
+  private readonly idle: Connection[] = [];
   private readonly spare: Buffer[] = [];
-  /** The full-size buffers this pool made: only those are taken back. */
-  private readonly made = new WeakSet<ArrayBufferLike>();
+  /** The full-size buffers now lent to a body: only those are taken back, once each. */
+  private readonly lent = new WeakSet<ArrayBufferLike>();
   private readonly waiting: (() => void)[] = [];
   private busy = 0;
   private closed = false;
@@ -76,21 +77,24 @@ export class PlainGets {
   ): Promise<PlainAnswer | undefined> {
     if (this.busy < this.options.maxSockets) this.busy++;
     else await new Promise<void>((resolve) => this.waiting.push(resolve));
-    let conn: Connection;
-    const [reused] = this.idle;
-    if (reused) {
-      this.idle.delete(reused);
-      conn = reused;
-    } else {
-      conn = new Connection(this.options, {
+    if (signal.aborted) {
+      this.freeSlot();
+      throw signal.reason;
+    }
+    // The most recently used first: the oldest is the likeliest to have been closed by the server.
+    const conn =
+      this.idle.pop() ??
+      new Connection(this.options, {
         requestOver: (c) => {
           this.requestOver(c);
         },
-        closed: (c) => this.idle.delete(c),
+        closed: (c) => {
+          const at = this.idle.indexOf(c);
+          if (at >= 0) this.idle.splice(at, 1);
+        },
         chunk: (size) => this.chunk(size),
         recycle: this.recycle,
       });
-    }
     let text = `GET ${path} HTTP/1.1\r\n`;
     for (const [name, value] of Object.entries(headers)) text += `${name}: ${value}\r\n`;
     return conn.request(`${text}\r\n`, signal);
@@ -99,35 +103,37 @@ export class PlainGets {
   /** Closes the idle connections; busy ones close when their request is over. */
   close(): void {
     this.closed = true;
-    for (const conn of this.idle) conn.destroy();
-    this.idle.clear();
+    for (const conn of this.idle.splice(0)) conn.destroy();
   }
 
   /**
-   * Takes back a full-size buffer a body's reader is done with. Anything else is left to the
-   * garbage collector, and so is a buffer handed back twice (it is already spare).
+   * Takes back a full-size buffer a body's reader is done with; the next body is read into it, so
+   * a reader hands back each chunk once, after its last use. Anything else is left to the garbage
+   * collector, and so is a chunk handed back again before it was lent out again.
    */
   private readonly recycle = (chunk: Buffer): void => {
     const whole = chunk.buffer;
-    if (chunk.byteOffset !== 0 || chunk.length !== BODY_CHUNK || !this.made.has(whole)) return;
-    if (this.spare.length >= SPARE_CHUNKS || this.spare.some((s) => s.buffer === whole)) return;
-    this.spare.push(chunk);
+    if (chunk.byteOffset !== 0 || chunk.length !== BODY_CHUNK || !this.lent.has(whole)) return;
+    this.lent.delete(whole);
+    if (this.spare.length < SPARE_CHUNKS) this.spare.push(chunk);
   };
 
   /** A buffer for the next `size` bytes of a body: a spare one when it is full-size. */
   private chunk(size: number): Buffer {
     if (size !== BODY_CHUNK) return Buffer.allocUnsafe(size);
-    const spare = this.spare.pop();
-    if (spare) return spare;
-    const fresh = Buffer.allocUnsafeSlow(BODY_CHUNK);
-    this.made.add(fresh.buffer);
-    return fresh;
+    const chunk = this.spare.pop() ?? Buffer.allocUnsafeSlow(BODY_CHUNK);
+    this.lent.add(chunk.buffer);
+    return chunk;
   }
 
   /** A request is over: its connection waits for the next one if it can, and its slot is free. */
   private requestOver(conn: Connection): void {
-    if (conn.isIdle() && !this.closed) this.idle.add(conn);
+    if (conn.isIdle() && !this.closed) this.idle.push(conn);
     else conn.destroy();
+    this.freeSlot();
+  }
+
+  private freeSlot(): void {
     const next = this.waiting.shift();
     if (next) next();
     else this.busy--;
@@ -215,6 +221,7 @@ class Connection {
       }
       this.signal = signal;
       signal.addEventListener('abort', this.onAbort, { once: true });
+      this.socket.ref();
       this.socket.setTimeout(this.options.timeoutMs);
       this.socket.write(text, 'latin1');
     });
@@ -293,6 +300,8 @@ class Connection {
     let more = true;
     if (this.filled === this.chunk.length) {
       if (this.chunk.length > 0) more = body.push(this.chunk);
+      // A reader that let go of the body as it took this chunk has ended the request already.
+      if (this.body !== body) return false;
       this.newChunk();
     }
     if (this.left > 0) {
@@ -304,7 +313,11 @@ class Connection {
     // The next read goes where nextBuffer says now: the next answer's head starts at 0.
     this.headLength = 0;
     this.state = this.reusable ? 'idle' : 'closed';
-    if (this.reusable) this.socket.setTimeout(this.options.idleMs);
+    if (this.reusable) {
+      // An idle connection does not keep the process alive, as node:http's do not.
+      this.socket.unref();
+      this.socket.setTimeout(this.options.idleMs);
+    }
     this.endRequest();
     body.push(null);
     return true;
@@ -360,7 +373,8 @@ class Connection {
     this.body = undefined;
     this.close();
     if (reject) reject(err);
-    else body?.destroy(err);
+    // As node:http does, a body nobody listens to for errors ends without one, not by crashing.
+    else body?.destroy(body.listenerCount('error') > 0 ? err : undefined);
   }
 
   /** Closes the connection and ends its request, if one is out (once). */
@@ -387,8 +401,9 @@ class BodyStream extends Readable {
   private readonly letGo: (err: Error | null) => void;
 
   constructor(wantMore: () => void, letGo: (err: Error | null) => void) {
-    // Two chunks may wait for the reader before the socket stops being read.
-    super({ highWaterMark: 2 * BODY_CHUNK });
+    // Two chunks may wait for the reader before the socket stops being read. Object mode hands
+    // them over one by one: a plain stream's read() joins the chunks waiting into a new buffer.
+    super({ objectMode: true, highWaterMark: 2 });
     this.wantMore = wantMore;
     this.letGo = letGo;
   }
