@@ -160,6 +160,39 @@ describeWithStack('plain GETs', (stack) => {
     client.close();
   });
 
+  it('sends a GET again when its error answer is cut off, as a reset before any answer', async () => {
+    const body = bytes('after-cut', 50 * KiB);
+    let asked = 0;
+    const server = http.createServer((req, res) => {
+      asked++;
+      req.resume();
+      if (asked === 1) {
+        // A 503 that promises 1000 bytes and dies after 10.
+        res.writeHead(503, { 'content-type': 'application/xml', 'content-length': '1000' });
+        res.write('<Error><Co');
+        setTimeout(() => res.destroy(), 50);
+        return;
+      }
+      res.writeHead(200, { etag: '"0123"', 'content-length': String(body.length) });
+      res.end(body);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = new S3Client({
+      ...gatewayOptions(stack, 'v2'),
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    });
+    try {
+      const got = await client.getObject('any', 'key', { signal });
+      expect((await readAll(got?.body ?? ([] as unknown as Readable))).equals(body)).toBe(true);
+      expect(asked).toBe(2);
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
   it('reads an answer without a Content-Length through node:http', async () => {
     // radosgw always sends a length for an object; a server in front of it might not.
     const body = bytes('chunked', 300 * KiB);
