@@ -542,10 +542,7 @@ export class S3Client {
         text = await readText(answer.body, 64 * 1024);
         answer.body.destroy();
       } catch (err) {
-        if (err instanceof S3Error) throw err;
-        if (signal.aborted) throw signal.reason;
-        const code = (err as { code?: string }).code ?? 'NetworkError';
-        throw new S3Error(0, code, `GET ${this.endpoint.host}: ${code}`, { cause: err });
+        throw this.failure('GET', err, signal);
       }
       throw await errorFromResponse(answer.status, text, `GET /${bucket}/${key}`);
     }, signal);
@@ -634,11 +631,19 @@ export class S3Client {
       );
     } catch (err) {
       req.destroy();
-      if (err instanceof S3Error) throw err;
-      if (opts.signal.aborted) throw opts.signal.reason;
-      const code = (err as { code?: string }).code ?? 'NetworkError';
-      throw new S3Error(0, code, `${method} ${this.endpoint.host}: ${code}`, { cause: err });
+      throw this.failure(method, err, opts.signal);
     }
+  }
+
+  /**
+   * What a request that failed with err throws: an S3Error as it is, the abort's reason once
+   * aborted, else the connection's failure as an S3Error with status 0 and the errno code.
+   */
+  private failure(method: string, err: unknown, signal: AbortSignal): unknown {
+    if (err instanceof S3Error) return err;
+    if (signal.aborted) return signal.reason;
+    const code = (err as { code?: string }).code ?? 'NetworkError';
+    return new S3Error(0, code, `${method} ${this.endpoint.host}: ${code}`, { cause: err });
   }
 }
 

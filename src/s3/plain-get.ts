@@ -255,7 +255,7 @@ class Connection {
     const end = this.head.subarray(0, this.headLength).indexOf(HEAD_END, from);
     if (end < 0) {
       if (this.headLength < HEAD_ROOM) return true;
-      this.answer(undefined);
+      this.decline();
       return false;
     }
     const parsed = parseHead(this.head.toString('latin1', 0, end));
@@ -265,7 +265,7 @@ class Connection {
     const size = bodied ? contentLength(parsed.headers) : undefined;
     const start = end + HEAD_END.length;
     if (parsed === undefined || size === undefined || this.headLength - start > size) {
-      this.answer(undefined);
+      this.decline();
       return false;
     }
     if (!parsed.keepAlive) this.reusable = false;
@@ -334,13 +334,13 @@ class Connection {
     this.socket.resume();
   }
 
-  /** An answer not read here: the connection is dropped and the caller asks another way. */
-  private answer(value: undefined): void {
+  /** An answer not read here: the connection is dropped, and the caller asks another way. */
+  private decline(): void {
     const resolve = this.answered;
     this.answered = undefined;
     this.failed = undefined;
     this.close();
-    resolve?.(value);
+    resolve?.(undefined);
   }
 
   private timedOut(): void {
