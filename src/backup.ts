@@ -7,9 +7,7 @@ import type { Manifest, SourceRecord } from './repository/manifest.js';
 import { FORMAT_VERSION, emptyCounts } from './repository/manifest.js';
 import type { Repository } from './repository/repository.js';
 import type { Source } from './sources/source.js';
-
-/** Name and version written into every manifest. */
-export const TOOL = 'deis-backup 0.1.0';
+import { TOOL } from './tool.js';
 
 /** A source that could not even be set up (e.g. etcd lacks its settings): it fails the run. */
 export interface UnavailableSource {

@@ -5,10 +5,12 @@ import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config.js';
 import { BackupError, describeError } from './errors.js';
 import { EXIT, type Io } from './cli/common.js';
+import { TOOL } from './tool.js';
 
 export { EXIT, type Io } from './cli/common.js';
 
 const USAGE = `usage: deis-backup [--config FILE] [--verbose] <command>
+       deis-backup --version
 
 commands:
   daemon                                            run the scheduler and the HTTP API until SIGTERM
@@ -77,6 +79,7 @@ export async function main(
         all: { type: 'boolean', default: false },
         'read-data': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
       },
     });
   } catch (err) {
@@ -87,6 +90,10 @@ export async function main(
   }
   const { values, positionals, tokens } = parsed;
   const [command, sub] = positionals;
+  if (values.version && command === undefined && !values.help) {
+    io.out(TOOL);
+    return EXIT.success;
+  }
   if (values.help || command === undefined || command === 'help') {
     (command === undefined && !values.help ? io.err : io.out)(USAGE);
     return command === undefined && !values.help ? EXIT.usage : EXIT.success;

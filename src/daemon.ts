@@ -2,7 +2,7 @@
 // health, readiness and Prometheus metrics, and a shutdown that commits nothing half done.
 import { createTask, type ScheduledTask } from 'node-cron';
 import { Registry } from 'prom-client';
-import { TOOL } from './backup.js';
+import { VERSION } from './tool.js';
 import type { Config } from './config.js';
 import { longestCronGap } from './cron.js';
 import { createRunners } from './daemon/runners.js';
@@ -51,7 +51,7 @@ export async function startDaemon(
   requireBackupSources(config, undefined);
   const repository = await createRepository(config);
   const etcd = createClusterEtcd(config);
-  const metrics = new Metrics(new Registry(), TOOL.split(' ')[1] ?? 'unknown');
+  const metrics = new Metrics(new Registry(), VERSION);
   const operations = new Operations(shutdown);
   const lock = createClusterLock(config, etcd, repository.target);
 
