@@ -299,7 +299,7 @@ export class Repository {
   }
 }
 
-/** How long an aborted commit may take to remove a manifest the target took anyway. */
+/** How long a failed or aborted commit may take to remove a manifest the target took anyway. */
 const COMMIT_UNDO_TIMEOUT_MS = 30_000;
 
 /** Writes one restore point. Artifacts first; `commit` writes the manifest last. */
@@ -374,7 +374,10 @@ export class SnapshotWriter {
     await this.target.remove(artifactKey(this.id, name), opts).catch(() => undefined);
   }
 
-  /** Makes the restore point visible: writes its manifest, the last write of a run. */
+  /**
+   * Makes the restore point visible: writes its manifest, the last write of a run. A commit that
+   * fails or is aborted leaves no manifest, or says that one may stand.
+   */
   async commit(manifest: Manifest, opts: { signal: AbortSignal }): Promise<Stored> {
     const key = manifestKey(this.id);
     const text = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
@@ -383,19 +386,21 @@ export class SnapshotWriter {
     try {
       return await this.store(key, Readable.from([text]), { signal: opts.signal, size: text.length });
     } catch (err) {
-      // The PUT may have reached the target whole before the abort stopped it (S3 takes an object
-      // once its body is in, answered or not). The key is this run's own, so removing it is safe.
-      if (opts.signal.aborted) {
-        try {
-          await this.target.remove(key, { signal: AbortSignal.timeout(COMMIT_UNDO_TIMEOUT_MS) });
-        } catch (undo) {
-          // The run reports failure; a manifest left in place would list it as a restore point.
-          throw new BackupError(
-            'ERR_TARGET',
-            `interrupted while writing the manifest of ${this.id}, which could not then be removed (${describeError(undo)}): ${this.id} may be listed as a restore point although this run reports none; check with deis-backup snapshots, and remove ${key} from ${this.target.name} if it should not stand`,
-            { cause: undo },
-          );
-        }
+      // The target may have taken the manifest whole although the put failed: S3 takes an object
+      // once its body is in, whether its answer comes back or not, and a directory renames it into
+      // place before syncing the folder. The run reports failure, so the key (its own) goes.
+      try {
+        await this.target.remove(key, { signal: AbortSignal.timeout(COMMIT_UNDO_TIMEOUT_MS) });
+      } catch (undo) {
+        const what = opts.signal.aborted
+          ? 'interrupted while writing the manifest of'
+          : `writing the manifest failed (${describeError(err)}) for`;
+        // A manifest left in place would list the run as a restore point.
+        throw new BackupError(
+          'ERR_TARGET',
+          `${what} ${this.id}, which could not then be removed (${describeError(undo)}): ${this.id} may be listed as a restore point although this run reports none; check with deis-backup snapshots, and remove ${key} from ${this.target.name} if it should not stand`,
+          { cause: undo },
+        );
       }
       throw err;
     }

@@ -615,10 +615,13 @@ describeWithStack('servers failing mid-run', (stack) => {
    * A commit to an S3 target through a proxy, held once the target has taken the manifest's PUT
    * whole: its answer does not come back, so an abort lands while the PUT is in flight.
    */
-  const heldCommit = async (name: string) => {
+  const heldCommit = async (name: string, timeoutMs?: number) => {
     const proxy = await proxyTo(rgwPort);
     const prefix = unique(name);
-    const via = stackS3Target(stack, prefix, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const via = stackS3Target(stack, prefix, {
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    });
     const direct = stackS3Target(stack, prefix);
     const writer = new Repository(via).begin(new Date());
     const manifest = { formatVersion: 1, id: writer.id } as unknown as Manifest;
@@ -653,6 +656,28 @@ describeWithStack('servers failing mid-run', (stack) => {
     ).rejects.toThrow('run aborted');
     expect(proxy.bytes.up).toBe(up);
     expect(await direct.stat(manifestKey(late.id), { signal })).toBeUndefined();
+  });
+
+  it('leaves no manifest when the S3 target took it but its answer never came', async () => {
+    // Not an abort: the PUT times out, and the run reports failure.
+    const { direct, writer, committing } = await heldCommit('ftlost', 1000);
+    await expect(committing).rejects.toThrow(/nothing sent or received for 1 s/);
+    expect(await direct.stat(manifestKey(writer.id), { signal })).toBeUndefined();
+  });
+
+  it('says a restore point may stand when a failed commit cannot remove the manifest', async () => {
+    const { proxy, direct, writer, committing } = await heldCommit('ftlostundo');
+    // The target goes away with the PUT taken: the PUT fails on its reset connection, and the
+    // remove that would undo it cannot reach the target.
+    await proxy.cut();
+    const key = manifestKey(writer.id);
+    await expect(committing).rejects.toThrow(
+      new RegExp(
+        `^writing the manifest failed \\(.+\\) for ${writer.id}, which could not then be removed \\(.*ECONNREFUSED.*\\): ${writer.id} may be listed as a restore point although this run reports none`,
+      ),
+    );
+    expect(await direct.stat(key, { signal })).toBeDefined();
+    await direct.remove(key, { signal });
   });
 
   it('says a restore point may stand when the manifest of an aborted run cannot be removed', async () => {
