@@ -97,6 +97,8 @@ export async function applyRetention(
     now: Date;
     /** When the backup took the cluster lock: its own unfinished uploads, if any, began after it. */
     lockedAt: Date;
+    /** The restore point the backup committed: kept whatever the policy says. */
+    committed: string;
     signal: AbortSignal;
     log: Logger;
   },
@@ -115,6 +117,7 @@ export async function applyRetention(
       signal,
       log,
       scan,
+      keep: opts.committed,
       afterManifests: mayPruneForgotten
         ? async (dropped, kept) => {
             if (await fullPruneDue(repository, opts.now, { signal })) return;

@@ -68,7 +68,13 @@ export async function backupCommand(
       run.close();
     }
     const retention = result.id
-      ? await applyRetention(config, repository, { now: new Date(), lockedAt, signal, log })
+      ? await applyRetention(config, repository, {
+          now: new Date(),
+          lockedAt,
+          committed: result.id,
+          signal,
+          log,
+        })
       : undefined;
     if (values.json) io.out(JSON.stringify({ ...result, retention }, null, 2));
     else {

@@ -69,7 +69,13 @@ export function createRunners(ctx: DaemonContext): Runners {
               run.close();
             }
             const retention = result.id
-              ? await applyRetention(config, repository, { now: new Date(), lockedAt, signal, log: runLog })
+              ? await applyRetention(config, repository, {
+                  now: new Date(),
+                  lockedAt,
+                  committed: result.id,
+                  signal,
+                  log: runLog,
+                })
               : undefined;
             return { result, retention };
           } finally {

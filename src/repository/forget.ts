@@ -47,6 +47,8 @@ export async function forget(
     signal: AbortSignal;
     log: Logger;
     scan?: Scan;
+    /** A restore point to keep whatever the policy says: the one the backup just committed. */
+    keep?: string;
     afterManifests?: (dropped: Manifest[], kept: Manifest[]) => Promise<void>;
   },
 ): Promise<ForgetReport> {
@@ -55,6 +57,7 @@ export async function forget(
     now: opts.now,
     timezone: opts.timezone,
     scopeOf,
+    ...(opts.keep === undefined ? {} : { keep: opts.keep }),
   });
   const entry = (m: (typeof snapshots)[number]): ForgetEntry => ({
     id: m.id,

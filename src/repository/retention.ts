@@ -83,6 +83,8 @@ const BUCKET_RULES = [
  *   a backup of only the database neither counts against nor displaces restore points of everything.
  * - Safety: the newest successful snapshot is always kept ("newest successful restore point" when no
  *   rule keeps it); with no successful one the newest snapshot is, so a non-empty list is never emptied.
+ *   The snapshot `keep` names (the one a backup just committed) is kept too ("this run" when no rule
+ *   keeps it): one started later by a clock that ran ahead must not push it out.
  * Reasons name the rule and its bucket: "last 2", "hourly 2026-11-24T13", "daily 2026-11-24",
  * "weekly 2026-W48", "monthly 2026-11", "yearly 2026", "within 30d". A dropped snapshot gets
  * "matches no keep rule", and a dropped partial one also "partial: a newer success exists" when so.
@@ -92,7 +94,7 @@ const BUCKET_RULES = [
 export function applyRetention<T extends { id: string; startedAt: string; status: 'success' | 'partial' }>(
   snapshots: readonly T[],
   policy: RetentionPolicy,
-  opts: { now: Date; timezone: string; scopeOf?: (snapshot: T) => string },
+  opts: { now: Date; timezone: string; scopeOf?: (snapshot: T) => string; keep?: string },
 ): RetentionDecision<T> {
   checkPolicy(policy);
   const { scopeOf } = opts;
@@ -121,7 +123,7 @@ export function applyRetention<T extends { id: string; startedAt: string; status
 function decide<T extends { id: string; startedAt: string; status: 'success' | 'partial' }>(
   snapshots: readonly T[],
   policy: RetentionPolicy,
-  opts: { now: Date; timezone: string },
+  opts: { now: Date; timezone: string; keep?: string },
 ): RetentionDecision<T> {
   const wall = wallClock(opts.timezone);
   const started = new Map(snapshots.map((s) => [s, startedAt(s)]));
@@ -155,6 +157,8 @@ function decide<T extends { id: string; startedAt: string; status: 'success' | '
   if (anchor && !reasons.has(anchor.id)) {
     keep(anchor, newestSuccess ? 'newest successful restore point' : 'newest restore point (none succeeded)');
   }
+  const own = opts.keep === undefined ? undefined : snapshots.find((s) => s.id === opts.keep);
+  if (own && !reasons.has(own.id)) keep(own, 'this run');
 
   const kept = new Set(reasons.keys());
   let successSeen = false;

@@ -387,6 +387,24 @@ describe('applyRetention', () => {
     expect(dropped.get('2026-10-31T12:00:00Z')).toEqual(['matches no keep rule']);
   });
 
+  it('keeps the restore point a backup just committed when a clock that ran ahead dated another later', () => {
+    // The older one was taken on a host whose clock ran a day ahead; the run just committed is older by startedAt.
+    const ahead = snap('2026-11-04T03:00:00Z');
+    const own = snap('2026-11-03T03:00:00Z');
+    const policy = { keepLast: 1, keepDaily: 1 };
+    const opts = { now: new Date('2026-11-03T03:05:00Z'), timezone: 'UTC' };
+    expect(applyRetention([own, ahead], policy, opts).drop.map((s) => s.id)).toEqual([own.id]);
+    const decision = applyRetention([own, ahead], policy, { ...opts, keep: own.id });
+    expect(decision.drop).toEqual([]);
+    expect(decision.reasons.get(own.id)).toEqual(['this run']);
+    expect(decision.reasons.get(ahead.id)).toEqual(['last 1', 'daily 2026-11-04']);
+    // Kept by a rule, it carries that rule's reason only.
+    expect(applyRetention([own], policy, { ...opts, keep: own.id }).reasons.get(own.id)).toEqual([
+      'last 1',
+      'daily 2026-11-03',
+    ]);
+  });
+
   it('names the safety net when only it keeps a snapshot', () => {
     const newest = decide({ snapshots: daily('2027-01-01', 2), policy: { keepWithin: within('1d') } });
     expect(newest.reasons.get('2027-01-02T12:00:00Z')).toEqual(['newest successful restore point']);
