@@ -147,8 +147,10 @@ export async function restoreSnapshot(
     results.push(result);
     if (result.status === 'failed') stopped = true;
   }
-  const bucketsDone = results.some((r) => r.step === 'buckets' && r.status !== 'failed');
-  const database = bucketsDone ? await databaseBoot(deps, prepared, opts) : { next: [], failed: false };
+  const bucketsDone = results.find((r) => r.step === 'buckets' && r.status !== 'failed');
+  const database = bucketsDone
+    ? await databaseBoot(deps, prepared, bucketsDone, opts)
+    : { next: [], failed: false };
   const finish = stopped
     ? { next: [], republish: 'none' as const }
     : await finishAdvice(deps, prepared, opts, false);
@@ -267,8 +269,15 @@ async function runStep(
           reporter: deps.reporter,
           progress,
         });
-        addCounts(counts, outcome.counts);
         errors.push(...outcome.errors);
+        if (plan.latestSentinel !== undefined && outcome.latestSentinel !== outcome.expectedLatest) {
+          errors.push(
+            `${plan.destination}: WAL-E's LATEST is now ${outcome.latestSentinel ?? 'nothing'}, not ${outcome.expectedLatest ?? 'nothing'}${outcome.expectedLatest === plan.latestSentinel ? ' as at backup time' : ''}; remove the newer base backup or restore into a fresh bucket before the database starts`,
+          );
+          // Counted as the bucket's own failure: the database must not restore from it (databaseBoot).
+          outcome.counts.failed++;
+        }
+        addCounts(counts, outcome.counts);
         buckets.push({
           source: plan.source,
           destination: plan.destination,
@@ -276,12 +285,6 @@ async function runStep(
           counts: outcome.counts,
           ...(outcome.abortedUploads > 0 ? { abortedUploads: outcome.abortedUploads } : {}),
         });
-        if (plan.latestSentinel !== undefined && outcome.latestSentinel !== outcome.expectedLatest) {
-          errors.push(
-            `${plan.destination}: WAL-E's LATEST is now ${outcome.latestSentinel ?? 'nothing'}, not ${outcome.expectedLatest ?? 'nothing'}${outcome.expectedLatest === plan.latestSentinel ? ' as at backup time' : ''}; remove the newer base backup or restore into a fresh bucket before the database starts`,
-          );
-          counts.failed++;
-        }
       }
       return { ...step, status: counts.failed > 0 ? 'partial' : 'success', counts, errors, buckets };
     }
@@ -405,19 +408,30 @@ async function finishAdvice(
 const KEPT_DATA_FIX = `stop deis-database (from Deis 1.9 that pushes a base backup of the data it kept), run this restore again with --only buckets (it puts the restore point's base backups back as the newest and removes ${INIT_ID_KEY} again; before Deis 1.5 remove the deis-database-data container instead), then start deis-database`;
 
 /**
- * Once WAL-E data is back in the database's own bucket: removes `/deis/database/initId` if the
- * preflight found it (compare-and-delete, so a database that initialised again since keeps its
+ * Once WAL-E data is back whole in the database's own bucket: removes `/deis/database/initId` if
+ * the preflight found it (compare-and-delete, so a database that initialised again since keeps its
  * new id), so that deis-database restores from the bucket at its next start instead of keeping
- * its own data; and says what its log must show. `failed` when the key is still there.
+ * its own data; and says what its log must show. `failed` when the key is still there. A bucket
+ * with failures (objects, or a LATEST that is not the restore point's) keeps the key: restored
+ * from it, the database would come up without what failed, or from another base backup.
  */
 async function databaseBoot(
   deps: RestoreDeps,
   prepared: Prepared,
+  buckets: StepReport,
   opts: { signal: AbortSignal },
 ): Promise<{ next: string[]; failed: boolean }> {
   const bucket = prepared.databaseBucket;
   const lines: string[] = [];
   if (!bucket) return { next: lines, failed: false };
+  const failed = buckets.buckets?.find((b) => b.destination === bucket.name)?.counts.failed;
+  if (failed !== 0) {
+    const kept = bucket.initId === undefined ? '' : `; ${INIT_ID_KEY} stays until then`;
+    lines.push(
+      `${bucket.name} was not restored whole (${failed === undefined ? 'not restored' : `${failed} failed; see the errors`}): do not start deis-database until this restore runs again without failures, or it restores without what failed${kept}`,
+    );
+    return { next: lines, failed: false };
+  }
   let failure: string | undefined;
   if (bucket.initId !== undefined) {
     try {

@@ -865,6 +865,30 @@ describeWithStack('restore', (stack) => {
     } finally {
       await etcd.stop();
     }
+
+    // The database's bucket comes back with a failure (LATEST is a foreign base backup): the key stays.
+    const foreign = fresh('foreign');
+    const [foreignWal] = destinations(foreign);
+    etcd = await newCluster(foreignWal, 'fourth-id');
+    try {
+      const file = config({ etcd: etcd.endpoint });
+      expect((await restore([snapshot, '--only', 'buckets', ...foreign], file)).code).toBe(0);
+      const changed = Buffer.from('{"changed":1}');
+      await gateway.putObject(foreignWal, latestAtBackup ?? '', changed, { signal, size: changed.length });
+      await new Promise((r) => setTimeout(r, 1100));
+      const pushed = SENTINEL('base_000000020000000000000009_00000040');
+      await gateway.putObject(foreignWal, pushed, Buffer.from('{}'), { signal, size: 2 });
+      await etcd.put(INIT_ID, 'fifth-id');
+      const run = await restore([snapshot, '--only', 'buckets', ...foreign], file);
+      expect(run.code, run.err).toBe(3);
+      expect(run.report?.steps[0]?.buckets?.find((b) => b.destination === foreignWal)?.counts.failed).toBe(1);
+      expect(run.report?.next[0]).toBe(
+        `${foreignWal} was not restored whole (1 failed; see the errors): do not start deis-database until this restore runs again without failures, or it restores without what failed; ${INIT_ID} stays until then`,
+      );
+      expect(await etcd.get(INIT_ID)).toBe('fifth-id');
+    } finally {
+      await etcd.stop();
+    }
   });
 
   it('warns before restoring a db_wal copy with a hole in its WAL', async () => {
