@@ -21,6 +21,7 @@ import { DirTarget } from './targets/dir.js';
 import type { Target } from './targets/target.js';
 import { EtcdLock } from './lock/etcd-lock.js';
 import type { ClusterLock } from './lock/lock.js';
+import { PairedLock } from './lock/paired-lock.js';
 import { TargetLock } from './lock/target-lock.js';
 
 /** The parts of a restore point a run can be limited to. */
@@ -106,11 +107,18 @@ export function createClusterEtcd(config: Config): Etcd {
   return createEtcd(config.etcd.endpoints, config.etcd.timeoutMs);
 }
 
-/** The one-runner lock: in the cluster's etcd, or as lock objects in the target. */
+/**
+ * The one-runner lock: in the cluster's etcd, or as lock objects in the target. The etcd lock is
+ * also announced in the target (PairedLock), without the settling wait: the etcd key already keeps
+ * etcd runners apart, and the file is there for runners that use the target backend.
+ */
 export function createClusterLock(config: Config, etcd: Etcd, target: Target): ClusterLock {
   const { backend, key, ttlSeconds } = config.lock;
   return backend === 'etcd'
-    ? new EtcdLock(etcd, { key, ttlSeconds })
+    ? new PairedLock(
+        new EtcdLock(etcd, { key, ttlSeconds }),
+        new TargetLock(target, { ttlSeconds, settleMs: 0 }),
+      )
     : new TargetLock(target, { ttlSeconds });
 }
 

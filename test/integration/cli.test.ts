@@ -130,7 +130,7 @@ describeWithStack('deis-backup executable', (stack) => {
     expect(backup.code).toBe(1);
     // The cluster lock lives in that etcd too: the run stops before reading anything.
     expect(backup.stderr).toMatch(
-      /^deis-backup: backup: cannot take the cluster lock in etcd \/deis-backup-test\/\S+: etcd: cannot create \S+ at http:\/\/127\.0\.0\.1:24999 \(ECONNREFUSED\)/,
+      /^deis-backup: backup: cannot take the cluster lock in etcd \/deis-backup-test\/\S+ \(and dir:\/tmp\/x\/locks\/\): etcd: cannot create \S+ at http:\/\/127\.0\.0\.1:24999 \(ECONNREFUSED\)/,
     );
   });
 

@@ -19,10 +19,12 @@ import {
 } from '../../src/lock/lock.js';
 import { LOCKS, TargetLock } from '../../src/lock/target-lock.js';
 import { DirTarget } from '../../src/targets/dir.js';
+import { loadConfig } from '../../src/config.js';
+import { createClusterEtcd, createClusterLock, createRepository } from '../../src/wiring.js';
 import type { Target } from '../../src/targets/target.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
 import type { Stack } from '../fixtures/stack.js';
-import { describeWithStack, tempDir, unique } from './helpers.js';
+import { describeWithStack, tempDir, unique, writeConfig } from './helpers.js';
 
 const TTL = 3;
 const signal = AbortSignal.timeout(300_000);
@@ -408,6 +410,69 @@ describeWithStack('cluster lock', (stack) => {
       expect(Date.now() - started).toBeLessThan(15_000);
       const left = await etcdRequest(stack, key, 'DELETE');
       expect(left.status).toBe(200);
+    });
+  });
+
+  describe.concurrent('etcd and target runners on one target', () => {
+    /**
+     * The locks two configs give for one target: the daemon's, whose etcd.endpoints (or ETCD) makes
+     * `auto` the etcd backend, and a one-off run's without etcd, whose `auto` is the target backend.
+     */
+    const runners = async () => {
+      const target = { type: 'dir', path: tempDir('lock') };
+      const key = etcdKey();
+      const lockOf = async (file: string) => {
+        const config = loadConfig({ file, env: {} });
+        return createClusterLock(config, createClusterEtcd(config), (await createRepository(config)).target);
+      };
+      const daemon = await lockOf(
+        writeConfig({ etcd: { endpoints: [stack.etcdEndpoint] }, lock: { key, ttlSeconds: TTL }, target }),
+      );
+      const oneOff = await lockOf(writeConfig({ lock: { ttlSeconds: TTL }, target }));
+      return { daemon, oneOff, key, dir: new DirTarget(target.path) };
+    };
+
+    it('keeps a target-backend runner out while the etcd lock is held, and names its holder', async ({
+      expect,
+    }) => {
+      const { daemon, oneOff, key, dir } = await runners();
+      expect(daemon.where).toBe(`etcd ${key} (and ${dir.name}/${LOCKS})`);
+      const first = held(await daemon.tryAcquire('backup', { signal }));
+      const other = busy(await oneOff.tryAcquire('prune', { signal }));
+      expect(other).toMatchObject({ operation: 'backup', host: hostname(), pid: process.pid });
+      // Still held past the TTL: the file in the target is refreshed with the etcd key.
+      await delay(TTL * 1000 + 500);
+      expect(busy(await oneOff.tryAcquire('prune', { signal }))).toMatchObject({ operation: 'backup' });
+      expect(first.lost.aborted).toBe(false);
+      await first.release();
+      expect(await lockFiles(dir)).toEqual([]);
+      expect(await createEtcd([stack.etcdEndpoint], 5000).get(key, { signal })).toBeUndefined();
+      await held(await oneOff.tryAcquire('prune', { signal })).release();
+    });
+
+    it('keeps an etcd-backend runner out while a target-backend runner holds the lock, leaving etcd free', async ({
+      expect,
+    }) => {
+      const { daemon, oneOff, key } = await runners();
+      const first = held(await oneOff.tryAcquire('prune', { signal }));
+      expect(busy(await daemon.tryAcquire('backup', { signal }))?.holder).toBe(first.holder.holder);
+      // The etcd key it took on the way was given back.
+      expect(await createEtcd([stack.etcdEndpoint], 5000).get(key, { signal })).toBeUndefined();
+      await first.release();
+      const next = held(await daemon.tryAcquire('backup', { signal }));
+      expect(busy(await daemon.tryAcquire('verify', { signal }))?.holder).toBe(next.holder.holder);
+      await next.release();
+    });
+
+    it('loses the etcd lock when its file in the target is removed', async ({ expect }) => {
+      const { daemon, dir } = await runners();
+      const first = held(await daemon.tryAcquire('backup', { signal }));
+      for (const file of await lockFiles(dir)) await dir.remove(file, { signal });
+      const reason = await whenLost(first, TTL * 1000 + 2000);
+      expect((reason as Error).message).toMatch(
+        new RegExp(`^lost the cluster lock at ${escape(`${dir.name}/${LOCKS}`)}: \\S+ was removed$`),
+      );
+      await first.release();
     });
   });
 
