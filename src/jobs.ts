@@ -86,7 +86,7 @@ export interface RetentionOutcome {
  * Applies the configured retention after a committed backup (the caller holds the lock): forgets
  * what the policy drops, then prunes. Routinely only the blobs of the points just forgotten
  * (sweep); every stored key after an interrupted run, while a manifest cannot be read (which
- * prune then refuses), or when the last full prune is older than FULL_PRUNE_EVERY_MS.
+ * prune then refuses) or was listed but then not found, or when the last full prune is older than FULL_PRUNE_EVERY_MS.
  * Never throws, not even when stopped (a shutdown, the lock lost): the restore point is committed
  * either way, and `error` says why retention did not complete.
  */
@@ -109,7 +109,8 @@ export async function applyRetention(
     const scan = await repository.scan({ signal });
     const pruning = config.retention.prune;
     // The record of the last full prune is read only once forget has dropped something.
-    const mayPruneForgotten = pruning && scan.uncommitted.length === 0 && scan.unreadable.length === 0;
+    const mayPruneForgotten =
+      pruning && scan.uncommitted.length === 0 && scan.unreadable.length === 0 && scan.vanished.length === 0;
     outcome.forget = await forget(repository, policyFromConfig(config.retention), {
       now: opts.now,
       timezone: config.schedule.timezone,

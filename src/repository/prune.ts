@@ -5,7 +5,7 @@
 // forgotten.
 import type { Logger } from '../log.js';
 import { BackupError, describeError } from '../errors.js';
-import { BLOBS, manifestKey, runMarkerKey, SNAPSHOTS } from './layout.js';
+import { BLOBS, isSnapshotId, manifestKey, runMarkerKey, SNAPSHOTS } from './layout.js';
 import type { ArtifactRecord, IndexEntry, Manifest } from './manifest.js';
 import type { Repository } from './repository.js';
 import { forEachLimited, mapConcurrently } from '../concurrency.js';
@@ -135,7 +135,15 @@ export async function prune(
     forgotten.has(key.slice(SNAPSHOTS.length).split('/')[0] ?? '');
   for await (const info of target.list(SNAPSHOTS, { signal })) {
     if (referenced.has(info.key)) keptBytes += info.size;
-    else if (!forgottenFolder(info.key)) doomed.push({ ...info, blob: false });
+    else if (forgottenFolder(info.key)) continue;
+    else if (isManifestKey(info.key)) {
+      // A manifest the scan did not return (read as missing, or written since by a runner without
+      // the lock) is a restore point whose references are unknown: removing its folder loses it.
+      throw new BackupError(
+        'ERR_INTEGRITY',
+        `prune: ${info.key} appeared, or could not be found, while prune read the restore points; nothing removed. Run prune again; if this repeats, check that no other deis-backup writes to ${target.name} without the cluster lock`,
+      );
+    } else doomed.push({ ...info, blob: false });
   }
   for await (const key of target.listKeys(BLOBS, { signal })) {
     const size = blobs.get(key);
@@ -337,4 +345,10 @@ async function* indexEntries(
       { cause: err },
     );
   }
+}
+
+/** True for `snapshots/<id>/manifest.json`: a key that makes its folder a restore point. */
+function isManifestKey(key: string): boolean {
+  const [id, name, ...rest] = key.slice(SNAPSHOTS.length).split('/');
+  return rest.length === 0 && name === 'manifest.json' && id !== undefined && isSnapshotId(id);
 }

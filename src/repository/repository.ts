@@ -69,13 +69,15 @@ export class Repository {
 
   /**
    * Every committed restore point, oldest first; the manifests that exist but cannot be read
-   * (damaged, or written by another format version): those are reported, never used; and the ids
-   * of folders without a manifest (interrupted or running runs), oldest first.
+   * (damaged, written by another format version, or naming another id): those are reported, never
+   * used; the ids of folders without a manifest (interrupted or running runs), oldest first; and
+   * those whose manifest was listed but then not found (`vanished`).
    */
   async scan(opts: { signal: AbortSignal }): Promise<{
     snapshots: Manifest[];
     unreadable: { id: string; error: string }[];
     uncommitted: string[];
+    vanished: string[];
   }> {
     const folders = new Map<string, boolean>();
     for await (const key of this.target.listKeys(SNAPSHOTS, opts)) {
@@ -90,10 +92,16 @@ export class Repository {
       MANIFEST_READS,
       async (id) => {
         try {
-          return { id, manifest: await this.readManifest(id, opts) };
+          const manifest = await this.readManifest(id, opts);
+          // Another folder's manifest: what it references is not what its folder holds.
+          if (manifest.id !== id)
+            return { id, error: `its manifest names restore point ${JSON.stringify(manifest.id)}` };
+          return { id, manifest };
         } catch (err) {
           // Gone since the listing: a forget (another process's retention) took it. Readers that
           // hold no lock, as the daemon's /snapshots, meet this; it is no restore point any more.
+          // Under the lock it should not happen (a target that answered 404 for a moment):
+          // retention then prunes in full, which looks again.
           if (err instanceof BackupError && err.code === 'ERR_NOT_FOUND') return { id, gone: true };
           if (!(err instanceof BackupError) || err.code !== 'ERR_INTEGRITY') throw err;
           return { id, error: err.message };
@@ -102,13 +110,20 @@ export class Repository {
     );
     const snapshots: Manifest[] = [];
     const unreadable: { id: string; error: string }[] = [];
+    const vanished: string[] = [];
     for (const item of read) {
       if (item.manifest) snapshots.push(item.manifest);
       else if (item.error !== undefined) unreadable.push({ id: item.id, error: item.error });
+      else vanished.push(item.id);
     }
     // Ids sort by second; two runs within one second are ordered by when they started.
     snapshots.sort((a, b) => compareText(a.startedAt, b.startedAt) || compareText(a.id, b.id));
-    return { snapshots, unreadable, uncommitted: ids.filter((i) => folders.get(i) === false) };
+    return {
+      snapshots,
+      unreadable,
+      uncommitted: ids.filter((i) => folders.get(i) === false),
+      vanished,
+    };
   }
 
   /**

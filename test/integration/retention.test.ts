@@ -1,15 +1,17 @@
 // Retention against the real stack: forget + prune on a target with many restore points removes
 // exactly what the dropped points alone referenced, and every kept point still restores whole.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { forget } from '../../src/repository/forget.js';
-import { FULL_PRUNE_EVERY_MS, fullPruneDue } from '../../src/repository/prune.js';
+import { FULL_PRUNE_EVERY_MS, fullPruneDue, prune } from '../../src/repository/prune.js';
 import { Repository } from '../../src/repository/repository.js';
 import { silentLogger } from '../../src/logger.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { DirTarget } from '../../src/targets/dir.js';
+import { BackupError } from '../../src/errors.js';
+import { craftedRestorePoint } from '../fixtures/crafted.js';
 import { bytes } from '../fixtures/deis-sample.js';
 import { stackDumpCommand } from '../fixtures/stack.js';
 import {
@@ -412,5 +414,62 @@ describe('full prune clock', () => {
     expect(await due()).toBe(true);
     await record(JSON.stringify({ lastFullAt: new Date(now.getTime() + 60_000) }));
     expect(await due()).toBe(true);
+  });
+});
+
+describe('prune refusing a restore point it cannot be sure of', () => {
+  const prunes = (repository: Repository) =>
+    prune(repository, { dryRun: false, lockedAt: new Date(), signal, log: silentLogger });
+  /** Every file under root, relative. */
+  const files = async (root: string) =>
+    (await readdir(root, { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name).slice(root.length + 1))
+      .sort();
+
+  it('refuses a manifest that names another restore point, removing nothing', async () => {
+    const root = tempDir('prune-misnamed');
+    const id = await craftedRestorePoint(root, [], { signal });
+    const other = '20200101T000000Z-beef';
+    await mkdir(join(root, 'snapshots', other));
+    await copyFile(
+      join(root, 'snapshots', id, 'manifest.json'),
+      join(root, 'snapshots', other, 'manifest.json'),
+    );
+    const before = await files(root);
+    await expect(prunes(new Repository(new DirTarget(root)))).rejects.toThrow(
+      `prune: restore point ${other} cannot be read (its manifest names restore point "${id}"); nothing removed.`,
+    );
+    expect(await files(root)).toEqual(before);
+  });
+
+  it('refuses when a manifest read as missing is there when it lists the folders, removing nothing', async () => {
+    const root = tempDir('prune-flaky');
+    const id = await craftedRestorePoint(root, [], { signal });
+    const manifest = `snapshots/${id}/manifest.json`;
+    // A target that answers "not found" once for a key it holds, as a lagging replica can.
+    let missed = false;
+    const flaky = new (class extends DirTarget {
+      override async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
+        if (key === manifest && !missed) {
+          missed = true;
+          throw new BackupError('ERR_NOT_FOUND', `${key} not found`);
+        }
+        return super.get(key, opts);
+      }
+    })(root);
+    const before = await files(root);
+    await expect(prunes(new Repository(flaky))).rejects.toThrow(
+      `prune: ${manifest} appeared, or could not be found, while prune read the restore points; nothing removed.`,
+    );
+    expect(missed).toBe(true);
+    expect(await files(root)).toEqual(before);
+    // Read again, it stands, and nothing of it is removed.
+    expect(await prunes(new Repository(flaky))).toMatchObject({
+      snapshots: 1,
+      removedKeys: 0,
+      removedBlobs: 0,
+    });
+    expect(await files(root)).toEqual([...before, 'status/prune.json'].sort());
   });
 });
