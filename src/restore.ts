@@ -91,7 +91,8 @@ export interface RestoreReport {
   next: string[];
   /**
    * What became of the republish to etcd in the finishing step: `done`, `failed`, `no host` (due,
-   * but no controller host is known), or `none` (not due, only advised, a dry run, or not reached).
+   * but no controller host is known), `version unknown` (whether one is due is not known), or
+   * `none` (not due, only advised, a dry run, or not reached).
    */
   republish: FinishOutcome['republish'];
 }
@@ -159,7 +160,7 @@ export async function restoreSnapshot(
   // Asked for alone, a finishing step that failed, or could not run for want of a host, is the whole
   // restore failing.
   const finishAlone = results.length === 0;
-  const unrun = finish.republish === 'no host';
+  const unrun = finish.republish === 'no host' || finish.republish === 'version unknown';
   const status =
     results.some((r) => r.status === 'failed' || r.status === 'skipped') ||
     (finishAlone && (finishFailed || unrun))
@@ -346,6 +347,7 @@ async function finishAdvice(
   const version = versionText === undefined ? undefined : parseVersion(versionText);
   if (versionText !== undefined && !version) unknown = `${JSON.stringify(versionText)} is not a version`;
   if (!version) {
+    republishing = 'version unknown';
     next.push(
       `Deis version unknown (${unknown}): for Deis before 1.11, publish keys, apps, domains, certificates and configs to etcd from deis-controller (set restore.deisVersion to have it done)`,
     );
@@ -354,8 +356,15 @@ async function finishAdvice(
       `Deis ${versionText ?? ''} republishes keys, apps, domains, certificates and configs to etcd when the controller starts: nothing to run, unless deis-controller started before the database was restored, which published an empty platform: then restart it (deisctl restart controller)`,
     );
   } else {
+    // Why no host is known, if none is.
+    let noHost = 'restore.controllerHost, /deis/controller/host';
     const host =
-      config.restore.controllerHost ?? (await etcd.get('/deis/controller/host', opts).catch(() => undefined));
+      config.restore.controllerHost ??
+      (await etcd.get('/deis/controller/host', opts).catch((err: unknown) => {
+        opts.signal.throwIfAborted();
+        noHost = `restore.controllerHost; etcd did not answer for /deis/controller/host: ${describeError(err)}`;
+        return undefined;
+      }));
     // Without a host the printed command names the controller's own $HOST (its unit passes
     // -e HOST=$COREOS_PRIVATE_IPV4), which the shell inside the container expands: the host's
     // $COREOS_PRIVATE_IPV4 would sit unexpanded in the command's single quotes.
@@ -366,7 +375,7 @@ async function finishAdvice(
     if (host === undefined) {
       republishing = 'no host';
       next.push(
-        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (restore.controllerHost, /deis/controller/host): once deis-controller runs, ${finishOnly(deps, prepared)}, or feed this to \`${shown}\` on its host: ${snippet}`,
+        `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (${noHost}): once deis-controller runs, ${finishOnly(deps, prepared)}, or feed this to \`${shown}\` on its host: ${snippet}`,
       );
     } else if (planOnly) {
       next.push(
@@ -457,7 +466,7 @@ async function databaseBoot(
 interface FinishOutcome {
   next: string[];
   /** `none` when none was due or it was only advised (a dry run, a version that needs none). */
-  republish: 'none' | 'done' | 'failed' | 'no host';
+  republish: 'none' | 'done' | 'failed' | 'no host' | 'version unknown';
 }
 
 /** Where the Deis version came from, for a message that asks to check it. */

@@ -226,8 +226,8 @@ export async function applyBucket(
   let stopped: BackupError | undefined;
   /** Base backups with an object that failed to restore → how many failed. */
   const failedBases = new Map<string, number>();
-  /** Whether the object was sent (else skipped, kept as a conflict, or failed). */
-  const run = async (index: number): Promise<boolean> => {
+  /** Applies one entry: 'sent', 'kept' (skip or conflict), 'failed' (counted and named), or 'stopped' (an outage). */
+  const run = async (index: number): Promise<'sent' | 'kept' | 'failed' | 'stopped'> => {
     const entry = plan.entries.at(index);
     const action = actionOf(plan, index);
     counts.objects++;
@@ -235,7 +235,7 @@ export async function applyBucket(
     if (action === 'skip' || action === 'conflict') {
       counts[action]++;
       tick(0);
-      return false;
+      return 'kept';
     }
     try {
       await uploadObject(client, target, plan.destination, entry, opts.signal);
@@ -243,13 +243,13 @@ export async function applyBucket(
       else counts[action]++;
       counts.transferBytes += entry.size;
       tick(entry.size);
-      return true;
+      return 'sent';
     } catch (err) {
       opts.signal.throwIfAborted();
       const stop = stopFor(err, plan.destination, client, target);
       if (stop !== undefined) {
         stopped ??= stop;
-        return false;
+        return 'stopped';
       }
       counts.failed++;
       if (errors.length < 20) errors.push(`${plan.destination}/${entry.key}: ${describeError(err)}`);
@@ -257,7 +257,7 @@ export async function applyBucket(
       if (base !== undefined) failedBases.set(base, (failedBases.get(base) ?? 0) + 1);
     }
     tick(entry.size);
-    return false;
+    return 'failed';
   };
   const sentinels = new Set(plan.sentinels);
   let next = 0;
@@ -300,13 +300,16 @@ export async function applyBucket(
     const wait = sentAt === undefined ? 0 : sentAt + (gapMs ?? 0) - Date.now();
     if (wait > 0 && action !== 'skip' && action !== 'conflict')
       await setTimeout(wait, undefined, { signal: opts.signal });
-    if (await run(index)) {
+    const applied = await run(index);
+    if (applied === 'sent') {
       sentAt = Date.now();
       gapMs ??= (await listsWholeSeconds(client, plan.destination, entry.key, opts)) ? SENTINEL_GAP_MS : 0;
     }
     const stop = outage();
     if (stop !== undefined) throw stop;
-    expectedLatest = entry.key;
+    // A sentinel that failed to go (counted and named) is not what LATEST should be: the check
+    // after them would otherwise blame a newer base backup that is not there.
+    if (applied !== 'failed') expectedLatest = entry.key;
   }
   let abortedUploads = 0;
   try {

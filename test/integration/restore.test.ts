@@ -648,6 +648,40 @@ describeWithStack('restore', (stack) => {
     expect(await latest(gateway, newWal)).toBe(SENTINEL(BASE_BACKUPS[2] ?? ''));
   });
 
+  it('names a stop sentinel that failed to upload, and expects the one before it as LATEST (exit 3)', async () => {
+    const damaged = tempDir('damaged-sentinel');
+    execFileSync('cp', ['-a', `${target}/.`, damaged]);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      sources: { buckets: { names: [wal, registry] } },
+      target: { type: 'dir', path: damaged },
+    });
+    // The newest stop sentinel's body loses a byte: its upload fails its sha256 check.
+    const newest = latestAtBackup ?? '';
+    const entry = execFileSync('sh', ['-c', `zcat ${target}/snapshots/${snapshot}/bucket-${wal}.jsonl.gz`], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { key: string; blob: string })
+      .find((e) => e.key === newest);
+    if (!entry) throw new Error(`no index entry for ${newest}`);
+    const path = join(damaged, entry.blob);
+    const bytes = await readFile(path);
+    flipByte(bytes, Math.floor(bytes.length / 2));
+    await writeFile(path, bytes);
+    const args = fresh('sentinel');
+    const [newWal] = destinations(args);
+    const run = await restore([snapshot, '--only', 'buckets', ...args], file);
+    expect(run.code).toBe(3);
+    // Only the upload is named: no newer base backup is blamed for LATEST.
+    expect(run.report?.steps[0]?.errors).toEqual([
+      `${newWal}/${newest}: body ${entry.blob} does not match the sha256 in the manifest (damaged or tampered); not restored`,
+    ]);
+    // The sentinel sent before it (the newest was made so by rewriting the middle one).
+    expect(await latest(gateway, newWal)).toBe(SENTINEL(BASE_BACKUPS[2] ?? ''));
+  });
+
   it('fails in preflight, writing nothing, when a body or an artifact is missing or damaged', async () => {
     const broken = tempDir('broken');
     execFileSync('cp', ['-a', `${target}/.`, broken]);
@@ -1163,6 +1197,18 @@ describeWithStack('restore', (stack) => {
       new RegExp(
         `^Deis v1\\.10\\.1 does not republish to etcd by itself, and no controller host is known \\(restore\\.controllerHost, /deis/controller/host\\): once deis-controller runs, run deis-backup --config ${versionOnly} restore ${snapshot} --only finish, or feed this to \`docker exec -i deis-controller .*'cd /app && ETCD=\\$HOST:4001 \\./manage\\.py shell'\` on its host: `,
       ),
+    );
+  });
+
+  it('fails a run of only the finishing step when the Deis version is unknown, as it did nothing', async () => {
+    // No restore.deisVersion (JSON leaves out the undefined), and no /deis/platform/version in etcd.
+    const file = config({ restore: { deisVersion: undefined } });
+    const run = await restore([snapshot, '--only', 'finish'], file);
+    expect(run.code, run.err).toBe(1);
+    expect(run.report?.status).toBe('failed');
+    expect(run.report?.republish).toBe('version unknown');
+    expect(run.report?.next[0]).toMatch(
+      /^Deis version unknown \(\/deis\/platform\/version is not in etcd\): for Deis before 1\.11, publish /,
     );
   });
 
