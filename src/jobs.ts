@@ -57,6 +57,8 @@ export async function underLock<T>(
     },
   }).catch((err: unknown) => {
     opts.signal.throwIfAborted();
+    // The target's own error names the target and the fix; a lock in the target adds nothing to it.
+    if (err instanceof BackupError && err.code === 'ERR_TARGET') throw err;
     throw new BackupError(
       err instanceof BackupError ? err.code : 'ERR_LOCKED',
       `${operation}: cannot take the cluster lock in ${deps.lock.where}: ${describeError(err)}`,

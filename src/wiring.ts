@@ -110,14 +110,19 @@ export function createClusterEtcd(config: Config): Etcd {
 /**
  * The one-runner lock: in the cluster's etcd, or as lock objects in the target. The etcd lock is
  * also announced in the target (PairedLock), without the settling wait: the etcd key already keeps
- * etcd runners apart, and the file is there for runners that use the target backend.
+ * etcd runners apart, and the file is there for runners that use the target backend. The file names
+ * the etcd endpoints and key, so that the next holder of that key removes one its last holder left.
  */
 export function createClusterLock(config: Config, etcd: Etcd, target: Target): ClusterLock {
   const { backend, key, ttlSeconds } = config.lock;
   return backend === 'etcd'
     ? new PairedLock(
         new EtcdLock(etcd, { key, ttlSeconds }),
-        new TargetLock(target, { ttlSeconds, settleMs: 0 }),
+        new TargetLock(target, {
+          ttlSeconds,
+          settleMs: 0,
+          pairedWith: `etcd ${[...config.etcd.endpoints].sort().join(',')} ${key}`,
+        }),
       )
     : new TargetLock(target, { ttlSeconds });
 }

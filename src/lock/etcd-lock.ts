@@ -19,6 +19,9 @@ export interface EtcdLockOptions {
   ttlSeconds: number;
 }
 
+/** How long the removal after a failed create may take; past it the key expires by its TTL. */
+const RELEASE_AFTER_FAILED_CREATE_MS = 10_000;
+
 /**
  * ClusterLock on an etcd key whose value is the holder's LockHolder JSON. The value is written once
  * and never changes while held (refresh re-sends it), so its expiresAt is the first one; a busy answer
@@ -45,7 +48,17 @@ export class EtcdLock implements ClusterLock {
     const holder = newHolder(operation, this.ttlSeconds, new Date(acquiredAt));
     const value = JSON.stringify(holder);
     const ttl = { ttlSeconds: this.ttlSeconds, signal: opts.signal };
-    let created = await this.etcd.create(this.key, value, ttl);
+    let created: boolean;
+    try {
+      created = await this.etcd.create(this.key, value, ttl);
+    } catch (err) {
+      // A create stopped by an abort (or whose answer was lost) may have made the key: it holds our
+      // value only, so removing it by that value cannot take another holder's lock.
+      await this.etcd
+        .remove(this.key, value, { signal: AbortSignal.timeout(RELEASE_AFTER_FAILED_CREATE_MS) })
+        .catch(() => undefined);
+      throw err;
+    }
     const node = created ? undefined : await this.etcd.getNode(this.key, opts);
     if (node?.dir) {
       throw new BackupError(

@@ -14,6 +14,11 @@ export interface LockHolder {
   pid: number;
   since: string;
   expiresAt: string;
+  /**
+   * In a target's lock file written beside another lock (PairedLock): which one, e.g.
+   * "etcd http://10.21.1.44:4001 /deis/backup/lock". Absent in every other record.
+   */
+  pairedWith?: string;
 }
 
 /** A lock we hold; kept alive in the background until released or lost. */
@@ -92,6 +97,7 @@ export function parseHolder(text: string): LockHolder | undefined {
     pid: v['pid'],
     since: v['since'] as string,
     expiresAt: v['expiresAt'] as string,
+    ...(typeof v['pairedWith'] === 'string' ? { pairedWith: v['pairedWith'] } : {}),
   };
 }
 

@@ -28,6 +28,12 @@ export interface TargetLockOptions {
   ttlSeconds: number;
   /** How long a new holder waits after writing its file before looking for rivals; default 1000. */
   settleMs?: number;
+  /**
+   * The lock this one is taken beside, once that one is held (PairedLock): recorded in our file. A
+   * file that records the same one belongs to an earlier holder of it, which no longer holds it
+   * (it could not remove its file: the target was down, or it was killed), and is removed.
+   */
+  pairedWith?: string;
 }
 
 /** ClusterLock as one file per holder under locks/ in a target. */
@@ -36,11 +42,13 @@ export class TargetLock implements ClusterLock {
   private readonly target: Target;
   private readonly ttlSeconds: number;
   private readonly settleMs: number;
+  private readonly pairedWith: string | undefined;
 
   constructor(target: Target, options: TargetLockOptions) {
     this.target = target;
     this.ttlSeconds = options.ttlSeconds;
     this.settleMs = options.settleMs ?? 1000;
+    this.pairedWith = options.pairedWith;
     this.where = `${target.name}/${LOCKS}`;
   }
 
@@ -53,14 +61,20 @@ export class TargetLock implements ClusterLock {
     if (first !== undefined) return { busy: first };
 
     const acquiredAt = Date.now();
-    const holder = newHolder(operation, this.ttlSeconds, new Date(acquiredAt));
+    const holder: LockHolder = {
+      ...newHolder(operation, this.ttlSeconds, new Date(acquiredAt)),
+      ...(this.pairedWith === undefined ? {} : { pairedWith: this.pairedWith }),
+    };
     const key = lockKey(holder.holder);
-    await this.write(key, holder, opts.signal);
     let rival: LockHolder | undefined;
     try {
+      // A put stopped by an abort may still land: removed below, it does not outlive us by a TTL.
+      await this.write(key, holder, opts.signal);
       // A rival that listed before our put landed wrote its file too; give its put time to show.
       await sleep(this.settleMs, opts.signal);
-      rival = earliest((await this.readLocks(opts.signal)).filter((h) => sortsBefore(h, holder)));
+      rival = earliest(
+        (await this.readLocks(opts.signal, holder.holder)).filter((h) => sortsBefore(h, holder)),
+      );
     } catch (err) {
       await this.removeQuietly(key);
       throw err;
@@ -78,7 +92,9 @@ export class TargetLock implements ClusterLock {
         const startedAt = Date.now();
         record = { ...record, expiresAt: new Date(startedAt + this.ttlSeconds * 1000).toISOString() };
         await this.write(key, record, o.signal);
-        const other = earliest((await this.readLocks(o.signal)).filter((h) => sortsBefore(h, holder)));
+        const other = earliest(
+          (await this.readLocks(o.signal, holder.holder)).filter((h) => sortsBefore(h, holder)),
+        );
         if (other !== undefined) return { lost: `${describeHolder(other)} holds it too` };
         return 'ok' as const;
       },
@@ -89,8 +105,11 @@ export class TargetLock implements ClusterLock {
     return { held: holdLock(this.where, holder, lease, { ttlSeconds: this.ttlSeconds, acquiredAt }) };
   }
 
-  /** Every unexpired lock under locks/; expired ones are removed on the way (best effort). */
-  private async readLocks(signal: AbortSignal): Promise<LockHolder[]> {
+  /**
+   * Every unexpired lock under locks/; expired ones, and those of an earlier holder of the lock
+   * this one is paired with (other than `own`, ours), are removed on the way (best effort).
+   */
+  private async readLocks(signal: AbortSignal, own?: string): Promise<LockHolder[]> {
     const keys: string[] = [];
     for await (const info of this.target.list(LOCKS, { signal })) {
       if (info.key.endsWith('.json')) keys.push(info.key);
@@ -101,7 +120,9 @@ export class TargetLock implements ClusterLock {
         const holder = await this.read(key, signal);
         if (holder === undefined) return undefined;
         const expiresAt = Date.parse(holder.expiresAt);
-        if (Number.isNaN(expiresAt) || expiresAt <= now) {
+        const stale =
+          this.pairedWith !== undefined && holder.pairedWith === this.pairedWith && holder.holder !== own;
+        if (Number.isNaN(expiresAt) || expiresAt <= now || stale) {
           // Its holder stopped refreshing (or our clocks disagree; see the header).
           await this.removeQuietly(key);
           return undefined;

@@ -276,7 +276,7 @@ describeWithStack('failed and partial runs', (stack) => {
     ]);
     expect(run.code).toBe(1);
     expect(run.err).toBe(
-      'deis-backup: list snapshots/ in s3://deis-backups: ECONNREFUSED; check target.endpoint',
+      'deis-backup: list locks/ in s3://deis-backups: ECONNREFUSED; check target.endpoint',
     );
     expect(run.out).toBe('');
   });
@@ -295,7 +295,7 @@ describeWithStack('failed and partial runs', (stack) => {
     ]);
     expect(refused.code).toBe(1);
     expect(refused.err).toBe(
-      `deis-backup: list snapshots/ in s3://${stack.targetBucket}: SignatureDoesNotMatch; check target.accessKey and target.secretKey`,
+      `deis-backup: list locks/ in s3://${stack.targetBucket}: SignatureDoesNotMatch; check target.accessKey and target.secretKey`,
     );
     const missing = await cli([
       'backup',
@@ -310,7 +310,7 @@ describeWithStack('failed and partial runs', (stack) => {
     ]);
     expect(missing.code).toBe(1);
     expect(missing.err).toBe(
-      'deis-backup: list snapshots/ in s3://no-such-bucket-here: NoSuchBucket; create bucket no-such-bucket-here or fix target.bucket',
+      'deis-backup: list locks/ in s3://no-such-bucket-here: NoSuchBucket; create bucket no-such-bucket-here or fix target.bucket',
     );
   });
 

@@ -115,7 +115,7 @@ describeWithStack('https target', (stack) => {
     const run = await runBin(['backup', '--config', config(prefix), '--only', 'buckets']);
     expect(run.code).toBe(1);
     expect(run.stderr).toBe(
-      `deis-backup: list snapshots/ in s3://${stack.targetBucket}/${prefix}: DEPTH_ZERO_SELF_SIGNED_CERT; the target's certificate is not signed by a trusted authority: set NODE_EXTRA_CA_CERTS to a PEM file of its CA\n`,
+      `deis-backup: list locks/ in s3://${stack.targetBucket}/${prefix}: DEPTH_ZERO_SELF_SIGNED_CERT; the target's certificate is not signed by a trusted authority: set NODE_EXTRA_CA_CERTS to a PEM file of its CA\n`,
     );
     expect(run.stderr).not.toContain(stack.targetSecretKey);
   });
@@ -129,7 +129,7 @@ describeWithStack('https target', (stack) => {
     });
     expect(run.code).toBe(1);
     expect(run.stderr).toBe(
-      `deis-backup: list snapshots/ in s3://${stack.targetBucket}/${prefix}: ERR_TLS_CERT_ALTNAME_INVALID; the target's certificate does not name the host in target.endpoint: fix target.endpoint\n`,
+      `deis-backup: list locks/ in s3://${stack.targetBucket}/${prefix}: ERR_TLS_CERT_ALTNAME_INVALID; the target's certificate does not name the host in target.endpoint: fix target.endpoint\n`,
     );
   });
 });

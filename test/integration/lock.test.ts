@@ -21,8 +21,9 @@ import { LOCKS, TargetLock } from '../../src/lock/target-lock.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { loadConfig } from '../../src/config.js';
 import { createClusterEtcd, createClusterLock, createRepository } from '../../src/wiring.js';
-import type { Target } from '../../src/targets/target.js';
+import type { PutOptions, Target } from '../../src/targets/target.js';
 import { stackS3Target } from '../fixtures/s3-target.js';
+import { startFaultProxy } from '../fixtures/fault-proxy.js';
 import type { Stack } from '../fixtures/stack.js';
 import { describeWithStack, tempDir, unique, writeConfig } from './helpers.js';
 
@@ -464,6 +465,38 @@ describeWithStack('cluster lock', (stack) => {
       await next.release();
     });
 
+    it('takes over the file an earlier holder of the same etcd key left, which still keeps target runners out', async ({
+      expect,
+    }) => {
+      const { daemon, oneOff, dir } = await runners();
+      const first = held(await daemon.tryAcquire('backup', { signal }));
+      const [file] = await lockFiles(dir);
+      if (file === undefined) throw new Error('no lock file');
+      const left = JSON.parse(await readAll(await dir.get(file, { signal }))) as LockHolder;
+      expect(left.pairedWith).toMatch(/^etcd http:\/\/127\.0\.0\.1:\d+ \/deis-backup-test\/\S+\/lock$/);
+      await first.release();
+      // As a holder leaves it when the target is down at its release: the etcd key is gone, its file not.
+      const body = Buffer.from(
+        JSON.stringify({ ...left, expiresAt: new Date(Date.now() + 60_000).toISOString() }),
+      );
+      await dir.put(file, Readable.from([body]), { signal, size: body.length });
+      expect(busy(await oneOff.tryAcquire('prune', { signal }))?.holder).toBe(left.holder);
+      const next = held(await daemon.tryAcquire('backup', { signal }));
+      // The left file is gone; the one there now is the new holder's.
+      const now = await lockFiles(dir);
+      expect(now).toHaveLength(1);
+      expect(now).not.toContain(file);
+      await next.release();
+      // Another etcd key's file (another cluster's runner on this target) is a live lock to it.
+      const other = { ...left, pairedWith: 'etcd http://10.0.0.1:4001 /deis/backup/lock' };
+      const otherBody = Buffer.from(
+        JSON.stringify({ ...other, expiresAt: new Date(Date.now() + 60_000).toISOString() }),
+      );
+      await dir.put(file, Readable.from([otherBody]), { signal, size: otherBody.length });
+      expect(busy(await daemon.tryAcquire('backup', { signal }))?.holder).toBe(left.holder);
+      await dir.remove(file, { signal });
+    });
+
     it('loses the etcd lock when its file in the target is removed', async ({ expect }) => {
       const { daemon, dir } = await runners();
       const first = held(await daemon.tryAcquire('backup', { signal }));
@@ -473,6 +506,66 @@ describeWithStack('cluster lock', (stack) => {
         new RegExp(`^lost the cluster lock at ${escape(`${dir.name}/${LOCKS}`)}: \\S+ was removed$`),
       );
       await first.release();
+    });
+  });
+
+  describe.concurrent('an abort while taking the lock', () => {
+    it('etcd: removes a key whose create landed but whose answer the abort cut off', async ({ expect }) => {
+      const proxy = await startFaultProxy(Number(new URL(stack.etcdEndpoint).port));
+      const direct = createEtcd([stack.etcdEndpoint], 5000);
+      try {
+        const key = etcdKey();
+        const lock = new EtcdLock(createEtcd([`http://127.0.0.1:${proxy.port}`], 5000), {
+          key,
+          ttlSeconds: 60,
+        });
+        // etcd makes the key; the first byte of its answer is held.
+        const stalled = proxy.stallAfter('down', 1, { oneConnection: true });
+        const controller = new AbortController();
+        const taking = lock.tryAcquire('backup', { signal: controller.signal });
+        taking.catch(() => undefined);
+        await stalled;
+        expect(await direct.get(key, { signal })).toBeDefined();
+        controller.abort(new Error('shutting down'));
+        await expect(taking).rejects.toThrow('shutting down');
+        // Not left to its 60 s TTL, where the next run would find it held by this process.
+        expect(await direct.get(key, { signal })).toBeUndefined();
+      } finally {
+        await proxy.cut();
+      }
+    });
+
+    it('target: removes a lock file whose put landed but whose answer the abort cut off', async ({
+      expect,
+    }) => {
+      const root = tempDir('lock');
+      const controller = new AbortController();
+      // A directory whose put of a lock file lands, then waits for the abort as a lost answer would.
+      let isLanded: () => void = () => undefined;
+      const landed = new Promise<void>((resolve) => {
+        isLanded = resolve;
+      });
+      const slow = new (class extends DirTarget {
+        override async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
+          await super.put(key, body, { ...opts, signal });
+          isLanded();
+          await new Promise((_resolve, reject) => {
+            opts.signal.addEventListener('abort', () => {
+              reject(opts.signal.reason as Error);
+            });
+          });
+        }
+      })(root);
+      const taking = new TargetLock(slow, { ttlSeconds: 60 }).tryAcquire('backup', {
+        signal: controller.signal,
+      });
+      taking.catch(() => undefined);
+      await landed;
+      const dir = new DirTarget(root);
+      expect(await lockFiles(dir)).toHaveLength(1);
+      controller.abort(new Error('shutting down'));
+      await expect(taking).rejects.toThrow('shutting down');
+      expect(await lockFiles(dir)).toEqual([]);
     });
   });
 
@@ -492,4 +585,10 @@ describeWithStack('cluster lock', (stack) => {
 
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+async function readAll(body: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
