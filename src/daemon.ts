@@ -1,15 +1,16 @@
 // The daemon: a cron schedule of backups, restores on request, all one at a time, an HTTP API with
 // health, readiness and Prometheus metrics, and a shutdown that commits nothing half done.
-import { createTask, type ScheduledTask } from 'node-cron';
+import type { ScheduledTask } from 'node-cron';
 import { Registry } from 'prom-client';
 import { VERSION } from './tool.js';
 import type { Config } from './config.js';
 import { longestCronGap } from './cron.js';
 import { createRunners } from './daemon/runners.js';
+import { scheduleTask } from './daemon/schedule.js';
 import { withDeadline } from './deadline.js';
 import { describeError } from './errors.js';
 import { buildServer, type Readiness } from './http/server.js';
-import type { CheckStatus } from './jobs.js';
+import { readFailedBackup, type CheckStatus } from './jobs.js';
 import type { Logger } from './log.js';
 import { ALL, Metrics } from './metrics.js';
 import { Operations, type OperationView } from './operations.js';
@@ -55,19 +56,11 @@ export async function startDaemon(
   const operations = new Operations(shutdown);
   const lock = createClusterLock(config, etcd, repository.target);
 
-  const task: ScheduledTask = createTask(
+  const task: ScheduledTask = schedule(
+    'backup',
     config.schedule.cron,
-    () => {
-      const outcome = startBackup('schedule', undefined);
-      if ('busy' in outcome)
-        log.warn({ running: outcome.busy.id }, 'scheduled backup skipped: another operation is running');
-    },
-    {
-      timezone: config.schedule.timezone,
-      noOverlap: true,
-      maxRandomDelay: config.schedule.jitterSeconds * 1000,
-      name: 'deis-backup',
-    },
+    () => startBackup('schedule', undefined),
+    config.schedule.jitterSeconds * 1000,
   );
   const intervalSeconds = longestCronGap(task);
   metrics.setExpectedInterval(intervalSeconds);
@@ -82,15 +75,22 @@ export async function startDaemon(
     name: string,
     cron: string,
     start: () => { started: OperationView } | { busy: OperationView },
+    jitterMs = 0,
   ): ScheduledTask {
-    return createTask(
+    return scheduleTask(
       cron,
       () => {
         const outcome = start();
         if ('busy' in outcome)
           log.warn({ running: outcome.busy.id }, `scheduled ${name} skipped: another operation is running`);
       },
-      { timezone: config.schedule.timezone, noOverlap: true, name: `deis-backup-${name}` },
+      {
+        timezone: config.schedule.timezone,
+        name: `deis-backup-${name}`,
+        what: `scheduled ${name}`,
+        jitterMs,
+        log,
+      },
     );
   }
 
@@ -110,6 +110,7 @@ export async function startDaemon(
           snapshots,
           (manifest) => holdsAll(config, manifest),
           (source) => isConfiguredSource(config, source),
+          await readFailedBackup(repository, { signal }),
         );
         await restoreCheckMetrics(signal);
       }
