@@ -7,6 +7,7 @@ import { forget, type ForgetReport } from './repository/forget.js';
 import { fullPruneDue, prune, pruneFailure, sweep, type PruneReport } from './repository/prune.js';
 import type { Repository } from './repository/repository.js';
 import { policyFromConfig } from './repository/retention.js';
+import type { BackupResult } from './backup.js';
 import type { Config } from './config.js';
 
 /** What `underLock` needs. */
@@ -142,6 +143,70 @@ export async function applyRetention(
   }
   if (outcome.error !== undefined) log.error({ error: outcome.error }, 'retention failed');
   return outcome;
+}
+
+/**
+ * The last backup that failed, as kept in the target (status/backup.json): it leaves no manifest,
+ * so a restarted daemon's metrics would otherwise show the restore point before it as the last word.
+ */
+export interface FailedBackupStatus {
+  finishedAt: string;
+  /** Whether the run was to take every configured source (then it counts for "all"). */
+  whole: boolean;
+  /** The sources that failed with it: every one it was to take, as no restore point was committed. */
+  sources: string[];
+  summary: string;
+}
+
+/**
+ * Records a failed backup in the target, best effort: the target may be why it failed, and then
+ * the record is lost with it (a restart then shows the restore point before it as the last word).
+ */
+export async function recordFailedBackup(
+  repository: Repository,
+  record: FailedBackupStatus,
+  log: Logger,
+): Promise<void> {
+  try {
+    await repository.writeStatus('backup', record, { signal: AbortSignal.timeout(30_000) });
+  } catch (err) {
+    log.warn({ error: describeError(err) }, 'could not record the failed backup in the target');
+  }
+}
+
+/** The record of a run whose sources failed (a result with status `failed`). */
+export function failedRunRecord(result: BackupResult, whole: boolean): FailedBackupStatus {
+  return {
+    finishedAt: result.finishedAt,
+    whole,
+    sources: result.sources.map((s) => s.id),
+    summary: result.sources
+      .filter((s) => s.status === 'failed')
+      .map((s) => `${s.id}: ${s.errors[0] ?? 'failed'}`)
+      .join('; '),
+  };
+}
+
+/** The recorded failed backup, or undefined when there is none or it is not one. */
+export async function readFailedBackup(
+  repository: Repository,
+  opts: { signal: AbortSignal },
+): Promise<FailedBackupStatus | undefined> {
+  const value = (await repository.readStatus('backup', opts)) as Partial<FailedBackupStatus> | undefined;
+  if (
+    typeof value?.finishedAt !== 'string' ||
+    Number.isNaN(Date.parse(value.finishedAt)) ||
+    typeof value.whole !== 'boolean' ||
+    !Array.isArray(value.sources) ||
+    !value.sources.every((s) => typeof s === 'string')
+  )
+    return undefined;
+  return {
+    finishedAt: value.finishedAt,
+    whole: value.whole,
+    sources: value.sources,
+    summary: typeof value.summary === 'string' ? value.summary : '',
+  };
 }
 
 /** A check's outcome as kept in the target (status/<name>.json). */

@@ -163,12 +163,14 @@ export class Metrics {
    * Sets the last-success figures from the restore points in the target (at start, after a
    * restart). Only those `whole` says hold every configured source count for "all", and only the
    * sources `configured` names get figures of their own: a bucket taken out of the config must not
-   * keep its old status (and a partial one its alert) forever.
+   * keep its old status (and a partial one its alert) forever. `failed`, the last failed backup the
+   * target recorded, sets the status of what it failed where it is newer than the restore points.
    */
   rebuild(
     manifests: readonly Manifest[],
     whole: (manifest: Manifest) => boolean,
     configured: (source: string) => boolean,
+    failed?: { finishedAt: string; whole: boolean; sources: readonly string[] },
   ): void {
     this.restorePoints.set(manifests.length);
     let newestWhole: Manifest | undefined;
@@ -192,6 +194,15 @@ export class Metrics {
     const newest = manifests.at(-1);
     for (const source of newest?.sources ?? [])
       if (configured(source.id)) setStatus(source.id, source.status);
+    if (!failed) return;
+    const failedAt = Date.parse(failed.finishedAt);
+    const after = (manifest: Manifest | undefined) =>
+      manifest === undefined || failedAt > Date.parse(manifest.finishedAt);
+    if (failed.whole && after(newestWhole)) setStatus(ALL, 'failed');
+    for (const source of failed.sources) {
+      const holding = manifests.findLast((m) => m.sources.some((s) => s.id === source));
+      if (configured(source) && after(holding)) setStatus(source, 'failed');
+    }
   }
 
   /**

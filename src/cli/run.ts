@@ -4,10 +4,11 @@ import type { Config } from '../config.js';
 import { BUCKET_NAME } from '../config-schema.js';
 import { BackupError } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
-import { applyRetention } from '../jobs.js';
+import { applyRetention, failedRunRecord, recordFailedBackup } from '../jobs.js';
 import { createReporter } from '../restore/report.js';
 import { shellQuote } from '../sources/volume.js';
 import {
+  coversAll,
   createSources,
   DEFAULT_STEPS,
   parseOnly,
@@ -67,6 +68,9 @@ export async function backupCommand(
     } finally {
       run.close();
     }
+    // A failed run leaves no manifest: the record keeps it for a restarted daemon's metrics.
+    if (result.status === 'failed')
+      await recordFailedBackup(repository, failedRunRecord(result, coversAll(config, only)), log);
     const retention = result.id
       ? await applyRetention(config, repository, {
           now: new Date(),

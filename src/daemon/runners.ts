@@ -6,7 +6,15 @@ import { runDrill } from '../drill.js';
 import type { Etcd } from '../etcd.js';
 import { BackupError, describeError, isAbort } from '../errors.js';
 import { drillSummary } from '../format.js';
-import { applyRetention, LockBusyError, recordCheck, underLock, type RetentionOutcome } from '../jobs.js';
+import {
+  applyRetention,
+  failedRunRecord,
+  LockBusyError,
+  recordCheck,
+  recordFailedBackup,
+  underLock,
+  type RetentionOutcome,
+} from '../jobs.js';
 import type { ClusterLock } from '../lock/lock.js';
 import type { Logger } from '../log.js';
 import { ALL, type Metrics } from '../metrics.js';
@@ -100,6 +108,16 @@ export function createRunners(ctx: DaemonContext): Runners {
           plannedSourceIds(config, only),
         );
         runLog.error({ error: describeError(err) }, 'backup failed');
+        await recordFailedBackup(
+          repository,
+          {
+            finishedAt: now,
+            whole: coversAll(config, only),
+            sources: plannedSourceIds(config, only),
+            summary: describeError(err),
+          },
+          runLog,
+        );
         await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });
         throw err;
       }
@@ -110,6 +128,9 @@ export function createRunners(ctx: DaemonContext): Runners {
         return { status: 'aborted', result };
       }
       await scan(signal).catch(() => undefined);
+      if (result.status === 'failed') {
+        await recordFailedBackup(repository, failedRunRecord(result, coversAll(config, only)), runLog);
+      }
       if (result.status !== 'success') {
         await notify(config, log, {
           event: `backup.${result.status}`,

@@ -40,7 +40,7 @@ export interface Stored {
 }
 
 /** The records kept under `status/`. */
-export type StatusName = 'verify' | 'drill' | 'prune';
+export type StatusName = 'verify' | 'drill' | 'prune' | 'backup';
 
 /** What asking for the newest (or every) restore point of an empty target throws. */
 export class NoRestorePointError extends BackupError {

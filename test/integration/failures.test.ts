@@ -27,7 +27,7 @@ import {
 } from './helpers.js';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 
 const signal = AbortSignal.timeout(300_000);
 
@@ -101,6 +101,17 @@ describeWithStack('failed and partial runs', (stack) => {
     for (const id of runDirs.filter((d) => !before.includes(d))) {
       expect(await readdir(`${dir}/snapshots/${id}`)).not.toContain('database.sql.gz');
     }
+    // Recorded for a restarted daemon's metrics: it leaves no manifest to read back.
+    const recorded = JSON.parse(await readFile(`${dir}/status/backup.json`, 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    expect(recorded).toMatchObject({
+      whole: true,
+      sources: expect.arrayContaining(['database', 'volume']) as unknown,
+      summary: expect.stringMatching(/^database: database: dump command locally exited 1: /) as unknown,
+    });
+    expect(Date.parse(String(recorded['finishedAt']))).toBeGreaterThan(Date.now() - 120_000);
   });
 
   it('stops a dump over SSH on SIGINT: aborted, no restore point, the cluster lock released', async () => {
