@@ -433,13 +433,21 @@ async function databaseBoot(
   const bucket = prepared.databaseBucket;
   const lines: string[] = [];
   if (!bucket) return { next: lines, failed: false };
-  const failed = buckets.buckets?.find((b) => b.destination === bucket.name)?.counts.failed;
-  if (failed !== 0) {
-    const kept = bucket.initId === undefined ? '' : `; ${INIT_ID_KEY} stays until then`;
+  const counts = buckets.buckets?.find((b) => b.destination === bucket.name)?.counts;
+  const kept = bucket.initId === undefined ? '' : `; ${INIT_ID_KEY} stays until then`;
+  if (counts?.failed !== 0) {
     lines.push(
-      `${bucket.name} was not restored whole (${failed === undefined ? 'not restored' : `${failed} failed; see the errors`}): do not start deis-database until this restore runs again without failures, or it restores without what failed${kept}`,
+      `${bucket.name} was not restored whole (${counts === undefined ? 'not restored' : `${counts.failed} failed; see the errors`}): do not start deis-database until this restore runs again without failures, or it restores without what failed${kept}`,
     );
     return { next: lines, failed: false };
+  }
+  // Same-named WAL-E objects with other bytes (a database that pushed its own segments here): the
+  // restore point's base backups would be replayed with another history's WAL.
+  if (counts.conflict > 0) {
+    lines.push(
+      `${bucket.name} holds ${counts.conflict} object(s) that differ from the restore point and were kept: do not start deis-database until this restore runs again with --overwrite, or it restores the restore point's base backups with WAL that is not theirs${kept}`,
+    );
+    return { next: lines, failed: true };
   }
   let failure: string | undefined;
   if (bucket.initId !== undefined) {

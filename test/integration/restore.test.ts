@@ -923,6 +923,36 @@ describeWithStack('restore', (stack) => {
     } finally {
       await etcd.stop();
     }
+
+    // A WAL segment there with other bytes under its name (a database that pushed its own): kept
+    // without --overwrite, and the key stays, as the base backups would replay WAL not theirs.
+    const clash = fresh('clash');
+    const [clashWal] = destinations(clash);
+    etcd = await newCluster(clashWal, 'sixth-id');
+    try {
+      const file = config({ etcd: etcd.endpoint });
+      expect((await restore([snapshot, '--only', 'buckets', ...clash], file)).code).toBe(0);
+      const segment = [...(await bucketContents(gateway, clashWal)).keys()].find((k) =>
+        k.startsWith('wal_005/'),
+      );
+      if (segment === undefined) throw new Error('no WAL segment restored');
+      const other = Buffer.from('another history');
+      await gateway.putObject(clashWal, segment, other, { signal, size: other.length });
+      await etcd.put(INIT_ID, 'seventh-id');
+      const run = await restore([snapshot, '--only', 'buckets', ...clash], file);
+      expect(run.code, run.err).toBe(3);
+      expect(run.report?.status).toBe('partial');
+      expect(run.report?.next[0]).toBe(
+        `${clashWal} holds 1 object(s) that differ from the restore point and were kept: do not start deis-database until this restore runs again with --overwrite, or it restores the restore point's base backups with WAL that is not theirs; ${INIT_ID} stays until then`,
+      );
+      expect(await etcd.get(INIT_ID)).toBe('seventh-id');
+      // With --overwrite the segment is the restore point's again, and the key goes.
+      const again = await restore([snapshot, '--only', 'buckets', '--overwrite', ...clash], file);
+      expect(again.code, again.err).toBe(0);
+      expect(await etcd.get(INIT_ID)).toBeUndefined();
+    } finally {
+      await etcd.stop();
+    }
   });
 
   it('warns before restoring a db_wal copy with a hole in its WAL', async () => {
