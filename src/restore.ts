@@ -372,7 +372,14 @@ async function finishAdvice(
     // What the lines below show of it; the command runs as written.
     const shown = shownCommand(command);
     const snippet = republishSnippet(version).trim().replaceAll('\n', '; ');
-    if (host === undefined) {
+    const waiting = prepared.databaseBucket?.name;
+    if (waiting !== undefined) {
+      // The controller would publish what the database holds now: not yet what it restores from
+      // the bucket at its next start (and, stopped as the preflight asks, it answers nothing).
+      next.push(
+        `Deis ${versionText ?? ''} does not republish to etcd by itself, and deis-database has yet to restore from ${waiting}: once its log says "database: restoring from backup..." and deis-controller runs, ${finishOnly(deps, prepared)}`,
+      );
+    } else if (host === undefined) {
       republishing = 'no host';
       next.push(
         `Deis ${versionText ?? ''} does not republish to etcd by itself, and no controller host is known (${noHost}): once deis-controller runs, ${finishOnly(deps, prepared)}, or feed this to \`${shown}\` on its host: ${snippet}`,

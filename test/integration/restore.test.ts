@@ -1044,6 +1044,41 @@ describeWithStack('restore', (stack) => {
     ]);
   });
 
+  it('leaves the republish for --only finish when deis-database has yet to restore from its bucket', async () => {
+    const args = fresh('ctlwait');
+    const [newWal] = destinations(args);
+    const gatewayAt = new URL(stack.rgwEndpoint);
+    // A new cluster whose database bucket is the restore's destination: it restores from it later.
+    const etcd = await startScratchEtcd({
+      '/deis/store/gateway/host': gatewayAt.hostname,
+      '/deis/store/gateway/port': gatewayAt.port,
+      '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
+      '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
+      '/deis/database/bucketName': newWal,
+    });
+    try {
+      const out = join(tempDir('controller'), 'snippet.txt');
+      const file = config({
+        etcd: etcd.endpoint,
+        restore: { deisVersion: 'v1.10.1', controllerHost: stack.sshHost, controllerCommand: `cat > ${out}` },
+      });
+      const run = await restore([snapshot, '--only', 'buckets', ...args], file);
+      expect(run.code, run.err).toBe(0);
+      expect(run.report?.republish).toBe('none');
+      expect(existsSync(out)).toBe(false);
+      expect(run.report?.next).toContain(
+        `Deis v1.10.1 does not republish to etcd by itself, and deis-database has yet to restore from ${newWal}: once its log says "database: restoring from backup..." and deis-controller runs, run deis-backup --config ${file} restore ${snapshot} --only finish`,
+      );
+      // Run as that line says, once the database has restored, it publishes.
+      const finish = await restore([snapshot, '--only', 'finish'], file);
+      expect(finish.code, finish.err).toBe(0);
+      expect(finish.report?.republish).toBe('done');
+      expect(await readFile(out, 'utf8')).toBe(republishSnippet([1, 10, 1]));
+    } finally {
+      await etcd.stop();
+    }
+  });
+
   it('publishes a restored controller database to etcd on Deis 1.10, whose writers ignore a re-save', async () => {
     // A Django controller (test/fixtures/deis-controller: real Django and python-etcd, Deis 1.9–1.10's
     // models and post_save writers rewritten small) whose database holds what etcd lacks after a
