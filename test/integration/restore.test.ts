@@ -1079,6 +1079,36 @@ describeWithStack('restore', (stack) => {
     }
   });
 
+  it("refuses the database step with WAL-E data for the database's bucket in one run, writing nothing", async () => {
+    const args = fresh('dbboth');
+    const [newWal] = destinations(args);
+    const gatewayAt = new URL(stack.rgwEndpoint);
+    const etcd = await startScratchEtcd({
+      '/deis/store/gateway/host': gatewayAt.hostname,
+      '/deis/store/gateway/port': gatewayAt.port,
+      '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
+      '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
+      '/deis/database/bucketName': newWal,
+      '/deis/database/host': '127.0.0.1',
+    });
+    try {
+      const file = config({ etcd: etcd.endpoint });
+      for (const dryRun of [[], ['--dry-run']]) {
+        const run = await restore(
+          [snapshot, '--only', 'buckets,database', '--yes', ...dryRun, ...args],
+          file,
+        );
+        expect(run.code).toBe(2);
+        expect(run.err).toContain(
+          `restore: the database step and WAL-E data for ${newWal} in one run would load the dump into deis-database, which restores from ${newWal} at its next start and drops what the dump loaded; restore the buckets (deis-database restores itself from them), or the database step alone`,
+        );
+      }
+      expect(await gateway.bucketExists(newWal, { signal })).toBe(false);
+    } finally {
+      await etcd.stop();
+    }
+  });
+
   it('publishes a restored controller database to etcd on Deis 1.10, whose writers ignore a re-save', async () => {
     // A Django controller (test/fixtures/deis-controller: real Django and python-etcd, Deis 1.9–1.10's
     // models and post_save writers rewritten small) whose database holds what etcd lacks after a
