@@ -30,12 +30,26 @@ export function parseJsonBody(text: string): unknown {
   return value;
 }
 
-/** The dotted path of the first object that has an own `__proto__` key, or undefined. */
-function protoKeyPath(value: unknown, path: string): string | undefined {
+/**
+ * How deep a body may nest. Every request body of the API is a flat object with lists and maps of
+ * strings (3 levels); JSON.parse takes far deeper ones, which a recursive walk would overflow on.
+ */
+const MAX_BODY_DEPTH = 32;
+
+/**
+ * The dotted path of the first object that has an own `__proto__` key, or undefined. Throws a 400
+ * for a body nested deeper than MAX_BODY_DEPTH.
+ */
+function protoKeyPath(value: unknown, path: string, depth = 1): string | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
+  if (depth > MAX_BODY_DEPTH)
+    throw new RequestError(
+      400,
+      `body nests deeper than ${MAX_BODY_DEPTH} levels; send a JSON object such as {}`,
+    );
   if (Object.hasOwn(value, '__proto__')) return path;
   for (const [key, child] of Object.entries(value)) {
-    const found = protoKeyPath(child, `${path}.${key}`);
+    const found = protoKeyPath(child, `${path}.${key}`, depth + 1);
     if (found !== undefined) return found;
   }
   return undefined;

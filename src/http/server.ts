@@ -221,16 +221,18 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
       const manifests = await deps.snapshots(limit.signal);
       return manifests.map(snapshotSummary);
     } catch (err) {
-      // An expected failure (the target down or refusing, or slow) says which and what to do.
+      // An expected failure (the target down or refusing, or slow) says which and what to do: the
+      // target's failure, not the daemon's (502, or 504 when it took too long).
+      const timedOut = !(err instanceof BackupError) && limit.signal.aborted;
       const message =
         err instanceof BackupError
           ? err.message
-          : limit.signal.aborted
+          : timedOut
             ? `target ${deps.targetName} did not list its restore points within ${SNAPSHOTS_LIMIT_MS / 1000} s; check target.endpoint and the target's health`
             : undefined;
       if (message === undefined) throw err;
       deps.log.warn({ error: message }, 'listing restore points failed');
-      return await reply.code(500).send({ error: message });
+      return await reply.code(timedOut ? 504 : 502).send({ error: message });
     } finally {
       limit.dispose();
     }

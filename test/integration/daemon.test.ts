@@ -401,7 +401,7 @@ describeWithStack('daemon', (stack) => {
       const snapshots = await call(daemon, 'GET', '/snapshots');
       expect(Date.now() - asked).toBeLessThan(45_000);
       expect(snapshots).toEqual({
-        status: 500,
+        status: 504,
         body: {
           error: `target s3://${stack.targetBucket}/${prefix} did not list its restore points within 30 s; check target.endpoint and the target's health`,
         },
@@ -697,7 +697,7 @@ describeWithStack('daemon', (stack) => {
         summary: expect.stringMatching(/^list locks\/ in dir:\S+: ENOTDIR: not a directory/) as unknown,
       });
       const listed = await call(daemon, 'GET', '/snapshots');
-      expect(listed.status).toBe(500);
+      expect(listed.status).toBe(502);
       expect(listed.body['error']).toMatch(/^list snapshots\/ in dir:\S+: ENOTDIR: not a directory/);
       const metrics = String((await call(daemon, 'GET', '/metrics')).body);
       expect(sample(metrics, 'deis_backup_verify_success', 'read_data="false"')).toBe(0);

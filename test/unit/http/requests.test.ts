@@ -37,6 +37,13 @@ describe('parseJsonBody', () => {
       'body.buckets: the key "__proto__" is not accepted',
     );
     expect(refusal('[1, [{"__proto__": 1}]]').message).toBe('body.1.0: the key "__proto__" is not accepted');
+    // Nested deeper than any request of the API (a 64 KiB body can nest 32,000 deep): refused, not
+    // an overflow of the walk above answered as a 500.
+    expect(refusal(`${'['.repeat(32_000)}${']'.repeat(32_000)}`)).toEqual({
+      status: 400,
+      message: 'body nests deeper than 32 levels; send a JSON object such as {}',
+    });
+    expect(parseJsonBody(`${'['.repeat(32)}${']'.repeat(32)}`)).toBeInstanceOf(Array);
     // Only the key is refused: the word as a value, or "constructor" (a valid bucket name), is fine.
     expect(parseJsonBody('{"buckets": {"constructor": "__proto__"}}')).toEqual({
       buckets: { constructor: '__proto__' },
