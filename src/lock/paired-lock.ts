@@ -36,8 +36,18 @@ export class PairedLock implements ClusterLock {
   }
 }
 
-/** One held lock of two: lost when either is, released together. */
+/**
+ * One held lock of two: lost when either is, released together. The second goes as soon as the
+ * first is lost: its holder no longer holds the etcd key, and the next one takes the file over.
+ */
 function pair(first: HeldLock, second: HeldLock): HeldLock {
+  first.lost.addEventListener(
+    'abort',
+    () => {
+      void second.release();
+    },
+    { once: true },
+  );
   return {
     get holder() {
       return first.holder;

@@ -57,7 +57,7 @@ export class TargetLock implements ClusterLock {
     opts: { signal: AbortSignal },
   ): Promise<{ held: HeldLock } | { busy: LockHolder | undefined }> {
     // Back off before writing, so a lock that is plainly held sees no rival file come and go.
-    const first = earliest(await this.readLocks(opts.signal));
+    const first = earliest(await this.readLocks(opts.signal, { takeOver: true }));
     if (first !== undefined) return { busy: first };
 
     const acquiredAt = Date.now();
@@ -73,7 +73,9 @@ export class TargetLock implements ClusterLock {
       // A rival that listed before our put landed wrote its file too; give its put time to show.
       await sleep(this.settleMs, opts.signal);
       rival = earliest(
-        (await this.readLocks(opts.signal, holder.holder)).filter((h) => sortsBefore(h, holder)),
+        (await this.readLocks(opts.signal, { takeOver: true, own: holder.holder })).filter((h) =>
+          this.yieldsTo(h, holder),
+        ),
       );
     } catch (err) {
       await this.removeQuietly(key);
@@ -93,7 +95,7 @@ export class TargetLock implements ClusterLock {
         record = { ...record, expiresAt: new Date(startedAt + this.ttlSeconds * 1000).toISOString() };
         await this.write(key, record, o.signal);
         const other = earliest(
-          (await this.readLocks(o.signal, holder.holder)).filter((h) => sortsBefore(h, holder)),
+          (await this.readLocks(o.signal, { own: holder.holder })).filter((h) => this.yieldsTo(h, holder)),
         );
         if (other !== undefined) return { lost: `${describeHolder(other)} holds it too` };
         return 'ok' as const;
@@ -106,10 +108,28 @@ export class TargetLock implements ClusterLock {
   }
 
   /**
-   * Every unexpired lock under locks/; expired ones, and those of an earlier holder of the lock
-   * this one is paired with (other than `own`, ours), are removed on the way (best effort).
+   * Whether `holder` must give way to the lock file `other`. Between two target-backend runners the
+   * earlier one wins. A paired runner (it holds the etcd key, and writes its file without settling)
+   * gives way to any other file, and a target-backend runner to any paired file: a target runner
+   * still in its settling second may not have seen the paired file yet, but will, and yields then.
    */
-  private async readLocks(signal: AbortSignal, own?: string): Promise<LockHolder[]> {
+  private yieldsTo(other: LockHolder, holder: LockHolder): boolean {
+    if (other.holder === holder.holder) return false;
+    // Left by an earlier holder of the lock ours is paired with, which we hold now: never a rival.
+    if (this.pairedWith !== undefined && other.pairedWith === this.pairedWith) return false;
+    if (this.pairedWith !== undefined || other.pairedWith !== undefined) return true;
+    return sortsBefore(other, holder);
+  }
+
+  /**
+   * Every unexpired lock under locks/; expired ones are removed on the way (best effort). With
+   * `takeOver` (only while acquiring: we hold the lock ours is paired with, so no one else does),
+   * so are those an earlier holder of that lock left, other than `own`, ours.
+   */
+  private async readLocks(
+    signal: AbortSignal,
+    { takeOver = false, own }: { takeOver?: boolean; own?: string } = {},
+  ): Promise<LockHolder[]> {
     const keys: string[] = [];
     for await (const info of this.target.list(LOCKS, { signal })) {
       if (info.key.endsWith('.json')) keys.push(info.key);
@@ -121,7 +141,10 @@ export class TargetLock implements ClusterLock {
         if (holder === undefined) return undefined;
         const expiresAt = Date.parse(holder.expiresAt);
         const stale =
-          this.pairedWith !== undefined && holder.pairedWith === this.pairedWith && holder.holder !== own;
+          takeOver &&
+          this.pairedWith !== undefined &&
+          holder.pairedWith === this.pairedWith &&
+          holder.holder !== own;
         if (Number.isNaN(expiresAt) || expiresAt <= now || stale) {
           // Its holder stopped refreshing (or our clocks disagree; see the header).
           await this.removeQuietly(key);

@@ -497,6 +497,32 @@ describeWithStack('cluster lock', (stack) => {
       await dir.remove(file, { signal });
     });
 
+    it("keeps one holder when a target runner's put lands after the etcd runner looked", async ({
+      expect,
+    }) => {
+      const { daemon, dir } = await runners();
+      // The target runner's put is slow to land: the etcd runner lists and takes the lock meanwhile.
+      let land: () => void = () => undefined;
+      const landing = new Promise<void>((resolve) => {
+        land = resolve;
+      });
+      const slow = new (class extends DirTarget {
+        override async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
+          await landing;
+          await super.put(key, body, opts);
+        }
+      })(dir.name.slice('dir:'.length));
+      const taking = new TargetLock(slow, { ttlSeconds: TTL }).tryAcquire('prune', { signal });
+      const first = held(await daemon.tryAcquire('backup', { signal }));
+      land();
+      // Its since is the earlier, but it gives way to the etcd runner's file once it sees it.
+      expect(busy(await taking)).toMatchObject({ operation: 'backup' });
+      await delay(TTL * 1000);
+      expect(first.lost.aborted).toBe(false);
+      await first.release();
+      expect(await lockFiles(dir)).toEqual([]);
+    });
+
     it('loses the etcd lock when its file in the target is removed', async ({ expect }) => {
       const { daemon, dir } = await runners();
       const first = held(await daemon.tryAcquire('backup', { signal }));
