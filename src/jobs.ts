@@ -145,11 +145,8 @@ export async function applyRetention(
   return outcome;
 }
 
-/**
- * The last backup that failed, as kept in the target (status/backup.json): it leaves no manifest,
- * so a restarted daemon's metrics would otherwise show the restore point before it as the last word.
- */
-export interface FailedBackupStatus {
+/** A backup that failed: it leaves no manifest, so the target keeps a record of it instead. */
+export interface FailedRun {
   finishedAt: string;
   /** Whether the run was to take every configured source (then it counts for "all"). */
   whole: boolean;
@@ -159,23 +156,51 @@ export interface FailedBackupStatus {
 }
 
 /**
- * Records a failed backup in the target, best effort: the target may be why it failed, and then
- * the record is lost with it (a restart then shows the restore point before it as the last word).
+ * The backups that failed, as kept in the target (status/backup.json): when the last one that was
+ * to take every source failed, and when the last one that was to take each source did. A restarted
+ * daemon's metrics would otherwise show the restore point before them as the last word.
  */
-export async function recordFailedBackup(
-  repository: Repository,
-  record: FailedBackupStatus,
-  log: Logger,
-): Promise<void> {
+export interface FailedBackupStatus {
+  /** When the last failed run that was to take every configured source ended. */
+  allFailedAt?: string;
+  /** By source id: when the last failed run that was to take it ended. */
+  sourcesFailedAt: Record<string, string>;
+  /** The last failure, in one line. */
+  summary: string;
+}
+
+/**
+ * Adds a failed backup to the record in the target, best effort: the target may be why it failed,
+ * and then the record is lost with it (a restart then shows the restore point before it as the
+ * last word). A failure of only some sources never clears what a whole run's failure recorded.
+ */
+export async function recordFailedBackup(repository: Repository, run: FailedRun, log: Logger): Promise<void> {
+  const signal = AbortSignal.timeout(RECORD_TIMEOUT_MS);
   try {
-    await repository.writeStatus('backup', record, { signal: AbortSignal.timeout(30_000) });
+    const previous = await readFailedBackup(repository, { signal });
+    const record: FailedBackupStatus = {
+      ...(run.whole
+        ? { allFailedAt: run.finishedAt }
+        : previous?.allFailedAt === undefined
+          ? {}
+          : { allFailedAt: previous.allFailedAt }),
+      sourcesFailedAt: {
+        ...previous?.sourcesFailedAt,
+        ...Object.fromEntries(run.sources.map((id) => [id, run.finishedAt])),
+      },
+      summary: run.summary,
+    };
+    await repository.writeStatus('backup', record, { signal });
   } catch (err) {
     log.warn({ error: describeError(err) }, 'could not record the failed backup in the target');
   }
 }
 
+/** How long recording a failed backup may take: the target may be what failed. */
+const RECORD_TIMEOUT_MS = 10_000;
+
 /** The record of a run whose sources failed (a result with status `failed`). */
-export function failedRunRecord(result: BackupResult, whole: boolean): FailedBackupStatus {
+export function failedRunRecord(result: BackupResult, whole: boolean): FailedRun {
   return {
     finishedAt: result.finishedAt,
     whole,
@@ -187,25 +212,29 @@ export function failedRunRecord(result: BackupResult, whole: boolean): FailedBac
   };
 }
 
-/** The recorded failed backup, or undefined when there is none or it is not one. */
+/** The record of a run that failed without a result (the target unreadable, the lock lost). */
+export function failedWithoutResult(err: unknown, whole: boolean, sources: string[]): FailedRun {
+  return { finishedAt: new Date().toISOString(), whole, sources, summary: describeError(err) };
+}
+
+/** The recorded failed backups, or undefined when there is no record or it is not one. */
 export async function readFailedBackup(
   repository: Repository,
   opts: { signal: AbortSignal },
 ): Promise<FailedBackupStatus | undefined> {
-  const value = (await repository.readStatus('backup', opts)) as Partial<FailedBackupStatus> | undefined;
-  if (
-    typeof value?.finishedAt !== 'string' ||
-    Number.isNaN(Date.parse(value.finishedAt)) ||
-    typeof value.whole !== 'boolean' ||
-    !Array.isArray(value.sources) ||
-    !value.sources.every((s) => typeof s === 'string')
-  )
-    return undefined;
+  const value = (await repository.readStatus('backup', opts)) as Record<string, unknown> | undefined;
+  const isTime = (t: unknown): t is string => typeof t === 'string' && !Number.isNaN(Date.parse(t));
+  const sources: unknown = value?.['sourcesFailedAt'];
+  if (typeof sources !== 'object' || sources === null || Array.isArray(sources)) return undefined;
+  const allFailedAt = value?.['allFailedAt'];
+  if (allFailedAt !== undefined && !isTime(allFailedAt)) return undefined;
+  const summary = value?.['summary'];
   return {
-    finishedAt: value.finishedAt,
-    whole: value.whole,
-    sources: value.sources,
-    summary: typeof value.summary === 'string' ? value.summary : '',
+    ...(allFailedAt === undefined ? {} : { allFailedAt }),
+    sourcesFailedAt: Object.fromEntries(
+      Object.entries(sources).filter((entry): entry is [string, string] => isTime(entry[1])),
+    ),
+    summary: typeof summary === 'string' ? summary : '',
   };
 }
 

@@ -170,7 +170,7 @@ export class Metrics {
     manifests: readonly Manifest[],
     whole: (manifest: Manifest) => boolean,
     configured: (source: string) => boolean,
-    failed?: { finishedAt: string; whole: boolean; sources: readonly string[] },
+    failed?: { allFailedAt?: string; sourcesFailedAt: Readonly<Record<string, string>> },
   ): void {
     this.restorePoints.set(manifests.length);
     let newestWhole: Manifest | undefined;
@@ -195,13 +195,12 @@ export class Metrics {
     for (const source of newest?.sources ?? [])
       if (configured(source.id)) setStatus(source.id, source.status);
     if (!failed) return;
-    const failedAt = Date.parse(failed.finishedAt);
-    const after = (manifest: Manifest | undefined) =>
-      manifest === undefined || failedAt > Date.parse(manifest.finishedAt);
-    if (failed.whole && after(newestWhole)) setStatus(ALL, 'failed');
-    for (const source of failed.sources) {
+    const after = (at: string, manifest: Manifest | undefined) =>
+      manifest === undefined || Date.parse(at) > Date.parse(manifest.finishedAt);
+    if (failed.allFailedAt !== undefined && after(failed.allFailedAt, newestWhole)) setStatus(ALL, 'failed');
+    for (const [source, at] of Object.entries(failed.sourcesFailedAt)) {
       const holding = manifests.findLast((m) => m.sources.some((s) => s.id === source));
-      if (configured(source) && after(holding)) setStatus(source, 'failed');
+      if (configured(source) && after(at, holding)) setStatus(source, 'failed');
     }
   }
 

@@ -2,9 +2,9 @@
 import { runBackup } from '../backup.js';
 import type { Config } from '../config.js';
 import { BUCKET_NAME } from '../config-schema.js';
-import { BackupError } from '../errors.js';
+import { BackupError, isAbort } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
-import { applyRetention, failedRunRecord, recordFailedBackup } from '../jobs.js';
+import { applyRetention, failedRunRecord, failedWithoutResult, recordFailedBackup } from '../jobs.js';
 import { createReporter } from '../restore/report.js';
 import { shellQuote } from '../sources/volume.js';
 import {
@@ -13,6 +13,7 @@ import {
   DEFAULT_STEPS,
   parseOnly,
   parseRestoreOnly,
+  plannedSourceIds,
   requireBackupSources,
   withRestoreDeps,
 } from '../wiring.js';
@@ -65,6 +66,15 @@ export async function backupCommand(
     let result;
     try {
       result = await runBackup({ repository, log }, run.sources, { signal });
+    } catch (err) {
+      // The target unreadable, the manifest not written: failed too, with no result to show it.
+      if (!signal.aborted && !isAbort(err))
+        await recordFailedBackup(
+          repository,
+          failedWithoutResult(err, coversAll(config, only), plannedSourceIds(config, only)),
+          log,
+        );
+      throw err;
     } finally {
       run.close();
     }

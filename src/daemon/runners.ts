@@ -9,6 +9,7 @@ import { drillSummary } from '../format.js';
 import {
   applyRetention,
   failedRunRecord,
+  failedWithoutResult,
   LockBusyError,
   recordCheck,
   recordFailedBackup,
@@ -110,12 +111,7 @@ export function createRunners(ctx: DaemonContext): Runners {
         runLog.error({ error: describeError(err) }, 'backup failed');
         await recordFailedBackup(
           repository,
-          {
-            finishedAt: now,
-            whole: coversAll(config, only),
-            sources: plannedSourceIds(config, only),
-            summary: describeError(err),
-          },
+          failedWithoutResult(err, coversAll(config, only), plannedSourceIds(config, only)),
           runLog,
         );
         await notify(config, log, { event: 'backup.failed', id, error: describeError(err) });

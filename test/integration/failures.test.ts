@@ -102,16 +102,37 @@ describeWithStack('failed and partial runs', (stack) => {
       expect(await readdir(`${dir}/snapshots/${id}`)).not.toContain('database.sql.gz');
     }
     // Recorded for a restarted daemon's metrics: it leaves no manifest to read back.
-    const recorded = JSON.parse(await readFile(`${dir}/status/backup.json`, 'utf8')) as Record<
-      string,
-      unknown
-    >;
-    expect(recorded).toMatchObject({
-      whole: true,
-      sources: expect.arrayContaining(['database', 'volume']) as unknown,
-      summary: expect.stringMatching(/^database: database: dump command locally exited 1: /) as unknown,
+    interface Recorded {
+      allFailedAt: string;
+      sourcesFailedAt: Record<string, string>;
+      summary: string;
+    }
+    const recorded = async () => JSON.parse(await readFile(`${dir}/status/backup.json`, 'utf8')) as Recorded;
+    const whole = await recorded();
+    expect(whole.summary).toMatch(/^database: database: dump command locally exited 1: /);
+    expect(Date.parse(whole.allFailedAt)).toBeGreaterThan(Date.now() - 120_000);
+    expect(whole.sourcesFailedAt).toEqual({
+      [`bucket:${bucket}`]: whole.allFailedAt,
+      volume: whole.allFailedAt,
+      database: whole.allFailedAt,
     });
-    expect(Date.parse(String(recorded['finishedAt']))).toBeGreaterThan(Date.now() - 120_000);
+    // A later failure of the database alone adds its own time and keeps the whole run's.
+    const only = await cli([
+      'backup',
+      '--only',
+      'database',
+      '--config',
+      config({ type: 'dir', path: dir }, (c) => {
+        c.sources.database.command = 'exit 3';
+      }),
+    ]);
+    expect(only.code).toBe(1);
+    const after = await recorded();
+    expect(after.allFailedAt).toBe(whole.allFailedAt);
+    expect(Date.parse(after.sourcesFailedAt['database'] ?? '')).toBeGreaterThan(
+      Date.parse(whole.allFailedAt),
+    );
+    expect(after.sourcesFailedAt['volume']).toBe(whole.allFailedAt);
   });
 
   it('stops a dump over SSH on SIGINT: aborted, no restore point, the cluster lock released', async () => {
