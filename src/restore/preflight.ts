@@ -181,6 +181,19 @@ export async function preflight(
   }
 
   const prepared: Prepared = { manifest, only, buckets: [], hazards, apps };
+  if (bucketRecords.length > 0) {
+    const databaseBucket = await checkDatabase(deps, request, bucketRecords, withSentinels, hazards, opts);
+    if (databaseBucket) prepared.databaseBucket = databaseBucket;
+    // Loaded into a running deis-database, the dump would go at its next start: it restores from the
+    // bucket then (initId removed), and while it runs it archives its own WAL into that bucket.
+    // Refused before the database step looks for its host or reads the dump.
+    if (databaseBucket && wanted.has('database')) {
+      throw new BackupError(
+        'ERR_USAGE',
+        `restore: the database step and WAL-E data for ${databaseBucket.name} in one run would load the dump into deis-database, which restores from ${databaseBucket.name} at its next start and drops what the dump loaded; restore the buckets (deis-database restores itself from them), or the database step alone`,
+      );
+    }
+  }
   if (volumeDest) {
     const record = manifest.sources.find((s) => s.kind === 'volume');
     const artifact = record?.artifacts[0];
@@ -224,16 +237,6 @@ export async function preflight(
     }
   }
   if (bucketRecords.length > 0) {
-    const databaseBucket = await checkDatabase(deps, request, bucketRecords, withSentinels, hazards, opts);
-    if (databaseBucket) prepared.databaseBucket = databaseBucket;
-    // Loaded into a running deis-database, the dump would go at its next start: it restores from the
-    // bucket then (initId removed), and while it runs it archives its own WAL into that bucket.
-    if (databaseBucket && prepared.database) {
-      throw new BackupError(
-        'ERR_USAGE',
-        `restore: the database step and WAL-E data for ${databaseBucket.name} in one run would load the dump into deis-database, which restores from ${databaseBucket.name} at its next start and drops what the dump loaded; restore the buckets (deis-database restores itself from them), or the database step alone`,
-      );
-    }
     const gateway = await deps.gateway();
     // WAL-E's bucket goes first: the registry can wait, the database cannot.
     const ordered = [...bucketRecords].sort(
