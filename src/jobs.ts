@@ -131,7 +131,15 @@ export async function applyRetention(
     });
     const leftToPrune = outcome.forget.drop.length > 0 || outcome.forget.interrupted.length > 0;
     if (pruning && outcome.prune === undefined && leftToPrune) {
-      outcome.prune = await prune(repository, { dryRun: false, lockedAt: opts.lockedAt, signal, log });
+      // What forget just removed may still be listed by a store whose listings lag: left to forget.
+      const forgotten = new Set(outcome.forget.drop.map((entry) => entry.id));
+      outcome.prune = await prune(repository, {
+        dryRun: false,
+        lockedAt: opts.lockedAt,
+        forgotten,
+        signal,
+        log,
+      });
     }
     // A prune that stopped at a removal or left unfinished uploads: its report stands beside the failure.
     const failure = outcome.prune && pruneFailure(outcome.prune);

@@ -26,7 +26,9 @@ export async function forgetCommand(
       log,
     });
     // A dry forget removed nothing: the dry prune after it must count the points it would drop as gone.
-    const forgotten = new Set(dryRun ? decided.drop.map((entry) => entry.id) : []);
+    // Dry: counted as gone, as the real forget would leave them. Real: gone already, though a store
+    // whose listings lag may still list their keys, which prune would otherwise refuse as unread.
+    const forgotten = new Set(decided.drop.map((entry) => entry.id));
     const pruned = values.prune
       ? await prune(repository, { dryRun, lockedAt, forgotten, signal, log })
       : undefined;

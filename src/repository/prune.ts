@@ -80,8 +80,9 @@ export async function prune(
     /** When the caller took the cluster lock (the holder's `since`): uploads begun later are left. */
     lockedAt: Date;
     /**
-     * Restore points a dry forget would drop: counted as gone, as the real forget would leave them,
-     * and their folders left out, since forget, not prune, removes those.
+     * Restore points a forget drops (dry) or just dropped: counted as gone, as the real forget leaves
+     * them, and their folders left out, since forget, not prune, removes those (a store whose
+     * listings lag may still list a manifest forget removed, which prune would refuse as unread).
      */
     forgotten?: ReadonlySet<string>;
     signal: AbortSignal;

@@ -443,6 +443,29 @@ describe('prune refusing a restore point it cannot be sure of', () => {
     expect(await files(root)).toEqual(before);
   });
 
+  it('leaves a manifest still listed after its forget to that forget, as a store whose listings lag shows it', async () => {
+    const root = tempDir('prune-lagging');
+    const id = await craftedRestorePoint(root, [], { signal });
+    const manifest = `snapshots/${id}/manifest.json`;
+    // Forget removed the manifest; the listing still shows it, and reading it finds nothing.
+    const lagging = new (class extends DirTarget {
+      override async get(key: string, opts: { signal: AbortSignal }): Promise<Readable> {
+        if (key === manifest) throw new BackupError('ERR_NOT_FOUND', `${key} not found`);
+        return super.get(key, opts);
+      }
+    })(root);
+    const repository = new Repository(lagging);
+    await expect(prunes(repository)).rejects.toThrow(`prune: ${manifest} appeared, or could not be found`);
+    const report = await prune(repository, {
+      dryRun: false,
+      lockedAt: new Date(),
+      forgotten: new Set([id]),
+      signal,
+      log: silentLogger,
+    });
+    expect(report).toMatchObject({ snapshots: 0, removedKeys: 0 });
+  });
+
   it('refuses when a manifest read as missing is there when it lists the folders, removing nothing', async () => {
     const root = tempDir('prune-flaky');
     const id = await craftedRestorePoint(root, [], { signal });
