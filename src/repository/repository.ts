@@ -92,11 +92,7 @@ export class Repository {
       MANIFEST_READS,
       async (id) => {
         try {
-          const manifest = await this.readManifest(id, opts);
-          // Another folder's manifest: what it references is not what its folder holds.
-          if (manifest.id !== id)
-            return { id, error: `its manifest names restore point ${JSON.stringify(manifest.id)}` };
-          return { id, manifest };
+          return { id, manifest: await this.readManifest(id, opts) };
         } catch (err) {
           // Gone since the listing: a forget (another process's retention) took it. Readers that
           // hold no lock, as the daemon's /snapshots, meet this; it is no restore point any more.
@@ -211,7 +207,7 @@ export class Repository {
   }
 
   /** The manifest of `id`, or of the newest restore point for "latest". Throws ERR_NOT_FOUND. */
-  async readManifest(id: string, opts: { signal: AbortSignal }): Promise<Manifest> {
+  async readManifest(id: string, opts: { signal: AbortSignal; anyId?: boolean }): Promise<Manifest> {
     if (id === 'latest') {
       const all = await this.listSnapshots(opts);
       const newest = all.at(-1);
@@ -237,7 +233,16 @@ export class Repository {
       }
       throw err;
     }
-    return parseManifest(text, key);
+    const manifest = parseManifest(text, key);
+    // Another folder's manifest: what it references is not what this folder holds. Only verify,
+    // which reports it as damage, reads it as it is (anyId).
+    if (!opts.anyId && manifest.id !== id) {
+      throw new BackupError(
+        'ERR_INTEGRITY',
+        `manifest ${key} names restore point ${JSON.stringify(manifest.id)}, not ${id}: damaged or moved; deis-backup verify ${id} shows it`,
+      );
+    }
+    return manifest;
   }
 
   /**

@@ -79,7 +79,7 @@ export async function verifySnapshots(
     signal.throwIfAborted();
     let manifest: Manifest;
     try {
-      manifest = await repository.readManifest(id, { signal });
+      manifest = await repository.readManifest(id, { signal, anyId: true });
     } catch (err) {
       // Listed a moment ago: a concurrent forget removed it, which is not damage.
       if (selection === 'all' && err instanceof BackupError && err.code === 'ERR_NOT_FOUND') continue;

@@ -438,7 +438,7 @@ describe('prune refusing a restore point it cannot be sure of', () => {
     );
     const before = await files(root);
     await expect(prunes(new Repository(new DirTarget(root)))).rejects.toThrow(
-      `prune: restore point ${other} cannot be read (its manifest names restore point "${id}"); nothing removed.`,
+      `prune: restore point ${other} cannot be read (manifest snapshots/${other}/manifest.json names restore point "${id}", not ${other}: damaged or moved; deis-backup verify ${other} shows it); nothing removed.`,
     );
     expect(await files(root)).toEqual(before);
   });

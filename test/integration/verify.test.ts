@@ -346,6 +346,10 @@ describeWithStack('verify', (stack) => {
       `snapshot ${copy}: source bucket:${registryBucket}: artifact "${index}" is neither under snapshots/${copy}/ nor a blob`,
       `snapshot ${copy}: source volume: artifact "snapshots/${manifest.id}/volume.tar.gz" is neither under snapshots/${copy}/ nor a blob`,
     ]);
+    // Every other reader (restore, drill, prune, snapshots) refuses it.
+    await expect(new Repository(new DirTarget(dir)).readManifest(copy, { signal })).rejects.toThrow(
+      `manifest snapshots/${copy}/manifest.json names restore point "${manifest.id}", not ${copy}: damaged or moved; deis-backup verify ${copy} shows it`,
+    );
   });
 
   it('counts an unreadable manifest as damaged, and refuses an unknown id', async () => {
