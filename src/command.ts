@@ -191,3 +191,8 @@ function writable(stream: Writable): Promise<void> {
     stream.once('error', done);
   });
 }
+
+/** Single-quotes a value for a POSIX shell. */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}

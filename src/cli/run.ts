@@ -5,8 +5,8 @@ import { BUCKET_NAME } from '../config-schema.js';
 import { BackupError, isAbort } from '../errors.js';
 import { formatOutcome, formatRestore, formatRetention, formatSources } from '../format.js';
 import { applyRetention, failedRunRecord, failedWithoutResult, recordFailedBackup } from '../jobs.js';
+import { shellQuote } from '../command.js';
 import { createReporter } from '../restore/report.js';
-import { shellQuote } from '../sources/volume.js';
 import {
   coversAll,
   createSources,

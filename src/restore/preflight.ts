@@ -13,7 +13,7 @@ import type { SshTarget } from '../ssh.js';
 import { isSentinel, planBucket, type BucketPlan } from './buckets.js';
 import { EntryList } from './entry-list.js';
 import { appOf } from './finish.js';
-import { storeNotMounted } from './store-mount.js';
+import { storeNotMounted } from '../store-mount.js';
 import { inspectArchive, planVolume, type VolumePlan } from './volume.js';
 
 /** Everything a restore needs once the preflight has passed. */

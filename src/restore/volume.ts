@@ -2,12 +2,11 @@
 // could write outside the destination, then compare with what the destination holds, then extract
 // with GNU tar (--same-owner), here or on a host over SSH. Identical entries cost nothing.
 import { posix } from 'node:path';
-import { asRoot, feedCommand, runCollecting, startFeeding } from '../command.js';
+import { asRoot, feedCommand, runCollecting, shellQuote, startFeeding } from '../command.js';
 import { BackupError, describeError } from '../errors.js';
 import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
-import { shellQuote } from '../sources/volume.js';
 import { errorLine } from '../sources/source.js';
 import { tarGzEntries } from '../tar-entries.js';
 import { emptyStepCounts, type StepCounts } from './report.js';

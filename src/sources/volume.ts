@@ -3,14 +3,15 @@
 // `tar cpzf` on a CoreOS host over SSH. A file that grows while read is cut at its stat size.
 import { createReadStream, type BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { finished, PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
 import { chain, createParallelGzip } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
-import { asRoot, runCommand } from '../command.js';
+import { asRoot, runCommand, shellQuote } from '../command.js';
+import { inStore, storeNotMounted } from '../store-mount.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine, Findings, type Source, type SourceRunContext } from './source.js';
 import { excludeMatcher, findExcludeTests, tarExcludeOptions } from './volume-exclude.js';
@@ -41,6 +42,13 @@ export class VolumeSource implements Source {
     const findings = new Findings(counts);
     const { path, ssh } = this.location;
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}:${path}` : path;
+    // The Deis store before deis-store-volume mounted CephFS there is the host's own folder: a copy
+    // of it would stand as a restore point of an empty (or stale) store, and retention then drops
+    // the good ones. Other paths (a copy of the store, tests) are not checked.
+    if (inStore(posix.normalize(path))) {
+      const unmounted = await storeNotMounted({ path, ssh }, { signal: ctx.signal }, 'backup');
+      if (unmounted !== undefined) throw new BackupError('ERR_SOURCE', unmounted);
+    }
     const stored = ssh
       ? await this.remote(ssh, ctx, counts, findings)
       : await this.local(ctx, counts, findings);
@@ -451,9 +459,4 @@ async function* fitToSize(body: Readable, size: number, padded: { bytes: number 
     remaining -= n;
     yield zeros.subarray(0, n);
   }
-}
-
-/** Single-quotes a value for a POSIX shell. */
-export function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
 }

@@ -27,7 +27,7 @@ import {
 } from './helpers.js';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 
 const signal = AbortSignal.timeout(300_000);
 
@@ -37,7 +37,7 @@ interface TestConfig {
   ssh: Record<string, unknown>;
   sources: {
     buckets: { names: string[] };
-    volume: { path: string };
+    volume: { path: string; host?: string };
     database: { host: string; command: string; timeoutMs?: number };
   };
   target: unknown;
@@ -133,6 +133,35 @@ describeWithStack('failed and partial runs', (stack) => {
       Date.parse(whole.allFailedAt),
     );
     expect(after.sourcesFailedAt['volume']).toBe(whole.allFailedAt);
+  });
+
+  it('fails a backup of /var/lib/deis/store while CephFS is not mounted there, here and over SSH', async () => {
+    // This machine has no CephFS: the store path is on its own disk, as on a host whose
+    // deis-store-volume has not mounted yet. Copied, it would stand as a restore point of the store.
+    const made = ['/var/lib/deis', '/var/lib/deis/store'].find((dir) => !existsSync(dir));
+    await mkdir('/var/lib/deis/store', { recursive: true });
+    try {
+      for (const host of [undefined, stack.sshHost]) {
+        const dir = tempDir('target');
+        const run = await cli([
+          'backup',
+          '--config',
+          config({ type: 'dir', path: dir }, (c) => {
+            c.sources.volume = { path: '/var/lib/deis/store', ...(host ? { host } : {}) };
+          }),
+        ]);
+        expect(run.code).toBe(1);
+        expect(run.err).toMatch(
+          new RegExp(
+            `^volume +failed\n  error: volume: /var/lib/deis/store${host ? ` on ${host}` : ''} is on [\\w./-]+, not CephFS: deis-store-volume has not mounted it, so the copy would hold the host's own folder, not the store; start deis-store-volume \\(deisctl start store-volume\\) and wait until /proc/mounts shows ceph on /var/lib/deis/store$`,
+            'm',
+          ),
+        );
+        expect(await snapshotIds(dir)).toEqual([]);
+      }
+    } finally {
+      if (made !== undefined) await rm(made, { recursive: true, force: true });
+    }
   });
 
   it('stops a dump over SSH on SIGINT: aborted, no restore point, the cluster lock released', async () => {

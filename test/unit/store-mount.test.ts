@@ -1,6 +1,6 @@
 // Which file system a volume restore's destination is on, read from /proc/mounts' text.
 import { describe, expect, it } from 'vitest';
-import { fileSystemAt } from '../../../src/restore/store-mount.js';
+import { fileSystemAt } from '../../src/store-mount.js';
 
 const MOUNTS = [
   '/dev/vda9 / ext4 rw,relatime 0 0',

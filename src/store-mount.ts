@@ -1,12 +1,12 @@
-// Whether a volume restore into the Deis store path would reach CephFS. deis-store-volume mounts
-// CephFS at /var/lib/deis/store on every host; files restored there before it has mounted go to
-// the host's own disk, and the mount then hides them (and 18–100 GB of logs may fill that disk).
+// Whether a volume restore into the Deis store path would reach CephFS, and a backup of it read
+// CephFS. deis-store-volume mounts CephFS at /var/lib/deis/store on every host; files restored there
+// before it has mounted go to the host's own disk, and the mount then hides them (and 18–100 GB of
+// logs may fill that disk); a backup before it has mounted copies the host's own folder instead.
 import { posix } from 'node:path';
-import { asRoot, runCollecting } from '../command.js';
-import { BackupError } from '../errors.js';
-import { errorLine } from '../sources/source.js';
-import { shellQuote } from '../sources/volume.js';
-import type { SshTarget } from '../ssh.js';
+import { asRoot, runCollecting, shellQuote } from './command.js';
+import { BackupError } from './errors.js';
+import { errorLine } from './sources/source.js';
+import type { SshTarget } from './ssh.js';
 
 /** Where deis-store-volume mounts CephFS on a Deis v1 host. */
 export const STORE_MOUNT = '/var/lib/deis/store';
@@ -44,6 +44,7 @@ export function fileSystemAt(mounts: string, path: string): string | undefined {
 export async function storeNotMounted(
   dest: { path: string; ssh?: SshTarget | undefined },
   opts: { signal: AbortSignal },
+  purpose: 'restore' | 'backup' = 'restore',
 ): Promise<string | undefined> {
   // `/var/lib/deis//store/` and `/var/lib/deis/x/../store` name the store too.
   const given = posix.normalize(dest.path).replace(/(.)\/+$/, '$1');
@@ -67,14 +68,21 @@ export async function storeNotMounted(
   const resolved = stdout.subarray(0, end).toString('utf8') || given;
   if (!inStore(resolved)) {
     if (!inStore(given)) return undefined;
-    return `volume: ${dest.path}${on} leads through a symlink to ${resolved}, outside ${STORE_MOUNT}: restored there, the files would not be in the store; restore into a folder of the store itself`;
+    return purpose === 'restore'
+      ? `volume: ${dest.path}${on} leads through a symlink to ${resolved}, outside ${STORE_MOUNT}: restored there, the files would not be in the store; restore into a folder of the store itself`
+      : `volume: ${dest.path}${on} leads through a symlink to ${resolved}, outside ${STORE_MOUNT}: the copy would not be of the store; set sources.volume.path to a folder of the store itself`;
   }
   const type = fileSystemAt(stdout.subarray(end + 1).toString('utf8'), resolved) ?? 'unknown';
   if (CEPH_TYPES.has(type)) return undefined;
   const shown = resolved === given ? dest.path : `${dest.path} (${resolved})`;
-  return `volume: ${shown}${on} is on ${type}, not CephFS: restored there, the files would not be in the store (and CephFS mounted later would hide them); start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
+  const why =
+    purpose === 'restore'
+      ? 'restored there, the files would not be in the store (and CephFS mounted later would hide them)'
+      : "deis-store-volume has not mounted it, so the copy would hold the host's own folder, not the store";
+  return `volume: ${shown}${on} is on ${type}, not CephFS: ${why}; start deis-store-volume (deisctl start store-volume) and wait until /proc/mounts shows ceph on ${STORE_MOUNT}`;
 }
 
-function inStore(path: string): boolean {
+/** True for STORE_MOUNT and every path under it. */
+export function inStore(path: string): boolean {
   return path === STORE_MOUNT || path.startsWith(`${STORE_MOUNT}/`);
 }
