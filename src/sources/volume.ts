@@ -73,10 +73,14 @@ export class VolumeSource implements Source {
     let rootStats: BigIntStats;
     try {
       rootStats = await lstat(root, { bigint: true });
-    } catch {
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A crashed ceph-fuse (ENOTCONN), EIO or EACCES is the mount's or the host's, not the config's.
       throw new BackupError(
         'ERR_SOURCE',
-        `volume ${root}: not found; check sources.volume.path (the container must mount /var/lib/deis/store)`,
+        code === 'ENOENT' || code === 'ENOTDIR'
+          ? `volume ${root}: not found; check sources.volume.path (the container must mount /var/lib/deis/store)`
+          : `volume ${root}: cannot be read (${code ?? describeError(err)}); check the mount of the store volume`,
       );
     }
     if (!rootStats.isDirectory())

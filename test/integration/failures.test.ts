@@ -27,7 +27,7 @@ import {
 } from './helpers.js';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, symlink } from 'node:fs/promises';
 
 const signal = AbortSignal.timeout(300_000);
 
@@ -161,6 +161,31 @@ describeWithStack('failed and partial runs', (stack) => {
       }
     } finally {
       if (made !== undefined) await rm(made, { recursive: true, force: true });
+    }
+  });
+
+  it('tells a volume root that is not there from one that cannot be read', async () => {
+    const base = tempDir('roots');
+    // A folder whose path runs through a symlink loop: lstat fails with ELOOP, not ENOENT.
+    await symlink(join(base, 'loop'), join(base, 'loop'));
+    for (const [path, said] of [
+      [
+        join(base, 'missing'),
+        'not found; check sources.volume.path (the container must mount /var/lib/deis/store)',
+      ],
+      [join(base, 'loop', 'store'), 'cannot be read (ELOOP); check the mount of the store volume'],
+    ] as const) {
+      const run = await cli([
+        'backup',
+        '--only',
+        'volume',
+        '--config',
+        config({ type: 'dir', path: tempDir('target') }, (c) => {
+          c.sources.volume = { path };
+        }),
+      ]);
+      expect(run.code).toBe(1);
+      expect(run.err).toContain(`  error: volume ${path}: ${said}\n`);
     }
   });
 
