@@ -1,8 +1,8 @@
 // The store-volume (/var/lib/deis/store) as a .tar.gz that GNU `tar -xzpf --same-owner` restores:
 // read locally with numeric owners, modes, mtimes, symlinks and empty directories, or produced by
 // `tar cpzf` on a CoreOS host over SSH. A file that grows while read is cut at its stat size.
-import { createReadStream, type BigIntStats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { constants, type BigIntStats } from 'node:fs';
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { finished, PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -336,6 +336,10 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     } catch (err) {
       // Nothing of this entry is in the archive yet, so skipping it keeps the archive whole.
       if (errnoCode(err) === 'ENOENT') state.findings.warn(`${entryName}: vanished before it was read`);
+      else if (errnoCode(err) === 'ECHANGED')
+        state.findings.warn(
+          `${entryName}: replaced by a symlink, a directory or a FIFO while listed; skipped`,
+        );
       else state.findings.fail(`${entryName}: cannot read (${errnoCode(err)})`);
       continue;
     }
@@ -386,10 +390,19 @@ function errnoCode(err: unknown): string {
  */
 async function prepareEntry(
   name: string,
-  stats: BigIntStats,
+  listed: BigIntStats,
   full: string,
   linkname: string,
 ): Promise<PreparedEntry> {
+  // A file is described as opened: one put in its place since the listing is read as it is now.
+  let stats = listed;
+  let body: Readable | undefined;
+  if (listed.isFile()) {
+    const opened = await openRegular(full);
+    stats = opened.stats;
+    if (stats.size > 0n) body = opened.handle.createReadStream({ start: 0, end: Number(stats.size) - 1 });
+    else await opened.handle.close();
+  }
   const size = Number(stats.size);
   const header: Header = {
     name: stats.isDirectory() ? `${name}/` : name,
@@ -408,7 +421,6 @@ async function prepareEntry(
     devminor: 0,
     linkname,
   };
-  const body = stats.isFile() && size > 0 ? await openAtMost(full, size) : undefined;
   return { header, body, full, stats };
 }
 
@@ -433,16 +445,31 @@ async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | un
   return undefined;
 }
 
-/** Opens a read stream of the first `size` bytes; rejects (ENOENT) if the file is gone. */
-async function openAtMost(path: string, size: number): Promise<Readable> {
-  const stream = createReadStream(path, { start: 0, end: size - 1 });
-  await new Promise<void>((resolve, reject) => {
-    stream.once('open', () => {
-      resolve();
-    });
-    stream.once('error', reject);
-  });
-  return stream;
+/**
+ * Opens the regular file at `path` with its stats. Rejects with ENOENT if it is gone, and with code
+ * `ECHANGED` if a symlink, a directory or a FIFO is there now (since it was listed): a symlink is
+ * not followed, and opening does not wait on a FIFO.
+ */
+export async function openRegular(path: string): Promise<{ handle: FileHandle; stats: BigIntStats }> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    // O_NOFOLLOW on a symlink.
+    throw errnoCode(err) === 'ELOOP' ? changed(path) : err;
+  }
+  try {
+    const stats = await handle.stat({ bigint: true });
+    if (!stats.isFile()) throw changed(path);
+    return { handle, stats };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+function changed(path: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${path}: replaced since it was listed`), { code: 'ECHANGED' });
 }
 
 /** Yields exactly `size` bytes: the body cut at `size`, then zeros if it shrank (as GNU tar pads). */
