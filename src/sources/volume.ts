@@ -139,7 +139,14 @@ export class VolumeSource implements Source {
     };
     // In the C locale: the warnings below are matched in GNU tar's own words, which a host whose
     // locale has tar's translations would print in its language, failing a volume that is whole.
-    const remote = await runCommand(command, { ssh }, { signal: ctx.signal, cLocale: true, onStderrLine });
+    // Stopped when the put fails: the host's tar would otherwise wait on a stdout nobody reads, and
+    // keepalives keep its session up for good.
+    const stop = new AbortController();
+    const remote = await runCommand(
+      command,
+      { ssh },
+      { signal: AbortSignal.any([ctx.signal, stop.signal]), cLocale: true, onStderrLine },
+    );
     remote.stdin.end();
     // The host's archive is stored as it comes, and read on the way to count its entries and bytes
     // as a local volume counts them (which also shows it is a whole tar.gz).
@@ -158,6 +165,8 @@ export class VolumeSource implements Source {
       stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, toStore, { signal: ctx.signal });
     } catch (err) {
       toCount.destroy();
+      stop.abort(err);
+      await remote.finished.catch(() => undefined);
       throw err;
     }
     const read = await counting;

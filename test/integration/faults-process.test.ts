@@ -5,7 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once, setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
@@ -14,7 +15,7 @@ import { verifySnapshots } from '../../src/repository/verify.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { bytes, seedVolume } from '../fixtures/deis-sample.js';
-import { stackDumpCommand } from '../fixtures/stack.js';
+import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import {
   bucketContents,
   cli,
@@ -523,6 +524,35 @@ describeWithStack('process and machine faults', (stack) => {
     expect((await filesUnder(target)).filter((f) => f.includes('.partial-'))).toEqual([]);
   });
 
+  it("a directory target that fills up during a volume read over SSH: failed, and the host's tar stopped", async () => {
+    // Bytes gzip cannot shrink, three times what the target holds.
+    const volume = tempDir('faults-sshvol');
+    for (let i = 0; i < 3; i++) await writeFile(join(volume, `part-${i}`), randomBytes(4 * 1024 * 1024));
+    const target = tempDir('faults-sshfull');
+    await runChild('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', target]);
+    mounts.push(target);
+    const file = writeConfig({
+      etcd: { endpoints: [stack.etcdEndpoint] },
+      ssh: stackSsh(stack),
+      sources: {
+        buckets: { enabled: false },
+        volume: { path: volume, host: stack.sshHost },
+        database: { enabled: false },
+      },
+      target: { type: 'dir', path: target },
+      lock: lock(),
+    });
+    const run = await cli(['backup', '--config', file]);
+    expect(run.code).toBe(1);
+    expect(run.err).toMatch(/^volume +failed\n  error: put .*ENOSPC: no space left on device/m);
+    // Nothing reads the host's tar any more: it is ended, not left waiting on its stdout.
+    await until(
+      'the host tar to end',
+      async () => ((await processesNaming(volume)).length === 0 ? true : undefined),
+      15_000,
+    );
+  });
+
   it('a volume file the backup user cannot read: partial, named, and everything else committed', async () => {
     const bucket = unique('fperm');
     await seedBucket(bucket, 'obj', 3, 1024);
@@ -616,4 +646,15 @@ async function runChild(
   if (command !== 'runuser' && code !== 0)
     throw new Error(`${command} ${args.join(' ')} exited ${String(code)}: ${stderr}`);
   return { code: code ?? -1, stdout, stderr };
+}
+
+/** The pids of this machine's processes whose command line names `text` (the remote sh names the volume). */
+async function processesNaming(text: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.split('\0').some((arg) => arg.includes(text))) found.push(Number(entry));
+  }
+  return found;
 }
