@@ -609,29 +609,38 @@ describeWithStack('restore', (stack) => {
     expect(restored.size).toBe(contents.size - 2);
   });
 
-  it('withholds the sentinel of a base backup whose tar partition is damaged, so LATEST falls back (exit 3)', async () => {
-    const damaged = tempDir('damaged-base');
+  /**
+   * A copy of the target in which the body of `key` of the WAL-E bucket has one byte flipped, and a
+   * config restoring from it: its index entry and the config file.
+   */
+  const walWithDamaged = async (name: string, key: string) => {
+    const damaged = tempDir(name);
     execFileSync('cp', ['-a', `${target}/.`, damaged]);
     const file = writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
       sources: { buckets: { names: [wal, registry] } },
       target: { type: 'dir', path: damaged },
     });
-    // The base backup LATEST named at backup time loses its only partition to a flipped byte.
-    const base = BASE_BACKUPS[1] ?? '';
-    const partition = `basebackups_005/${base}/tar_partitions/part_00000000.tar.lzo`;
     const entry = execFileSync('sh', ['-c', `zcat ${target}/snapshots/${snapshot}/bucket-${wal}.jsonl.gz`], {
       encoding: 'utf8',
     })
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { key: string; blob: string })
-      .find((e) => e.key === partition);
-    if (!entry) throw new Error(`no index entry for ${partition}`);
+      .find((e) => e.key === key);
+    if (!entry) throw new Error(`no index entry for ${key}`);
     const path = join(damaged, entry.blob);
     const bytes = await readFile(path);
     flipByte(bytes, Math.floor(bytes.length / 2));
     await writeFile(path, bytes);
+    return { file, entry };
+  };
+
+  it('withholds the sentinel of a base backup whose tar partition is damaged, so LATEST falls back (exit 3)', async () => {
+    // The base backup LATEST named at backup time loses its only partition to a flipped byte.
+    const base = BASE_BACKUPS[1] ?? '';
+    const partition = `basebackups_005/${base}/tar_partitions/part_00000000.tar.lzo`;
+    const { file, entry } = await walWithDamaged('damaged-base', partition);
     const args = fresh('withheld');
     const [newWal] = destinations(args);
     const run = await restore([snapshot, '--only', 'buckets', ...args], file);
@@ -649,27 +658,9 @@ describeWithStack('restore', (stack) => {
   });
 
   it('names a stop sentinel that failed to upload, and expects the one before it as LATEST (exit 3)', async () => {
-    const damaged = tempDir('damaged-sentinel');
-    execFileSync('cp', ['-a', `${target}/.`, damaged]);
-    const file = writeConfig({
-      etcd: { endpoints: [stack.etcdEndpoint] },
-      sources: { buckets: { names: [wal, registry] } },
-      target: { type: 'dir', path: damaged },
-    });
     // The newest stop sentinel's body loses a byte: its upload fails its sha256 check.
     const newest = latestAtBackup ?? '';
-    const entry = execFileSync('sh', ['-c', `zcat ${target}/snapshots/${snapshot}/bucket-${wal}.jsonl.gz`], {
-      encoding: 'utf8',
-    })
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { key: string; blob: string })
-      .find((e) => e.key === newest);
-    if (!entry) throw new Error(`no index entry for ${newest}`);
-    const path = join(damaged, entry.blob);
-    const bytes = await readFile(path);
-    flipByte(bytes, Math.floor(bytes.length / 2));
-    await writeFile(path, bytes);
+    const { file, entry } = await walWithDamaged('damaged-sentinel', newest);
     const args = fresh('sentinel');
     const [newWal] = destinations(args);
     const run = await restore([snapshot, '--only', 'buckets', ...args], file);
