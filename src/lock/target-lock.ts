@@ -95,7 +95,9 @@ export class TargetLock implements ClusterLock {
         record = { ...record, expiresAt: new Date(startedAt + this.ttlSeconds * 1000).toISOString() };
         await this.write(key, record, o.signal);
         const other = earliest(
-          (await this.readLocks(o.signal, { own: holder.holder })).filter((h) => this.yieldsTo(h, holder)),
+          (await this.readLocks(o.signal, { own: holder.holder })).filter((h) =>
+            this.yieldsTo(h, holder, true),
+          ),
         );
         if (other !== undefined) return { lost: `${describeHolder(other)} holds it too` };
         return 'ok' as const;
@@ -113,11 +115,14 @@ export class TargetLock implements ClusterLock {
    * gives way to any other file, and a target-backend runner to any paired file: a target runner
    * still in its settling second may not have seen the paired file yet, but will, and yields then.
    */
-  private yieldsTo(other: LockHolder, holder: LockHolder): boolean {
+  private yieldsTo(other: LockHolder, holder: LockHolder, refreshing = false): boolean {
     if (other.holder === holder.holder) return false;
     // Left by an earlier holder of the lock ours is paired with, which we hold now: never a rival.
     if (this.pairedWith !== undefined && other.pairedWith === this.pairedWith) return false;
-    if (this.pairedWith !== undefined || other.pairedWith !== undefined) return true;
+    // Once held, a paired lock ignores a target runner's file that shows up: that runner wrote it
+    // without seeing ours and, listing after its settling second, sees ours and withdraws.
+    if (this.pairedWith !== undefined) return !refreshing || other.pairedWith !== undefined;
+    if (other.pairedWith !== undefined) return true;
     return sortsBefore(other, holder);
   }
 
@@ -172,7 +177,8 @@ export class TargetLock implements ClusterLock {
 
   private async write(key: string, holder: LockHolder, signal: AbortSignal): Promise<void> {
     const body = Buffer.from(JSON.stringify(holder));
-    await this.target.put(key, Readable.from([body]), { signal, size: body.length });
+    // A lock matters only while its holder lives: a crash that loses the file frees it, as the TTL would.
+    await this.target.put(key, Readable.from([body]), { signal, size: body.length, volatile: true });
   }
 
   private async removeQuietly(key: string): Promise<void> {

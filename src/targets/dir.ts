@@ -5,7 +5,8 @@
 // deferSync (a run's many bucket bodies) does neither; before a plain put (the index, the manifest)
 // renames its file into place, the whole file system is synced once (`sync -f`), so no index or
 // manifest is durable before the bodies it names. A deferred put never replaces a key in place without a sync, so a crash can lose
-// only keys the run itself added.
+// only keys the run itself added. A volatile put (a lock file) is renamed into place with no sync at
+// all, and leaves the deferred puts alone: a crash that loses it frees the lock, as its TTL would.
 import { spawn } from 'node:child_process';
 import {
   closeSync,
@@ -76,17 +77,23 @@ export class DirTarget implements Target {
     const file = this.path(key);
     const temp = this.temporary(file);
     try {
-      const deferred = opts.deferSync === true && (await this.canDefer());
+      const volatile = opts.volatile === true;
+      const deferred = !volatile && opts.deferSync === true && (await this.canDefer());
       if (opts.size !== undefined && opts.size <= SMALL_BODY) {
-        await writeSmall(temp, body, opts.size, !deferred, opts.observe);
+        await writeSmall(temp, body, opts.size, !deferred && !volatile, opts.observe);
       } else {
         const handle = await openNew(temp);
         try {
           await writeBatched(handle, body, opts);
-          if (!deferred) await handle.sync();
+          if (!deferred && !volatile) await handle.sync();
         } finally {
           await handle.close();
         }
+      }
+      if (volatile) {
+        // Replaced or added in place: a crash may lose it, and nothing else waits for it.
+        await rename(temp, file);
+        return;
       }
       // Deferred puts that returned before this one's body ended are synced before it appears:
       // an index streamed during a run's captures still lands after the bodies it names.

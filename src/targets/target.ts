@@ -36,6 +36,12 @@ export interface PutOptions {
    */
   deferSync?: boolean;
   /**
+   * The object matters only while its writer runs (a lock file): it need never be on stable
+   * storage, and a crash may lose it. A directory writes it without any sync, and it does not count
+   * among the deferred puts that a later plain put makes durable.
+   */
+  volatile?: boolean;
+  /**
    * Called with each chunk of the body, in order, as the target takes it (the repository hashes
    * bodies this way: a pass-through stream in between cost about 13 % of a bucket backup's CPU).
    */
