@@ -18,9 +18,14 @@ export const DATABASE_ARTIFACT = 'database.sql.gz';
  */
 const COMPLETE = /-- PostgreSQL database (cluster )?dump complete\s*(--\s*)?(\\unrestrict \S+\s*)?$/;
 
-/** True when the end of a dump's SQL is pg_dumpall's (or pg_dump's) completion. */
-export function endsComplete(tail: string): boolean {
-  return COMPLETE.test(tail);
+/**
+ * True when the end of a dump's SQL is pg_dumpall's (or pg_dump's) completion. With `cluster`
+ * (the command runs pg_dumpall) only pg_dumpall's own line counts: it also writes pg_dump's line at
+ * the end of each database, so a stream cut right after the last one would pass for whole.
+ */
+export function endsComplete(tail: string, cluster = false): boolean {
+  const match = COMPLETE.exec(tail);
+  return match !== null && (!cluster || match[1] !== undefined);
 }
 
 /** Where the dump command runs, and how long it may send nothing (`sources.database.timeoutMs`). */
@@ -95,7 +100,7 @@ export class DatabaseSource implements Source {
     let problem: string | undefined;
     if (code !== 0)
       problem = `exited ${code === null ? `on signal ${exitSignal ?? 'unknown'}` : String(code)}: ${errorLine(stderr)}`;
-    else if (!endsComplete(tail.text()))
+    else if (!endsComplete(tail.text(), /\bpg_dumpall\b/.test(this.location.command)))
       problem = 'output ended before pg_dumpall\'s "dump complete" line (truncated)';
     if (problem !== undefined) {
       await ctx.writer.discard(DATABASE_ARTIFACT, { signal: ctx.signal });

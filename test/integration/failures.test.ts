@@ -255,19 +255,28 @@ describeWithStack('failed and partial runs', (stack) => {
 
   it('fails on a dump that exits 0 but was cut short', async () => {
     const dir = tempDir('target');
-    const run = await cli([
-      'backup',
-      '--only',
-      'database',
-      '--config',
-      config({ type: 'dir', path: dir }, (c) => {
-        c.sources.database.command = `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser} | head -c 2000`;
-      }),
-    ]);
-    expect(run.code).toBe(1);
-    expect(run.err).toContain(
-      'database: dump command locally output ended before pg_dumpall\'s "dump complete" line (truncated)',
-    );
+    const pgDumpall = `pg_dumpall -h ${stack.pgHost} -p ${stack.pgPort} -U ${stack.pgUser}`;
+    // Cut anywhere, and cut right after the last database's own completion line (pg_dump's), before
+    // pg_dumpall's closing lines.
+    for (const command of [
+      `${pgDumpall} | head -c 2000`,
+      // Its last three lines go: "--", the cluster's line, "--" (and the blank line after).
+      `${pgDumpall} | sed '/^-- PostgreSQL database cluster dump complete$/,$d' | head -n -1`,
+    ]) {
+      const run = await cli([
+        'backup',
+        '--only',
+        'database',
+        '--config',
+        config({ type: 'dir', path: dir }, (c) => {
+          c.sources.database.command = command;
+        }),
+      ]);
+      expect(run.code, command).toBe(1);
+      expect(run.err).toContain(
+        'database: dump command locally output ended before pg_dumpall\'s "dump complete" line (truncated)',
+      );
+    }
     expect(await snapshotIds(dir)).toEqual([]);
   });
 
