@@ -807,18 +807,24 @@ describeWithStack('restore', (stack) => {
     expect((JSON.parse(elsewhere.out) as RestoreReport).hazards).toEqual([]);
   });
 
+  /**
+   * A new cluster's etcd: the stack's gateway, `bucket` as the database's bucket, and `initId` when
+   * its database has initialised there.
+   */
+  const newCluster = (bucket: string, initId?: string) => {
+    const gatewayAt = new URL(stack.rgwEndpoint);
+    return startScratchEtcd({
+      '/deis/store/gateway/host': gatewayAt.hostname,
+      '/deis/store/gateway/port': gatewayAt.port,
+      '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
+      '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
+      '/deis/database/bucketName': bucket,
+      ...(initId === undefined ? {} : { [INIT_ID]: initId }),
+    });
+  };
+
   it("removes /deis/database/initId once the database's bucket is restored, so it restores from it", async () => {
     // A new cluster whose database has initialised once: its own etcd, naming a fresh db_wal.
-    const gatewayAt = new URL(stack.rgwEndpoint);
-    const newCluster = (bucket: string, initId: string) =>
-      startScratchEtcd({
-        '/deis/store/gateway/host': gatewayAt.hostname,
-        '/deis/store/gateway/port': gatewayAt.port,
-        '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
-        '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
-        '/deis/database/bucketName': bucket,
-        [INIT_ID]: initId,
-      });
     const args = fresh('boot');
     const [newWal] = destinations(args);
     let etcd = await newCluster(newWal, 'first-id');
@@ -1038,15 +1044,8 @@ describeWithStack('restore', (stack) => {
   it('leaves the republish for --only finish when deis-database has yet to restore from its bucket', async () => {
     const args = fresh('ctlwait');
     const [newWal] = destinations(args);
-    const gatewayAt = new URL(stack.rgwEndpoint);
     // A new cluster whose database bucket is the restore's destination: it restores from it later.
-    const etcd = await startScratchEtcd({
-      '/deis/store/gateway/host': gatewayAt.hostname,
-      '/deis/store/gateway/port': gatewayAt.port,
-      '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
-      '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
-      '/deis/database/bucketName': newWal,
-    });
+    const etcd = await newCluster(newWal);
     try {
       const out = join(tempDir('controller'), 'snippet.txt');
       const file = config({
@@ -1073,14 +1072,7 @@ describeWithStack('restore', (stack) => {
   it("refuses the database step with WAL-E data for the database's bucket in one run, writing nothing", async () => {
     const args = fresh('dbboth');
     const [newWal] = destinations(args);
-    const gatewayAt = new URL(stack.rgwEndpoint);
-    const etcd = await startScratchEtcd({
-      '/deis/store/gateway/host': gatewayAt.hostname,
-      '/deis/store/gateway/port': gatewayAt.port,
-      '/deis/store/gateway/accessKey': stack.gatewayAccessKey,
-      '/deis/store/gateway/secretKey': stack.gatewaySecretKey,
-      '/deis/database/bucketName': newWal,
-    });
+    const etcd = await newCluster(newWal);
     try {
       // deis-database stopped, as the restore of its bucket asks: refused before the database step
       // looks for a host to load the dump on (it would say to start deis-database).
