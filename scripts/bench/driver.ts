@@ -102,7 +102,32 @@ const s3cmdArgs = [
 interface RunResult {
   seconds: number;
   rssMiB: number;
+  /** The run's own CPU seconds, user + system, from time(1). */
+  cpu: number;
+  /** The machine over the run: the share of its CPU time idle, and in iowait, from /proc/stat. */
+  idle: number;
+  iowait: number;
   stdout: string;
+}
+
+/** The machine's CPU time so far, in ticks: [all, idle, iowait] (/proc/stat). */
+function cpuTicks(): [number, number, number] {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '').trim().split(/\s+/).slice(1, 9);
+  const n = fields.map(Number);
+  return [n.reduce((a, b) => a + b, 0), n[3] ?? 0, n[4] ?? 0];
+}
+
+/** MemFree, Cached and Dirty in MiB, for the log: the page cache's state before a run. */
+function memState(): string {
+  const info = readFileSync('/proc/meminfo', 'utf8');
+  const mib = (name: string): string =>
+    (Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(info)?.[1] ?? Number.NaN) / 1024).toFixed(0);
+  return `free ${mib('MemFree')} MiB, cached ${mib('Cached')} MiB, dirty ${mib('Dirty')} MiB`;
+}
+
+/** One run's CPU and the machine's idle and iowait, for the log. */
+function cpuNote(run: RunResult): string {
+  return `cpu ${run.cpu.toFixed(2)} s, idle ${(run.idle * 100).toFixed(0)}%, iowait ${(run.iowait * 100).toFixed(0)}%`;
 }
 
 /**
@@ -114,8 +139,9 @@ interface RunResult {
 async function timed(argv: readonly string[], env: NodeJS.ProcessEnv = baseEnv): Promise<RunResult> {
   const timeFile = join(work, 'time.out');
   spawnSync('sync', { stdio: 'ignore' });
+  const ticks = cpuTicks();
   const started = process.hrtime.bigint();
-  const child = spawn('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, ...argv], {
+  const child = spawn('/usr/bin/time', ['-f', '%e %M %U %S', '-o', timeFile, ...argv], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -125,13 +151,22 @@ async function timed(argv: readonly string[], env: NodeJS.ProcessEnv = baseEnv):
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const after = cpuTicks();
+  const all = after[0] - ticks[0] || 1;
   if (code !== 0) {
     throw new Error(
       `${argv.join(' ')} exited ${String(code)}\n${stderr.slice(-4000)}\n${stdout.slice(-2000)}`,
     );
   }
-  const [, rss] = (await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)?.split(' ') ?? [];
-  return { seconds, rssMiB: Number(rss) / 1024, stdout };
+  const [, rss, user, sys] = (await readFile(timeFile, 'utf8')).trim().split('\n').at(-1)?.split(' ') ?? [];
+  return {
+    seconds,
+    rssMiB: Number(rss) / 1024,
+    cpu: Number(user) + Number(sys),
+    idle: (after[1] - ticks[1]) / all,
+    iowait: (after[2] - ticks[2]) / all,
+    stdout,
+  };
 }
 
 function sh(script: string): string[] {
@@ -375,13 +410,13 @@ async function extraWorks(gateway: S3Client): Promise<void> {
     await rm(target, { recursive: true, force: true });
     return ours;
   };
-  const bigTheirs = async (r: number): Promise<{ seconds: number; durable: number }> => {
+  const bigTheirs = async (r: number): Promise<RunResult & { durable: number }> => {
     const copy = join(work, `rclone-big-${r}`);
-    const { seconds } = await timed(rcloneSync(`gw:${BIG_BUCKET}`, copy), rcloneEnv);
-    const durable = seconds + flushSeconds(copy);
+    const run = await timed(rcloneSync(`gw:${BIG_BUCKET}`, copy), rcloneEnv);
+    const durable = run.seconds + flushSeconds(copy);
     check('rclone copy', await dirStats(copy), big);
     await rm(copy, { recursive: true, force: true });
-    return { seconds, durable };
+    return { ...run, durable };
   };
   const [warmOurs, warmTheirs] = await alternately(
     0,
@@ -401,11 +436,13 @@ async function extraWorks(gateway: S3Client): Promise<void> {
     goal: undefined,
   };
   for (let r = 0; r < PAIRS; r++) {
+    log(`1 GiB object ${r + 1}/${PAIRS}, before: ${memState()}`);
     const [ours, theirs] = await alternately(
       r,
       () => bigOurs(r),
       () => bigTheirs(r),
     );
+    log(`1 GiB object ${r + 1}/${PAIRS}: ours ${cpuNote(ours)}; rclone ${cpuNote(theirs)}`);
     for (const row of [bigRow, bigDurable]) {
       row.ours.push(ours.seconds);
       row.rss.push(ours.rssMiB);
@@ -854,6 +891,7 @@ async function main(): Promise<void> {
       await purge(fresh('rc', bucket, r));
     }
     collectGarbage();
+    log(`restore ${r + 1}/${RESTORE_PAIRS}, before: ${memState()}`);
     const [ours, theirs] = await alternately(
       r,
       async () => {
@@ -888,7 +926,7 @@ async function main(): Promise<void> {
     restore.rss.push(ours.rssMiB);
     restore.theirs.push(theirs);
     log(
-      `restore ${r + 1}/${RESTORE_PAIRS} (${r % 2 === 0 ? 'ours' : 'rclone'} first): ours ${ours.seconds.toFixed(2)} s, rclone ${theirs.toFixed(2)} s`,
+      `restore ${r + 1}/${RESTORE_PAIRS} (${r % 2 === 0 ? 'ours' : 'rclone'} first): ours ${ours.seconds.toFixed(2)} s (${cpuNote(ours)}), rclone ${theirs.toFixed(2)} s`,
     );
   }
   rows.push(restore);
