@@ -10,16 +10,24 @@ const MAX_ANSWER = 1024 * 1024;
 /** Keep-alive connections, reused across a run's reads and lock refreshes (idle ones do not hold the process open). */
 const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
 
+/** One HTTP exchange's answer: status, body text, and the cluster the answering member belongs to. */
+interface Reply {
+  status: number;
+  text: string;
+  /** X-Etcd-Cluster-Id (etcd 2.0 and later; etcd 0.4 sends none). */
+  clusterId: string | undefined;
+}
+
 /**
- * One HTTP exchange: status and body text. node:http rather than fetch: loading undici and its first
- * request cost about 30 ms of every CLI run. Rejects with the socket's error (with its errno `code`).
+ * One HTTP exchange. node:http rather than fetch: loading undici and its first request cost about
+ * 30 ms of every CLI run. Rejects with the socket's error (with its errno `code`).
  */
 function send(
   url: string,
   method: string,
   form: URLSearchParams | undefined,
   signal: AbortSignal,
-): Promise<{ status: number; text: string }> {
+): Promise<Reply> {
   const target = new URL(url);
   const secure = target.protocol === 'https:';
   const body = form?.toString();
@@ -39,7 +47,12 @@ function send(
           if (text.length > MAX_ANSWER) req.destroy(new Error('answer too large'));
         });
         res.on('end', () => {
-          resolve({ status: res.statusCode ?? 0, text });
+          const id = res.headers['x-etcd-cluster-id'];
+          resolve({
+            status: res.statusCode ?? 0,
+            text,
+            clusterId: typeof id === 'string' && id !== '' ? id : undefined,
+          });
         });
         res.on('error', reject);
       },
@@ -81,6 +94,11 @@ export interface Etcd {
    * removed. True when deleted; false when the key is gone or holds another value.
    */
   remove(path: string, value: string, opts: { signal: AbortSignal }): Promise<boolean>;
+  /**
+   * The id of the cluster that last answered (X-Etcd-Cluster-Id): the same from every member, and
+   * whichever endpoint reached it. Undefined before the first answer, and from etcd 0.4.
+   */
+  clusterId(): string | undefined;
 }
 
 /** What one answer from etcd says, after the endpoints that could not answer. */
@@ -100,6 +118,7 @@ const NOT_A_FILE = 102;
 
 /** Creates an etcd v2 client over HTTP. Tries each endpoint in turn until one answers. */
 export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etcd {
+  let clusterId: string | undefined;
   /**
    * Sends one request to the first endpoint that answers with a status `accept` allows; throws one
    * ERR_ETCD line naming every endpoint that did not.
@@ -116,7 +135,7 @@ export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etc
       const query = init.query ? `?${init.query.toString()}` : '';
       const url = `${endpoint.replace(/\/$/, '')}/v2/keys${path}${query}`;
       const timeout = AbortSignal.timeout(timeoutMs);
-      let res: { status: number; text: string };
+      let res: Reply;
       try {
         res = await send(url, init.method, init.form, AbortSignal.any([signal, timeout]));
       } catch (err) {
@@ -139,7 +158,10 @@ export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etc
         failures.push(`${endpoint} (HTTP ${res.status}, not an etcd answer)`);
         continue;
       }
-      if (accept(res.status, body)) return { status: res.status, body };
+      if (accept(res.status, body)) {
+        clusterId = res.clusterId;
+        return { status: res.status, body };
+      }
       failures.push(`${endpoint} (HTTP ${res.status}${body.message ? `: ${body.message}` : ''})`);
     }
     throw new BackupError(
@@ -216,6 +238,10 @@ export function createEtcd(endpoints: readonly string[], timeoutMs: number): Etc
         opts.signal,
       );
       return ok(status);
+    },
+
+    clusterId() {
+      return clusterId;
     },
   };
 }

@@ -111,20 +111,27 @@ export function createClusterEtcd(config: Config): Etcd {
  * The one-runner lock: in the cluster's etcd, or as lock objects in the target. The etcd lock is
  * also announced in the target (PairedLock), without the settling wait: the etcd key already keeps
  * etcd runners apart, and the file is there for runners that use the target backend. The file names
- * the etcd endpoints and key, so that the next holder of that key removes one its last holder left.
+ * the etcd cluster and key, so that the next holder of that key removes one its last holder left.
  */
 export function createClusterLock(config: Config, etcd: Etcd, target: Target): ClusterLock {
   const { backend, key, ttlSeconds } = config.lock;
   return backend === 'etcd'
     ? new PairedLock(
         new EtcdLock(etcd, { key, ttlSeconds }),
-        new TargetLock(target, {
-          ttlSeconds,
-          settleMs: 0,
-          pairedWith: `etcd ${[...config.etcd.endpoints].sort().join(',')} ${key}`,
-        }),
+        new TargetLock(target, { ttlSeconds, settleMs: 0, pairedWith: () => etcdLockName(config, etcd) }),
       )
     : new TargetLock(target, { ttlSeconds });
+}
+
+/**
+ * The etcd key a paired lock file names, by the id of the cluster that holds it: the daemon moved by
+ * fleet to another host reaches the same cluster through another endpoint, and two clusters given
+ * the same endpoint string (each its own 127.0.0.1) stay apart. etcd 0.4 sends no id: its endpoints.
+ */
+function etcdLockName(config: Config, etcd: Etcd): string {
+  const id = etcd.clusterId();
+  const cluster = id === undefined ? [...config.etcd.endpoints].sort().join(',') : `cluster ${id}`;
+  return `etcd ${cluster} ${config.lock.key}`;
 }
 
 /** SSH settings for a host. */

@@ -31,9 +31,10 @@ export interface TargetLockOptions {
   /**
    * The lock this one is taken beside, once that one is held (PairedLock): recorded in our file. A
    * file that records the same one belongs to an earlier holder of it, which no longer holds it
-   * (it could not remove its file: the target was down, or it was killed), and is removed.
+   * (it could not remove its file: the target was down, or it was killed), and is removed. A function
+   * is called when the lock is taken and refreshed, so it may name what only the held lock knows.
    */
-  pairedWith?: string;
+  pairedWith?: string | (() => string);
 }
 
 /** ClusterLock as one file per holder under locks/ in a target. */
@@ -42,14 +43,19 @@ export class TargetLock implements ClusterLock {
   private readonly target: Target;
   private readonly ttlSeconds: number;
   private readonly settleMs: number;
-  private readonly pairedWith: string | undefined;
+  private readonly pairing: string | (() => string) | undefined;
 
   constructor(target: Target, options: TargetLockOptions) {
     this.target = target;
     this.ttlSeconds = options.ttlSeconds;
     this.settleMs = options.settleMs ?? 1000;
-    this.pairedWith = options.pairedWith;
+    this.pairing = options.pairedWith;
     this.where = `${target.name}/${LOCKS}`;
+  }
+
+  /** What our file records as the lock this one is paired with. */
+  private get pairedWith(): string | undefined {
+    return typeof this.pairing === 'function' ? this.pairing() : this.pairing;
   }
 
   async tryAcquire(

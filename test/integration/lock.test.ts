@@ -369,6 +369,7 @@ describeWithStack('cluster lock', (stack) => {
         create: (...a) => live.create(...a),
         refresh: (...a) => (outage ? down : live).refresh(...a),
         remove: (...a) => live.remove(...a),
+        clusterId: () => live.clusterId(),
       };
       const first = held(
         await new EtcdLock(flaky, { key, ttlSeconds: TTL }).tryAcquire('backup', { signal }),
@@ -426,11 +427,14 @@ describeWithStack('cluster lock', (stack) => {
         const config = loadConfig({ file, env: {} });
         return createClusterLock(config, createClusterEtcd(config), (await createRepository(config)).target);
       };
-      const daemon = await lockOf(
-        writeConfig({ etcd: { endpoints: [stack.etcdEndpoint] }, lock: { key, ttlSeconds: TTL }, target }),
-      );
+      const daemonOn = (endpoints: string[]) =>
+        lockOf(writeConfig({ etcd: { endpoints }, lock: { key, ttlSeconds: TTL }, target }));
+      const daemon = await daemonOn([stack.etcdEndpoint]);
+      // The daemon as fleet starts it on another host: its ETCD names another member of the cluster
+      // (here a dead endpoint first, then the same server).
+      const moved = await daemonOn(['http://127.0.0.1:24999', stack.etcdEndpoint]);
       const oneOff = await lockOf(writeConfig({ lock: { ttlSeconds: TTL }, target }));
-      return { daemon, oneOff, key, dir: new DirTarget(target.path) };
+      return { daemon, moved, oneOff, key, dir: new DirTarget(target.path) };
     };
 
     it('keeps a target-backend runner out while the etcd lock is held, and names its holder', async ({
@@ -468,18 +472,25 @@ describeWithStack('cluster lock', (stack) => {
     it('takes over the file an earlier holder of the same etcd key left, which still keeps target runners out', async ({
       expect,
     }) => {
-      const { daemon, oneOff, dir } = await runners();
+      const { daemon, moved, oneOff, key, dir } = await runners();
       const first = held(await daemon.tryAcquire('backup', { signal }));
       const [file] = await lockFiles(dir);
       if (file === undefined) throw new Error('no lock file');
       const left = JSON.parse(await readAll(await dir.get(file, { signal }))) as LockHolder;
-      expect(left.pairedWith).toMatch(/^etcd http:\/\/127\.0\.0\.1:\d+ \/deis-backup-test\/\S+\/lock$/);
+      // Named by the cluster's id, as etcd sends it with every answer.
+      const { headers } = await fetch(`${stack.etcdEndpoint}/v2/keys/`);
+      const id = headers.get('x-etcd-cluster-id');
+      expect(id).toMatch(/^[0-9a-f]+$/);
+      expect(left.pairedWith).toBe(`etcd cluster ${String(id)} ${key}`);
       await first.release();
       // As a holder leaves it when the target is down at its release: the etcd key is gone, its file not.
-      const body = Buffer.from(
-        JSON.stringify({ ...left, expiresAt: new Date(Date.now() + 60_000).toISOString() }),
-      );
-      await dir.put(file, Readable.from([body]), { signal, size: body.length });
+      const leave = async (record: LockHolder) => {
+        const body = Buffer.from(
+          JSON.stringify({ ...record, expiresAt: new Date(Date.now() + 60_000).toISOString() }),
+        );
+        await dir.put(file, Readable.from([body]), { signal, size: body.length });
+      };
+      await leave(left);
       expect(busy(await oneOff.tryAcquire('prune', { signal }))?.holder).toBe(left.holder);
       const next = held(await daemon.tryAcquire('backup', { signal }));
       // The left file is gone; the one there now is the new holder's.
@@ -487,12 +498,19 @@ describeWithStack('cluster lock', (stack) => {
       expect(now).toHaveLength(1);
       expect(now).not.toContain(file);
       await next.release();
-      // Another etcd key's file (another cluster's runner on this target) is a live lock to it.
-      const other = { ...left, pairedWith: 'etcd http://10.0.0.1:4001 /deis/backup/lock' };
-      const otherBody = Buffer.from(
-        JSON.stringify({ ...other, expiresAt: new Date(Date.now() + 60_000).toISOString() }),
-      );
-      await dir.put(file, Readable.from([otherBody]), { signal, size: otherBody.length });
+      // So it is for the daemon fleet moved to another host, which reaches the cluster by other endpoints.
+      await leave(left);
+      const afterMove = held(await moved.tryAcquire('backup', { signal }));
+      const afterMoveFiles = await lockFiles(dir);
+      expect(afterMoveFiles).toHaveLength(1);
+      expect(afterMoveFiles).not.toContain(file);
+      await afterMove.release();
+      // The same key in another cluster, whose runner uses this target too, is a live lock to it.
+      await leave({ ...left, pairedWith: `etcd cluster 0123456789abcdef ${key}` });
+      expect(busy(await daemon.tryAcquire('backup', { signal }))?.holder).toBe(left.holder);
+      // And so is one named by endpoints (etcd 0.4 sends no id, and earlier versions did not use it):
+      // it waits out its TTL.
+      await leave({ ...left, pairedWith: `etcd ${stack.etcdEndpoint} ${key}` });
       expect(busy(await daemon.tryAcquire('backup', { signal }))?.holder).toBe(left.holder);
       await dir.remove(file, { signal });
     });
