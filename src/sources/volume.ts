@@ -104,6 +104,7 @@ export class VolumeSource implements Source {
         findings,
         signal: ctx.signal,
         excluded: excludeMatcher(this.location.exclude ?? []),
+        links: new Map(),
       });
       // Files that vanish while read are a live volume's; the root itself going (an unmounted or
       // removed store) leaves a copy of part of it, which must not stand as a restore point.
@@ -275,6 +276,16 @@ interface WalkState {
   signal: AbortSignal;
   /** Whether a path (its bytes, without "./") is left out; undefined when nothing is. */
   excluded: ((path: Buffer) => boolean) | undefined;
+  /**
+   * The entry name each file with more than one link was archived under, by device and inode: its
+   * other names go in as hard links to it, as GNU tar writes them, and restore as one file again.
+   */
+  links: Map<string, string>;
+}
+
+/** A file's identity on its host: the key of WalkState.links. */
+function inodeOf(stats: BigIntStats): string {
+  return `${String(stats.dev)}:${String(stats.ino)}`;
 }
 
 /** A tar entry ready to write: its header and, for a non-empty file, an open body. */
@@ -341,7 +352,11 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
           continue;
         }
       }
-      prepared = await prepareEntry(entryName, stats, full, linkname);
+      const first = stats.isFile() && stats.nlink > 1n ? state.links.get(inodeOf(stats)) : undefined;
+      prepared =
+        first === undefined
+          ? await prepareEntry(entryName, stats, full, linkname)
+          : hardLinkEntry(entryName, stats, full, first);
     } catch (err) {
       // Nothing of this entry is in the archive yet, so skipping it keeps the archive whole.
       if (errnoCode(err) === 'ENOENT') state.findings.warn(`${entryName}: vanished before it was read`);
@@ -355,7 +370,10 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     const warning = await writeEntry(pack, prepared);
     if (warning) state.findings.warn(`${entryName}: ${warning}`);
     state.counts.objects++;
-    if (prepared.stats.isFile()) state.counts.bytesRead += Number(prepared.stats.size);
+    if (prepared.header.type === 'file') {
+      state.counts.bytesRead += Number(prepared.stats.size);
+      if (prepared.stats.nlink > 1n) state.links.set(inodeOf(prepared.stats), entryName);
+    }
     if (prepared.stats.isDirectory()) await walk(pack, full, entryName, state);
   }
 }
@@ -412,8 +430,12 @@ async function prepareEntry(
     if (stats.size > 0n) body = opened.handle.createReadStream({ start: 0, end: Number(stats.size) - 1 });
     else await opened.handle.close();
   }
-  const size = Number(stats.size);
-  const header: Header = {
+  return { header: headerOf(name, stats, linkname), body, full, stats };
+}
+
+/** A tar header describing `stats` as a directory, a symlink to `linkname`, or a regular file. */
+function headerOf(name: string, stats: BigIntStats, linkname: string): Header {
+  return {
     name: stats.isDirectory() ? `${name}/` : name,
     // With the file-type bits: tar-stream puts 0644 or 0755 in place of a mode of 0 (chmod 000),
     // and keeps only the low 12 bits when it encodes the header.
@@ -422,7 +444,7 @@ async function prepareEntry(
     uid: Number(stats.uid),
     gid: Number(stats.gid),
     type: stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symlink' : 'file',
-    size: stats.isFile() ? size : 0,
+    size: stats.isFile() ? Number(stats.size) : 0,
     // No names: owners restore by number, as `tar --numeric-owner` would, whatever the host's passwd says.
     uname: '',
     gname: '',
@@ -430,7 +452,20 @@ async function prepareEntry(
     devminor: 0,
     linkname,
   };
-  return { header, body, full, stats };
+}
+
+/**
+ * Another name of a file already archived as `first`: a hard link entry (no body), with the owner,
+ * mode and time it has now, as GNU tar writes one.
+ */
+function hardLinkEntry(name: string, stats: BigIntStats, full: string, first: string): PreparedEntry {
+  const header: Header = {
+    ...headerOf(name, stats, ''),
+    type: 'link',
+    size: 0,
+    linkname: first,
+  };
+  return { header, body: undefined, full, stats };
 }
 
 /** Writes one tar entry; resolves with a warning text when a file changed while it was read. */
@@ -443,9 +478,9 @@ async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | un
       else resolve();
     });
     if (body) pipeline(Readable.from(fitToSize(body, Number(stats.size), padded)), stream).catch(reject);
-    else if (stats.isFile()) stream.end(Buffer.alloc(0));
+    else if (header.type === 'file') stream.end(Buffer.alloc(0));
   });
-  if (!stats.isFile()) return undefined;
+  if (header.type !== 'file') return undefined;
   if (padded.bytes > 0) return `file shrank by ${padded.bytes} bytes while read; padded with zeros`;
   const after = await lstat(entry.full, { bigint: true }).catch(() => undefined);
   if (after && (after.size !== stats.size || after.mtimeNs !== stats.mtimeNs)) {

@@ -3,7 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chown, link, lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -516,6 +516,51 @@ describeWithStack('backup', (stack) => {
     const { volume, extracted } = await backupPartialVolume(tree);
     expect(volume?.errors).toEqual(['./bad-link: symlink target b\\xff.log is not UTF-8; not archived']);
     expect(await describeTree(extracted)).toEqual({ 'good-link': 'link -> fine-ü.log uid=0 gid=0' });
+  });
+
+  it('keeps hard links as links: each file is archived once and restores with all its names', async () => {
+    const outside = tempDir('outside');
+    const tree = join(outside, 'store');
+    await mkdir(join(tree, 'logs', 'old'), { recursive: true });
+    await writeFile(join(tree, 'logs', 'app.log'), 'line\n'.repeat(1000));
+    await link(join(tree, 'logs', 'app.log'), join(tree, 'logs', 'old', 'app.log.1'));
+    await link(join(tree, 'logs', 'app.log'), join(tree, 'logs', 'z-app.log'));
+    await chown(join(tree, 'logs', 'app.log'), 1000, 1000);
+    // Its other name is outside the volume: within it, a file like any other.
+    await writeFile(join(tree, 'logs', 'shared.log'), 'shared\n');
+    await link(join(tree, 'logs', 'shared.log'), join(outside, 'shared.log'));
+    const original = await describeTree(tree);
+    expect(original['logs/z-app.log']).toMatch(/ same-as=logs\/app\.log$/);
+    expect(original['logs/old/app.log.1']).toMatch(/ same-as=logs\/app\.log$/);
+    expect(original['logs/shared.log']).not.toMatch(/same-as/);
+
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: tree };
+    const file = writeConfig(config);
+    const run = await cli(['backup', '--config', file, '--only', 'volume', '--json']);
+    expect(run.code, run.err).toBe(0);
+    const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
+    // Entries: the root, logs, logs/old, four names; the body of app.log is read once.
+    expect(summary.sources[0]?.counts).toMatchObject({ objects: 7, bytesRead: 5000 + 7 });
+    const archive = join(dir, ...artifactKey(summary.id, VOLUME_ARTIFACT).split('/'));
+    const listing = execFileSync('tar', ['-tvzf', archive], { encoding: 'utf8' });
+    expect(listing).toMatch(/^h.* \.\/logs\/old\/app\.log\.1 link to \.\/logs\/app\.log$/m);
+    expect(listing).toMatch(/^h.* \.\/logs\/z-app\.log link to \.\/logs\/app\.log$/m);
+
+    const into = join(tempDir('restored'), 'store');
+    const restored = await cli([
+      'restore',
+      summary.id,
+      '--config',
+      file,
+      '--only',
+      'volume',
+      '--volume-to',
+      into,
+    ]);
+    expect(restored.code, restored.err).toBe(0);
+    expect(await describeTree(into)).toEqual(original);
   });
 
   it('fails a volume whose root is removed while it is read, so no partial copy stands as a restore point', async () => {

@@ -88,6 +88,8 @@ export function tempDir(prefix: string): string {
 /** Everything `ls -l` shows of a tree (type, mode, owner, mtime, size, content hash, link target), by path. */
 export async function describeTree(root: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
+  // The first name of each file with more than one, for its others: a hard link shows as `same-as`.
+  const names = new Map<string, string>();
   const walk = async (dir: string, rel: string): Promise<void> => {
     for (const name of (await readdir(dir)).sort()) {
       const full = join(dir, name);
@@ -103,7 +105,11 @@ export async function describeTree(root: string): Promise<Record<string, string>
         const sha = createHash('sha256')
           .update(await readFile(full))
           .digest('hex');
-        out[path] = `file ${common} size=${st.size} sha256=${sha}`;
+        const inode = `${st.dev}:${st.ino}`;
+        const first = names.get(inode);
+        if (st.nlink > 1n && first === undefined) names.set(inode, path);
+        out[path] =
+          `file ${common} size=${st.size} sha256=${sha}${first === undefined ? '' : ` same-as=${first}`}`;
       }
     }
   };
