@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import { longestCronGap } from './cron.js';
 import { createRunners } from './daemon/runners.js';
 import { scheduleTask } from './daemon/schedule.js';
+import { SharedListing } from './daemon/shared-listing.js';
 import { withDeadline } from './deadline.js';
 import { describeError } from './errors.js';
 import { buildServer, type Readiness } from './http/server.js';
@@ -38,6 +39,13 @@ export interface Daemon {
 
 /** How long a target listing answers /readyz before the target is asked again. */
 const READY_CACHE_MS = 5_000;
+
+/**
+ * How long one listing of the target may take before the target counts as down. Readers wait less
+ * (/readyz 10 s, /snapshots and the minute's probe 30 s) and leave it running: a slow listing of a
+ * large repository is not an outage, a hung one is.
+ */
+const LISTING_LIMIT_MS = 120_000;
 
 /** How long a shutdown waits for the running operation to wind down. */
 const SHUTDOWN_WAIT_MS = 30_000;
@@ -100,7 +108,7 @@ export async function startDaemon(
    */
   let rebuilt = false;
   let lastScan: { at: number; error: string | undefined } = { at: 0, error: 'not checked yet' };
-  const scan = async (signal: AbortSignal) => {
+  const listScan = async (signal: AbortSignal) => {
     try {
       const { snapshots } = await repository.scan({ signal });
       metrics.setTargetUp(true);
@@ -123,6 +131,10 @@ export async function startDaemon(
       throw err;
     }
   };
+  // Readers share one listing, and a reader's own time limit does not end it (see SharedListing).
+  const listing = new SharedListing(listScan, { limitMs: LISTING_LIMIT_MS, stop: shutdown });
+  const scan = (signal: AbortSignal, opts: { fresh?: boolean } = {}) =>
+    listing.get(signal, opts.fresh ? { startedAfter: Date.now() } : {});
   // The cron tasks above call these only once started, below.
   const { startBackup, startRestore, startVerify, startDrill } = createRunners({
     config,
@@ -137,7 +149,12 @@ export async function startDaemon(
   const first = withDeadline(shutdown, 30_000);
   await scan(first.signal)
     .catch((err: unknown) => {
-      log.warn({ error: describeError(err), target: repository.target.name }, 'target unreachable at start');
+      // Past the wait, the listing goes on, and its outcome sets the target's figures.
+      const still = first.signal.aborted && !shutdown.aborted;
+      log.warn(
+        { error: describeError(err), target: repository.target.name },
+        still ? 'target still listing at start' : 'target unreachable at start',
+      );
     })
     .finally(first.dispose);
 
@@ -153,18 +170,10 @@ export async function startDaemon(
     if (drill && !drill.ok) metrics.drillFinished(false, new Date(drill.finishedAt));
   }
 
-  let readyScan: Promise<unknown> | undefined;
   const readiness = async (signal: AbortSignal): Promise<Readiness> => {
     // Probes may come every few seconds: a listing younger than READY_CACHE_MS answers for the target.
-    // Probes that come while one listing runs wait for it rather than start their own.
-    if (Date.now() - lastScan.at > READY_CACHE_MS) {
-      readyScan ??= scan(signal)
-        .catch(() => undefined)
-        .finally(() => {
-          readyScan = undefined;
-        });
-      await readyScan;
-    }
+    // Past the probe's own limit, the last listing's outcome does.
+    if (Date.now() - lastScan.at > READY_CACHE_MS) await scan(signal).catch(() => undefined);
     const targetError = lastScan.error;
     const last = metrics.lastSuccessOf(ALL);
     const maxAgeSeconds = 2 * intervalSeconds;

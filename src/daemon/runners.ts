@@ -36,8 +36,11 @@ export interface DaemonContext {
   metrics: Metrics;
   operations: Operations;
   lock: ClusterLock;
-  /** Lists the restore points and refreshes the target's health figures. */
-  scan: (signal: AbortSignal) => Promise<Manifest[]>;
+  /**
+   * Lists the restore points and refreshes the target's health figures; `fresh` takes no listing
+   * that began before the call (one that could miss a restore point just committed).
+   */
+  scan: (signal: AbortSignal, opts?: { fresh?: boolean }) => Promise<Manifest[]>;
 }
 
 /** Starts an operation, or names the one that is running. */
@@ -123,7 +126,7 @@ export function createRunners(ctx: DaemonContext): Runners {
         runLog.warn('backup aborted: no restore point written');
         return { status: 'aborted', result };
       }
-      await scan(signal).catch(() => undefined);
+      await scan(signal, { fresh: true }).catch(() => undefined);
       if (result.status === 'failed') {
         await recordFailedBackup(repository, failedRunRecord(result, coversAll(config, only)), runLog);
       }
