@@ -153,6 +153,7 @@ export const schema = strictObject({
           ),
           [],
         ),
+        timeoutMs: v.optional(timeout(), 600_000),
       }),
       database: section({
         enabled: flag(true),

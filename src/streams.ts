@@ -18,6 +18,44 @@ export function chain(source: Readable, ...transforms: [Duplex, ...Duplex[]]): R
   return last;
 }
 
+/**
+ * Calls onQuiet once `sent()` has not grown for `ms` (at most twice that before it is noticed) while
+ * `waiting()` is false, i.e. nothing of the output waits unread: a slow reader is not a quiet
+ * producer. Returns the stop.
+ */
+export function watchQuiet(
+  sent: () => number,
+  waiting: () => boolean,
+  ms: number,
+  onQuiet: () => void,
+): () => void {
+  let seen = sent();
+  let timer: NodeJS.Timeout;
+  const arm = (): void => {
+    timer = setTimeout(() => {
+      const now = sent();
+      if (now === seen && !waiting()) onQuiet();
+      else {
+        seen = now;
+        arm();
+      }
+    }, ms);
+  };
+  arm();
+  return () => {
+    clearTimeout(timer);
+  };
+}
+
+/** A pass-through that counts the bytes through it. */
+export class ByteCounter extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+}
+
 const gzipBlock = promisify(gzip);
 
 /** The gzip level of `gzip`, `tar czf` and `pg_dumpall | gzip` when none is given. */

@@ -231,12 +231,12 @@ export async function createSources(
     }
   }
   if (wanted('volume')) {
-    const { path, host, exclude } = config.sources.volume;
+    const { path, host, exclude, timeoutMs } = config.sources.volume;
     sources.push(
       new VolumeSource(
         host === undefined || host === 'local'
-          ? { path, exclude }
-          : { path, exclude, ssh: sshTarget(config, host) },
+          ? { path, exclude, timeoutMs }
+          : { path, exclude, timeoutMs, ssh: sshTarget(config, host) },
       ),
     );
   }

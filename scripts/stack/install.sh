@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the deis-backup test stack needs (Ceph mon/osd/radosgw,
-# etcd, sshd, PostgreSQL 15, s3cmd, curl, prometheus for promtool, exFAT tools, Django with
+# etcd, sshd, PostgreSQL 15, s3cmd, curl, prometheus for promtool, exFAT tools, bindfs, Django with
 # python-etcd for the stand-in deis-controller, sudo, and openssl for a test certificate).
 # Idempotent: a fast no-op when all are present. Never leaves a system service running (a
 # package-started sshd, etcd, prometheus or node exporter is stopped again).
@@ -15,6 +15,7 @@ PACKAGES=(
   curl
   prometheus # only for promtool, which checks and unit-tests deploy/prometheus/alerts.yml
   exfat-fuse exfatprogs # a real file system without hard links, for the directory target's fallback
+  bindfs # a FUSE mount whose daemon is stopped: a store volume that hangs, as CephFS can
   python3-django python3-etcd # test/fixtures/deis-controller, which runs the restore's republish snippet
   sudo # the volume over SSH as a user other than root (CoreOS's core), as src/command.ts asRoot runs it
   openssl # a self-signed certificate for the S3 target behind TLS (test/integration/https-target.test.ts)

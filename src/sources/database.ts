@@ -1,9 +1,9 @@
 // The Deis database as a gzip-compressed pg_dumpall, run on the database host over SSH (by default
 // `docker exec deis-database sudo -u postgres pg_dumpall`) or locally. A dump counts only when the
 // command exits 0 and the stream ends with pg_dumpall's completion line.
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { BackupError, describeError } from '../errors.js';
-import { chain, createParallelGzip } from '../streams.js';
+import { chain, createParallelGzip, watchQuiet } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
 import { runCommand, shownCommand, whereText } from '../command.js';
 import type { SshTarget } from '../ssh.js';
@@ -63,8 +63,8 @@ export class DatabaseSource implements Source {
     running.stdin.end();
     const tail = new TailKeeper(512);
     const stopWatching = watchQuiet(
-      running.stdout,
       () => tail.bytes,
+      () => running.stdout.readableLength > 0,
       this.location.timeoutMs,
       () => {
         quiet.abort();
@@ -122,29 +122,6 @@ export class DatabaseSource implements Source {
       artifacts: [{ name: DATABASE_ARTIFACT, ...stored }],
     };
   }
-}
-
-/**
- * Calls onQuiet once `sent()` has not grown for `ms` (at most twice that before it is noticed) while
- * nothing of the output waits unread: a slow reader is not a quiet command. Returns the stop.
- */
-function watchQuiet(output: Readable, sent: () => number, ms: number, onQuiet: () => void): () => void {
-  let seen = sent();
-  let timer: NodeJS.Timeout;
-  const arm = (): void => {
-    timer = setTimeout(() => {
-      const now = sent();
-      if (now === seen && output.readableLength === 0) onQuiet();
-      else {
-        seen = now;
-        arm();
-      }
-    }, ms);
-  };
-  arm();
-  return () => {
-    clearTimeout(timer);
-  };
 }
 
 /** Pass-through that counts bytes and keeps the last `size` bytes as text. */

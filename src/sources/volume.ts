@@ -8,7 +8,7 @@ import { finished, PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
-import { chain, createParallelGzip } from '../streams.js';
+import { ByteCounter, chain, createParallelGzip, watchQuiet } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
 import { asRoot, runCommand, shellQuote } from '../command.js';
 import { inStore, storeNotMounted } from '../store-mount.js';
@@ -25,7 +25,18 @@ export const VOLUME_ARTIFACT = 'volume.tar.gz';
  */
 export type VolumeLocation = ({ path: string; ssh?: undefined } | { path: string; ssh: SshTarget }) & {
   exclude?: readonly string[];
+  /** How long the copy may take in nothing before it is cut off (`sources.volume.timeoutMs`). */
+  timeoutMs?: number;
 };
+
+/** sources.volume.timeoutMs when none is given. */
+export const VOLUME_TIMEOUT_MS = 600_000;
+
+/** What a copy has taken in so far, and whether any of it waits on a slow reader (the target). */
+interface Progress {
+  bytes: () => number;
+  waiting: () => boolean;
+}
 
 /** The store-volume source. */
 export class VolumeSource implements Source {
@@ -42,16 +53,7 @@ export class VolumeSource implements Source {
     const findings = new Findings(counts);
     const { path, ssh } = this.location;
     const origin = ssh ? `ssh ${ssh.user}@${ssh.host}:${path}` : path;
-    // The Deis store before deis-store-volume mounted CephFS there is the host's own folder: a copy
-    // of it would stand as a restore point of an empty (or stale) store, and retention then drops
-    // the good ones. Other paths (a copy of the store, tests) are not checked.
-    if (inStore(posix.normalize(path))) {
-      const unmounted = await storeNotMounted({ path, ssh }, { signal: ctx.signal }, 'backup');
-      if (unmounted !== undefined) throw new BackupError('ERR_SOURCE', unmounted);
-    }
-    const stored = ssh
-      ? await this.remote(ssh, ctx, counts, findings)
-      : await this.local(ctx, counts, findings);
+    const stored = await this.capture(ctx, counts, findings);
     counts.bytesStored = stored.size;
     const excluded = this.location.exclude ?? [];
     ctx.log.info({ origin, ...counts, ...(excluded.length > 0 ? { excluded } : {}) }, 'volume captured');
@@ -68,7 +70,69 @@ export class VolumeSource implements Source {
     };
   }
 
-  private async local(ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
+  /**
+   * The volume's archive, stored; cut off when it takes in nothing for timeoutMs while none of it
+   * waits on the target. A hung CephFS blocks the file-system call that reads it for good: the run,
+   * the database after it and the cluster lock would wait with it. The blocked call is left behind
+   * (it holds one of libuv's four threads until the mount answers).
+   */
+  private async capture(ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
+    const { path, ssh } = this.location;
+    const timeoutMs = this.location.timeoutMs ?? VOLUME_TIMEOUT_MS;
+    const quiet = new AbortController();
+    const signal = AbortSignal.any([ctx.signal, quiet.signal]);
+    const progress: Progress = { bytes: () => 0, waiting: () => false };
+    // The copy's end when it cannot end itself: a call blocked on the mount ignores any abort.
+    const stopped = new Promise<never>((_resolve, reject) => {
+      signal.addEventListener(
+        'abort',
+        () => {
+          reject(signal.reason as Error);
+        },
+        { once: true },
+      );
+    });
+    const stopWatching = watchQuiet(
+      () => progress.bytes(),
+      () => progress.waiting(),
+      timeoutMs,
+      () => {
+        quiet.abort();
+      },
+    );
+    const sub = { ...ctx, signal };
+    const copying = (async () => {
+      // The Deis store before deis-store-volume mounted CephFS there is the host's own folder: a copy
+      // of it would stand as a restore point of an empty (or stale) store, and retention then drops
+      // the good ones. Other paths (a copy of the store, tests) are not checked.
+      if (inStore(posix.normalize(path))) {
+        const unmounted = await storeNotMounted({ path, ssh }, { signal }, 'backup');
+        if (unmounted !== undefined) throw new BackupError('ERR_SOURCE', unmounted);
+      }
+      return ssh
+        ? await this.remote(ssh, sub, counts, findings, progress)
+        : await this.local(sub, counts, findings, progress);
+    })();
+    try {
+      return await Promise.race([copying, stopped]);
+    } catch (err) {
+      // Left behind, it may still settle: nobody waits for it.
+      copying.catch(() => undefined);
+      // A shutdown is the run's abort, not the volume's failure.
+      ctx.signal.throwIfAborted();
+      if (!quiet.signal.aborted) throw err;
+      // What was stored is cut (a put the abort did not reach in time is removed).
+      await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal }).catch(() => undefined);
+      throw new BackupError(
+        'ERR_SOURCE',
+        `volume ${ssh ? `${ssh.host}:` : ''}${path}: nothing read for ${timeoutMs / 1000} s, so the copy was cut off; check that the store volume's mount answers (${ssh ? 'ls on the host' : 'ls in the container'}; a hung CephFS blocks every read of it), or raise sources.volume.timeoutMs`,
+      );
+    } finally {
+      stopWatching();
+    }
+  }
+
+  private async local(ctx: SourceRunContext, counts: SourceCounts, findings: Findings, progress: Progress) {
     const root = this.location.path;
     let rootStats: BigIntStats;
     try {
@@ -90,9 +154,12 @@ export class VolumeSource implements Source {
     // tar-stream is loaded only by runs that archive a volume (about 12 ms at start-up otherwise).
     const { pack: createPack } = await import('tar-stream');
     const pack = createPack();
+    const counter = new ByteCounter();
+    progress.bytes = () => counter.bytes;
+    progress.waiting = () => counter.readableLength + counter.writableLength > 0;
     const storing = ctx.writer.putArtifact(
       VOLUME_ARTIFACT,
-      chain(pack as unknown as Readable, createParallelGzip()),
+      chain(pack as unknown as Readable, counter, createParallelGzip()),
       { signal: ctx.signal },
     );
     const walking = (async () => {
@@ -126,7 +193,13 @@ export class VolumeSource implements Source {
     return stored.value;
   }
 
-  private async remote(ssh: SshTarget, ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
+  private async remote(
+    ssh: SshTarget,
+    ctx: SourceRunContext,
+    counts: SourceCounts,
+    findings: Findings,
+    progress: Progress,
+  ) {
     const path = this.location.path;
     const command = remoteTarCommand(asRoot(ssh), path, this.location.exclude);
     // Every line is judged as it comes: thousands of warnings outrun the end of stderr that is kept.
@@ -153,6 +226,13 @@ export class VolumeSource implements Source {
     // as a local volume counts them (which also shows it is a whole tar.gz).
     const toStore = new PassThrough();
     const toCount = new PassThrough();
+    let received = 0;
+    remote.stdout.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    progress.bytes = () => received;
+    progress.waiting = () =>
+      remote.stdout.readableLength + toStore.readableLength + toStore.writableLength > 0;
     remote.stdout.pipe(toStore);
     remote.stdout.pipe(toCount);
     // pipe() ends its destinations only on the source's end: a lost connection must reach both.

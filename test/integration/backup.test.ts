@@ -20,6 +20,7 @@ import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
 import { Secret } from '../../src/secret.js';
 import { mountExfat } from '../fixtures/exfat.js';
+import { mountBindfs } from '../fixtures/hanging-mount.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import { IMAGES, seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import {
@@ -583,6 +584,45 @@ describeWithStack('backup', (stack) => {
       `volume ${root}: removed or replaced while it was read, so the copy holds only part of it; find what unmounted or removed it, then back up again`,
     );
     expect(await new Repository(new DirTarget(dir)).listSnapshots({ signal })).toEqual([]);
+  });
+
+  it('cuts off a volume whose mount stops answering, and goes on to the database', async () => {
+    const mount = mountBindfs(tempDir('hung'));
+    try {
+      await seedVolume(mount.source);
+      const dir = tempDir('target');
+      const config = baseConfig({ type: 'dir', path: dir });
+      config.sources.volume = { path: mount.path, timeoutMs: 1000 } as typeof config.sources.volume;
+      mount.hang();
+      const started = Date.now();
+      const run = await cli([
+        'backup',
+        '--config',
+        writeConfig(config),
+        '--only',
+        'volume,database',
+        '--json',
+      ]);
+      // Noticed within one to two times timeoutMs.
+      expect(Date.now() - started).toBeLessThan(30_000);
+      // The run ends, and releases the lock, instead of waiting on the mount for good. A source
+      // that failed leaves no restore point, but the database behind the volume was still read.
+      expect(run.code, run.err).toBe(1);
+      const summary = JSON.parse(run.out) as { status: string; sources: Manifest['sources'] };
+      expect(summary.sources.map((s) => `${s.id}:${s.status}`)).toEqual([
+        'volume:failed',
+        'database:success',
+      ]);
+      expect(summary.sources[0]?.errors).toEqual([
+        `volume ${mount.path}: nothing read for 1 s, so the copy was cut off; check that the store volume's mount answers (ls in the container; a hung CephFS blocks every read of it), or raise sources.volume.timeoutMs`,
+      ]);
+      expect(await new Repository(new DirTarget(dir)).listSnapshots({ signal })).toEqual([]);
+      // Nothing of the cut archive is left in the target.
+      const names = await readdir(dir, { recursive: true });
+      expect(names.filter((n) => n.includes('volume.tar.gz') || n.includes('.partial-'))).toEqual([]);
+    } finally {
+      mount.release();
+    }
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {

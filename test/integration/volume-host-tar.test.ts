@@ -37,13 +37,14 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     host: string | undefined,
     ssh: Record<string, unknown> = stackSsh(stack),
     exclude: string[] = [],
+    timeoutMs?: number,
   ) =>
     writeConfig({
       etcd: { endpoints: [stack.etcdEndpoint] },
       ssh,
       sources: {
         buckets: { enabled: false },
-        volume: { path, exclude, ...(host ? { host } : {}) },
+        volume: { path, exclude, ...(host ? { host } : {}), ...(timeoutMs ? { timeoutMs } : {}) },
         database: { enabled: false },
       },
       target: { type: 'dir', path: target },
@@ -273,6 +274,26 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     expect(absent.code).toBe(1);
     expect(absent.err).toContain(
       `error: volume ${stack.sshHost}:${missing}: not a directory on the host; check sources.volume.path\n`,
+    );
+  });
+
+  it('cuts off a volume over SSH whose tar stops sending, as on a hung CephFS', async () => {
+    const volume = tempDir('volume');
+    await writeFile(join(volume, 'app.log'), 'line\n');
+    // The start of an archive, then nothing: tar waiting on the store's mount.
+    const { sshd } = await sshdWith({ tar: 'printf "\\037\\213"\nexec sleep 30\n' });
+    const started = Date.now();
+    const run = await cli([
+      'backup',
+      '--config',
+      config(volume, stack.sshHost, sshd.ssh, [], 1000),
+      '--only',
+      'volume',
+    ]);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(run.code).toBe(1);
+    expect(run.err).toContain(
+      `error: volume ${stack.sshHost}:${volume}: nothing read for 1 s, so the copy was cut off; check that the store volume's mount answers (ls on the host; a hung CephFS blocks every read of it), or raise sources.volume.timeoutMs\n`,
     );
   });
 
