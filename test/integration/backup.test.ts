@@ -34,6 +34,7 @@ import {
   resetScratch,
   describeWithStack,
   tempDir,
+  restoreVolume,
   unique,
   until,
   writeConfig,
@@ -550,16 +551,7 @@ describeWithStack('backup', (stack) => {
     expect(listing).toMatch(/^h.* \.\/logs\/z-app\.log link to \.\/logs\/app\.log$/m);
 
     const into = join(tempDir('restored'), 'store');
-    const restored = await cli([
-      'restore',
-      summary.id,
-      '--config',
-      file,
-      '--only',
-      'volume',
-      '--volume-to',
-      into,
-    ]);
+    const restored = await restoreVolume(summary.id, file, into);
     expect(restored.code, restored.err).toBe(0);
     expect(await describeTree(into)).toEqual(original);
   });

@@ -122,6 +122,16 @@ export function gnuTarExtract(archive: string, into: string): void {
   execFileSync('tar', ['-C', into, '-xzpf', archive, '--same-owner']);
 }
 
+/** `deis-backup restore <id> --only volume --volume-to <into>` with the config `file`, in-process. */
+export function restoreVolume(
+  id: string,
+  file: string,
+  into: string,
+  extra: string[] = [],
+): Promise<{ code: number; out: string; err: string }> {
+  return cli(['restore', id, '--config', file, '--only', 'volume', '--volume-to', into, ...extra]);
+}
+
 /** Runs `deis-backup` in-process; returns exit code and what it printed. */
 export async function cli(
   args: string[],

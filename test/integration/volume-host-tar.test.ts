@@ -14,7 +14,15 @@ import { VOLUME_ARTIFACT } from '../../src/sources/volume.js';
 import { runRemote } from '../../src/ssh.js';
 import { startPrivateSshd, type PrivateSshd } from '../fixtures/private-sshd.js';
 import { stackSsh } from '../fixtures/stack.js';
-import { cli, describeTree, describeWithStack, gnuTarExtract, tempDir, writeConfig } from './helpers.js';
+import {
+  cli,
+  describeTree,
+  describeWithStack,
+  gnuTarExtract,
+  restoreVolume,
+  tempDir,
+  writeConfig,
+} from './helpers.js';
 
 const signal = AbortSignal.timeout(300_000);
 
@@ -55,17 +63,7 @@ describeWithStack('GNU tar on the volume host', (stack) => {
     return JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
   };
   const restore = async (id: string, into: string, file: string) => {
-    const run = await cli([
-      'restore',
-      id,
-      '--config',
-      file,
-      '--only',
-      'volume',
-      '--volume-to',
-      into,
-      '--json',
-    ]);
+    const run = await restoreVolume(id, file, into, ['--json']);
     return { ...run, report: run.out ? (JSON.parse(run.out) as RestoreReport) : undefined };
   };
 
