@@ -132,7 +132,18 @@ export async function startDaemon(
     }
   };
   // Readers share one listing, and a reader's own time limit does not end it (see SharedListing).
-  const listing = new SharedListing(listScan, { limitMs: LISTING_LIMIT_MS, stop: shutdown });
+  // Ended by a shutdown, or by stop() (which a caller may use without aborting `shutdown`).
+  const listingsEnd = new AbortController();
+  if (shutdown.aborted) listingsEnd.abort(shutdown.reason);
+  else
+    shutdown.addEventListener(
+      'abort',
+      () => {
+        listingsEnd.abort(shutdown.reason);
+      },
+      { once: true },
+    );
+  const listing = new SharedListing(listScan, { limitMs: LISTING_LIMIT_MS, stop: listingsEnd.signal });
   const scan = (signal: AbortSignal, opts: { fresh?: boolean } = {}) =>
     listing.get(signal, opts.fresh ? { startedAfter: Date.now() } : {});
   // The cron tasks above call these only once started, below.
@@ -252,6 +263,7 @@ export async function startDaemon(
         await task.destroy();
         for (const check of checks) await check.destroy();
         clearInterval(probe);
+        listingsEnd.abort(new Error('daemon stopped'));
         const idle = await operations.idle(SHUTDOWN_WAIT_MS);
         if (!idle)
           log.error(

@@ -126,7 +126,9 @@ export function createClusterLock(config: Config, etcd: Etcd, target: Target): C
 /**
  * The etcd key a paired lock file names, by the id of the cluster that holds it: the daemon moved by
  * fleet to another host reaches the same cluster through another endpoint, and two clusters given
- * the same endpoint string (each its own 127.0.0.1) stay apart. etcd 0.4 sends no id: its endpoints.
+ * the same endpoint string (each its own 127.0.0.1) stay apart, as long as their ids differ (ones
+ * bootstrapped alike without a discovery token or cluster token share one). etcd 0.4 sends no id:
+ * its endpoints.
  */
 function etcdLockName(config: Config, etcd: Etcd): string {
   const id = etcd.clusterId();

@@ -6,6 +6,7 @@ import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promise
 import { join, posix } from 'node:path';
 import { finished, PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
 import { ByteCounter, chain, createParallelGzip, watchQuiet } from '../streams.js';
@@ -32,11 +33,19 @@ export type VolumeLocation = ({ path: string; ssh?: undefined } | { path: string
 /** sources.volume.timeoutMs when none is given. */
 export const VOLUME_TIMEOUT_MS = 600_000;
 
-/** What a copy has taken in so far, and whether any of it waits on a slow reader (the target). */
+/**
+ * What a copy has taken in so far, whether any of it waits on a slow reader (the target), whether
+ * the source side has ended (the rest is the target's), and the put of the archive once started.
+ */
 interface Progress {
   bytes: () => number;
   waiting: () => boolean;
+  ended: boolean;
+  storing: Promise<unknown> | undefined;
 }
+
+/** How long a copy that was cut off waits for its put to give up before the artifact is discarded. */
+const PUT_SETTLE_MS = 10_000;
 
 /** The store-volume source. */
 export class VolumeSource implements Source {
@@ -81,7 +90,7 @@ export class VolumeSource implements Source {
     const timeoutMs = this.location.timeoutMs ?? VOLUME_TIMEOUT_MS;
     const quiet = new AbortController();
     const signal = AbortSignal.any([ctx.signal, quiet.signal]);
-    const progress: Progress = { bytes: () => 0, waiting: () => false };
+    const progress: Progress = { bytes: () => 0, waiting: () => false, ended: false, storing: undefined };
     // The copy's end when it cannot end itself: a call blocked on the mount ignores any abort.
     const stopped = new Promise<never>((_resolve, reject) => {
       signal.addEventListener(
@@ -94,7 +103,8 @@ export class VolumeSource implements Source {
     });
     const stopWatching = watchQuiet(
       () => progress.bytes(),
-      () => progress.waiting(),
+      // Once the source side has ended, only the target's work is left: not the mount's to cut off.
+      () => progress.ended || progress.waiting(),
       timeoutMs,
       () => {
         quiet.abort();
@@ -121,7 +131,11 @@ export class VolumeSource implements Source {
       // A shutdown is the run's abort, not the volume's failure.
       ctx.signal.throwIfAborted();
       if (!quiet.signal.aborted) throw err;
-      // What was stored is cut (a put the abort did not reach in time is removed).
+      // What was stored is cut: once the aborted put has given up, anything it left is removed.
+      await Promise.race([
+        progress.storing?.catch(() => undefined),
+        delay(PUT_SETTLE_MS, undefined, { ref: false }),
+      ]);
       await ctx.writer.discard(VOLUME_ARTIFACT, { signal: ctx.signal }).catch(() => undefined);
       throw new BackupError(
         'ERR_SOURCE',
@@ -162,6 +176,7 @@ export class VolumeSource implements Source {
       chain(pack as unknown as Readable, counter, createParallelGzip()),
       { signal: ctx.signal },
     );
+    progress.storing = storing;
     const walking = (async () => {
       // The root is a directory (checked above): no link target.
       await writeEntry(pack, await prepareEntry('.', rootStats, root, ''));
@@ -182,6 +197,7 @@ export class VolumeSource implements Source {
           `volume ${root}: removed or replaced while it was read, so the copy holds only part of it; find what unmounted or removed it, then back up again`,
         );
       }
+      progress.ended = true;
       pack.finalize();
     })().catch((err: unknown) => {
       pack.destroy(err as Error);
@@ -233,6 +249,9 @@ export class VolumeSource implements Source {
     progress.bytes = () => received;
     progress.waiting = () =>
       remote.stdout.readableLength + toStore.readableLength + toStore.writableLength > 0;
+    remote.stdout.once('end', () => {
+      progress.ended = true;
+    });
     remote.stdout.pipe(toStore);
     remote.stdout.pipe(toCount);
     // pipe() ends its destinations only on the source's end: a lost connection must reach both.
@@ -243,7 +262,9 @@ export class VolumeSource implements Source {
     const counting = countArchive(toCount, counts);
     let stored;
     try {
-      stored = await ctx.writer.putArtifact(VOLUME_ARTIFACT, toStore, { signal: ctx.signal });
+      const putting = ctx.writer.putArtifact(VOLUME_ARTIFACT, toStore, { signal: ctx.signal });
+      progress.storing = putting;
+      stored = await putting;
     } catch (err) {
       toCount.destroy();
       stop.abort(err);
