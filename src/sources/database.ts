@@ -1,9 +1,9 @@
 // The Deis database as a gzip-compressed pg_dumpall, run on the database host over SSH (by default
 // `docker exec deis-database sudo -u postgres pg_dumpall`) or locally. A dump counts only when the
 // command exits 0 and the stream ends with pg_dumpall's completion line.
-import { Transform, type TransformCallback } from 'node:stream';
+import type { TransformCallback } from 'node:stream';
 import { BackupError, describeError } from '../errors.js';
-import { chain, createParallelGzip, watchQuiet } from '../streams.js';
+import { ByteCounter, chain, createParallelGzip, watchQuiet } from '../streams.js';
 import { emptyCounts, type SourceRecord } from '../repository/manifest.js';
 import { runCommand, shownCommand, whereText } from '../command.js';
 import type { SshTarget } from '../ssh.js';
@@ -124,19 +124,17 @@ export class DatabaseSource implements Source {
   }
 }
 
-/** Pass-through that counts bytes and keeps the last `size` bytes as text. */
-export class TailKeeper extends Transform {
-  bytes = 0;
+/** Pass-through that counts bytes (ByteCounter) and keeps the last `size` bytes as text. */
+export class TailKeeper extends ByteCounter {
   private last = Buffer.alloc(0);
   private readonly size: number;
   constructor(size: number) {
     super();
     this.size = size;
   }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
+  override _transform(chunk: Buffer, enc: BufferEncoding, callback: TransformCallback): void {
     this.last = Buffer.concat([this.last, chunk.subarray(-this.size)]).subarray(-this.size);
-    callback(null, chunk);
+    super._transform(chunk, enc, callback);
   }
   text(): string {
     return this.last.toString('utf8');

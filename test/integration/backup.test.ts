@@ -424,11 +424,7 @@ describeWithStack('backup', (stack) => {
       execFileSync('touch', ['-d', `@${time}`, join(edge, name)]);
     }
     execFileSync('touch', ['-d', '@1700000001.9996', edge]);
-    const dir = tempDir('target');
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: edge };
-    const configFile = writeConfig(config);
-    const run = await cli(['backup', '--config', configFile, '--only', 'volume', '--json']);
+    const { dir, file, run } = await backupVolumeAlone(edge);
     expect(run.code, run.err).toBe(0);
     const { id } = JSON.parse(run.out) as { id: string };
     const ours = tempDir('extracted');
@@ -440,31 +436,35 @@ describeWithStack('backup', (stack) => {
     expect((await lstat(join(ours, 'late.log'))).mtimeMs).toBe(1700000000_000);
     expect((await lstat(ours)).mtimeMs).toBe(1700000001_000);
     // A restore onto the tree itself finds every entry in place: whole seconds on that side too.
-    const again = await cli([
-      'restore',
-      id,
-      '--config',
-      configFile,
-      '--only',
-      'volume',
-      '--volume-to',
-      edge,
-      '--json',
-      '--yes',
-    ]);
+    const again = await restoreVolume(id, file, edge, ['--json', '--yes']);
     expect(again.code, again.err).toBe(0);
     const report = JSON.parse(again.out) as { steps: { counts: Record<string, number> }[] };
     expect(report.steps[0]?.counts).toMatchObject({ objects: 4, skip: 4, conflict: 0, create: 0 });
   });
 
+  /** Backs up the volume at `path` alone into a new directory target: the target, the config file and the run. */
+  async function backupVolumeAlone(
+    path: string,
+  ): Promise<{ dir: string; file: string; run: Awaited<ReturnType<typeof cli>> }> {
+    const dir = tempDir('target');
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path };
+    const file = writeConfig(config);
+    return { dir, file, run: await cli(['backup', '--config', file, '--only', 'volume', '--json']) };
+  }
+
+  /** Waits until a backup's archive put has begun in the directory target `dir`. */
+  async function untilArchiveStarts(dir: string): Promise<void> {
+    await until('the archive to start', async () =>
+      (await readdir(dir, { recursive: true })).some((name) => name.includes('.partial-')) ? true : undefined,
+    );
+  }
+
   /** Backs up tree alone, expecting a partial volume; its record and the archive GNU tar extracted. */
   async function backupPartialVolume(
     tree: string,
   ): Promise<{ volume: Manifest['sources'][number] | undefined; extracted: string }> {
-    const dir = tempDir('target');
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: tree };
-    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
+    const { dir, run } = await backupVolumeAlone(tree);
     expect(run.code, run.err).toBe(3);
     const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
     expect(summary.sources[0]?.status).toBe('partial');
@@ -536,11 +536,7 @@ describeWithStack('backup', (stack) => {
     expect(original['logs/old/app.log.1']).toMatch(/ same-as=logs\/app\.log$/);
     expect(original['logs/shared.log']).not.toMatch(/same-as/);
 
-    const dir = tempDir('target');
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: tree };
-    const file = writeConfig(config);
-    const run = await cli(['backup', '--config', file, '--only', 'volume', '--json']);
+    const { dir, file, run } = await backupVolumeAlone(tree);
     expect(run.code, run.err).toBe(0);
     const summary = JSON.parse(run.out) as { id: string; sources: Manifest['sources'] };
     // Entries: the root, logs, logs/old, four names; the body of app.log is read once.
@@ -566,9 +562,7 @@ describeWithStack('backup', (stack) => {
     config.sources.volume = { path: root };
     const running = cli(['backup', '--config', writeConfig(config), '--only', 'volume']);
     // The archive's put has begun: the walk has the root open.
-    await until('the archive to start', async () =>
-      (await readdir(dir, { recursive: true })).some((name) => name.includes('.partial-')) ? true : undefined,
-    );
+    await untilArchiveStarts(dir);
     await rm(root, { recursive: true });
     const run = await running;
     expect(run.code).toBe(1);
@@ -590,11 +584,7 @@ describeWithStack('backup', (stack) => {
       const file = writeConfig(config);
       const running = cli(['backup', '--config', file, '--only', 'volume,database', '--json']);
       // The archive's put has begun: the walk is inside the mount.
-      await until('the archive to start', async () =>
-        (await readdir(dir, { recursive: true })).some((name) => name.includes('.partial-'))
-          ? true
-          : undefined,
-      );
+      await untilArchiveStarts(dir);
       mount.hang();
       const run = await running;
       // The run ends, and releases the lock, instead of waiting on the mount for good. A source
@@ -636,10 +626,7 @@ describeWithStack('backup', (stack) => {
         await new Promise((r) => setTimeout(r, 1));
       }
     })();
-    const dir = tempDir('target');
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: live };
-    const run = await cli(['backup', '--config', writeConfig(config), '--only', 'volume', '--json']);
+    const { dir, run } = await backupVolumeAlone(live);
     appending.on = false;
     await appending$;
     await new Promise<void>((r) => appender.end(r));
