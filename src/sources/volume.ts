@@ -16,6 +16,7 @@ import { inStore, storeNotMounted } from '../store-mount.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine, Findings, type Source, type SourceRunContext } from './source.js';
 import { excludeMatcher, findExcludeTests, tarExcludeOptions } from './volume-exclude.js';
+import { MountCalls, strand, strandedSince } from './mount-calls.js';
 
 /** Artifact name of the volume archive. */
 export const VOLUME_ARTIFACT = 'volume.tar.gz';
@@ -83,13 +84,22 @@ export class VolumeSource implements Source {
    * The volume's archive, stored; cut off when it takes in nothing for timeoutMs while none of it
    * waits on the target. A hung CephFS blocks the file-system call that reads it for good: the run,
    * the database after it and the cluster lock would wait with it. The blocked call is left behind
-   * (it holds one of libuv's four threads until the mount answers).
+   * (it holds one of libuv's four threads until the mount answers), and no new copy of a local
+   * volume starts until it has returned (mount-calls.ts).
    */
   private async capture(ctx: SourceRunContext, counts: SourceCounts, findings: Findings) {
     const { path, ssh } = this.location;
     const timeoutMs = this.location.timeoutMs ?? VOLUME_TIMEOUT_MS;
+    const waitingSince = ssh ? undefined : strandedSince(path);
+    if (waitingSince !== undefined) {
+      throw new BackupError(
+        'ERR_SOURCE',
+        `volume ${path}: the copy cut off at ${waitingSince.toISOString()} still waits on the mount, so no new copy was started; check that the store volume's mount answers (ls in the container): the next backup reads it once it does`,
+      );
+    }
     const quiet = new AbortController();
     const signal = AbortSignal.any([ctx.signal, quiet.signal]);
+    const calls = new MountCalls(signal);
     const progress: Progress = { bytes: () => 0, waiting: () => false, ended: false, storing: undefined };
     // The copy's end when it cannot end itself: a call blocked on the mount ignores any abort.
     const stopped = new Promise<never>((_resolve, reject) => {
@@ -121,7 +131,7 @@ export class VolumeSource implements Source {
       }
       return ssh
         ? await this.remote(ssh, sub, counts, findings, progress)
-        : await this.local(sub, counts, findings, progress);
+        : await this.local(sub, counts, findings, progress, calls);
     })();
     try {
       return await Promise.race([copying, stopped]);
@@ -131,6 +141,7 @@ export class VolumeSource implements Source {
       // A shutdown is the run's abort, not the volume's failure.
       ctx.signal.throwIfAborted();
       if (!quiet.signal.aborted) throw err;
+      if (!ssh) strand(path, calls, new Date());
       // What was stored is cut: once the aborted put has given up, anything it left is removed.
       await Promise.race([
         progress.storing?.catch(() => undefined),
@@ -146,11 +157,17 @@ export class VolumeSource implements Source {
     }
   }
 
-  private async local(ctx: SourceRunContext, counts: SourceCounts, findings: Findings, progress: Progress) {
+  private async local(
+    ctx: SourceRunContext,
+    counts: SourceCounts,
+    findings: Findings,
+    progress: Progress,
+    calls: MountCalls,
+  ) {
     const root = this.location.path;
     let rootStats: BigIntStats;
     try {
-      rootStats = await lstat(root, { bigint: true });
+      rootStats = await calls.start(() => lstat(root, { bigint: true }));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // A crashed ceph-fuse (ENOTCONN), EIO or EACCES is the mount's or the host's, not the config's.
@@ -179,7 +196,7 @@ export class VolumeSource implements Source {
     progress.storing = storing;
     const walking = (async () => {
       // The root is a directory (checked above): no link target.
-      await writeEntry(pack, await prepareEntry('.', rootStats, root, ''));
+      await writeEntry(pack, await prepareEntry('.', rootStats, root, '', calls), calls);
       counts.objects++;
       await walk(pack, root, '.', {
         counts,
@@ -187,10 +204,11 @@ export class VolumeSource implements Source {
         signal: ctx.signal,
         excluded: excludeMatcher(this.location.exclude ?? []),
         links: new Map(),
+        calls,
       });
       // Files that vanish while read are a live volume's; the root itself going (an unmounted or
       // removed store) leaves a copy of part of it, which must not stand as a restore point.
-      const after = await lstat(root, { bigint: true }).catch(() => undefined);
+      const after = await calls.start(() => lstat(root, { bigint: true })).catch(() => undefined);
       if (after?.ino !== rootStats.ino || after.dev !== rootStats.dev) {
         throw new BackupError(
           'ERR_SOURCE',
@@ -382,6 +400,8 @@ interface WalkState {
    * other names go in as hard links to it, as GNU tar writes them, and restore as one file again.
    */
   links: Map<string, string>;
+  /** Every file-system call of the walk goes through these. */
+  calls: MountCalls;
 }
 
 /** A file's identity on its host: the key of WalkState.links. */
@@ -389,10 +409,10 @@ function inodeOf(stats: BigIntStats): string {
   return `${String(stats.dev)}:${String(stats.ino)}`;
 }
 
-/** A tar entry ready to write: its header and, for a non-empty file, an open body. */
+/** A tar entry ready to write: its header and, for a non-empty file, the file open to read. */
 interface PreparedEntry {
   header: Header;
-  body: Readable | undefined;
+  body: FileHandle | undefined;
   full: string;
   stats: BigIntStats;
 }
@@ -400,7 +420,7 @@ interface PreparedEntry {
 async function walk(pack: Pack, dir: string, name: string, state: WalkState): Promise<void> {
   let raw: Buffer[];
   try {
-    raw = await readdir(dir, { encoding: 'buffer' });
+    raw = await state.calls.start(() => readdir(dir, { encoding: 'buffer' }));
   } catch (err) {
     // The root unreadable means nothing of the volume is read: no restore point, partial or not.
     if (name === '.') {
@@ -431,7 +451,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
     const entryName = `${name}/${child}`;
     let prepared: PreparedEntry;
     try {
-      const stats = await lstat(full, { bigint: true });
+      const stats = await state.calls.start(() => lstat(full, { bigint: true }));
       if (!stats.isFile() && !stats.isDirectory() && !stats.isSymbolicLink()) {
         state.findings.warn(`${entryName}${SKIPPED}`);
         continue;
@@ -444,7 +464,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
       // A link target is bytes too: read as UTF-8 it would be changed without a word.
       let linkname = '';
       if (stats.isSymbolicLink()) {
-        const target = await readlink(full, { encoding: 'buffer' });
+        const target = await state.calls.start(() => readlink(full, { encoding: 'buffer' }));
         linkname = target.toString('utf8');
         if (!Buffer.from(linkname).equals(target)) {
           state.findings.fail(
@@ -456,7 +476,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
       const first = stats.isFile() && stats.nlink > 1n ? state.links.get(inodeOf(stats)) : undefined;
       prepared =
         first === undefined
-          ? await prepareEntry(entryName, stats, full, linkname)
+          ? await prepareEntry(entryName, stats, full, linkname, state.calls)
           : hardLinkEntry(entryName, stats, full, first);
     } catch (err) {
       // Nothing of this entry is in the archive yet, so skipping it keeps the archive whole.
@@ -468,7 +488,7 @@ async function walk(pack: Pack, dir: string, name: string, state: WalkState): Pr
       else state.findings.fail(`${entryName}: cannot read (${errnoCode(err)})`);
       continue;
     }
-    const warning = await writeEntry(pack, prepared);
+    const warning = await writeEntry(pack, prepared, state.calls);
     if (warning) state.findings.warn(`${entryName}: ${warning}`);
     state.counts.objects++;
     if (prepared.header.type === 'file') {
@@ -521,15 +541,16 @@ async function prepareEntry(
   listed: BigIntStats,
   full: string,
   linkname: string,
+  calls: MountCalls,
 ): Promise<PreparedEntry> {
   // A file is described as opened: one put in its place since the listing is read as it is now.
   let stats = listed;
-  let body: Readable | undefined;
+  let body: FileHandle | undefined;
   if (listed.isFile()) {
-    const opened = await openRegular(full);
+    const opened = await openRegular(full, calls);
     stats = opened.stats;
-    if (stats.size > 0n) body = opened.handle.createReadStream({ start: 0, end: Number(stats.size) - 1 });
-    else await opened.handle.close();
+    if (stats.size > 0n) body = opened.handle;
+    else await calls.watch(opened.handle.close());
   }
   return { header: headerOf(name, stats, linkname), body, full, stats };
 }
@@ -569,21 +590,34 @@ function hardLinkEntry(name: string, stats: BigIntStats, full: string, first: st
   return { header, body: undefined, full, stats };
 }
 
-/** Writes one tar entry; resolves with a warning text when a file changed while it was read. */
-async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | undefined> {
+/**
+ * Writes one tar entry, and closes its file; resolves with a warning text when a file changed while
+ * it was read.
+ */
+async function writeEntry(pack: Pack, entry: PreparedEntry, calls: MountCalls): Promise<string | undefined> {
   const { header, body, stats } = entry;
   const padded = { bytes: 0 };
-  await new Promise<void>((resolve, reject) => {
-    const stream = pack.entry(header, (err) => {
-      if (err) reject(err);
-      else resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const stream = pack.entry(header, (err) => {
+        if (err) reject(err);
+        else resolve();
+      });
+      if (body) {
+        const reading = readToSize(body, Number(stats.size), calls, padded);
+        // Bytes, not 16 buffers of READ_BYTES each: at most one read waits in the stream.
+        pipeline(Readable.from(reading, { objectMode: false, highWaterMark: READ_BYTES }), stream).catch(
+          reject,
+        );
+      } else if (header.type === 'file') stream.end(Buffer.alloc(0));
     });
-    if (body) pipeline(Readable.from(fitToSize(body, Number(stats.size), padded)), stream).catch(reject);
-    else if (header.type === 'file') stream.end(Buffer.alloc(0));
-  });
+  } finally {
+    // After the reads: a FileHandle closes once the calls in flight on it have returned.
+    if (body) await calls.watch(body.close()).catch(() => undefined);
+  }
   if (header.type !== 'file') return undefined;
   if (padded.bytes > 0) return `file shrank by ${padded.bytes} bytes while read; padded with zeros`;
-  const after = await lstat(entry.full, { bigint: true }).catch(() => undefined);
+  const after = await calls.start(() => lstat(entry.full, { bigint: true })).catch(() => undefined);
   if (after && (after.size !== stats.size || after.mtimeNs !== stats.mtimeNs)) {
     return 'file changed as we read it; archived up to its size when the run saw it';
   }
@@ -595,20 +629,25 @@ async function writeEntry(pack: Pack, entry: PreparedEntry): Promise<string | un
  * `ECHANGED` if a symlink, a directory or a FIFO is there now (since it was listed): a symlink is
  * not followed, and opening does not wait on a FIFO.
  */
-export async function openRegular(path: string): Promise<{ handle: FileHandle; stats: BigIntStats }> {
+export async function openRegular(
+  path: string,
+  calls: MountCalls,
+): Promise<{ handle: FileHandle; stats: BigIntStats }> {
   let handle: FileHandle;
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    handle = await calls.start(() =>
+      open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK),
+    );
   } catch (err) {
     // O_NOFOLLOW on a symlink.
     throw errnoCode(err) === 'ELOOP' ? changed(path) : err;
   }
   try {
-    const stats = await handle.stat({ bigint: true });
+    const stats = await calls.start(() => handle.stat({ bigint: true }));
     if (!stats.isFile()) throw changed(path);
     return { handle, stats };
   } catch (err) {
-    await handle.close();
+    await calls.watch(handle.close());
     throw err;
   }
 }
@@ -617,17 +656,30 @@ function changed(path: string): NodeJS.ErrnoException {
   return Object.assign(new Error(`${path}: replaced since it was listed`), { code: 'ECHANGED' });
 }
 
-/** Yields exactly `size` bytes: the body cut at `size`, then zeros if it shrank (as GNU tar pads). */
-async function* fitToSize(body: Readable, size: number, padded: { bytes: number }): AsyncGenerator<Buffer> {
+/** How much one read of a file asks for. */
+const READ_BYTES = 256 * 1024;
+
+/**
+ * Yields exactly `size` bytes of the file: read up to `size` (a file growing while read is cut
+ * there), then zeros if it shrank, as GNU tar pads.
+ */
+async function* readToSize(
+  file: FileHandle,
+  size: number,
+  calls: MountCalls,
+  padded: { bytes: number },
+): AsyncGenerator<Buffer> {
   let remaining = size;
-  for await (const chunk of body) {
-    const buf = chunk as Buffer;
-    if (remaining === 0) break;
-    const part = buf.length > remaining ? buf.subarray(0, remaining) : buf;
-    remaining -= part.length;
-    yield part;
+  while (remaining > 0) {
+    const length = Math.min(READ_BYTES, remaining);
+    const position = size - remaining;
+    const { bytesRead, buffer } = await calls.start(() =>
+      file.read(Buffer.allocUnsafe(length), 0, length, position),
+    );
+    if (bytesRead === 0) break;
+    remaining -= bytesRead;
+    yield buffer.subarray(0, bytesRead);
   }
-  body.destroy();
   padded.bytes = remaining;
   const zeros = Buffer.alloc(Math.min(remaining, 1024 * 1024));
   while (remaining > 0) {

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { chown, link, lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
 import { artifactKey } from '../../src/repository/layout.js';
@@ -14,6 +14,7 @@ import { Repository } from '../../src/repository/repository.js';
 import type { RestoreReport } from '../../src/restore.js';
 import type { S3Client } from '../../src/s3/client.js';
 import { isTarWarning, VOLUME_ARTIFACT } from '../../src/sources/volume.js';
+import { strandedSince } from '../../src/sources/mount-calls.js';
 import { runRemote } from '../../src/ssh.js';
 import { DirTarget } from '../../src/targets/dir.js';
 import { S3Target } from '../../src/targets/s3.js';
@@ -572,7 +573,7 @@ describeWithStack('backup', (stack) => {
     expect(await new Repository(new DirTarget(dir)).listSnapshots({ signal })).toEqual([]);
   });
 
-  it('cuts off a volume whose mount stops answering mid-copy, and goes on to the database', async () => {
+  it('cuts off a volume whose mount stops answering mid-copy, goes on to the database, and starts no new copy until the mount answers', async () => {
     const mount = mountBindfs(tempDir('hung'));
     try {
       await seedVolume(mount.source);
@@ -602,6 +603,33 @@ describeWithStack('backup', (stack) => {
       // Nothing of the cut archive is left in the target: the put was aborted, its file removed.
       const names = await readdir(dir, { recursive: true });
       expect(names.filter((n) => n.includes('volume.tar.gz') || n.includes('.partial-'))).toEqual([]);
+
+      // The cut-off read still holds a thread: a second run starts no copy to block another one.
+      const again = await cli(['backup', '--config', file, '--only', 'volume,database', '--json']);
+      expect(again.code, again.err).toBe(1);
+      const refused = JSON.parse(again.out) as { sources: Manifest['sources'] };
+      expect(refused.sources.map((s) => `${s.id}:${s.status}`)).toEqual([
+        'volume:failed',
+        'database:success',
+      ]);
+      expect(refused.sources[0]?.errors).toEqual([
+        expect.stringMatching(
+          new RegExp(
+            `^volume ${mount.path}: the copy cut off at \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z still waits on the mount, so no new copy was started; check that the store volume's mount answers \\(ls in the container\\): the next backup reads it once it does$`,
+          ),
+        ),
+      ]);
+
+      // Once the mount answers, the waiting read returns and the next backup copies the volume.
+      mount.resume();
+      await vi.waitFor(
+        () => {
+          expect(strandedSince(mount.path)).toBeUndefined();
+        },
+        { timeout: 10_000 },
+      );
+      const after = await cli(['backup', '--config', file, '--only', 'volume', '--json']);
+      expect(after.code, after.err).toBe(0);
     } finally {
       mount.release();
     }

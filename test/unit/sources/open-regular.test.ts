@@ -3,11 +3,14 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MountCalls } from '../../../src/sources/mount-calls.js';
 import { openRegular } from '../../../src/sources/volume.js';
 import { tempDir } from '../../temp-dirs.js';
 
+const calls = new MountCalls(new AbortController().signal);
+
 async function readAll(path: string): Promise<string> {
-  const { handle } = await openRegular(path);
+  const { handle } = await openRegular(path, calls);
   try {
     return (await handle.readFile()).toString('utf8');
   } finally {
@@ -23,7 +26,7 @@ describe('openRegular', () => {
     // Replaced by another file since it was listed: that one is read, with its own size.
     await writeFile(join(dir, 'next'), 'the new file\n');
     await rename(join(dir, 'next'), file);
-    const { handle, stats } = await openRegular(file);
+    const { handle, stats } = await openRegular(file, calls);
     await handle.close();
     expect(stats.isFile()).toBe(true);
     expect(stats.size).toBe(13n);
@@ -41,9 +44,9 @@ describe('openRegular', () => {
     const fifo = join(dir, 'fifo');
     execFileSync('mkfifo', [fifo]);
     for (const path of [link, folder, fifo]) {
-      await expect(openRegular(path), path).rejects.toMatchObject({ code: 'ECHANGED' });
+      await expect(openRegular(path, calls), path).rejects.toMatchObject({ code: 'ECHANGED' });
     }
     await rm(join(dir, 'gone'), { force: true });
-    await expect(openRegular(join(dir, 'gone'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(openRegular(join(dir, 'gone'), calls)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
