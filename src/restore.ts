@@ -252,10 +252,21 @@ async function runStep(
 ): Promise<StepReport> {
   switch (step.step) {
     case 'buckets': {
-      const gateway = await deps.gateway();
       const counts = emptyStepCounts();
       const errors: string[] = [];
       const buckets: NonNullable<StepReport['buckets']> = [];
+      // A failure stops the step: the buckets restored before it stay in the report, as they are now.
+      const stoppedBy = (err: unknown): StepReport => {
+        opts.signal.throwIfAborted();
+        const reason = describeError(err);
+        return { ...step, status: 'failed', detail: reason, counts, errors: [...errors, reason], buckets };
+      };
+      let gateway;
+      try {
+        gateway = await deps.gateway();
+      } catch (err) {
+        return stoppedBy(err);
+      }
       const progress = {
         objects: 0,
         bytes: 0,
@@ -263,13 +274,18 @@ async function runStep(
         totalBytes: step.counts.transferBytes,
       };
       for (const { plan } of prepared.buckets) {
-        const outcome = await applyBucket(gateway.client, deps.repository.target, plan, {
-          signal: opts.signal,
-          concurrency: deps.config.sources.buckets.concurrency,
-          listVersion: gateway.listVersion,
-          reporter: deps.reporter,
-          progress,
-        });
+        let outcome;
+        try {
+          outcome = await applyBucket(gateway.client, deps.repository.target, plan, {
+            signal: opts.signal,
+            concurrency: deps.config.sources.buckets.concurrency,
+            listVersion: gateway.listVersion,
+            reporter: deps.reporter,
+            progress,
+          });
+        } catch (err) {
+          return stoppedBy(err);
+        }
         errors.push(...outcome.errors);
         if (plan.latestSentinel !== undefined && outcome.latestSentinel !== outcome.expectedLatest) {
           errors.push(

@@ -15,6 +15,7 @@ import { createLogger } from '../../src/log.js';
 import { manifestKey } from '../../src/repository/layout.js';
 import type { Manifest } from '../../src/repository/manifest.js';
 import { Repository } from '../../src/repository/repository.js';
+import type { RestoreReport } from '../../src/restore.js';
 import { applyBucket, isSentinel, planBucket } from '../../src/restore/buckets.js';
 import { EntryList } from '../../src/restore/entry-list.js';
 import { S3Client } from '../../src/s3/client.js';
@@ -204,7 +205,7 @@ describeWithStack('servers failing mid-run', (stack) => {
 
   /** A config like bucketConfig's, through `endpoint`, with a short gateway.timeoutMs; a string target is a directory. */
   const stallConfig = (
-    bucket: string,
+    bucket: string | string[],
     endpoint: string,
     target: string | Record<string, unknown>,
     gatewayTimeoutMs = 500,
@@ -218,7 +219,7 @@ describeWithStack('servers failing mid-run', (stack) => {
         timeoutMs: gatewayTimeoutMs,
       },
       sources: {
-        buckets: { names: [bucket], concurrency: 1 },
+        buckets: { names: [bucket].flat(), concurrency: 1 },
         volume: { enabled: false },
         database: { enabled: false },
       },
@@ -326,6 +327,56 @@ describeWithStack('servers failing mid-run', (stack) => {
       ),
       { bucket: fresh, want },
     );
+  });
+
+  it('keeps the buckets restored before a gateway outage in the report of the failed step', async () => {
+    const first = unique('fpart-a');
+    const second = unique('fpart-b');
+    for (const bucket of [first, second]) await gateway.createBucket(bucket, { signal });
+    await putObject(first, 'one', bytes('one', 10_000));
+    await putObject(first, 'two', bytes('two', 20_000));
+    for (let i = 0; i < 3; i++) await putObject(second, `obj/${i}`, bytes(`p-${i}`, 3 * MiB));
+    const target = tempDir('target');
+    const point = await backupJson(stallConfig([first, second], stack.rgwEndpoint, target));
+    const proxy = await proxyTo(rgwPort);
+    const file = stallConfig([first, second], `http://127.0.0.1:${proxy.port}`, target);
+    const [toFirst, toSecond] = [unique('fpart-a-back'), unique('fpart-b-back')];
+    // The first bucket's 30 kB go through; the gateway stops taking writes in the second's bodies.
+    const stalling = proxy.stallAfter('up', 4 * MiB);
+    const run = await cli([
+      'restore',
+      point.id ?? '',
+      '--config',
+      file,
+      '--only',
+      'buckets',
+      '--bucket',
+      `${first}=${toFirst}`,
+      '--bucket',
+      `${second}=${toSecond}`,
+      '--yes',
+      '--json',
+    ]);
+    await stalling;
+    expect(run.code, run.err).toBe(1);
+    const report = JSON.parse(run.out) as RestoreReport;
+    const step = report.steps.find((s) => s.step === 'buckets');
+    expect(step?.status).toBe('failed');
+    expect(step?.errors).toEqual([
+      expect.stringContaining(`${toSecond}: gateway http://127.0.0.1:${proxy.port} stopped the restore`),
+    ]);
+    // What the first bucket holds now, not the plan: the second, cut off, is not listed.
+    expect(step?.buckets).toEqual([
+      {
+        source: first,
+        destination: toFirst,
+        createBucket: true,
+        counts: expect.objectContaining({ objects: 2, create: 2, failed: 0, bytes: 30_000 }) as unknown,
+      },
+    ]);
+    expect(step?.counts).toMatchObject({ objects: 2, create: 2, failed: 0, bytes: 30_000 });
+    await proxy.cut();
+    expect(await bucketContents(gateway, toFirst)).toEqual(await bucketContents(gateway, first));
   });
 
   it('stops a restore when the gateway refuses a WAL-E sentinel, though it is back for the listing', async () => {
