@@ -1,8 +1,8 @@
 // File-system calls into a local volume, kept in sight. A call blocked on a hung mount (CephFS,
 // FUSE) holds one of libuv's four threads until the mount answers, and nothing can take it back:
 // each copy that met the hung mount would block one more, and after four every file call of the
-// process waits. So a copy that is cut off leaves its waiting calls on record, and no new copy of
-// that volume starts while one of them still waits.
+// process waits. So a copy that is stopped leaves its waiting calls on record, and no new copy of
+// that volume starts in this process while one of them still waits.
 
 /** The file-system calls of one copy: started only while the copy runs, each kept until it returns. */
 export class MountCalls {
@@ -34,7 +34,10 @@ export class MountCalls {
     return this.pending.size;
   }
 
-  /** Resolves once no call is in flight, those a close starts afterwards included. */
+  /**
+   * Resolves once no call is in flight, waiting again for any call watched before the last one
+   * returned. A close started later still goes on after; it runs on a mount that has just answered.
+   */
   async settled(): Promise<void> {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }

@@ -94,7 +94,7 @@ export class VolumeSource implements Source {
     if (waitingSince !== undefined) {
       throw new BackupError(
         'ERR_SOURCE',
-        `volume ${path}: the copy cut off at ${waitingSince.toISOString()} still waits on the mount, so no new copy was started; check that the store volume's mount answers (ls in the container): the next backup reads it once it does`,
+        `volume ${path}: a copy stopped at ${waitingSince.toISOString()} still waits on the mount, so no new copy was started; check that the store volume's mount answers (ls in the container): the next backup reads it once it does`,
       );
     }
     const quiet = new AbortController();
@@ -138,10 +138,12 @@ export class VolumeSource implements Source {
     } catch (err) {
       // Left behind, it may still settle: nobody waits for it.
       copying.catch(() => undefined);
+      // Whatever stopped it (the watchdog, a cancel, a lost lock, a shutdown), a call still waiting
+      // on the mount keeps the next copy of it from starting.
+      if (!ssh) strand(path, calls, new Date());
       // A shutdown is the run's abort, not the volume's failure.
       ctx.signal.throwIfAborted();
       if (!quiet.signal.aborted) throw err;
-      if (!ssh) strand(path, calls, new Date());
       // What was stored is cut: once the aborted put has given up, anything it left is removed.
       await Promise.race([
         progress.storing?.catch(() => undefined),
@@ -663,7 +665,7 @@ const READ_BYTES = 256 * 1024;
  * Yields exactly `size` bytes of the file: read up to `size` (a file growing while read is cut
  * there), then zeros if it shrank, as GNU tar pads.
  */
-async function* readToSize(
+export async function* readToSize(
   file: FileHandle,
   size: number,
   calls: MountCalls,

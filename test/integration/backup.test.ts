@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { main } from '../../src/cli.js';
+import { BackupError } from '../../src/errors.js';
 import type { IndexEntry, Manifest } from '../../src/repository/manifest.js';
 import { artifactKey } from '../../src/repository/layout.js';
 import { Repository } from '../../src/repository/repository.js';
@@ -21,7 +23,7 @@ import { S3Target } from '../../src/targets/s3.js';
 import type { Target } from '../../src/targets/target.js';
 import { Secret } from '../../src/secret.js';
 import { mountExfat } from '../fixtures/exfat.js';
-import { mountBindfs } from '../fixtures/hanging-mount.js';
+import { mountBindfs, type HangingMount } from '../fixtures/hanging-mount.js';
 import { stackDumpCommand, stackSsh } from '../fixtures/stack.js';
 import { IMAGES, seedDbWal, seedOddKeys, seedRegistry, seedVolume } from '../fixtures/deis-sample.js';
 import {
@@ -461,6 +463,28 @@ describeWithStack('backup', (stack) => {
     );
   }
 
+  /**
+   * Runs `body` with a volume on a bindfs mount that can be made to hang, holding a 64 MiB file of
+   * incompressible bytes (the walk is still reading it when the mount stops), and a config backing
+   * it up into a new directory target with `sources.volume.timeoutMs`; the mount goes afterwards.
+   */
+  async function withHangingVolume(
+    timeoutMs: number,
+    body: (v: { mount: HangingMount; dir: string; file: string }) => Promise<void>,
+  ): Promise<void> {
+    const mount = mountBindfs(tempDir('hung'));
+    try {
+      await seedVolume(mount.source);
+      await writeFile(join(mount.source, 'logs', 'big.log'), randomBytes(64 * 1024 * 1024));
+      const dir = tempDir('target');
+      const config = baseConfig({ type: 'dir', path: dir });
+      config.sources.volume = { path: mount.path, timeoutMs } as typeof config.sources.volume;
+      await body({ mount, dir, file: writeConfig(config) });
+    } finally {
+      mount.release();
+    }
+  }
+
   /** Backs up tree alone, expecting a partial volume; its record and the archive GNU tar extracted. */
   async function backupPartialVolume(
     tree: string,
@@ -574,15 +598,7 @@ describeWithStack('backup', (stack) => {
   });
 
   it('cuts off a volume whose mount stops answering mid-copy, goes on to the database, and starts no new copy until the mount answers', async () => {
-    const mount = mountBindfs(tempDir('hung'));
-    try {
-      await seedVolume(mount.source);
-      // Incompressible, so the walk is still reading it when the mount stops.
-      await writeFile(join(mount.source, 'logs', 'big.log'), randomBytes(64 * 1024 * 1024));
-      const dir = tempDir('target');
-      const config = baseConfig({ type: 'dir', path: dir });
-      config.sources.volume = { path: mount.path, timeoutMs: 1000 } as typeof config.sources.volume;
-      const file = writeConfig(config);
+    await withHangingVolume(1000, async ({ mount, dir, file }) => {
       const running = cli(['backup', '--config', file, '--only', 'volume,database', '--json']);
       // The archive's put has begun: the walk is inside the mount.
       await untilArchiveStarts(dir);
@@ -615,7 +631,7 @@ describeWithStack('backup', (stack) => {
       expect(refused.sources[0]?.errors).toEqual([
         expect.stringMatching(
           new RegExp(
-            `^volume ${mount.path}: the copy cut off at \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z still waits on the mount, so no new copy was started; check that the store volume's mount answers \\(ls in the container\\): the next backup reads it once it does$`,
+            `^volume ${mount.path}: a copy stopped at \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z still waits on the mount, so no new copy was started; check that the store volume's mount answers \\(ls in the container\\): the next backup reads it once it does$`,
           ),
         ),
       ]);
@@ -630,9 +646,34 @@ describeWithStack('backup', (stack) => {
       );
       const after = await cli(['backup', '--config', file, '--only', 'volume', '--json']);
       expect(after.code, after.err).toBe(0);
-    } finally {
-      mount.release();
-    }
+    });
+  });
+
+  it('keeps a copy cancelled while the mount hangs on record until the call it left returns', async () => {
+    // No watchdog in this test's time: the run is stopped by its caller, as a cancel or shutdown does.
+    await withHangingVolume(600_000, async ({ mount, dir, file }) => {
+      const cancel = new AbortController();
+      const running = main(
+        ['backup', '--config', file, '--only', 'volume'],
+        {},
+        { out: () => undefined, err: () => undefined },
+        cancel.signal,
+      );
+      await untilArchiveStarts(dir);
+      mount.hang();
+      // Long enough for what was read to drain to the target, and the next read to wait on the mount.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      cancel.abort(new BackupError('ERR_ABORTED', 'interrupted'));
+      expect(await running).not.toBe(0);
+      expect(strandedSince(mount.path)).toBeInstanceOf(Date);
+      mount.resume();
+      await vi.waitFor(
+        () => {
+          expect(strandedSince(mount.path)).toBeUndefined();
+        },
+        { timeout: 10_000 },
+      );
+    });
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
