@@ -312,6 +312,7 @@ async function runStep(
       await applyVolume(deps.repository, artifact, volume.plan, {
         signal: opts.signal,
         overwrite: request.overwrite,
+        timeoutMs: deps.config.sources.volume.timeoutMs,
       });
       return { ...step, status: 'success' };
     }

@@ -8,6 +8,7 @@ import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine } from '../sources/source.js';
+import { ByteCounter, chain, watchQuiet } from '../streams.js';
 import { tarGzEntries } from '../tar-entries.js';
 import { emptyStepCounts, type StepCounts } from './report.js';
 
@@ -266,12 +267,16 @@ function same(entry: ArchiveEntry, there: Present): boolean {
   }
 }
 
-/** Extracts the archive into the destination, unless the plan has nothing to write. */
+/**
+ * Extracts the archive into the destination, unless the plan has nothing to write. Cut off when tar
+ * takes in nothing for `timeoutMs` while some of the archive waits for it: a hung CephFS blocks its
+ * writes for good, and the restore would wait with it, holding the cluster lock.
+ */
 export async function applyVolume(
   repository: Repository,
   artifact: ArtifactRecord,
   plan: VolumePlan,
-  opts: { signal: AbortSignal; overwrite: boolean },
+  opts: { signal: AbortSignal; overwrite: boolean; timeoutMs: number },
 ): Promise<void> {
   if (plan.counts.create + plan.counts.overwrite === 0) return;
   const dest = plan.destination;
@@ -286,10 +291,46 @@ export async function applyVolume(
   // Owners by number, as the plan compares them: a volume host's GNU tar writes its own user names,
   // which here may name other uids.
   const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner --numeric-owner ${keep}${fixRoot}`;
-  const archive = await repository.openVerified(artifact, opts);
-  const running = await startFeeding(command, dest, archive, { signal: opts.signal, cLocale: true });
-  const fed = await feedCommand(running, archive);
   const into = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
+  const quiet = new AbortController();
+  const signal = AbortSignal.any([opts.signal, quiet.signal]);
+  const counter = new ByteCounter();
+  const archive = chain(await repository.openVerified(artifact, { signal }), counter);
+  const running = await startFeeding(command, dest, archive, { signal, cLocale: true });
+  // Only a tar that leaves what it was given unread is quiet: a slow read of the target is not.
+  const stopWatching = watchQuiet(
+    () => counter.bytes,
+    () => running.stdin.writableLength === 0,
+    opts.timeoutMs,
+    () => {
+      quiet.abort();
+    },
+  );
+  // A tar blocked on the mount may not even die when killed: once stopped, its end is not waited for.
+  const stopped = new Promise<never>((_resolve, reject) => {
+    signal.addEventListener(
+      'abort',
+      () => {
+        reject(
+          quiet.signal.aborted
+            ? new BackupError(
+                'ERR_TARGET',
+                `volume: tar -x into ${into} took in nothing for ${opts.timeoutMs / 1000} s, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
+              )
+            : (signal.reason as Error),
+        );
+      },
+      { once: true },
+    );
+  });
+  const feeding = feedCommand(running, archive);
+  let fed;
+  try {
+    fed = await Promise.race([feeding, stopped]);
+  } finally {
+    stopWatching();
+    feeding.catch(() => undefined);
+  }
   if (fed.code !== 0) {
     throw new BackupError(
       'ERR_TARGET',

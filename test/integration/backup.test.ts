@@ -1,7 +1,7 @@
 // Acceptance of the backup engine against the real stack: every source into each target kind, then
 // the stored data compared with the originals (GNU tar for the volume, gunzip | psql for the dump).
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { chown, link, lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -674,6 +674,32 @@ describeWithStack('backup', (stack) => {
         { timeout: 10_000 },
       );
     });
+  });
+
+  it('cuts off a volume restore whose destination mount stops answering mid-extract', async () => {
+    const volume = tempDir('volume');
+    await seedVolume(volume);
+    // Incompressible, so tar is still writing it when the mount stops.
+    await writeFile(join(volume, 'logs', 'big.log'), randomBytes(64 * 1024 * 1024));
+    const { dir, run } = await backupVolumeAlone(volume);
+    expect(run.code, run.err).toBe(0);
+    const { id } = JSON.parse(run.out) as { id: string };
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: volume, timeoutMs: 1000 } as typeof config.sources.volume;
+    const mount = mountBindfs(tempDir('hung-into'));
+    try {
+      const restoring = restoreVolume(id, writeConfig(config), join(mount.path, 'store'));
+      // tar has begun: it made the folder, and writes into it next.
+      while (!existsSync(join(mount.source, 'store'))) await new Promise((r) => setTimeout(r, 5));
+      mount.hang();
+      const restored = await restoring;
+      expect(restored.code).toBe(1);
+      expect(restored.out + restored.err).toContain(
+        `volume: tar -x into ${mount.path}/store took in nothing for 1 s, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
+      );
+    } finally {
+      mount.release();
+    }
   });
 
   it('captures a live-growing file up to its size at stat time, with a warning, in an archive GNU tar restores', async () => {
