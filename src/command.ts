@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { describeError, toError } from './errors.js';
 import { runRemote, StderrCollector, type RemoteCommand, type SshTarget } from './ssh.js';
+import { watchQuiet } from './streams.js';
 
 export type { RemoteCommand as RunningCommand };
 
@@ -100,19 +101,58 @@ export function whereText(ssh: SshTarget | undefined): string {
 
 /**
  * Runs `command` with no input and reads its whole output (a listing, a mount table: small by
- * nature), then waits for it: its stdout, exit code and stderr's end.
+ * nature), then waits for it: its stdout, exit code and stderr's end. With `quiet`, a command that
+ * sends nothing on stdout for `quiet.ms` (a listing blocked on a hung mount) is stopped, and the
+ * call rejects with `quiet.error()` without waiting for its end: a process blocked on a mount may
+ * not die until the mount answers.
  */
 export async function runCollecting(
   command: string,
   where: { ssh?: SshTarget | undefined },
-  opts: { signal: AbortSignal; cLocale?: boolean },
+  opts: { signal: AbortSignal; cLocale?: boolean; quiet?: { ms: number; error: () => Error } | undefined },
 ): Promise<{ stdout: Buffer; code: number | null; stderr: string }> {
-  const running = await runCommand(command, where, opts);
+  const quiet = new AbortController();
+  const signal = AbortSignal.any([opts.signal, quiet.signal]);
+  const running = await runCommand(command, where, { signal, cLocale: opts.cLocale });
   running.stdin.end();
   const chunks: Buffer[] = [];
-  for await (const chunk of running.stdout) chunks.push(chunk as Buffer);
-  const { code, stderr } = await running.finished;
-  return { stdout: Buffer.concat(chunks), code, stderr };
+  let bytes = 0;
+  const collecting = (async () => {
+    for await (const chunk of running.stdout) {
+      chunks.push(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+    return await running.finished;
+  })();
+  const limit = opts.quiet;
+  if (limit === undefined) {
+    const { code, stderr } = await collecting;
+    return { stdout: Buffer.concat(chunks), code, stderr };
+  }
+  const stopWatching = watchQuiet(
+    () => bytes,
+    () => false,
+    limit.ms,
+    () => {
+      quiet.abort();
+    },
+  );
+  const stopped = new Promise<never>((_resolve, reject) => {
+    signal.addEventListener(
+      'abort',
+      () => {
+        reject(quiet.signal.aborted ? limit.error() : (signal.reason as Error));
+      },
+      { once: true },
+    );
+  });
+  try {
+    const { code, stderr } = await Promise.race([collecting, stopped]);
+    return { stdout: Buffer.concat(chunks), code, stderr };
+  } finally {
+    stopWatching();
+    collecting.catch(() => undefined);
+  }
 }
 
 /**

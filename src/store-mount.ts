@@ -43,7 +43,7 @@ export function fileSystemAt(mounts: string, path: string): string | undefined {
  */
 export async function storeNotMounted(
   dest: { path: string; ssh?: SshTarget | undefined },
-  opts: { signal: AbortSignal },
+  opts: { signal: AbortSignal; quietMs?: number },
   purpose: 'restore' | 'backup' = 'restore',
 ): Promise<string | undefined> {
   // `/var/lib/deis//store/` and `/var/lib/deis/x/../store` name the store too.
@@ -54,7 +54,18 @@ export async function storeNotMounted(
   const { stdout, code, stderr } = await runCollecting(
     `${asRoot(dest.ssh)}sh -c ${shellQuote(script)} sh ${shellQuote(given)}`,
     dest,
-    { ...opts, cLocale: true },
+    {
+      signal: opts.signal,
+      cLocale: true,
+      // readlink -m reads each part of the path: on a hung mount it waits with it.
+      quiet:
+        opts.quietMs === undefined
+          ? undefined
+          : {
+              ms: opts.quietMs,
+              error: () => hungMount(dest.path + on, opts.quietMs ?? 0, 'checking the mount of'),
+            },
+    },
   );
   const end = stdout.indexOf(0);
   if (code !== 0 || end < 0) {
@@ -85,4 +96,15 @@ export async function storeNotMounted(
 /** True for STORE_MOUNT and every path under it. */
 export function inStore(path: string): boolean {
   return path === STORE_MOUNT || path.startsWith(`${STORE_MOUNT}/`);
+}
+
+/**
+ * The error of a command on `where` (a path, and " on <host>") that sent nothing for `ms` while
+ * `doing` something with it: its mount has stopped answering, as a hung CephFS does.
+ */
+export function hungMount(where: string, ms: number, doing: string): BackupError {
+  return new BackupError(
+    'ERR_SOURCE',
+    `volume: ${doing} ${where} gave nothing for ${ms / 1000} s; check that its mount answers (a hung CephFS blocks every call on it), then restore again, or raise sources.volume.timeoutMs`,
+  );
 }

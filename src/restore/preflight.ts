@@ -99,7 +99,10 @@ export async function preflight(
       }
     : undefined;
   if (volumeDest) {
-    const unmounted = await storeNotMounted(volumeDest, opts);
+    const unmounted = await storeNotMounted(volumeDest, {
+      signal: opts.signal,
+      quietMs: config.sources.volume.timeoutMs,
+    });
     if (unmounted !== undefined) {
       if (!request.yes && !request.dryRun)
         throw new BackupError(
@@ -204,6 +207,7 @@ export async function preflight(
       const plan = await planVolume(entries, artifact, volumeDest, {
         signal: opts.signal,
         overwrite: request.overwrite,
+        timeoutMs: config.sources.volume.timeoutMs,
       });
       if (plan.counts.conflict > 0) {
         hazards.push(

@@ -8,6 +8,7 @@ import type { ArtifactRecord } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine } from '../sources/source.js';
+import { hungMount } from '../store-mount.js';
 import { ByteCounter, chain, watchQuiet } from '../streams.js';
 import { tarGzEntries } from '../tar-entries.js';
 import { emptyStepCounts, type StepCounts } from './report.js';
@@ -168,15 +169,20 @@ const NOT_A_DIRECTORY = 'deis-backup:not-a-directory';
  */
 async function destinationState(
   dest: VolumeDestination,
-  opts: { signal: AbortSignal },
+  opts: { signal: AbortSignal; timeoutMs: number },
 ): Promise<Map<string, Present>> {
   // One shell under sudo, so a sudo that refuses fails the listing instead of passing for "not
   // there". find -H follows the path itself if it is a symlink to a directory, as tar -C does.
   const format = '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%l\\0%P\\0';
   const command = `${sudo(dest)}sh -c 'test -d "$1" && exec find -H "$1" -printf "$2"; test -e "$1" || test -L "$1" || exit 0; echo ${NOT_A_DIRECTORY} >&2; exit 3' sh ${shellQuote(dest.path)} '${format}'`;
   // GNU find's -printf %T@ prints a "." whatever LC_NUMERIC says; the C locale is for its messages.
-  const { stdout, code, stderr } = await runCollecting(command, dest, { ...opts, cLocale: true });
   const where = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
+  // find prints each entry as it goes: silent for timeoutMs, it waits on a hung mount.
+  const { stdout, code, stderr } = await runCollecting(command, dest, {
+    signal: opts.signal,
+    cLocale: true,
+    quiet: { ms: opts.timeoutMs, error: () => hungMount(where, opts.timeoutMs, 'listing') },
+  });
   if (code === 3 && stderr.trim() === NOT_A_DIRECTORY) {
     throw new BackupError(
       'ERR_USAGE',
@@ -219,7 +225,7 @@ export async function planVolume(
   entries: readonly ArchiveEntry[],
   artifact: ArtifactRecord,
   dest: VolumeDestination,
-  opts: { signal: AbortSignal; overwrite: boolean },
+  opts: { signal: AbortSignal; overwrite: boolean; timeoutMs: number },
 ): Promise<VolumePlan> {
   const present = await destinationState(dest, opts);
   const counts = emptyStepCounts();

@@ -1,7 +1,7 @@
 // Acceptance of the backup engine against the real stack: every source into each target kind, then
 // the stored data compared with the originals (GNU tar for the volume, gunzip | psql for the dump).
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream, existsSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { chown, link, lstat, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -697,6 +697,28 @@ describeWithStack('backup', (stack) => {
       expect(restored.out + restored.err).toContain(
         `volume: tar -x into ${mount.path}/store took in nothing for 1 s, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
       );
+    } finally {
+      mount.release();
+    }
+  });
+
+  it('fails a volume restore whose destination mount already hangs, in the preflight', async () => {
+    const volume = tempDir('volume');
+    await seedVolume(volume);
+    const { dir, run } = await backupVolumeAlone(volume);
+    expect(run.code, run.err).toBe(0);
+    const { id } = JSON.parse(run.out) as { id: string };
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: volume, timeoutMs: 1000 } as typeof config.sources.volume;
+    const mount = mountBindfs(tempDir('hung-before'));
+    try {
+      mount.hang();
+      const restored = await restoreVolume(id, writeConfig(config), join(mount.path, 'store'));
+      expect(restored.code).toBe(1);
+      expect(restored.out + restored.err).toContain(
+        `volume: checking the mount of ${mount.path}/store gave nothing for 1 s; check that its mount answers (a hung CephFS blocks every call on it), then restore again, or raise sources.volume.timeoutMs`,
+      );
+      expect(readdirSync(mount.source)).toEqual([]);
     } finally {
       mount.release();
     }
