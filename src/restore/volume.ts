@@ -303,10 +303,13 @@ export async function applyVolume(
   const counter = new ByteCounter();
   const archive = chain(await repository.openVerified(artifact, { signal }), counter);
   const running = await startFeeding(command, dest, archive, { signal, cLocale: true });
-  // Only a tar that leaves what it was given unread is quiet: a slow read of the target is not.
+  // A tar that leaves what it was given unread is quiet, and so is one that has all of it and does
+  // not end; a slow read of the target, with nothing waiting for tar, is not.
+  const stdin = running.stdin;
+  const allSent = (): boolean => stdin.writableFinished || stdin.destroyed;
   const stopWatching = watchQuiet(
     () => counter.bytes,
-    () => running.stdin.writableLength === 0,
+    () => stdin.writableLength === 0 && !allSent(),
     opts.timeoutMs,
     () => {
       quiet.abort();
@@ -317,11 +320,16 @@ export async function applyVolume(
     signal.addEventListener(
       'abort',
       () => {
+        const stalled = allSent()
+          ? `did not end within ${opts.timeoutMs / 1000} s of taking the whole archive`
+          : `took in nothing for ${opts.timeoutMs / 1000} s`;
+        // Nothing more for a command that will not read it: feedCommand stops waiting to write.
+        stdin.destroy();
         reject(
           quiet.signal.aborted
             ? new BackupError(
                 'ERR_TARGET',
-                `volume: tar -x into ${into} took in nothing for ${opts.timeoutMs / 1000} s, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
+                `volume: tar -x into ${into} ${stalled}, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
               )
             : (signal.reason as Error),
         );

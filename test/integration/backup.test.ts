@@ -676,11 +676,20 @@ describeWithStack('backup', (stack) => {
     });
   });
 
-  it('cuts off a volume restore whose destination mount stops answering mid-extract', async () => {
+  it.each([
+    // Incompressible: tar is still taking the archive when the mount stops.
+    ['mid-archive', () => randomBytes(64 * 1024 * 1024), 'took in nothing for 1 s'],
+    // Zeros: the archive (about 50 kB) is all in the pipe, nothing of it waits, and tar is still
+    // writing the file out when the mount stops.
+    [
+      'once tar has the whole archive',
+      () => Buffer.alloc(48 * 1024 * 1024),
+      'did not end within 1 s of taking the whole archive',
+    ],
+  ])('cuts off a volume restore whose destination mount stops answering %s', async (_when, body, stalled) => {
     const volume = tempDir('volume');
     await seedVolume(volume);
-    // Incompressible, so tar is still writing it when the mount stops.
-    await writeFile(join(volume, 'logs', 'big.log'), randomBytes(64 * 1024 * 1024));
+    await writeFile(join(volume, 'logs', 'big.log'), body());
     const { dir, run } = await backupVolumeAlone(volume);
     expect(run.code, run.err).toBe(0);
     const { id } = JSON.parse(run.out) as { id: string };
@@ -690,12 +699,16 @@ describeWithStack('backup', (stack) => {
     try {
       const restoring = restoreVolume(id, writeConfig(config), join(mount.path, 'store'));
       // tar has begun: it made the folder, and writes into it next.
-      while (!existsSync(join(mount.source, 'store'))) await new Promise((r) => setTimeout(r, 5));
+      const deadline = Date.now() + 30_000;
+      while (!existsSync(join(mount.source, 'store'))) {
+        if (Date.now() > deadline) throw new Error(`tar made no folder: ${JSON.stringify(await restoring)}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
       mount.hang();
       const restored = await restoring;
       expect(restored.code).toBe(1);
       expect(restored.out + restored.err).toContain(
-        `volume: tar -x into ${mount.path}/store took in nothing for 1 s, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
+        `volume: tar -x into ${mount.path}/store ${stalled}, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
       );
     } finally {
       mount.release();
