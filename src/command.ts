@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { describeError, toError } from './errors.js';
 import { runRemote, StderrCollector, type RemoteCommand, type SshTarget } from './ssh.js';
-import { watchQuiet } from './streams.js';
+import { Stoppable } from './streams.js';
 
 export type { RemoteCommand as RunningCommand };
 
@@ -111,9 +111,8 @@ export async function runCollecting(
   where: { ssh?: SshTarget | undefined },
   opts: { signal: AbortSignal; cLocale?: boolean; quiet?: { ms: number; error: () => Error } | undefined },
 ): Promise<{ stdout: Buffer; code: number | null; stderr: string }> {
-  const quiet = new AbortController();
-  const signal = AbortSignal.any([opts.signal, quiet.signal]);
-  const running = await runCommand(command, where, { signal, cLocale: opts.cLocale });
+  const stop = new Stoppable(opts.signal);
+  const running = await runCommand(command, where, { signal: stop.signal, cLocale: opts.cLocale });
   running.stdin.end();
   const chunks: Buffer[] = [];
   let bytes = 0;
@@ -129,30 +128,15 @@ export async function runCollecting(
     const { code, stderr } = await collecting;
     return { stdout: Buffer.concat(chunks), code, stderr };
   }
-  const stopWatching = watchQuiet(
+  stop.watch(
     () => bytes,
     () => false,
     limit.ms,
-    () => {
-      quiet.abort();
-    },
   );
-  const stopped = new Promise<never>((_resolve, reject) => {
-    signal.addEventListener(
-      'abort',
-      () => {
-        reject(quiet.signal.aborted ? limit.error() : (signal.reason as Error));
-      },
-      { once: true },
-    );
-  });
-  try {
-    const { code, stderr } = await Promise.race([collecting, stopped]);
-    return { stdout: Buffer.concat(chunks), code, stderr };
-  } finally {
-    stopWatching();
-    collecting.catch(() => undefined);
-  }
+  const { code, stderr } = await stop.race(collecting, () =>
+    stop.cutOff ? limit.error() : (stop.signal.reason as Error),
+  );
+  return { stdout: Buffer.concat(chunks), code, stderr };
 }
 
 /**

@@ -47,6 +47,58 @@ export function watchQuiet(
   };
 }
 
+/**
+ * Work that a quiet watch may cut off, or `outer` stop, and whose end is not waited for once it is
+ * stopped: a call or a process blocked on a hung mount may not return, or die, until it answers.
+ */
+export class Stoppable {
+  private readonly quiet = new AbortController();
+  /** Aborts when the watch cuts the work off or `outer` aborts: give it to the work. */
+  readonly signal: AbortSignal;
+  private stopWatching = (): void => undefined;
+
+  constructor(outer: AbortSignal) {
+    this.signal = AbortSignal.any([outer, this.quiet.signal]);
+  }
+
+  /** True once the watch has cut the work off. */
+  get cutOff(): boolean {
+    return this.quiet.signal.aborted;
+  }
+
+  /** Cuts the work off once `sent()` has not grown for `ms` while `waiting()` is false (watchQuiet). */
+  watch(sent: () => number, waiting: () => boolean, ms: number): void {
+    this.stopWatching = watchQuiet(sent, waiting, ms, () => {
+      this.quiet.abort();
+    });
+  }
+
+  /**
+   * Settles as `work` does, or rejects as soon as the signal aborts, with `stopped()` (called then)
+   * or else the signal's reason. The watch ends either way, and the work is left to settle alone.
+   */
+  async race<T>(work: Promise<T>, stopped: () => Error = () => this.signal.reason as Error): Promise<T> {
+    const signal = this.signal;
+    const stop = new Promise<never>((_resolve, reject) => {
+      if (signal.aborted) reject(stopped());
+      else
+        signal.addEventListener(
+          'abort',
+          () => {
+            reject(stopped());
+          },
+          { once: true },
+        );
+    });
+    try {
+      return await Promise.race([work, stop]);
+    } finally {
+      this.stopWatching();
+      work.catch(() => undefined);
+    }
+  }
+}
+
 /** A pass-through that counts the bytes through it. */
 export class ByteCounter extends Transform {
   bytes = 0;

@@ -9,7 +9,7 @@ import type { Repository } from '../repository/repository.js';
 import type { SshTarget } from '../ssh.js';
 import { errorLine } from '../sources/source.js';
 import { hungMount } from '../store-mount.js';
-import { ByteCounter, chain, watchQuiet } from '../streams.js';
+import { ByteCounter, chain, Stoppable } from '../streams.js';
 import { tarGzEntries } from '../tar-entries.js';
 import { emptyStepCounts, type StepCounts } from './report.js';
 
@@ -298,8 +298,8 @@ export async function applyVolume(
   // which here may name other uids.
   const command = `${sudo(dest)}mkdir -p ${path} && ${sudo(dest)}tar -C ${path} -xzpf - --same-owner --numeric-owner ${keep}${fixRoot}`;
   const into = `${dest.path}${dest.ssh ? ` on ${dest.ssh.host}` : ''}`;
-  const quiet = new AbortController();
-  const signal = AbortSignal.any([opts.signal, quiet.signal]);
+  const stop = new Stoppable(opts.signal);
+  const signal = stop.signal;
   const counter = new ByteCounter();
   const archive = chain(await repository.openVerified(artifact, { signal }), counter);
   const running = await startFeeding(command, dest, archive, { signal, cLocale: true });
@@ -307,44 +307,25 @@ export async function applyVolume(
   // not end; a slow read of the target, with nothing waiting for tar, is not.
   const stdin = running.stdin;
   const allSent = (): boolean => stdin.writableFinished || stdin.destroyed;
-  const stopWatching = watchQuiet(
+  stop.watch(
     () => counter.bytes,
     () => stdin.writableLength === 0 && !allSent(),
     opts.timeoutMs,
-    () => {
-      quiet.abort();
-    },
   );
   // A tar blocked on the mount may not even die when killed: once stopped, its end is not waited for.
-  const stopped = new Promise<never>((_resolve, reject) => {
-    signal.addEventListener(
-      'abort',
-      () => {
-        const stalled = allSent()
-          ? `did not end within ${opts.timeoutMs / 1000} s of taking the whole archive`
-          : `took in nothing for ${opts.timeoutMs / 1000} s`;
-        // Nothing more for a command that will not read it: feedCommand stops waiting to write.
-        stdin.destroy();
-        reject(
-          quiet.signal.aborted
-            ? new BackupError(
-                'ERR_TARGET',
-                `volume: tar -x into ${into} ${stalled}, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
-              )
-            : (signal.reason as Error),
-        );
-      },
-      { once: true },
-    );
+  const fed = await stop.race(feedCommand(running, archive), () => {
+    const stalled = allSent()
+      ? `did not end within ${opts.timeoutMs / 1000} s of taking the whole archive`
+      : `took in nothing for ${opts.timeoutMs / 1000} s`;
+    // Nothing more for a command that will not read it: feedCommand stops waiting to write.
+    stdin.destroy();
+    return stop.cutOff
+      ? new BackupError(
+          'ERR_TARGET',
+          `volume: tar -x into ${into} ${stalled}, so the restore was cut off; check that the destination's mount answers (a hung CephFS blocks every write to it), then restore again, or raise sources.volume.timeoutMs`,
+        )
+      : (signal.reason as Error);
   });
-  const feeding = feedCommand(running, archive);
-  let fed;
-  try {
-    fed = await Promise.race([feeding, stopped]);
-  } finally {
-    stopWatching();
-    feeding.catch(() => undefined);
-  }
   if (fed.code !== 0) {
     throw new BackupError(
       'ERR_TARGET',

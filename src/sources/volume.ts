@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Header, Pack } from 'tar-stream';
 import { BackupError, describeError } from '../errors.js';
-import { ByteCounter, chain, createParallelGzip, watchQuiet } from '../streams.js';
+import { ByteCounter, chain, createParallelGzip, Stoppable } from '../streams.js';
 import { emptyCounts, type SourceCounts, type SourceRecord } from '../repository/manifest.js';
 import { asRoot, runCommand, shellQuote } from '../command.js';
 import { inStore, storeNotMounted } from '../store-mount.js';
@@ -97,28 +97,15 @@ export class VolumeSource implements Source {
         `volume ${path}: a copy stopped at ${waitingSince.toISOString()} still waits on the mount, so no new copy was started; check that the store volume's mount answers (ls in the container): the next backup reads it once it does`,
       );
     }
-    const quiet = new AbortController();
-    const signal = AbortSignal.any([ctx.signal, quiet.signal]);
+    const stop = new Stoppable(ctx.signal);
+    const signal = stop.signal;
     const calls = new MountCalls(signal);
     const progress: Progress = { bytes: () => 0, waiting: () => false, ended: false, storing: undefined };
-    // The copy's end when it cannot end itself: a call blocked on the mount ignores any abort.
-    const stopped = new Promise<never>((_resolve, reject) => {
-      signal.addEventListener(
-        'abort',
-        () => {
-          reject(signal.reason as Error);
-        },
-        { once: true },
-      );
-    });
-    const stopWatching = watchQuiet(
+    stop.watch(
       () => progress.bytes(),
       // Once the source side has ended, only the target's work is left: not the mount's to cut off.
       () => progress.ended || progress.waiting(),
       timeoutMs,
-      () => {
-        quiet.abort();
-      },
     );
     const sub = { ...ctx, signal };
     const copying = (async () => {
@@ -134,16 +121,15 @@ export class VolumeSource implements Source {
         : await this.local(sub, counts, findings, progress, calls);
     })();
     try {
-      return await Promise.race([copying, stopped]);
+      // The copy's end when it cannot end itself: a call blocked on the mount ignores any abort.
+      return await stop.race(copying);
     } catch (err) {
-      // Left behind, it may still settle: nobody waits for it.
-      copying.catch(() => undefined);
       // Whatever stopped it (the watchdog, a cancel, a lost lock, a shutdown), a call still waiting
       // on the mount keeps the next copy of it from starting.
       if (!ssh) strand(path, calls, new Date());
       // A shutdown is the run's abort, not the volume's failure.
       ctx.signal.throwIfAborted();
-      if (!quiet.signal.aborted) throw err;
+      if (!stop.cutOff) throw err;
       // What was stored is cut: once the aborted put has given up, anything it left is removed.
       await Promise.race([
         progress.storing?.catch(() => undefined),
@@ -154,8 +140,6 @@ export class VolumeSource implements Source {
         'ERR_SOURCE',
         `volume ${ssh ? `${ssh.host}:` : ''}${path}: nothing read for ${timeoutMs / 1000} s, so the copy was cut off; check that the store volume's mount answers (${ssh ? 'ls on the host' : 'ls in the container'}; a hung CephFS blocks every read of it), or raise sources.volume.timeoutMs`,
       );
-    } finally {
-      stopWatching();
     }
   }
 

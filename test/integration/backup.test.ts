@@ -485,6 +485,22 @@ describeWithStack('backup', (stack) => {
     }
   }
 
+  /**
+   * A restore point of the sample volume (with `big` as logs/big.log when given), and a config that
+   * restores from it with `sources.volume.timeoutMs` 1000.
+   */
+  async function pointToRestoreQuickly(big?: Buffer): Promise<{ id: string; file: string }> {
+    const volume = tempDir('volume');
+    await seedVolume(volume);
+    if (big) await writeFile(join(volume, 'logs', 'big.log'), big);
+    const { dir, run } = await backupVolumeAlone(volume);
+    expect(run.code, run.err).toBe(0);
+    const { id } = JSON.parse(run.out) as { id: string };
+    const config = baseConfig({ type: 'dir', path: dir });
+    config.sources.volume = { path: volume, timeoutMs: 1000 } as typeof config.sources.volume;
+    return { id, file: writeConfig(config) };
+  }
+
   /** Backs up tree alone, expecting a partial volume; its record and the archive GNU tar extracted. */
   async function backupPartialVolume(
     tree: string,
@@ -687,17 +703,10 @@ describeWithStack('backup', (stack) => {
       'did not end within 1 s of taking the whole archive',
     ],
   ])('cuts off a volume restore whose destination mount stops answering %s', async (_when, body, stalled) => {
-    const volume = tempDir('volume');
-    await seedVolume(volume);
-    await writeFile(join(volume, 'logs', 'big.log'), body());
-    const { dir, run } = await backupVolumeAlone(volume);
-    expect(run.code, run.err).toBe(0);
-    const { id } = JSON.parse(run.out) as { id: string };
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: volume, timeoutMs: 1000 } as typeof config.sources.volume;
+    const { id, file } = await pointToRestoreQuickly(body());
     const mount = mountBindfs(tempDir('hung-into'));
     try {
-      const restoring = restoreVolume(id, writeConfig(config), join(mount.path, 'store'));
+      const restoring = restoreVolume(id, file, join(mount.path, 'store'));
       // tar has begun: it made the folder, and writes into it next.
       const deadline = Date.now() + 30_000;
       while (!existsSync(join(mount.source, 'store'))) {
@@ -716,17 +725,11 @@ describeWithStack('backup', (stack) => {
   });
 
   it('fails a volume restore whose destination mount already hangs, in the preflight', async () => {
-    const volume = tempDir('volume');
-    await seedVolume(volume);
-    const { dir, run } = await backupVolumeAlone(volume);
-    expect(run.code, run.err).toBe(0);
-    const { id } = JSON.parse(run.out) as { id: string };
-    const config = baseConfig({ type: 'dir', path: dir });
-    config.sources.volume = { path: volume, timeoutMs: 1000 } as typeof config.sources.volume;
+    const { id, file } = await pointToRestoreQuickly();
     const mount = mountBindfs(tempDir('hung-before'));
     try {
       mount.hang();
-      const restored = await restoreVolume(id, writeConfig(config), join(mount.path, 'store'));
+      const restored = await restoreVolume(id, file, join(mount.path, 'store'));
       expect(restored.code).toBe(1);
       expect(restored.out + restored.err).toContain(
         `volume: checking the mount of ${mount.path}/store gave nothing for 1 s; check that its mount answers (a hung CephFS blocks every call on it), then restore again, or raise sources.volume.timeoutMs`,
